@@ -1,0 +1,117 @@
+"""The model: the chain formula -> design -> structure -> cross-products -> factor -> objective.
+
+    objective(theta) = criterion(profiled_state(system.update(theta)))
+
+in the spirit of MixedModels.jl's ``objective!(m, θ) = objective(updateL!(setθ!(m, θ)))``.
+"""
+from __future__ import annotations
+
+import logging
+import time
+import warnings as _warnings
+
+import numpy as np
+
+from .crossprod import CrossProducts
+from . import design as _design
+from .objective import NotPositiveDefinite, ProfiledState, profiled_state
+from .optimize import minimize_theta
+from .structure import RandomEffectsStructure
+from .system import BlockDiagonalSystem, SparseSystem
+from .warnings import ConvergenceWarning, SingularFitWarning
+
+log = logging.getLogger("bigmixed")
+
+SOLVERS = ("auto", "blockdiag", "cholmod")
+
+
+class LinearMixedModel:
+    """A linear mixed model bound to data, ready to fit.
+
+    Parameters
+    ----------
+    formula : str
+        lme4 syntax, e.g. ``"y ~ x + (1 + x | g)"``.
+    data : pandas.DataFrame
+    reml : bool
+        REML (default) or maximum likelihood.
+    solver : {"auto", "blockdiag", "cholmod"}
+        "auto" uses the block-diagonal Numba path for one grouping factor, CHOLMOD otherwise.
+    """
+
+    def __init__(self, formula: str, data, *, reml: bool = True, solver: str = "auto"):
+        if solver not in SOLVERS:
+            raise ValueError(f"solver must be one of {SOLVERS}, not {solver!r}")
+        t0 = time.perf_counter()
+        self.formula = formula
+        self.reml = bool(reml)
+        self.design = _design.build_design(formula, data)
+        t1 = time.perf_counter()
+        self.structure = RandomEffectsStructure(self.design.terms)
+        self.crossprods = CrossProducts.compute(self.design.X, self.design.y, self.structure)
+        t2 = time.perf_counter()
+        if solver == "auto":
+            solver = "blockdiag" if len(self.structure.factors) == 1 else "cholmod"
+        if solver == "blockdiag" and len(self.structure.factors) != 1:
+            raise ValueError("solver='blockdiag' needs a single grouping factor")
+        self.solver = solver
+        system_cls = BlockDiagonalSystem if solver == "blockdiag" else SparseSystem
+        self.system = system_cls(self.crossprods, self.structure)
+        t3 = time.perf_counter()
+        self.timings = {"design": t1 - t0, "crossprod": t2 - t1, "analyse": t3 - t2}
+        if self.design.n_dropped:
+            log.info("dropped %d rows with missing values", self.design.n_dropped)
+
+    @property
+    def n_obs(self) -> int:
+        return self.crossprods.n_obs
+
+    @property
+    def n_fixed(self) -> int:
+        return self.crossprods.n_fixed
+
+    def state(self, theta) -> ProfiledState:
+        """Factor the system at theta and return the profiled quantities."""
+        theta = np.asarray(theta, dtype=np.float64)
+        logdet, S = self.system.update(theta)
+        return profiled_state(logdet, S, self.n_obs, self.n_fixed)
+
+    def objective(self, theta, reml: bool | None = None) -> float:
+        """REML criterion or ML deviance at theta (profiled over beta and sigma); inf if undefined."""
+        reml = self.reml if reml is None else reml
+        try:
+            value = self.state(theta).criterion(reml)
+        except NotPositiveDefinite:
+            return np.inf
+        return value if np.isfinite(value) else np.inf
+
+    def fit(self, *, theta0=None, restart_edge: bool = True, ftol_abs: float = 1e-12,
+            xtol_abs: float = 1e-10, maxeval: int = 100_000):
+        """Optimize theta; solve beta, sigma and the conditional modes at the optimum."""
+        from .results import LMMResults
+
+        start = self.structure.initial_theta() if theta0 is None else np.asarray(theta0, float)
+        t0 = time.perf_counter()
+        record = minimize_theta(
+            self.objective, start, self.structure.lower_bounds,
+            ftol_abs=ftol_abs, xtol_abs=xtol_abs, maxeval=maxeval, restart_edge=restart_edge,
+        )
+        t1 = time.perf_counter()
+        caught = []
+        if not record.converged:
+            caught.append(ConvergenceWarning(
+                f"the optimizer did not converge ({record.message}) after {record.n_evaluations} evaluations"))
+        if self.structure.is_singular(record.theta):
+            caught.append(SingularFitWarning(
+                "boundary (singular) fit: a variance is estimated at zero or a correlation at +-1"))
+        results = LMMResults(self, record)
+        results.timings = dict(self.timings, optimize=t1 - t0, finalize=time.perf_counter() - t1)
+        results.warnings = caught
+        for w in caught:
+            _warnings.warn(w, stacklevel=2)
+        return results
+
+
+def lmm(formula: str, data, *, reml: bool = True, solver: str = "auto") -> LinearMixedModel:
+    """Set up a linear mixed model; call ``.fit()`` on the result."""
+    return LinearMixedModel(formula, data, reml=reml, solver=solver)

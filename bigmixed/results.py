@@ -1,0 +1,237 @@
+"""The results step: estimates at the optimum, tidy tables, and lme4-style summary.
+
+formula -> design -> structure -> cross-products -> factor -> objective -> optimizer -> **results**.
+"""
+from __future__ import annotations
+
+import math
+from functools import cached_property
+
+import numpy as np
+import pandas as pd
+
+from .optimize import OptimizerRecord
+
+
+class LMMResults:
+    """A fitted linear mixed model.
+
+    lme4 names: theta, sigma, beta, vcov, objective (REML criterion or deviance), ranef(), coef(),
+    variance_components, fitted / residuals; statsmodels names: params, bse, tvalues,
+    cov_params(), llf, aic, bic, fittedvalues, resid, nobs.
+    """
+
+    def __init__(self, model, record: OptimizerRecord):
+        self.model = model
+        self.optimizer = record
+        self.reml = model.reml
+        self.formula = model.formula
+        self.theta = record.theta.copy()
+        state = model.state(self.theta)
+        self._state = state
+        self.objective = float(state.criterion(self.reml))
+        self.sigma = state.sigma(self.reml)
+        d = model.design
+        self.fixed_names = list(d.fixed_names)
+        self.beta = state.beta()
+        self.vcov = self.sigma ** 2 * state.unscaled_vcov()
+        self.warnings: list = []
+        self.timings: dict = {}
+
+    # ---- sizes -------------------------------------------------------------------------
+    @property
+    def nobs(self) -> int:
+        return self.model.n_obs
+
+    @property
+    def n_dropped(self) -> int:
+        return self.model.design.n_dropped
+
+    @property
+    def n_groups(self) -> dict:
+        return {f.group: f.n_levels for f in self.model.structure.factors}
+
+    @property
+    def converged(self) -> bool:
+        return self.optimizer.converged
+
+    @property
+    def is_singular(self) -> bool:
+        return self.model.structure.is_singular(self.theta)
+
+    # ---- fixed effects -----------------------------------------------------------------
+    @property
+    def params(self) -> pd.Series:
+        return pd.Series(self.beta, index=self.fixed_names, name="estimate")
+
+    @property
+    def bse(self) -> pd.Series:
+        return pd.Series(np.sqrt(np.diag(self.vcov)), index=self.fixed_names, name="std_error")
+
+    @property
+    def tvalues(self) -> pd.Series:
+        return pd.Series(self.beta / self.bse.to_numpy(), index=self.fixed_names, name="t_value")
+
+    def cov_params(self) -> pd.DataFrame:
+        return pd.DataFrame(self.vcov, index=self.fixed_names, columns=self.fixed_names)
+
+    @property
+    def corr_fixed(self) -> pd.DataFrame:
+        """Correlation of the fixed-effect estimates (lme4's 'Correlation of Fixed Effects')."""
+        s = np.sqrt(np.diag(self.vcov))
+        return pd.DataFrame(self.vcov / np.outer(s, s), index=self.fixed_names, columns=self.fixed_names)
+
+    @property
+    def fixed_effects(self) -> pd.DataFrame:
+        return pd.DataFrame({
+            "term": self.fixed_names,
+            "estimate": self.beta,
+            "std_error": self.bse.to_numpy(),
+            "t_value": self.tvalues.to_numpy(),
+        })
+
+    # ---- variance components -----------------------------------------------------------
+    def term_covariances(self) -> list:
+        """Per random-effects term (user order): (group, column names, covariance matrix)."""
+        st = self.model.structure
+        out = []
+        for k, term in enumerate(st.terms):
+            fi = st.term_factor[k]
+            f = st.factors[fi]
+            off = f.term_offsets[f.term_ids.index(k)]
+            T = st.T_of(self.theta, fi)[off:off + term.n_columns, off:off + term.n_columns]
+            out.append((term.group, list(term.column_names), self.sigma ** 2 * T @ T.T))
+        return out
+
+    @property
+    def variance_components(self) -> pd.DataFrame:
+        """Tidy table like as.data.frame(VarCorr(fit)): one row per variance and per covariance."""
+        rows = []
+        for group, names, cov in self.term_covariances():
+            sd = np.sqrt(np.diag(cov))
+            for i, name in enumerate(names):
+                rows.append((group, name, None, cov[i, i], sd[i], np.nan))
+            for j in range(len(names)):
+                for i in range(j + 1, len(names)):
+                    denom = sd[i] * sd[j]
+                    corr = cov[i, j] / denom if denom > 0 else np.nan
+                    rows.append((group, names[j], names[i], cov[i, j], np.nan, corr))
+        rows.append(("Residual", None, None, self.sigma ** 2, self.sigma, np.nan))
+        return pd.DataFrame(rows, columns=["group", "term1", "term2", "variance", "sd", "corr"])
+
+    # ---- likelihood and information criteria ------------------------------------------
+    @property
+    def n_params(self) -> int:
+        """lme4's df for logLik: length(theta) + p + 1 (sigma)."""
+        return self.model.structure.n_theta + len(self.beta) + 1
+
+    @property
+    def llf(self) -> float:
+        return -0.5 * self.objective
+
+    @property
+    def aic(self) -> float:
+        return self.objective + 2 * self.n_params
+
+    @property
+    def bic(self) -> float:
+        return self.objective + self.n_params * math.log(self.nobs)
+
+    @property
+    def deviance(self) -> float:
+        """ML deviance at the fitted theta (for REML fits: -2 log-likelihood at the REML estimates)."""
+        return self.model.state(self.theta).criterion(False) if self.reml else self.objective
+
+    # ---- conditional modes -------------------------------------------------------------
+    @cached_property
+    def _modes(self):
+        st = self.model.structure
+        us, cinvs = self.model.system.modes(self.theta, self.beta)
+        b, condvar = [], []
+        for fi in range(len(st.factors)):
+            T = st.T_of(self.theta, fi)
+            b.append(us[fi] @ T.T)
+            condvar.append(self.sigma ** 2 * np.einsum("ij,ljk,mk->lim", T, cinvs[fi], T))
+        return b, condvar
+
+    def ranef(self, condvar: bool = True) -> dict:
+        """Conditional modes per grouping factor: {group: DataFrame indexed by level}.
+
+        With condvar, columns ``<name>_sd`` hold the conditional SDs (sqrt of lme4's postVar
+        diagonal); the full conditional covariances are in ``conditional_variances()``.
+        """
+        b, cv = self._modes
+        out = {}
+        for fi, f in enumerate(self.model.structure.factors):
+            df = pd.DataFrame(b[fi], index=pd.Index(f.levels, name=f.group), columns=f.column_names)
+            if condvar:
+                sds = np.sqrt(np.maximum(np.diagonal(cv[fi], axis1=1, axis2=2), 0.0))
+                for i, name in enumerate(f.column_names):
+                    df[f"{name}_sd"] = sds[:, i]
+            out[f.group] = df
+        return out
+
+    def conditional_variances(self) -> dict:
+        """{group: (n_levels, P, P) array}: Var(b_g | y) at the estimates (lme4's condVar)."""
+        _, cv = self._modes
+        return {f.group: cv[fi] for fi, f in enumerate(self.model.structure.factors)}
+
+    def coef(self) -> dict:
+        """Fixed plus random effects per level (lme4's coef()): {group: DataFrame}."""
+        b, _ = self._modes
+        out = {}
+        for fi, f in enumerate(self.model.structure.factors):
+            df = pd.DataFrame(np.tile(self.beta, (f.n_levels, 1)), index=pd.Index(f.levels, name=f.group),
+                              columns=self.fixed_names)
+            for i, name in enumerate(f.column_names):
+                if name in df.columns:
+                    df[name] = df[name].to_numpy() + b[fi][:, i]
+                else:
+                    df[name] = b[fi][:, i]
+            out[f.group] = df
+        return out
+
+    # ---- fitted values and residuals (one pass over the rows, on request) ---------------
+    @cached_property
+    def fitted_marginal(self) -> np.ndarray:
+        return self.model.design.X @ self.beta
+
+    @cached_property
+    def fittedvalues(self) -> np.ndarray:
+        """Conditional fitted values X beta + Z b."""
+        b, _ = self._modes
+        fit = self.fitted_marginal.copy()
+        for fi, f in enumerate(self.model.structure.factors):
+            if f.unit_z:
+                fit += b[fi][f.codes, 0]
+            else:
+                fit += np.einsum("ij,ij->i", f.Z, b[fi][f.codes])
+        return fit
+
+    @property
+    def fitted(self) -> np.ndarray:
+        return self.fittedvalues
+
+    @property
+    def resid(self) -> np.ndarray:
+        """Conditional residuals y - X beta - Z b."""
+        return self.model.design.y - self.fittedvalues
+
+    @property
+    def resid_marginal(self) -> np.ndarray:
+        return self.model.design.y - self.fitted_marginal
+
+    @property
+    def resid_scaled(self) -> np.ndarray:
+        """Conditional residuals divided by sigma (lme4's residuals(fit, scaled = TRUE))."""
+        return self.resid / self.sigma
+
+    # ---- printing ----------------------------------------------------------------------
+    def summary(self) -> str:
+        from .summary import format_summary
+
+        return format_summary(self)
+
+    def __repr__(self) -> str:
+        kind = "REML" if self.reml else "ML"
+        return f"<LMMResults {kind} {self.formula!r}: objective {self.objective:.4f}, nobs {self.nobs}>"

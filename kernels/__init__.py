@@ -1,0 +1,16 @@
+"""Numba compute kernels. Raw arrays in, caller-owned ``*_out`` buffers out; no scipy or pandas."""
+from .blockdiag import blockdiag_modes, blockdiag_update, n_level_chunks
+from .crossprod import factor_crossprod, n_row_chunks, pair_crossprod
+from .sparse import fill_scaled_gram, lookup_entries, selected_inverse
+
+__all__ = [
+    "blockdiag_modes",
+    "blockdiag_update",
+    "factor_crossprod",
+    "fill_scaled_gram",
+    "lookup_entries",
+    "n_level_chunks",
+    "n_row_chunks",
+    "pair_crossprod",
+    "selected_inverse",
+]

@@ -1,0 +1,162 @@
+"""Penalized least squares for one grouping factor: a block-diagonal system, level by level.
+
+For one factor with P random effects per level, Lambda'Z'Z Lambda + I is block diagonal with
+one P x P block per level, so its Cholesky factor is too. Everything is O(n_levels), never O(n).
+"""
+import numpy as np
+from numba import njit, prange
+
+
+def n_level_chunks(n_levels):
+    """Fixed chunking over levels (depends on the level count only: thread-count invariant)."""
+    return int(min(8, max(1, -(-n_levels // 20_000))))
+
+
+@njit(cache=True, inline="always")
+def _chol_lower_inplace(M, P):
+    """In-place lower Cholesky of a small SPD matrix; returns log det(L L') = 2 sum log diag."""
+    logdet = 0.0
+    for j in range(P):
+        s = M[j, j]
+        for k in range(j):
+            s -= M[j, k] * M[j, k]
+        d = np.sqrt(s)
+        M[j, j] = d
+        logdet += 2.0 * np.log(d)
+        for i in range(j + 1, P):
+            s = M[i, j]
+            for k in range(j):
+                s -= M[i, k] * M[j, k]
+            M[i, j] = s / d
+        for i in range(j):
+            M[i, j] = 0.0
+    return logdet
+
+
+@njit(cache=True, inline="always")
+def _scaled_block(T, zz, zxy, g, P, m, W, M, R):
+    """M <- T' zz[g] T + I and R <- T' zxy[g] (T lower triangular; W is a P x P work buffer)."""
+    for a in range(P):
+        for b in range(P):
+            s = 0.0
+            for k in range(b, P):
+                s += zz[g, a, k] * T[k, b]
+            W[a, b] = s
+    for a in range(P):
+        for b in range(P):
+            s = 0.0
+            for k in range(a, P):
+                s += T[k, a] * W[k, b]
+            M[a, b] = s
+        M[a, a] += 1.0
+    for a in range(P):
+        for b in range(m):
+            s = 0.0
+            for k in range(a, P):
+                s += T[k, a] * zxy[g, k, b]
+            R[a, b] = s
+
+
+@njit(cache=True, inline="always")
+def _forward_solve(L, R, P, m):
+    """R <- L^{-1} R for lower-triangular L (P x P), R (P x m)."""
+    for b in range(m):
+        for a in range(P):
+            s = R[a, b]
+            for k in range(a):
+                s -= L[a, k] * R[k, b]
+            R[a, b] = s / L[a, a]
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def blockdiag_update(T, zz, zxy, n_chunks, schur_out):
+    """Factor the block-diagonal system for one theta.
+
+    Parameters
+    ----------
+    T : (P, P) float64, lower-triangular relative covariance factor (same for every level)
+    zz : (n_levels, P, P) float64, Z_g'Z_g
+    zxy : (n_levels, P, m) float64, Z_g'[X y]
+    n_chunks : int, fixed chunking over levels (see `n_level_chunks`)
+    schur_out : (n_chunks, m, m) float64, receives per chunk sum_g R_g'R_g where
+        R_g = L_g^{-1} T' Z_g'[X y] and L_g L_g' = T' Z_g'Z_g T + I
+
+    Returns
+    -------
+    log det(Lambda'Z'Z Lambda + I), summed in chunk order.
+    """
+    n_levels = zz.shape[0]
+    P = zz.shape[1]
+    m = zxy.shape[2]
+    per = (n_levels + n_chunks - 1) // n_chunks
+    logdets = np.zeros(n_chunks)
+    for c in prange(n_chunks):
+        W = np.empty((P, P))
+        M = np.empty((P, P))
+        R = np.empty((P, m))
+        acc = np.zeros((m, m))
+        ld = 0.0
+        for g in range(c * per, min(n_levels, (c + 1) * per)):
+            _scaled_block(T, zz, zxy, g, P, m, W, M, R)
+            ld += _chol_lower_inplace(M, P)
+            _forward_solve(M, R, P, m)
+            for a in range(m):
+                for b in range(a + 1):
+                    s = 0.0
+                    for k in range(P):
+                        s += R[k, a] * R[k, b]
+                    acc[a, b] += s
+        for a in range(m):
+            for b in range(a + 1):
+                schur_out[c, a, b] = acc[a, b]
+                schur_out[c, b, a] = acc[a, b]
+        logdets[c] = ld
+    total = 0.0
+    for c in range(n_chunks):
+        total += logdets[c]
+    return total
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def blockdiag_modes(T, zz, zxy, beta, u_out, cinv_out):
+    """Spherical modes u_g and the blocks (T'Z_g'Z_g T + I)^{-1} at the optimum.
+
+    Parameters
+    ----------
+    T : (P, P) lower triangular; zz : (n_levels, P, P); zxy : (n_levels, P, p + 1)
+    beta : (p,) fixed effects
+    u_out : (n_levels, P) float64, receives u_g = (T'A_g T + I)^{-1} T'Z_g'(y - X beta)
+    cinv_out : (n_levels, P, P) float64, receives (T'A_g T + I)^{-1}
+    """
+    n_levels = zz.shape[0]
+    P = zz.shape[1]
+    m = zxy.shape[2]
+    p = m - 1
+    for g in prange(n_levels):
+        W = np.empty((P, P))
+        M = np.empty((P, P))
+        R = np.empty((P, m))
+        _scaled_block(T, zz, zxy, g, P, m, W, M, R)
+        _chol_lower_inplace(M, P)
+        rhs = np.empty((P, 1))
+        for a in range(P):
+            s = R[a, p]
+            for b in range(p):
+                s -= R[a, b] * beta[b]
+            rhs[a, 0] = s
+        _forward_solve(M, rhs, P, 1)
+        # back solve L' u = rhs
+        for a in range(P - 1, -1, -1):
+            s = rhs[a, 0]
+            for k in range(a + 1, P):
+                s -= M[k, a] * u_out[g, k]
+            u_out[g, a] = s / M[a, a]
+        # inverse of L L': columns of L^{-T} L^{-1}
+        Linv = np.eye(P)
+        _forward_solve(M, Linv, P, P)
+        for a in range(P):
+            for b in range(P):
+                s = 0.0
+                for k in range(max(a, b), P):
+                    s += Linv[k, a] * Linv[k, b]
+                cinv_out[g, a, b] = s
