@@ -6,9 +6,12 @@
 #   {"name": ..., "data": "<csv path>", "data_file": "<csv file name for the JSON>",
 #    "formula": "...", "reml": true|false, "factors": ["doctor", ...],
 #    "levels": {"method": ["nir", "hplc"]}, "out": "<json path>"}
-# For each one, the model is fitted twice with lmer(): once with lme4's default
-# optimizer settings (what users compare with) and once with tight tolerances (the
-# truth for tight comparisons), and everything is written to "out" as JSON.
+# For each one, the model is fitted with lmer() and lme4's default optimizer
+# settings, which is what users compare with. It is then fitted again for the
+# "precise" result, the truth for tight comparisons. That fit runs nloptwrap and
+# bobyqa with tolerances of 1e-12, takes Newton steps on lme4's own deviance from
+# the better of the two, and rebuilds the model at the polished theta. Everything
+# is written to "out" as JSON (see bench/references/README.md).
 #
 # Level order of every factor: sorted in the C locale, unless "levels" names it.
 
@@ -36,7 +39,7 @@ named <- function(x) {
 # A matrix as a list of rows (so that a 1x1 matrix stays [[x]] in JSON).
 rows <- function(m) {
     m <- as.matrix(m)
-    lapply(seq_len(nrow(m)), function(i) as.numeric(m[i, ]))
+    lapply(seq_len(nrow(m)), function(i) I(as.numeric(m[i, ])))
 }
 
 read_data <- function(spec) {
@@ -60,8 +63,8 @@ ranef_json <- function(m) {
     for (g in names(re)) {
         r <- re[[g]]
         entry <- list(
-            levels = rownames(r),
-            columns = colnames(r),
+            levels = I(rownames(r)),
+            columns = I(colnames(r)),
             modes = rows(r)
         )
         pv <- attr(r, "postVar")
@@ -90,7 +93,7 @@ ranef_json <- function(m) {
         long <- as.data.frame(re)
         entry$condsd <- lapply(colnames(r), function(cn) {
             sel <- long[long$term == cn, ]
-            sel$condsd[match(rownames(r), as.character(sel$grp))]
+            I(sel$condsd[match(rownames(r), as.character(sel$grp))])
         })
         names(entry$condsd) <- colnames(r)
         out[[g]] <- entry
@@ -100,11 +103,11 @@ ranef_json <- function(m) {
 
 varcorr_json <- function(m) {
     vc <- as.data.frame(VarCorr(m))
-    list(grp = as.character(vc$grp),
-         var1 = as.character(vc$var1),
-         var2 = as.character(vc$var2),
-         vcov = vc$vcov,
-         sdcor = vc$sdcor)
+    list(grp = I(as.character(vc$grp)),
+         var1 = I(as.character(vc$var1)),
+         var2 = I(as.character(vc$var2)),
+         vcov = I(vc$vcov),
+         sdcor = I(vc$sdcor))
 }
 
 objective <- function(m) {
@@ -145,7 +148,7 @@ satterthwaite_json <- function(m) {
     mt <- lmerTest::as_lmerModLmerTest(m)
     co <- summary(mt, ddf = "Satterthwaite")$coefficients
     out <- list(
-        names = rownames(co),
+        names = I(rownames(co)),
         estimate = named(setNames(co[, "Estimate"], rownames(co))),
         se = named(setNames(co[, "Std. Error"], rownames(co))),
         df = named(setNames(co[, "df"], rownames(co))),
@@ -155,10 +158,10 @@ satterthwaite_json <- function(m) {
     an <- tryCatch(anova(mt, type = 3, ddf = "Satterthwaite"), error = function(e) NULL)
     if (!is.null(an) && nrow(an) > 0) {
         out$anova_type3 <- list(
-            terms = rownames(an),
-            sumsq = an[, "Sum Sq"], meansq = an[, "Mean Sq"],
-            numdf = an[, "NumDF"], dendf = an[, "DenDF"],
-            F = an[, "F value"], p = an[, "Pr(>F)"])
+            terms = I(rownames(an)),
+            sumsq = I(an[, "Sum Sq"]), meansq = I(an[, "Mean Sq"]),
+            numdf = I(an[, "NumDF"]), dendf = I(an[, "DenDF"]),
+            F = I(an[, "F value"]), p = I(an[, "Pr(>F)"]))
     }
     out
 }
@@ -227,7 +230,7 @@ polish_theta <- function(fml, d, reml, theta0) {
             if (max(abs(step)) < 1e-13 * max(1, max(abs(th)))) break
         }
     }
-    list(theta = th, objective = fb, start_objective = f0,
+    list(theta = I(th), objective = fb, start_objective = f0,
          held_at_bound = as.list(names(theta0)[at_bound]),
          log = log)
 }
@@ -246,14 +249,14 @@ fit_one <- function(spec) {
         formula = spec$formula,
         reml = reml,
         data = spec$data_file,
-        factor_levels = lapply(Filter(is.factor, d), levels),
+        factor_levels = lapply(Filter(is.factor, d), function(f) I(levels(f))),
         nobs = nobs(m),
         ngrps = named(ngrps(m)),
         objective = objective(m),
         theta = named(getME(m, "theta")),
         sigma = sigma(m),
         beta = named(fixef(m)),
-        fixed_names = names(fixef(m)),
+        fixed_names = I(names(fixef(m))),
         se = named(sqrt(diag(as.matrix(vcov(m))))),
         vcov = rows(as.matrix(vcov(m))),
         varcorr = varcorr_json(m),
@@ -266,8 +269,8 @@ fit_one <- function(spec) {
         fevals = m@optinfo$feval,
         optimizer = m@optinfo$optimizer,
         optinfo = optinfo_json(m),
-        fit_warnings = as.list(fw$warnings),
-        fit_messages = as.list(fw$messages),
+        fit_warnings = as.list(unique(fw$warnings)),
+        fit_messages = as.list(unique(fw$messages)),
         lme4_version = as.character(packageVersion("lme4")),
         lmerTest_version = as.character(packageVersion("lmerTest")),
         R_version = R.version.string
@@ -312,9 +315,7 @@ fit_one <- function(spec) {
     prec$theta_spread_between_optimizers <- max(apply(thm, 2, function(x) diff(range(x))))
     prec$fit_warnings <- as.list(tries[[sub("\\+newton$", "", how)]]$warnings)
     prec$fit_messages <- as.list(tries[[sub("\\+newton$", "", how)]]$messages)
-    prec$ranef <- lapply(ranef(pm), function(r) list(levels = rownames(r),
-                                                    columns = colnames(r),
-                                                    modes = rows(r)))
+    prec$ranef <- ranef_json(pm)
     res$precise <- prec
     res$objective_gap_default_minus_precise <- res$objective - prec$objective
 

@@ -9,10 +9,15 @@ group codes and the term's own small dense model matrix. Z itself is never forme
 """
 from __future__ import annotations
 
+import builtins
+import copy
+import difflib
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 
 @dataclass
@@ -33,6 +38,12 @@ class RandomTerm:
         Level code of each observation, in 0..n_levels-1. Every level occurs at least once.
     Z : np.ndarray, shape (n_obs, p_k), float64, C-contiguous
         The term's model matrix (the columns multiplying the random effects of one level).
+        Terms with the same `expr` (e.g. from ``(1 | a/b)``) share one Z array: do not
+        modify it in place.
+    group_vars : tuple[str, ...]
+        The grouping column names, slowest-varying first (("b", "a") for group "b:a").
+    correlated : bool
+        False when the term came from an uncorrelated ``||`` term.
     """
 
     expr: str
@@ -41,6 +52,8 @@ class RandomTerm:
     levels: np.ndarray
     codes: np.ndarray
     Z: np.ndarray
+    group_vars: tuple = ()
+    correlated: bool = True
 
     @property
     def n_levels(self) -> int:
@@ -75,6 +88,8 @@ class Design:
         What `predict` needs to re-encode X on new data the same way (e.g. a formulaic ModelSpec).
     term_specs : list
         Per random term, what is needed to re-encode its Z and map group labels on new data.
+    parsed : bigmixed.formula.ParsedFormula
+        The parsed formula.
     """
 
     formula: str
@@ -87,7 +102,993 @@ class Design:
     row_index: Any
     fixed_spec: Any = None
     term_specs: list = field(default_factory=list)
+    parsed: Any = None
 
     @property
     def n_obs(self) -> int:
         return self.y.shape[0]
+
+
+# ======================================================================================
+# build_design: formula + DataFrame -> Design
+# ======================================================================================
+#
+# R conventions reproduced here (checked against R 4.2 / lme4 model.matrix):
+#   * factor level order: a pandas Categorical's category order, otherwise sorted unique
+#     values (numbers numerically, strings by code point = R's C locale, False < True);
+#     levels that do not occur in the rows used are dropped (lme4 builds its model frame
+#     with drop.unused.levels = TRUE, after na.omit).
+#   * level labels as R prints them: "TRUE"/"FALSE" for logicals, "3" for 3 and 3.0.
+#   * unordered factors: treatment contrasts against the first level; ordered factors
+#     (ordered pandas Categorical): contr.poly, columns "x.L", "x.Q", "x.C", "x^4", ...
+#   * which factor in which term is contrast-coded and which gets full dummy coding follows
+#     R's model.matrix rule (TermCode; "Statistical Models in S", p. 38), including the
+#     no-intercept rule (the first factor of the first term with a factor gets all levels),
+#     so `0 + f`, `f - 1`, `f:g`, `g + f:g`, `x + f:x` give R's columns.
+#   * term order: R's terms.formula (by degree, stable); variable order inside a term: first
+#     appearance in the formula; column order inside an interaction: first factor fastest.
+#   * column names: "(Intercept)", "age", "methodhplc", "age:sexM", "`my var`", "I(x^2)".
+
+from formulaic import ModelSpec  # noqa: E402
+from formulaic.formula import SimpleFormula  # noqa: E402
+from formulaic.materializers.pandas import PandasMaterializer  # noqa: E402
+from formulaic.materializers.types import FactorValues, ScopedFactor, ScopedTerm  # noqa: E402
+from formulaic.parser.types import Factor, Term  # noqa: E402
+from formulaic.transforms import TRANSFORMS, C, encode_contrasts  # noqa: E402
+from formulaic.transforms.contrasts import PolyContrasts  # noqa: E402
+from formulaic.transforms.poly import poly as _formulaic_poly  # noqa: E402
+from formulaic.utils.stateful_transforms import stateful_transform  # noqa: E402
+from formulaic.utils.cast import as_columns  # noqa: E402
+from formulaic.utils.null_handling import drop_rows as _drop_nulls  # noqa: E402
+from interface_meta import override  # noqa: E402
+
+from .formula import (  # noqa: E402
+    FormulaError,
+    expression_names,
+    parse_formula,
+    r_term_order,
+)
+
+__all__ = [
+    "RandomTerm",
+    "Design",
+    "DesignError",
+    "build_design",
+    "design_matrices_for_newdata",
+    "contr_poly",
+]
+
+
+class DesignError(ValueError):
+    """The data do not fit the formula: a missing column, a non-numeric response, ..."""
+
+
+def _r_factor(x):
+    """R's ``factor(x)`` inside a formula: levels sorted, labelled as R prints them."""
+    codes, labels, _ = _factorize(pd.Series(getattr(x, "__wrapped__", x)))
+    return C(_as_categorical(codes, labels, False))
+
+
+def _r_ordered(x):
+    """R's ``ordered(x)`` inside a formula: sorted levels, polynomial contrasts."""
+    s = pd.Series(getattr(x, "__wrapped__", x))
+    codes, labels, _ = _factorize(s)
+    return C(_as_categorical(codes, labels, True), contrasts=_RPolyContrasts())
+
+
+@stateful_transform
+def _r_scale(data, center=True, scale=True, _state={}):  # noqa: B006 - stateful transform
+    """R's ``scale(x)``: centre by the mean, divide by the sd (n - 1), ignoring NaN.
+
+    State (centre, scale) is kept for new data, as R's makepredictcall does for scale().
+    """
+    x = np.asarray(getattr(data, "__wrapped__", data), dtype=np.float64)
+    if "center" not in _state:
+        if isinstance(center, bool):
+            _state["center"] = np.nanmean(x, axis=0) if center else None
+        else:
+            _state["center"] = np.asarray(center, dtype=np.float64)
+    if _state["center"] is not None:
+        x = x - _state["center"]
+    if "scale" not in _state:
+        if isinstance(scale, bool):
+            if scale:
+                m = np.sum(~np.isnan(x), axis=0)
+                _state["scale"] = np.sqrt(np.nansum(x**2, axis=0) / (m - 1))
+            else:
+                _state["scale"] = None
+        else:
+            _state["scale"] = np.asarray(scale, dtype=np.float64)
+    if _state["scale"] is not None:
+        x = x / _state["scale"]
+    return x
+
+
+@stateful_transform
+def _r_center(data, _state={}):  # noqa: B006 - stateful transform
+    return _r_scale(data, scale=False, _state=_state)
+
+
+@stateful_transform
+def _r_poly(x, degree=1, raw=False, _state={}):  # noqa: B006 - stateful transform
+    """formulaic's poly (the same basis as R's orthogonal poly()), refusing NaN like R."""
+    arr = np.asarray(getattr(x, "__wrapped__", x), dtype=np.float64)
+    if np.isnan(arr).any():
+        raise DesignError(
+            "missing values are not allowed in 'poly' (R refuses them too); drop the rows "
+            "with a missing value first"
+        )
+    return _formulaic_poly(arr, degree=degree, raw=raw, _state=_state)
+
+
+# Names available to formula expressions besides the data columns and formulaic's
+# transforms (np, log, exp, log2, log10, I, C, scale, center, poly, ...): R's factor()
+# and ordered(), and R's usual maths functions.
+_CONTEXT: dict = {
+    "scale": _r_scale,
+    "center": _r_center,
+    "poly": _r_poly,
+    "factor": _r_factor,
+    "ordered": _r_ordered,
+    "sqrt": np.sqrt,
+    "log1p": np.log1p,
+    "expm1": np.expm1,
+    "sin": np.sin,
+    "cos": np.cos,
+    "tan": np.tan,
+    "asin": np.arcsin,
+    "acos": np.arccos,
+    "atan": np.arctan,
+    "sinh": np.sinh,
+    "cosh": np.cosh,
+    "tanh": np.tanh,
+    "floor": np.floor,
+    "ceiling": np.ceil,
+    "trunc": np.trunc,
+    "sign": np.sign,
+}
+
+
+# --------------------------------------------------------------------------------------
+# contr.poly
+
+
+def contr_poly(n: int, scores=None) -> np.ndarray:
+    """R's ``contr.poly(n)``: orthonormal polynomial contrasts, shape (n, n - 1).
+
+    Same construction as R's ``make.poly``: QR of the centred Vandermonde matrix, columns
+    Q_j * R_jj (the Gram-Schmidt residuals, sign-definite), normalised to unit length; the
+    constant column is dropped. Column j (0-based) is the degree-(j+1) polynomial; R names
+    them ".L", ".Q", ".C", "^4", "^5", ...
+    """
+    n = int(n)
+    if n < 2:
+        raise ValueError(f"contrasts not defined for {n - 1} degrees of freedom")
+    s = np.arange(1, n + 1, dtype=np.float64) if scores is None else np.asarray(scores, np.float64)
+    if s.shape != (n,):
+        raise ValueError("'scores' argument is of the wrong length")
+    y = s - s.mean()
+    vander = y[:, None] ** np.arange(n, dtype=np.float64)[None, :]
+    q, r = np.linalg.qr(vander)
+    raw = q * np.diag(r)[None, :]
+    z = raw / np.sqrt((raw**2).sum(axis=0))[None, :]
+    return np.ascontiguousarray(z[:, 1:])
+
+
+def contr_poly_names(n: int) -> list:
+    return [{1: ".L", 2: ".Q", 3: ".C"}.get(d, f"^{d}") for d in range(1, n)]
+
+
+class _RPolyContrasts(PolyContrasts):
+    """formulaic's PolyContrasts with R's exact contr.poly coding matrix."""
+
+    @override
+    def _get_coding_matrix(self, levels, reduced_rank=True, sparse=False):
+        import scipy.sparse as spsparse
+
+        n = len(levels)
+        m = contr_poly(n) if reduced_rank else np.eye(n)
+        return spsparse.csc_matrix(m) if sparse else m
+
+
+# --------------------------------------------------------------------------------------
+# R-style names
+
+_R_RESERVED = {
+    "if", "else", "repeat", "while", "function", "for", "next", "break", "TRUE", "FALSE",
+    "NULL", "Inf", "NaN", "NA", "NA_integer_", "NA_real_", "NA_character_", "in",
+}
+
+
+def _r_syntactic(name: str) -> bool:
+    import re
+
+    if name in _R_RESERVED:
+        return False
+    return bool(re.fullmatch(r"(?:[A-Za-z]|\.(?![0-9]))[A-Za-z0-9._]*|\.", name))
+
+
+def _r_var_name(expr: str, is_column: bool) -> str:
+    """How R's model.matrix names a variable: `my var` backquoted, I(x^2) as R deparses."""
+    if is_column:
+        return expr if _r_syntactic(expr) else f"`{expr}`"
+    return expr.replace(" ** ", "^")
+
+
+# --------------------------------------------------------------------------------------
+# The formulaic materializer with R's coding rules and names
+
+
+class _RMaterializer(PandasMaterializer):
+    """Pandas materializer that codes factors and names columns like R's model.matrix."""
+
+    REGISTER_NAME = "bigmixed_r"
+    REGISTER_INPUTS = ()  # never chosen automatically: only where bigmixed asks for it
+    REGISTER_OUTPUTS = ("numpy",)
+
+    @override
+    def _get_scoped_terms(self, terms, ensure_full_rank=True):
+        if self.params.get("evaluate_only"):
+            # the model-frame pass: every factor in full, no contrasts, no checks
+            for term in terms:
+                evaled = [self.factor_cache[f.expr] for f in term.factors]
+                yield term, [ScopedTerm(factors=[ScopedFactor(e) for e in evaled
+                                                 if e.metadata.kind is not Factor.Kind.CONSTANT])]
+            return
+        terms = list(terms)
+        has_intercept = any(
+            all(f.eval_method.value == "literal" for f in t.factors) for t in terms
+        )
+        need_first_dummy = not has_intercept
+        preceding: list = []
+        for term in terms:
+            evaled = [self.factor_cache[f.expr] for f in term.factors]
+            evaled = [e for e in evaled if e.values.__wrapped__ is not None]
+            scale = 1
+            facs = []
+            for e in evaled:
+                if e.metadata.kind is Factor.Kind.CONSTANT:
+                    scale *= e.values
+                else:
+                    facs.append(e)
+            if not facs:
+                yield term, [ScopedTerm(factors=(), scale=scale)]
+                continue
+            names = [e.expr for e in facs]
+            scoped = []
+            for e in facs:
+                if e.metadata.kind is Factor.Kind.CATEGORICAL and e.metadata.spans_intercept:
+                    # R's TermCode: contrasts iff the term without this factor is empty or
+                    # is contained in a preceding term; otherwise full dummy coding.
+                    rest = set(names) - {e.expr}
+                    reduced = (not rest) or any(rest <= p for p in preceding)
+                    if need_first_dummy:
+                        reduced = False
+                        need_first_dummy = False
+                    if reduced:
+                        _check_two_levels(e)
+                    scoped.append(ScopedFactor(e, reduced=reduced))
+                else:
+                    scoped.append(ScopedFactor(e))
+            preceding.append(set(names))
+            yield term, [ScopedTerm(factors=scoped, scale=scale)]
+
+    @override
+    def _encode_categorical(
+        self, values, metadata, encoder_state, spec, drop_rows, reduced_rank=False
+    ):
+        if drop_rows:
+            values = _drop_nulls(values, indices=drop_rows)
+        raw = values.__wrapped__ if isinstance(values, FactorValues) else values
+        dtype = getattr(raw, "dtype", None)
+        if isinstance(dtype, pd.CategoricalDtype) and dtype.ordered:
+            enc = encode_contrasts(
+                values,
+                contrasts=_RPolyContrasts(),
+                reduced_rank=reduced_rank,
+                _metadata=metadata,
+                _state=encoder_state,
+                _spec=spec,
+            )
+            # no drop_field: the reduced coding is not "full coding minus a column", so
+            # formulaic must cache the two codings separately.
+            return as_columns(FactorValues(enc, drop_field=None))
+        return as_columns(
+            encode_contrasts(
+                values, reduced_rank=False, _metadata=metadata, _state=encoder_state, _spec=spec
+            )
+        )
+
+    @override
+    def _flatten_encoded_evaled_factor(self, name, values):
+        is_column = isinstance(name, str) and name in self.data.columns
+        rname = _r_var_name(name, is_column)
+        return self._flatten_r(rname, values)
+
+    def _flatten_r(self, rname, values):
+        if not isinstance(values, dict):
+            return {rname: values}
+        out = {}
+        for sub, v in values.items():
+            if isinstance(sub, str) and sub.startswith("__"):
+                continue
+            subname = f"{rname}{sub}"
+            if isinstance(v, dict):
+                out.update(self._flatten_r(subname, v))
+            else:
+                out[subname] = v
+        return out
+
+    @override
+    def _combine_columns(self, cols, spec, drop_rows):
+        n = self.nrows - len(drop_rows)
+        out = np.empty((n, len(cols)), dtype=np.float64)  # C order: one row = one obs
+        for j, (_, v) in enumerate(cols):
+            v = getattr(v, "__wrapped__", v)
+            out[:, j] = np.asarray(v, dtype=np.float64).reshape(-1)
+        return out
+
+
+def _check_two_levels(evaled) -> None:
+    raw = evaled.values.__wrapped__
+    dtype = getattr(raw, "dtype", None)
+    if isinstance(dtype, pd.CategoricalDtype) and len(dtype.categories) < 2:
+        lv = list(dtype.categories)
+        raise DesignError(
+            f"contrasts can be applied only to factors with 2 or more levels: {evaled.expr!r} "
+            f"has the single level {lv!r} in the rows used"
+        )
+
+
+@dataclass
+class _MatrixSpec:
+    """A (sub)formula's model-matrix recipe: R term structure + fitted formulaic ModelSpec."""
+
+    rhs: str
+    intercept: bool
+    n_terms: int
+    model_spec: Any  # formulaic ModelSpec with structure, or None for "1" / empty
+    names: list
+
+    def matrix(self, frame: pd.DataFrame) -> np.ndarray:
+        n = len(frame)
+        if self.model_spec is None:
+            return np.ones((n, 1)) if self.intercept else np.empty((n, 0))
+        try:
+            mm = self.model_spec.get_model_matrix(frame, context=_CONTEXT)
+        except DesignError:
+            raise
+        except Exception as e:
+            raise DesignError(f"cannot evaluate {self.rhs!r} on new data: {e}") from e
+        return _as_c_float(getattr(mm, "__wrapped__", mm))
+
+
+def _as_c_float(a) -> np.ndarray:
+    return np.ascontiguousarray(np.asarray(a, dtype=np.float64))
+
+
+def _build_matrix(
+    rhs: str, intercept: bool, terms: list, frame: pd.DataFrame, what: str, transform_state=None
+):
+    n = len(frame)
+    if not terms:
+        spec = _MatrixSpec(rhs, intercept, 0, None, ["(Intercept)"] if intercept else [])
+        return spec.matrix(frame), spec
+    fterms = [Term([Factor("1", eval_method="literal")])] if intercept else []
+    fterms += [Term(list(facs)) for facs in terms]
+    ms = ModelSpec(
+        formula=SimpleFormula(fterms, _ordering="none"),
+        materializer=_RMaterializer,
+        output="numpy",
+        na_action="ignore",
+        transform_state=copy.deepcopy(transform_state or {}),
+    )
+    try:
+        mm = ms.get_model_matrix(frame, context=_CONTEXT)
+    except DesignError:
+        raise
+    except Exception as e:
+        raise DesignError(f"cannot evaluate {what} {rhs!r}: {e}") from e
+    fitted = mm.model_spec
+    names: list = []
+    for st in fitted.structure:
+        if all(len(s.factors) == 0 for s in st.scoped_terms):
+            names.extend("(Intercept)" for _ in st.columns)
+        else:
+            names.extend(str(c) for c in st.columns)
+    X = _as_c_float(getattr(mm, "__wrapped__", mm))
+    assert X.shape == (n, len(names)), (X.shape, names)
+    return X, _MatrixSpec(rhs, intercept, len(terms), fitted, names)
+
+
+# --------------------------------------------------------------------------------------
+# Columns: classification, R level labels, vectorised factorisation
+
+
+@dataclass
+class _VarInfo:
+    name: str
+    kind: str  # "numeric" | "factor"
+    levels: Any = None  # np.ndarray[object] of R labels, in level order (factor only)
+    ordered: bool = False
+
+
+def _classify(s: pd.Series, name: str) -> str:
+    dt = s.dtype
+    if isinstance(dt, pd.CategoricalDtype) or pd.api.types.is_bool_dtype(dt):
+        return "factor"
+    if pd.api.types.is_complex_dtype(dt):
+        raise DesignError(f"column {name!r} is complex ({dt}); bigmixed needs real numbers")
+    if pd.api.types.is_numeric_dtype(dt):
+        return "numeric"
+    if pd.api.types.is_datetime64_any_dtype(dt) or pd.api.types.is_timedelta64_dtype(dt):
+        raise DesignError(
+            f"column {name!r} has dtype {dt}; convert dates to numbers (or strings for a "
+            "factor) before fitting"
+        )
+    if dt == object:
+        inferred = pd.api.types.infer_dtype(s, skipna=True)
+        if inferred in ("integer", "floating", "mixed-integer-float", "decimal"):
+            return "numeric"
+    return "factor"
+
+
+def _numeric(s: pd.Series, name: str) -> np.ndarray:
+    try:
+        return s.to_numpy(dtype=np.float64, na_value=np.nan)
+    except (TypeError, ValueError) as e:
+        raise DesignError(f"column {name!r} cannot be converted to numbers: {e}") from e
+
+
+def _fmt_float(x: float) -> str:
+    if np.isfinite(x) and x == np.round(x) and abs(x) < 1e15:
+        return str(int(x))
+    if np.isnan(x):
+        return "NaN"
+    if np.isinf(x):
+        return "Inf" if x > 0 else "-Inf"
+    return format(x, ".15g")
+
+
+def _r_label_scalar(v) -> str:
+    if isinstance(v, (bool, np.bool_)):
+        return "TRUE" if v else "FALSE"
+    if isinstance(v, (int, np.integer)):
+        return str(int(v))
+    if isinstance(v, (float, np.floating)):
+        return _fmt_float(float(v))
+    return str(v)
+
+
+def _r_labels(uniques) -> np.ndarray:
+    """Level values -> R's labels (object array of str), vectorised for the common dtypes."""
+    idx = pd.Index(uniques)
+    dt = idx.dtype
+    if len(idx) == 0:
+        return np.empty(0, dtype=object)
+    if pd.api.types.is_bool_dtype(dt):
+        return np.where(idx.to_numpy(dtype=bool), "TRUE", "FALSE").astype(object)
+    if pd.api.types.is_integer_dtype(dt):
+        return idx.to_numpy(dtype=np.int64).astype(str).astype(object)
+    if pd.api.types.is_float_dtype(dt):
+        v = idx.to_numpy(dtype=np.float64)
+        if np.all(np.isfinite(v)) and np.all(v == np.round(v)) and np.all(np.abs(v) < 1e15):
+            return v.astype(np.int64).astype(str).astype(object)
+        return np.array([_fmt_float(x) for x in v], dtype=object)
+    vals = idx.to_numpy(dtype=object)
+    if pd.api.types.infer_dtype(vals, skipna=False) == "string":
+        return vals
+    return np.array([_r_label_scalar(x) for x in vals], dtype=object)
+
+
+def _factorize(s: pd.Series):
+    """-> (codes intp with -1 for NA, labels object ndarray in level order, ordered).
+
+    Level order: Categorical categories (unused dropped), else sorted unique values.
+    Vectorised (pandas hashing + a sort of the unique values only).
+    """
+    dt = s.dtype
+    if isinstance(dt, pd.CategoricalDtype):
+        codes = np.asarray(s.cat.codes.to_numpy(), dtype=np.intp)
+        cats = dt.categories
+        valid = codes >= 0
+        used = np.bincount(codes[valid], minlength=len(cats)) > 0
+        if not used.all():
+            remap = np.cumsum(used) - 1
+            codes = np.where(valid, remap[codes], -1)
+            cats = cats[used]
+        labels = _r_labels(cats)
+        ordered = bool(dt.ordered)
+    elif _dense_int_range(s):
+        # integers in a modest range: a counting pass instead of hashing (10x faster)
+        v = s.to_numpy()
+        lo = int(v.min())
+        off = v - lo if lo != 0 else v
+        present = np.bincount(off) > 0
+        remap = np.cumsum(present) - 1
+        codes = remap[off].astype(np.intp, copy=False)
+        labels = _r_labels(np.flatnonzero(present) + lo)
+        ordered = False
+    else:
+        try:
+            codes, uniques = pd.factorize(s, sort=True, use_na_sentinel=True)
+        except TypeError:  # mixed types that do not sort: compare as R's character
+            s = s.map(_r_label_scalar, na_action="ignore")
+            codes, uniques = pd.factorize(s, sort=True, use_na_sentinel=True)
+        codes = np.asarray(codes, dtype=np.intp)
+        labels = _r_labels(uniques)
+        ordered = False
+    # distinct values with the same label (1 and "1"; 0.1 and 0.1+1e-17) are one level in
+    # R, where factor() matches on as.character(): merge them (first = lowest stays).
+    if len(labels) and len(pd.unique(labels)) != len(labels):
+        lab_codes, lab_uniques = pd.factorize(labels)
+        codes = np.where(codes >= 0, lab_codes[codes], -1)
+        labels = np.asarray(lab_uniques, dtype=object)
+    return codes, labels, ordered
+
+
+def _dense_int_range(s: pd.Series) -> bool:
+    dt = s.dtype
+    if not (isinstance(dt, np.dtype) and dt.kind in "iu") or len(s) == 0:
+        return False
+    v = s.to_numpy()
+    lo, hi = int(v.min()), int(v.max())
+    return hi - lo < max(4 * len(v), 1 << 20)
+
+
+def _as_categorical(codes: np.ndarray, labels: np.ndarray, ordered: bool) -> pd.Categorical:
+    return pd.Categorical.from_codes(codes, categories=pd.Index(labels, dtype=object), ordered=ordered)
+
+
+def _code_dtype(n_levels: int):
+    return np.int32 if n_levels < 2**31 else np.int64
+
+
+# --------------------------------------------------------------------------------------
+# Grouping factors
+
+
+@dataclass
+class _GroupSpec:
+    """How a grouping expression maps labels to codes (for new data)."""
+
+    group_vars: tuple
+    var_levels: list  # per variable: pd.Index of its labels (training level order)
+    step_keys: list  # per interaction step k >= 1: sorted unique int64 keys
+    levels: np.ndarray  # final labels
+
+    def codes_for(self, var_codes: list) -> np.ndarray:
+        """var_codes: per variable, codes into var_levels (-1 = unseen/NA) -> group codes."""
+        cur = np.asarray(var_codes[0], dtype=np.int64)
+        for k in range(1, len(var_codes)):
+            ck = np.asarray(var_codes[k], dtype=np.int64)
+            bad = (cur < 0) | (ck < 0)
+            keys = cur * len(self.var_levels[k]) + ck
+            uk = self.step_keys[k - 1]
+            pos = np.searchsorted(uk, keys)
+            pos_c = np.minimum(pos, len(uk) - 1)
+            hit = (~bad) & (uk[pos_c] == keys)
+            cur = np.where(hit, pos_c, -1)
+        return cur.astype(_code_dtype(len(self.levels)), copy=False)
+
+
+def _join_labels(labels: list, codes: list) -> np.ndarray:
+    """Level labels of an interaction: ":".join(labels[k][codes[k]]) element-wise.
+
+    Vectorised over numpy object arrays; the ":" is appended to the (few) labels of each
+    variable before they are gathered, so only one string concatenation per level and part.
+    """
+    last = len(labels) - 1
+    out = None
+    for k, (lab, c) in enumerate(zip(labels, codes)):
+        lab = np.asarray(lab, dtype=object)
+        if k < last:
+            lab = lab + ":"
+        piece = lab[c]
+        out = piece if out is None else out + piece
+    return np.asarray(out, dtype=object)
+
+
+def _group_codes(group_vars: tuple, var_factors: dict):
+    """var_factors[v] = (codes, labels) of the kept rows -> (codes, levels, _GroupSpec)."""
+    codes0, labels0 = var_factors[group_vars[0]]
+    if len(group_vars) == 1:
+        levels = np.asarray(labels0, dtype=object)
+        spec = _GroupSpec(
+            group_vars=tuple(group_vars),
+            var_levels=[pd.Index(levels, dtype=object)],
+            step_keys=[],
+            levels=levels,
+        )
+        return np.asarray(codes0).astype(_code_dtype(len(levels))), levels, spec
+    cur = np.asarray(codes0, dtype=np.int64)
+    step_keys = []
+    for v in group_vars[1:]:
+        ck, lk = var_factors[v]
+        keys = cur * len(lk) + np.asarray(ck, dtype=np.int64)
+        inv, uniq = pd.factorize(keys, sort=True)
+        step_keys.append(np.asarray(uniq, dtype=np.int64))
+        cur = np.asarray(inv, dtype=np.int64)
+    if step_keys:
+        # decode the final unique keys into per-variable level codes
+        per_var = [None] * len(group_vars)
+        idx = np.arange(len(step_keys[-1]), dtype=np.int64)
+        for k in range(len(group_vars) - 1, 0, -1):
+            nk = len(var_factors[group_vars[k]][1])
+            key = step_keys[k - 1][idx]
+            per_var[k] = key % nk
+            idx = key // nk
+        per_var[0] = idx
+        levels = _join_labels([var_factors[v][1] for v in group_vars], per_var)
+    else:
+        levels = np.asarray(labels0, dtype=object)
+    spec = _GroupSpec(
+        group_vars=tuple(group_vars),
+        var_levels=[pd.Index(var_factors[v][1], dtype=object) for v in group_vars],
+        step_keys=step_keys,
+        levels=levels,
+    )
+    return cur.astype(_code_dtype(len(levels))), levels, spec
+
+
+# --------------------------------------------------------------------------------------
+# Specs kept on the Design for new data
+
+
+@dataclass
+class FixedSpec:
+    """Design.fixed_spec: re-encodes X on new data exactly as on the fitting data."""
+
+    matrix: _MatrixSpec
+    variables: dict  # covariate name -> _VarInfo (fixed part and random-term expressions)
+    fixed_vars: list
+
+    @property
+    def model_spec(self):
+        """formulaic's ModelSpec for X (None for an intercept-only or empty fixed part)."""
+        return self.matrix.model_spec
+
+
+@dataclass
+class TermSpec:
+    """Design.term_specs[k]: re-encodes the k-th random term's Z and group codes."""
+
+    expr: str
+    group: str
+    group_vars: tuple
+    matrix: _MatrixSpec
+    covariates: list
+    group_spec: _GroupSpec
+
+    @property
+    def model_spec(self):
+        return self.matrix.model_spec
+
+    @property
+    def levels(self) -> np.ndarray:
+        return self.group_spec.levels
+
+
+# --------------------------------------------------------------------------------------
+# Column bookkeeping
+
+
+def _factor_columns(terms, data_columns, where: str) -> list:
+    """Data columns read by the factors of `terms` (column lookups and names in expressions).
+
+    A lookup that is not a column is reported later with the column's role; a name inside
+    an expression that is neither a column nor a known function raises here.
+    """
+    columns = set(data_columns)
+    out: list = []
+    for facs in terms:
+        for f in facs:
+            if f.eval_method.value == "lookup":
+                names = [f.expr]
+            else:
+                try:
+                    names = expression_names(f.expr)
+                except FormulaError as e:
+                    raise FormulaError(f"{where}: {e}") from e
+                known = [n for n in names if n in TRANSFORMS or n in _CONTEXT or hasattr(builtins, n)]
+                for n in names:
+                    if n not in columns and n not in known:
+                        err = _missing_column_error(n, where, data_columns)
+                        raise DesignError(
+                            f"{n!r} in {f.expr!r} is neither a column of the data nor a known "
+                            f"function ({where}){str(err).partition(' is not in the data')[2]}"
+                        )
+                names = [n for n in names if n in columns]
+            for n in names:
+                if n not in out:
+                    out.append(n)
+    return out
+
+
+def _evaluate_expressions(terms, data: pd.DataFrame, covariates: list, na: np.ndarray):
+    """Evaluate the expression factors (log(x), scale(x), ...) on all rows.
+
+    Returns (rows where one evaluates to NaN, formulaic transform state).
+    """
+    factors = list(
+        {f.expr: f for facs in terms for f in facs if f.eval_method.value != "lookup"}.values()
+    )
+    needed = {n for f in factors for n in expression_names(f.expr)}
+    frame_cols = {v: _prep_covariate(data[v], v)[0] for v in covariates if v in needed}
+    frame = pd.DataFrame(frame_cols, index=pd.RangeIndex(len(data)), copy=False)
+    ms = ModelSpec(
+        formula=SimpleFormula([Term([f]) for f in factors], _ordering="none"),
+        materializer=_RMaterializer,
+        materializer_params={"evaluate_only": True},
+        output="numpy",
+        na_action="ignore",
+    )
+    try:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mm = ms.get_model_matrix(frame, context=_CONTEXT)
+    except DesignError:
+        raise
+    except Exception as e:
+        exprs = ", ".join(f.expr for f in factors)
+        raise DesignError(f"cannot evaluate {exprs}: {e}") from e
+    values = np.asarray(getattr(mm, "__wrapped__", mm))
+    bad = np.isnan(values).any(axis=1) & ~na
+    if bad.any():
+        culprits, j = [], 0
+        for st in mm.model_spec.structure:
+            k = len(st.columns)
+            if (np.isnan(values[:, j : j + k]).any(axis=1) & ~na).any():
+                culprits.append(str(st.term))
+            j += k
+        exprs = ", ".join(culprits)
+        warnings.warn(
+            f"{int(bad.sum())} row(s) where {exprs} evaluate to NaN are dropped (like R's "
+            "na.omit after 'NaNs produced')",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    return bad, mm.model_spec.transform_state
+
+
+def _has_expressions(terms) -> bool:
+    return any(f.eval_method.value != "lookup" for facs in terms for f in facs)
+
+
+def _missing_column_error(name: str, role: str, columns) -> DesignError:
+    cols = [str(c) for c in columns]
+    close = difflib.get_close_matches(name, cols, n=3, cutoff=0.6)
+    if not close:
+        low = {c.lower(): c for c in cols}
+        if name.lower() in low:
+            close = [low[name.lower()]]
+    hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    return DesignError(f"column {name!r} ({role}) is not in the data{hint}")
+
+
+def _prep_covariate(s: pd.Series, name: str):
+    """kept-row Series -> (values for formulaic, _VarInfo)."""
+    kind = _classify(s, name)
+    if kind == "numeric":
+        return _numeric(s, name), _VarInfo(name, "numeric")
+    codes, labels, ordered = _factorize(s)
+    return _as_categorical(codes, labels, ordered), _VarInfo(name, "factor", labels, ordered)
+
+
+def _covariate_for_newdata(s: pd.Series, info: _VarInfo):
+    name = info.name
+    if info.kind == "numeric":
+        if _classify(s, name) != "numeric":
+            raise DesignError(f"column {name!r} was numeric when fitting but is {s.dtype} in the new data")
+        return _numeric(s, name)
+    codes, labels, _ = _factorize(s)
+    idx = pd.Index(info.levels, dtype=object)
+    pos = idx.get_indexer(pd.Index(labels, dtype=object))
+    if (pos < 0).any():
+        new = [str(x) for x in np.asarray(labels, dtype=object)[pos < 0][:5]]
+        raise DesignError(f"factor {name!r} has new levels {', '.join(new)} in the new data")
+    # a missing value gets the first level here; the caller blanks those rows to NaN
+    new_codes = np.where(codes >= 0, pos[np.maximum(codes, 0)], 0) if len(pos) else np.zeros_like(codes)
+    return _as_categorical(new_codes, info.levels, info.ordered)
+
+
+# --------------------------------------------------------------------------------------
+# build_design
+
+
+def build_design(formula: str, data: pd.DataFrame) -> Design:
+    """Evaluate an lme4 formula on a DataFrame.
+
+    Rows with a missing value in any column the model uses are dropped (lme4's na.omit);
+    rows where a transformed variable evaluates to NaN (e.g. ``log(x)`` for x < 0) are
+    dropped too, as R's model.frame does. Raises FormulaError for a malformed formula and
+    DesignError (ValueError) when the data do not fit it.
+    """
+    if not isinstance(data, pd.DataFrame):
+        raise DesignError(f"data must be a pandas DataFrame, got {type(data).__name__}")
+    parsed = parse_formula(formula)
+    columns = set(data.columns)
+
+    fixed_intercept, fixed_terms = r_term_order(parsed.fixed)
+    fixed_vars = _factor_columns(fixed_terms, data.columns, "fixed effects")
+    rterm_struct = {}
+    rand_vars: list = []
+    for t in parsed.terms:
+        if t.expr not in rterm_struct:
+            icpt, trms = r_term_order(t.expr, f"left-hand side of random-effects term {t}")
+            if not icpt and not trms:
+                raise DesignError(f"random-effects term {t} has no columns")
+            rterm_struct[t.expr] = (icpt, trms, _factor_columns(trms, data.columns, f"random-effects term {t}"))
+        for v in rterm_struct[t.expr][2]:
+            if v not in rand_vars:
+                rand_vars.append(v)
+    covariates = list(dict.fromkeys(fixed_vars + rand_vars))
+    group_vars = parsed.grouping_columns
+    response = parsed.response
+
+    roles = [(response, "response")]
+    roles += [(v, "fixed effects") for v in fixed_vars]
+    roles += [(v, "random-effects term") for v in rand_vars]
+    roles += [(v, "grouping factor") for v in group_vars]
+    used = list(dict.fromkeys(v for v, _ in roles))
+    for v, role in roles:
+        if v not in columns:
+            raise _missing_column_error(v, role, data.columns)
+    dup = [v for v in used if int((data.columns == v).sum()) > 1]
+    if dup:
+        raise DesignError(f"column name(s) {dup} occur more than once in the data")
+
+    ys = data[response]
+    ydt = ys.dtype
+    if not (pd.api.types.is_numeric_dtype(ydt) or pd.api.types.is_bool_dtype(ydt)):
+        if not (ydt == object and _classify(ys, response) == "numeric"):
+            raise DesignError(f"response column {response!r} must be numeric; it has dtype {ydt}")
+    if pd.api.types.is_complex_dtype(ydt):
+        raise DesignError(f"response column {response!r} must be real; it has dtype {ydt}")
+
+    n_all = len(data)
+    na = np.zeros(n_all, dtype=bool)
+    for v in used:
+        na |= np.asarray(data[v].isna().to_numpy(), dtype=bool)
+    # R's model.frame: evaluate the variables (log(x), scale(x), poly(x, 2), ...) on all
+    # rows, *then* drop rows with a missing value in any of them (na.omit). Data-dependent
+    # transforms therefore see the rows that na.omit removes later, exactly as in R; their
+    # state is reused below and for new data.
+    all_terms = list(fixed_terms) + [t for v in rterm_struct.values() for t in v[1]]
+    transform_state: dict = {}
+    if _has_expressions(all_terms):
+        bad, transform_state = _evaluate_expressions(all_terms, data, covariates, na)
+        na |= bad
+    keep = ~na
+    n_keep = int(keep.sum())
+    if n_keep == 0:
+        raise DesignError(
+            f"no rows left: all {n_all} rows have a missing value in at least one of the "
+            f"columns {used}"
+        )
+    rows = None if n_keep == n_all else np.flatnonzero(keep)
+
+    def col(v):
+        s = data[v]
+        return s if rows is None else s.iloc[rows]
+
+    frame_cols: dict = {}
+    var_info: dict = {}
+    for v in covariates:
+        values, info = _prep_covariate(col(v), v)
+        frame_cols[v] = values
+        var_info[v] = info
+    frame = pd.DataFrame(frame_cols, index=pd.RangeIndex(n_keep), copy=False)
+
+    X, fixed_mspec = _build_matrix(
+        parsed.fixed, fixed_intercept, fixed_terms, frame, "fixed effects", transform_state
+    )
+    zs: dict = {}
+    for expr, (icpt, trms, _) in rterm_struct.items():
+        zs[expr] = _build_matrix(
+            expr, icpt, trms, frame, "random-effects expression", transform_state
+        )
+
+    y = _numeric(col(response), response)
+
+    var_factors: dict = {}
+    for v in group_vars:
+        codes, labels, _ = _factorize(col(v))
+        var_factors[v] = (codes, labels)
+    group_cache: dict = {}
+    terms: list = []
+    term_specs: list = []
+    for t in parsed.terms:
+        if t.group_vars not in group_cache:
+            group_cache[t.group_vars] = _group_codes(t.group_vars, var_factors)
+        codes, levels, gspec = group_cache[t.group_vars]
+        Z, mspec = zs[t.expr]
+        terms.append(
+            RandomTerm(
+                expr=t.expr,
+                group=t.group,
+                column_names=list(mspec.names),
+                levels=levels,
+                codes=codes,
+                Z=Z,
+                group_vars=t.group_vars,
+                correlated=t.correlated,
+            )
+        )
+        term_specs.append(
+            TermSpec(
+                expr=t.expr,
+                group=t.group,
+                group_vars=t.group_vars,
+                matrix=mspec,
+                covariates=rterm_struct[t.expr][2],
+                group_spec=gspec,
+            )
+        )
+
+    row_index = data.index if rows is None else data.index[rows]
+    return Design(
+        formula=formula,
+        response=response,
+        y=np.ascontiguousarray(y, dtype=np.float64),
+        X=X,
+        fixed_names=list(fixed_mspec.names),
+        terms=terms,
+        n_dropped=n_all - int(keep.sum()),
+        row_index=row_index,
+        fixed_spec=FixedSpec(matrix=fixed_mspec, variables=var_info, fixed_vars=fixed_vars),
+        term_specs=term_specs,
+        parsed=parsed,
+    )
+
+
+def design_matrices_for_newdata(design: Design, newdata: pd.DataFrame):
+    """Re-encode new data the way `design` was built.
+
+    Returns (X_new, [(codes_new, Z_new) for each random term]). X_new, Z_new are float64
+    C-contiguous; codes_new are the fitted levels' codes with -1 for a level (or level
+    combination) not seen when fitting, or a missing grouping value. The response is not
+    needed. Rows with a missing covariate get NaN rows in X_new and Z_new (R's na.pass).
+    A factor covariate with a level not seen when fitting raises DesignError, as in R.
+    """
+    if not isinstance(newdata, pd.DataFrame):
+        raise DesignError(f"newdata must be a pandas DataFrame, got {type(newdata).__name__}")
+    fs: FixedSpec = design.fixed_spec
+    n = len(newdata)
+    columns = set(newdata.columns)
+    group_vars = list(dict.fromkeys(v for ts in design.term_specs for v in ts.group_vars))
+    for v in list(fs.variables) + group_vars:
+        if v not in columns:
+            raise _missing_column_error(v, "needed for prediction", newdata.columns)
+
+    na = np.zeros(n, dtype=bool)
+    frame_cols = {}
+    for v, info in fs.variables.items():
+        s = newdata[v]
+        na |= np.asarray(s.isna().to_numpy(), dtype=bool)
+        frame_cols[v] = _covariate_for_newdata(s, info)
+    frame = pd.DataFrame(frame_cols, index=pd.RangeIndex(n), copy=False)
+
+    X_new = fs.matrix.matrix(frame)
+    if na.any():
+        X_new[na] = np.nan
+
+    var_codes: dict = {}
+    z_cache: dict = {}
+    out = []
+    for ts in design.term_specs:
+        gs = ts.group_spec
+        per_var = []
+        for v, lv in zip(gs.group_vars, gs.var_levels):
+            if v not in var_codes:
+                codes, labels, _ = _factorize(newdata[v])
+                pos = lv.get_indexer(pd.Index(labels, dtype=object))
+                var_codes[v] = np.where(codes >= 0, pos[np.maximum(codes, 0)], -1) if len(pos) else codes
+            per_var.append(var_codes[v])
+        codes_new = gs.codes_for(per_var)
+        if ts.expr not in z_cache:
+            Z = ts.matrix.matrix(frame)
+            if na.any():
+                Z[na] = np.nan
+            z_cache[ts.expr] = Z
+        out.append((codes_new, z_cache[ts.expr]))
+    return X_new, out

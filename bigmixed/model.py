@@ -40,15 +40,26 @@ class LinearMixedModel:
     """
 
     def __init__(self, formula: str, data, *, reml: bool = True, solver: str = "auto"):
+        t0 = time.perf_counter()
+        design = _design.build_design(formula, data)
+        self._setup(design, reml, solver, design_time=time.perf_counter() - t0)
+
+    @classmethod
+    def from_design(cls, design, *, reml: bool = True, solver: str = "auto") -> "LinearMixedModel":
+        """Build from an already evaluated `Design` (arrays), skipping the formula step."""
+        self = cls.__new__(cls)
+        self._setup(design, reml, solver, design_time=0.0)
+        return self
+
+    def _setup(self, design, reml, solver, design_time):
         if solver not in SOLVERS:
             raise ValueError(f"solver must be one of {SOLVERS}, not {solver!r}")
-        t0 = time.perf_counter()
-        self.formula = formula
-        self.reml = bool(reml)
-        self.design = _design.build_design(formula, data)
         t1 = time.perf_counter()
-        self.structure = RandomEffectsStructure(self.design.terms)
-        self.crossprods = CrossProducts.compute(self.design.X, self.design.y, self.structure)
+        self.design = design
+        self.formula = design.formula
+        self.reml = bool(reml)
+        self.structure = RandomEffectsStructure(design.terms)
+        self.crossprods = CrossProducts.compute(design.X, design.y, self.structure)
         t2 = time.perf_counter()
         if solver == "auto":
             solver = "blockdiag" if len(self.structure.factors) == 1 else "cholmod"
@@ -58,9 +69,9 @@ class LinearMixedModel:
         system_cls = BlockDiagonalSystem if solver == "blockdiag" else SparseSystem
         self.system = system_cls(self.crossprods, self.structure)
         t3 = time.perf_counter()
-        self.timings = {"design": t1 - t0, "crossprod": t2 - t1, "analyse": t3 - t2}
-        if self.design.n_dropped:
-            log.info("dropped %d rows with missing values", self.design.n_dropped)
+        self.timings = {"design": design_time, "crossprod": t2 - t1, "analyse": t3 - t2}
+        if design.n_dropped:
+            log.info("dropped %d rows with missing values", design.n_dropped)
 
     @property
     def n_obs(self) -> int:

@@ -45,13 +45,22 @@ class GroupingFactor:
         return self.Z is None
 
 
+def lme4_term_order(n_levels: list) -> list:
+    """lme4's mkReTrms: reorder only if some term has more levels than the one before it,
+    and then by rev(order(n_levels)), which puts tied terms in reverse order."""
+    K = len(n_levels)
+    if any(n_levels[i + 1] > n_levels[i] for i in range(K - 1)):
+        return sorted(range(K), key=lambda k: (n_levels[k], k))[::-1]
+    return list(range(K))
+
+
 class RandomEffectsStructure:
     """Maps theta (lme4's order) to the per-factor T matrices and back.
 
     Attributes
     ----------
     terms : list[RandomTerm], user order
-    term_order : list[int], terms in lme4's order (decreasing number of levels, stable)
+    term_order : list[int], terms in lme4's order (see `lme4_term_order`)
     factors : list[GroupingFactor], in lme4's order of first appearance
     theta_factor, theta_row, theta_col : (n_theta,) int arrays, where each theta element lives
     lower_bounds : (n_theta,) float, 0 on diagonal elements, -inf elsewhere
@@ -62,7 +71,7 @@ class RandomEffectsStructure:
         if not terms:
             raise ValueError("the formula has no random-effects term such as (1 | group)")
         self.terms = terms
-        self.term_order = sorted(range(len(terms)), key=lambda k: -terms[k].n_levels)
+        self.term_order = lme4_term_order([t.n_levels for t in terms])
         self.factors: list[GroupingFactor] = []
         index_of_group: dict[str, int] = {}
         self.term_factor = [0] * len(terms)

@@ -58,6 +58,44 @@ def _scaled_block(T, zz, zxy, g, P, m, W, M, R):
 
 
 @njit(cache=True, inline="always")
+def _level_p1(T, zz, zxy, g, m, R):
+    """One level, one random effect: R <- L^{-1} T' zxy[g]; returns log(T'AT + 1)."""
+    t = T[0, 0]
+    M = t * t * zz[g, 0, 0] + 1.0
+    scale = t / np.sqrt(M)
+    for b in range(m):
+        R[0, b] = scale * zxy[g, 0, b]
+    return np.log(M)
+
+
+@njit(cache=True, inline="always")
+def _level_p2(T, zz, zxy, g, m, R):
+    """One level, two random effects (intercept and slope), written out in scalars."""
+    t00 = T[0, 0]
+    t10 = T[1, 0]
+    t11 = T[1, 1]
+    a00 = zz[g, 0, 0]
+    a01 = zz[g, 1, 0]
+    a11 = zz[g, 1, 1]
+    m00 = t00 * t00 * a00 + 2.0 * t00 * t10 * a01 + t10 * t10 * a11 + 1.0
+    m10 = t11 * (t00 * a01 + t10 * a11)
+    m11 = t11 * t11 * a11 + 1.0
+    l00 = np.sqrt(m00)
+    l10 = m10 / l00
+    d11 = m11 - l10 * l10
+    l11 = np.sqrt(d11)
+    inv00 = 1.0 / l00
+    inv11 = 1.0 / l11
+    for b in range(m):
+        z0 = zxy[g, 0, b]
+        z1 = zxy[g, 1, b]
+        r0 = (t00 * z0 + t10 * z1) * inv00
+        R[0, b] = r0
+        R[1, b] = (t11 * z1 - l10 * r0) * inv11
+    return np.log(m00 * d11)
+
+
+@njit(cache=True, inline="always")
 def _forward_solve(L, R, P, m):
     """R <- L^{-1} R for lower-triangular L (P x P), R (P x m)."""
     for b in range(m):
@@ -97,9 +135,14 @@ def blockdiag_update(T, zz, zxy, n_chunks, schur_out):
         acc = np.zeros((m, m))
         ld = 0.0
         for g in range(c * per, min(n_levels, (c + 1) * per)):
-            _scaled_block(T, zz, zxy, g, P, m, W, M, R)
-            ld += _chol_lower_inplace(M, P)
-            _forward_solve(M, R, P, m)
+            if P == 1:
+                ld += _level_p1(T, zz, zxy, g, m, R)
+            elif P == 2:
+                ld += _level_p2(T, zz, zxy, g, m, R)
+            else:
+                _scaled_block(T, zz, zxy, g, P, m, W, M, R)
+                ld += _chol_lower_inplace(M, P)
+                _forward_solve(M, R, P, m)
             for a in range(m):
                 for b in range(a + 1):
                     s = 0.0

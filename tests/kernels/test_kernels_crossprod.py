@@ -1,0 +1,92 @@
+"""Cross-product kernels against slow, obvious numpy references."""
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from bigmixed.kernels import factor_crossprod, n_row_chunks, pair_crossprod
+
+
+def slow_factor_crossprod(codes, Z, X, y, n_levels):
+    XY = np.column_stack([X, y])
+    P = Z.shape[1]
+    zz = np.zeros((n_levels, P, P))
+    zxy = np.zeros((n_levels, P, XY.shape[1]))
+    for g in range(n_levels):
+        rows = codes == g
+        zz[g] = Z[rows].T @ Z[rows]
+        zxy[g] = Z[rows].T @ XY[rows]
+    return zz, zxy, XY.T @ XY
+
+
+def run_kernel(codes, Z, unit, X, y, n_levels, chunks):
+    P = Z.shape[1]
+    m = X.shape[1] + 1
+    zz = np.zeros((chunks, n_levels, P, P))
+    zxy = np.zeros((chunks, n_levels, P, m))
+    gram = np.zeros((chunks, m, m))
+    factor_crossprod(codes, Z, unit, X, y, True, zz, zxy, gram)
+    return zz.sum(0), zxy.sum(0), gram.sum(0)
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(1, 60), n_levels=st.integers(1, 8), P=st.integers(1, 3), p=st.integers(0, 3),
+       chunks=st.integers(1, 4), seed=st.integers(0, 2**31 - 1))
+def test_factor_crossprod_matches_slow_reference(n, n_levels, P, p, chunks, seed):
+    rng = np.random.default_rng(seed)
+    codes = rng.integers(0, n_levels, n).astype(np.int32)
+    Z = rng.normal(size=(n, P))
+    X = rng.normal(size=(n, p))
+    y = rng.normal(size=n)
+    got = run_kernel(codes, Z, False, X, y, n_levels, chunks)
+    want = slow_factor_crossprod(codes, Z, X, y, n_levels)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-12, atol=1e-12)
+
+
+def test_unit_z_equals_column_of_ones():
+    rng = np.random.default_rng(3)
+    n, L = 500, 17
+    codes = rng.integers(0, L, n).astype(np.int64)
+    X = rng.normal(size=(n, 3))
+    y = rng.normal(size=n)
+    a = run_kernel(codes, np.ones((0, 1)), True, X, y, L, 2)
+    b = run_kernel(codes, np.ones((n, 1)), False, X, y, L, 2)
+    for u, v in zip(a, b):
+        np.testing.assert_array_equal(u, v)
+
+
+def test_row_chunking_depends_only_on_rows():
+    assert n_row_chunks(10) == 1
+    assert n_row_chunks(10_000_000) == 4
+
+
+@settings(max_examples=30, deadline=None)
+@given(n=st.integers(1, 80), la=st.integers(1, 6), lb=st.integers(1, 6), Pa=st.integers(1, 2),
+       Pb=st.integers(1, 2), seed=st.integers(0, 2**31 - 1))
+def test_pair_crossprod_matches_dense_product(n, la, lb, Pa, Pb, seed):
+    rng = np.random.default_rng(seed)
+    ca = rng.integers(0, la, n)
+    cb = rng.integers(0, lb, n)
+    Za = rng.normal(size=(n, Pa))
+    Zb = rng.normal(size=(n, Pb))
+    key = cb * la + ca
+    uniq, ids = np.unique(key, return_inverse=True)
+    out = np.zeros((len(uniq), Pb, Pa))
+    pair_crossprod(ids.astype(np.int64), Zb, False, Za, False, out)
+    # dense Z_b' Z_a
+    Db = np.zeros((n, lb * Pb))
+    Da = np.zeros((n, la * Pa))
+    for i in range(n):
+        Db[i, cb[i] * Pb:(cb[i] + 1) * Pb] = Zb[i]
+        Da[i, ca[i] * Pa:(ca[i] + 1) * Pa] = Za[i]
+    full = Db.T @ Da
+    for k, key_k in enumerate(uniq):
+        gb, ga = divmod(key_k, la)
+        np.testing.assert_allclose(out[k], full[gb * Pb:(gb + 1) * Pb, ga * Pa:(ga + 1) * Pa], rtol=1e-12, atol=1e-12)
+    # every co-occurring pair is listed, nothing else is nonzero
+    mask = np.zeros((lb, la), bool)
+    mask[uniq // la, uniq % la] = True
+    for gb in range(lb):
+        for ga in range(la):
+            if not mask[gb, ga]:
+                assert np.all(full[gb * Pb:(gb + 1) * Pb, ga * Pa:(ga + 1) * Pa] == 0)
