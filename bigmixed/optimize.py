@@ -24,12 +24,13 @@ class OptimizerRecord:
 
 
 def minimize_theta(fun, theta0, lower, *, ftol_abs=1e-12, xtol_abs=1e-10, maxeval=100_000,
-                   restart_edge=True) -> OptimizerRecord:
+                   restart_edge=True, boundary_restarts=True) -> OptimizerRecord:
     """Minimize fun(theta) subject to theta >= lower with nlopt's BOBYQA.
 
     Tolerances are tighter than lme4's defaults (1e-8) so that the result is never at a worse
     objective. With restart_edge (lme4's default), a fit that ends with a diagonal element of
-    theta at zero is restarted if stepping off the boundary lowers the objective.
+    theta at zero is restarted if stepping off the boundary lowers the objective. With
+    boundary_restarts, a singular fit is also restarted from a fresh interior point.
     """
     import nlopt
 
@@ -86,6 +87,24 @@ def minimize_theta(fun, theta0, lower, *, ftol_abs=1e-12, xtol_abs=1e-10, maxeva
                 break
             restarts += 1
             x, res = run(trial)
+    if boundary_restarts:
+        # A fit that ends on the boundary may sit in a local optimum of the rank-deficient
+        # covariance (e.g. a rank-one T pointing the wrong way). Restart from two fresh
+        # interior points (the estimate's diagonal with zero variances put back to 1, and a
+        # small multiple of lme4's start) and keep the best point found.
+        diag = lower == 0
+        zero = diag & (best[1] < 1e-4)
+        if np.any(zero):
+            tried = [theta0]
+            for trial in (np.where(diag, np.where(zero, 1.0, best[1]), 0.0), 0.2 * theta0):
+                if any(np.allclose(trial, t) for t in tried):
+                    continue
+                tried.append(trial)
+                f0 = best[0]
+                restarts += 1
+                x2, res2 = run(trial)
+                if best[0] < f0:
+                    res = res2
     converged = res in (1, 2, 3, 4) or res == -4  # success codes, or roundoff at the optimum
     return OptimizerRecord(
         method="nlopt LN_BOBYQA",

@@ -40,6 +40,11 @@ These are exactly what lme4 reports as ``deviance`` / ``REMLcrit``.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import functools
+import os
+
 import numpy as np
 import scipy.linalg as sla
 import scipy.optimize as sopt
@@ -53,6 +58,79 @@ __all__ = [
     "dense_objective",
     "dense_fit",
 ]
+
+
+# ----------------------------------------------------------------------------
+# BLAS threads (performance only; no effect on results)
+# ----------------------------------------------------------------------------
+# The matrices here are small (N <= a few hundred).  A multi-threaded OpenBLAS on
+# a busy machine (several pytest workers / other processes) spin-waits and makes
+# a 200 x 200 Cholesky ~100x slower.  While the oracle runs we therefore ask every
+# loaded OpenBLAS for one thread and restore the previous setting afterwards
+# (what threadpoolctl does, which is not a dependency).  Best effort: if the
+# symbols are not found nothing happens.  Set BIGMIXED_ORACLE_KEEP_BLAS_THREADS=1
+# to disable.
+
+_GET_NAMES = ("openblas_get_num_threads", "openblas_get_num_threads64_",
+              "scipy_openblas_get_num_threads", "scipy_openblas_get_num_threads64_")
+_SET_NAMES = ("openblas_set_num_threads", "openblas_set_num_threads64_",
+              "scipy_openblas_set_num_threads", "scipy_openblas_set_num_threads64_")
+
+
+@functools.lru_cache(maxsize=1)
+def _openblas_handles():
+    paths = set()
+    try:
+        with open("/proc/self/maps") as fh:
+            for line in fh:
+                parts = line.split()
+                if len(parts) >= 6 and "openblas" in os.path.basename(parts[-1]).lower():
+                    paths.add(parts[-1])
+    except OSError:
+        return ()
+    handles = []
+    for path in sorted(paths):
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        get = next((getattr(lib, n) for n in _GET_NAMES if hasattr(lib, n)), None)
+        set_ = next((getattr(lib, n) for n in _SET_NAMES if hasattr(lib, n)), None)
+        if get is not None and set_ is not None:
+            get.restype = ctypes.c_int
+            set_.argtypes = [ctypes.c_int]
+            handles.append((get, set_))
+    return tuple(handles)
+
+
+@contextlib.contextmanager
+def _single_thread_blas():
+    if os.environ.get("BIGMIXED_ORACLE_KEEP_BLAS_THREADS"):
+        yield
+        return
+    saved = []
+    try:
+        for get, set_ in _openblas_handles():
+            saved.append((set_, int(get())))
+            set_(1)
+    except Exception:  # pragma: no cover - best effort only
+        pass
+    try:
+        yield
+    finally:
+        for set_, nthreads in saved:
+            try:
+                set_(nthreads)
+            except Exception:  # pragma: no cover
+                pass
+
+
+def _blas1(fn):
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with _single_thread_blas():
+            return fn(*args, **kwargs)
+    return wrapper
 
 
 # ----------------------------------------------------------------------------
@@ -228,11 +306,13 @@ class _Model:
         )
 
 
+@_blas1
 def dense_objective(theta, y, X, terms, reml=True):
     """Profiled REML criterion (reml=True) or ML deviance (reml=False) at theta."""
     return _Model(y, X, terms).quantities(theta, reml)["objective"]
 
 
+@_blas1
 def dense_quantities(theta, y, X, terms, reml=True):
     """All fit outputs (see dense_fit) evaluated at a fixed theta (no optimisation)."""
     m = _Model(y, X, terms)
@@ -307,6 +387,7 @@ def _starts(ps, theta0, n_random, rng):
     return starts
 
 
+@_blas1
 def dense_fit(y, X, terms, reml=True, theta0=None, n_random_starts=3, seed=0):
     """Fit the LMM by REML (default) or ML by brute-force optimisation of the dense objective.
 

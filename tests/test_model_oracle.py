@@ -52,7 +52,7 @@ def oracle_terms(design, model):
     return [(design.terms[k].codes, design.terms[k].Z) for k in model.structure.term_order]
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=40, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 2**31 - 1), n=st.integers(25, 70), p=st.integers(1, 3), shape=shapes,
        reml=st.booleans(), theta_seed=st.integers(0, 1000))
 def test_objective_equals_dense_oracle(seed, n, p, shape, reml, theta_seed):
@@ -68,7 +68,7 @@ def test_objective_equals_dense_oracle(seed, n, p, shape, reml, theta_seed):
         assert abs(got - want) <= 1e-8 * abs(want), (got, want, solver)
 
 
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=10, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 2**31 - 1), n=st.integers(30, 60), p=st.integers(1, 3), shape=shapes,
        reml=st.booleans())
 def test_fit_is_at_least_as_good_as_dense_oracle_and_quantities_agree(seed, n, p, shape, reml):
