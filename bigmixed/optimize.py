@@ -44,7 +44,7 @@ def minimize_theta(fun, theta0, lower, *, ftol_abs=1e-12, xtol_abs=1e-10, maxeva
         v = fun(x)
         if not np.isfinite(v):
             v = 1e300  # never hand NaN or inf to BOBYQA
-        if v < best[0]:
+        if v < best[0] or (v == best[0] and np.sum(x == 0) > np.sum(best[1] == 0)):
             best[0] = v
             best[1] = x.copy()
         return v
@@ -105,6 +105,16 @@ def minimize_theta(fun, theta0, lower, *, ftol_abs=1e-12, xtol_abs=1e-10, maxeva
                 x2, res2 = run(trial)
                 if best[0] < f0:
                     res = res2
+    # Snap variances that are numerically zero onto the boundary when that is no worse,
+    # so that singular fits report exact zeros as lme4 does.
+    near = np.flatnonzero((lower == 0) & (best[1] > 0) & (best[1] < 1e-5))
+    for i in near:
+        t = best[1].copy()
+        t[i] = 0.0
+        f0 = best[0]
+        v = wrapped(t, None)
+        if v <= f0 + 1e-10 * max(1.0, abs(f0)):  # equal up to rounding: prefer the exact zero
+            best[0], best[1] = v, t
     converged = res in (1, 2, 3, 4) or res == -4  # success codes, or roundoff at the optimum
     return OptimizerRecord(
         method="nlopt LN_BOBYQA",
