@@ -5,6 +5,7 @@ import numpy as np
 
 
 def _fmt_table(header, rows, align_left_cols=1):
+    rows = [list(r) + [""] * (len(header) - len(r)) for r in rows]  # ragged rows (triangles)
     widths = [max(len(str(h)), *(len(str(r[i])) for r in rows)) if rows else len(str(h))
               for i, h in enumerate(header)]
     lines = []
