@@ -3,6 +3,7 @@ import warnings
 
 import numpy as np
 import pandas as pd
+import pytest
 from hypothesis import HealthCheck, assume, given, settings, strategies as st
 
 import bigmixed as bm
@@ -68,10 +69,24 @@ def test_objective_equals_dense_oracle(seed, n, p, shape, reml, theta_seed):
         assert abs(got - want) <= 1e-8 * abs(want), (got, want, solver)
 
 
-@settings(max_examples=10, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
-@given(seed=st.integers(0, 2**31 - 1), n=st.integers(30, 60), p=st.integers(1, 3), shape=shapes,
-       reml=st.booleans())
+fit_cases = dict(seed=st.integers(0, 2**31 - 1), n=st.integers(30, 60), p=st.integers(1, 3), shape=shapes,
+                 reml=st.booleans())
+
+
+@settings(max_examples=6, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(**fit_cases)
 def test_fit_is_at_least_as_good_as_dense_oracle_and_quantities_agree(seed, n, p, shape, reml):
+    check_fit_against_oracle(seed, n, p, shape, reml)
+
+
+@pytest.mark.slow
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(**fit_cases)
+def test_fit_against_dense_oracle_many_random_problems(seed, n, p, shape, reml):
+    check_fit_against_oracle(seed, n, p, shape, reml)
+
+
+def check_fit_against_oracle(seed, n, p, shape, reml):
     design = make_problem(seed, n, p, shape)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", bm.BigmixedWarning)
