@@ -76,7 +76,8 @@ def run_bigmixed(problem, df, reml: bool) -> dict:
         "theta": [float(t) for t in fit.theta],
         "beta": {k: float(v) for k, v in zip(fit.fixed_names, fit.beta)},
         "se": {k: float(v) for k, v in fit.bse.items()},
-        "vc": [{"grp": r.group, "var1": r.term1, "var2": r.term2, "vcov": float(r.variance)}
+        "vc": [{"grp": r.group, "var1": _str(r.term1), "var2": _str(r.term2),
+                "vcov": float(r.variance)}
                for r in vc.itertuples()],
         "converged": bool(fit.converged),
         "singular": bool(fit.is_singular),
@@ -154,6 +155,11 @@ def run_statsmodels(problem, df, reml: bool) -> dict:
         "method": str(getattr(res, "method", "")),
         "version": statsmodels.__version__,
     }
+
+
+def _str(x):
+    """None for None / NaN (pandas turns None into NaN in a column of labels)."""
+    return x if isinstance(x, str) else None
 
 
 def _rename(name: str) -> str:

@@ -7,11 +7,14 @@ cross-products, an evaluation works on arrays whose size depends on the levels (
 factors, on the number of distinct level pairs, at most min(N, L1*L2)), never on N, so
 time(1e6) / time(1e5) should be close to 1 (the acceptance bound is < 1.5).
 
-    .venv/bin/python bench/eval_scaling.py                      # default + OMP_WAIT_POLICY=passive
+    .venv/bin/python bench/eval_scaling.py            # variants default, passive, 1thread
     .venv/bin/python bench/eval_scaling.py --variants default --repeats 50
 
 Each environment variant runs in its own subprocess (the OpenMP wait policy is read once, when
-Numba's threading layer starts).  Within a variant, calls for N = 1e5 and N = 1e6 are interleaved
+Numba's threading layer starts): ``default`` (the environment as is), ``passive``
+(OMP_WAIT_POLICY=passive) and ``1thread`` (NUMBA_NUM_THREADS=1).  On a loaded machine, the
+parallel kernels (``prange``) of the default OpenMP layer sometimes wait a whole scheduler time
+slice (~20 ms) for a worker thread: the 90% quantile column shows it.  Within a variant, calls for N = 1e5 and N = 1e6 are interleaved
 in rounds, so that a change of the machine's load hits both sizes alike; the table reports the
 median (and the 10% / 90% quantiles) of the per-call wall times.
 
@@ -126,7 +129,7 @@ def worker(args) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--variants", default="default,passive",
+    ap.add_argument("--variants", default="default,passive,1thread",
                     help=f"comma list of environment variants among {sorted(VARIANTS)}")
     ap.add_argument("--repeats", type=int, default=100, help="timed calls per model and size")
     ap.add_argument("--rounds", type=int, default=10, help="interleaved rounds (1e5, 1e6, 1e5, ...)")

@@ -96,8 +96,8 @@ class LinearMixedModel:
             return np.inf
         return value if np.isfinite(value) else np.inf
 
-    def fit(self, *, theta0=None, restart_edge: bool = True, ftol_abs: float = 1e-12,
-            xtol_abs: float = 1e-10, maxeval: int = 100_000):
+    def fit(self, *, theta0=None, restart_edge: bool = True, ftol_abs: float = 1e-10,
+            xtol_abs: float = 1e-8, maxeval: int = 100_000):
         """Optimize theta; solve beta, sigma and the conditional modes at the optimum."""
         from .results import LMMResults
 
@@ -106,6 +106,7 @@ class LinearMixedModel:
         record = minimize_theta(
             self.objective, start, self.structure.lower_bounds,
             ftol_abs=ftol_abs, xtol_abs=xtol_abs, maxeval=maxeval, restart_edge=restart_edge,
+            restartable=self.structure.multi_column_diagonal(),
         )
         t1 = time.perf_counter()
         caught = []

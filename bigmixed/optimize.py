@@ -9,6 +9,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 
+INITIAL_STEP = 0.25  # BOBYQA's initial trust radius, relative to |theta| (0.1 to 0.75 all do alike)
+
+
 @dataclass
 class OptimizerRecord:
     """What the optimizer did: evaluations, final theta and objective, convergence."""
@@ -23,14 +26,15 @@ class OptimizerRecord:
     history: list = field(default_factory=list, repr=False)
 
 
-def minimize_theta(fun, theta0, lower, *, ftol_abs=1e-12, xtol_abs=1e-10, maxeval=100_000,
-                   restart_edge=True, boundary_restarts=True) -> OptimizerRecord:
+def minimize_theta(fun, theta0, lower, *, ftol_abs=1e-10, ftol_rel=1e-13, xtol_abs=1e-8,
+                   maxeval=100_000, restart_edge=True, restartable=None) -> OptimizerRecord:
     """Minimize fun(theta) subject to theta >= lower with nlopt's BOBYQA.
 
     Tolerances are tighter than lme4's defaults (1e-8) so that the result is never at a worse
     objective. With restart_edge (lme4's default), a fit that ends with a diagonal element of
     theta at zero is restarted if stepping off the boundary lowers the objective. With
-    boundary_restarts, a singular fit is also restarted from a fresh interior point.
+    `restartable` (a boolean mask: diagonal elements of terms with several columns), a fit in
+    which such an element ends at zero is also restarted from fresh interior points.
     """
     import nlopt
 
@@ -55,9 +59,10 @@ def minimize_theta(fun, theta0, lower, *, ftol_abs=1e-12, xtol_abs=1e-10, maxeva
         lb = np.where(np.isfinite(lower), lower, -np.inf)
         opt.set_lower_bounds(lb)
         opt.set_ftol_abs(ftol_abs)
+        opt.set_ftol_rel(ftol_rel)
         opt.set_xtol_abs(np.full(n, xtol_abs))
         opt.set_maxeval(maxeval)
-        step = np.where(np.abs(start) > 0, 0.25 * np.maximum(np.abs(start), 0.1), 0.25)
+        step = np.where(np.abs(start) > 0, INITIAL_STEP * np.maximum(np.abs(start), 0.1), INITIAL_STEP)
         opt.set_initial_step(step)
         start = np.maximum(start, lb)
         try:
@@ -87,14 +92,14 @@ def minimize_theta(fun, theta0, lower, *, ftol_abs=1e-12, xtol_abs=1e-10, maxeva
                 break
             restarts += 1
             x, res = run(trial)
-    if boundary_restarts:
+    if restartable is not None:
         # A fit that ends on the boundary may sit in a local optimum of the rank-deficient
         # covariance (e.g. a rank-one T pointing the wrong way). Restart from two fresh
         # interior points (the estimate's diagonal with zero variances put back to 1, and a
         # small multiple of lme4's start) and keep the best point found.
         diag = lower == 0
         zero = diag & (best[1] < 1e-4)
-        if np.any(zero):
+        if np.any(zero & restartable):
             tried = [theta0]
             for trial in (np.where(diag, np.where(zero, 1.0, best[1]), 0.0), 0.2 * theta0):
                 if any(np.allclose(trial, t) for t in tried):
@@ -125,6 +130,7 @@ def minimize_theta(fun, theta0, lower, *, ftol_abs=1e-12, xtol_abs=1e-10, maxeva
         message=_RESULT_MESSAGES.get(res, str(res)),
         restarts=restarts,
     )
+
 
 
 _RESULT_MESSAGES = {

@@ -139,6 +139,12 @@ class RandomEffectsStructure:
         P = self.P_of[f]
         return np.ascontiguousarray(self.T_all(theta)[f, :P, :P])
 
+    def multi_column_diagonal(self) -> np.ndarray:
+        """Mask of theta: diagonal elements of terms with two or more columns."""
+        n_cols = np.array([self.terms[k].n_columns for k in self.term_order])
+        term_of_theta = np.repeat(np.arange(len(n_cols)), n_cols * (n_cols + 1) // 2)
+        return (self.theta_row == self.theta_col) & (n_cols[term_of_theta] >= 2)
+
     def is_singular(self, theta: np.ndarray, tol: float = 1e-4) -> bool:
         """lme4's isSingular: a diagonal element of some T at (or within tol of) zero."""
         diag = self.theta_row == self.theta_col
