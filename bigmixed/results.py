@@ -145,14 +145,21 @@ class LMMResults:
     # ---- conditional modes -------------------------------------------------------------
     @cached_property
     def _modes(self):
+        """Conditional modes b per factor (n_levels, P): cheap, no inverse needed."""
         st = self.model.structure
-        us, cinvs = self.model.system.modes(self.theta, self.beta)
-        b, condvar = [], []
+        us, _ = self.model.system.modes(self.theta, self.beta, condvar=False)
+        return [us[fi] @ st.T_of(self.theta, fi).T for fi in range(len(st.factors))]
+
+    @cached_property
+    def _condvar(self):
+        """Var(b_g | y) per factor (n_levels, P, P): needs the selected inverse on crossed designs."""
+        st = self.model.structure
+        _, cinvs = self.model.system.modes(self.theta, self.beta, condvar=True)
+        out = []
         for fi in range(len(st.factors)):
             T = st.T_of(self.theta, fi)
-            b.append(us[fi] @ T.T)
-            condvar.append(self.sigma ** 2 * np.einsum("ij,ljk,mk->lim", T, cinvs[fi], T))
-        return b, condvar
+            out.append(self.sigma ** 2 * np.einsum("ij,ljk,mk->lim", T, cinvs[fi], T))
+        return out
 
     def ranef(self, condvar: bool = True) -> dict:
         """Conditional modes per grouping factor: {group: DataFrame indexed by level}.
@@ -160,11 +167,12 @@ class LMMResults:
         With condvar, columns ``<name>_sd`` hold the conditional SDs (sqrt of lme4's postVar
         diagonal); the full conditional covariances are in ``conditional_variances()``.
         """
-        b, cv = self._modes
+        b = self._modes
         out = {}
         for fi, f in enumerate(self.model.structure.factors):
             df = pd.DataFrame(b[fi], index=pd.Index(f.levels, name=f.group), columns=f.column_names)
             if condvar:
+                cv = self._condvar
                 sds = np.sqrt(np.maximum(np.diagonal(cv[fi], axis1=1, axis2=2), 0.0))
                 for i, name in enumerate(f.column_names):
                     df[f"{name}_sd"] = sds[:, i]
@@ -173,12 +181,12 @@ class LMMResults:
 
     def conditional_variances(self) -> dict:
         """{group: (n_levels, P, P) array}: Var(b_g | y) at the estimates (lme4's condVar)."""
-        _, cv = self._modes
+        cv = self._condvar
         return {f.group: cv[fi] for fi, f in enumerate(self.model.structure.factors)}
 
     def coef(self) -> dict:
         """Fixed plus random effects per level (lme4's coef()): {group: DataFrame}."""
-        b, _ = self._modes
+        b = self._modes
         out = {}
         for fi, f in enumerate(self.model.structure.factors):
             df = pd.DataFrame(np.tile(self.beta, (f.n_levels, 1)), index=pd.Index(f.levels, name=f.group),
@@ -199,7 +207,7 @@ class LMMResults:
     @cached_property
     def fittedvalues(self) -> np.ndarray:
         """Conditional fitted values X beta + Z b."""
-        b, _ = self._modes
+        b = self._modes
         fit = self.fitted_marginal.copy()
         for fi, f in enumerate(self.model.structure.factors):
             if f.unit_z:

@@ -6,8 +6,8 @@ Both systems expose the same two operations:
 - ``update(theta)`` -> (log det(L L'), S) where S = [X y]'[X y] - R_ZXY' R_ZXY is the (p+1)x(p+1)
   Schur complement whose Cholesky gives R_X, c_beta and the penalized RSS (MixedModels.jl's
   blocked factor: the last diagonal element is r).
-- ``modes(theta, beta)`` -> per factor the spherical modes u (n_levels, P) and the diagonal
-  blocks of (Lambda'Z'Z Lambda + I)^{-1} (n_levels, P, P).
+- ``modes(theta, beta, condvar)`` -> per factor the spherical modes u (n_levels, P) and, with
+  condvar, the diagonal blocks of (Lambda'Z'Z Lambda + I)^{-1} (n_levels, P, P) (else None).
 
 `BlockDiagonalSystem` serves one grouping factor (level-by-level Numba kernel);
 `SparseSystem` serves several (CHOLMOD, symbolic analysis once, numeric refactorization per theta).
@@ -51,7 +51,7 @@ class BlockDiagonalSystem:
             S -= self._schur_out[c]
         return logdet, S
 
-    def modes(self, theta, beta):
+    def modes(self, theta, beta, condvar=True):
         T = self.structure.T_of(theta, 0)
         l, P = self.zz.shape[0], self.zz.shape[1]
         u = np.empty((l, P))
@@ -166,14 +166,19 @@ class SparseSystem:
         S = self.cp.gram - 0.5 * (BtAinvB + BtAinvB.T)
         return self.factor.logdet(), S
 
-    def modes(self, theta, beta):
+    def modes(self, theta, beta, condvar=True):
         self._fill(theta)
         self.factor.cholesky_inplace(self.A, beta=1.0)
         B = self._scaled_zxy(theta)
         rhs = B[:, -1] - B[:, :-1] @ beta
         u = self.factor.solve_A(rhs)
-        # Diagonal blocks of (L L')^{-1} by Takahashi's selected inverse on the factor's pattern.
-        # L() converts the factor to simplicial form: work on a copy, keep ours supernodal.
+        us = [u[self.offsets[fi]:self.offsets[fi + 1]].reshape(f.n_levels, int(self.structure.P_of[fi]))
+              for fi, f in enumerate(self.structure.factors)]
+        return us, (self._inverse_diagonal_blocks() if condvar else None)
+
+    def _inverse_diagonal_blocks(self):
+        """Diagonal blocks of (L L')^{-1} by Takahashi's selected inverse on the factor's pattern."""
+        # L() converts the factor to simplicial L L': work on a copy, keep ours as CHOLMOD chose.
         L = self.factor.copy().L().tocsc()
         L.sort_indices()
         indptr = L.indptr.astype(np.int64)
@@ -183,21 +188,17 @@ class SparseSystem:
         perm = self.factor.P()
         inv_perm = np.empty_like(perm)
         inv_perm[perm] = np.arange(len(perm))
-        us, cinvs = [], []
+        cinvs = []
         for fi, f in enumerate(self.structure.factors):
             P = int(self.structure.P_of[fi])
-            lo, hi = self.offsets[fi], self.offsets[fi + 1]
-            us.append(u[lo:hi].reshape(f.n_levels, P))
-            base = lo + np.arange(f.n_levels, dtype=np.int64)[:, None] * P
+            first = self.offsets[fi] + np.arange(f.n_levels, dtype=np.int64) * P
             cinv = np.empty((f.n_levels, P, P))
+            where = np.empty(f.n_levels, dtype=np.int64)
             for a in range(P):
                 for b in range(P):
-                    i = inv_perm[base[:, 0] + a]
-                    j = inv_perm[base[:, 0] + b]
-                    r, c = np.maximum(i, j), np.minimum(i, j)
-                    where = np.empty(len(r), dtype=np.int64)
-                    lookup_entries(indptr, indices, r, c, where)
+                    i = inv_perm[first + a]
+                    j = inv_perm[first + b]
+                    lookup_entries(indptr, indices, np.maximum(i, j), np.minimum(i, j), where)
                     cinv[:, a, b] = zinv[where]
             cinvs.append(cinv)
-        return us, cinvs
-
+        return cinvs
