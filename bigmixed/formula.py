@@ -24,8 +24,18 @@ import ast
 import re
 from dataclasses import dataclass
 
+from .errors import (
+    FormulaError,
+    FormulaSyntaxError,
+    GroupingExpressionError,
+    UnknownFunctionError,
+)
+
 __all__ = [
     "FormulaError",
+    "FormulaSyntaxError",
+    "GroupingExpressionError",
+    "UnknownFunctionError",
     "BarTerm",
     "ExpandedTerm",
     "ParsedFormula",
@@ -41,8 +51,6 @@ _OPEN = {"(": ")", "[": "]", "{": "}"}
 _CLOSE = {v: k for k, v in _OPEN.items()}
 
 
-class FormulaError(ValueError):
-    """The formula text cannot be understood; the message names the fault."""
 
 
 @dataclass(frozen=True)
@@ -126,7 +134,7 @@ def _scan(text: str):
                 j += 1
             if j >= n:
                 kind = "backquote" if c == "`" else "quote"
-                raise FormulaError(f"unterminated {kind} {c} at position {i} in formula {text!r}")
+                raise FormulaSyntaxError(f"unterminated {kind} {c} at position {i} in formula {text!r}")
             i = j + 1
             continue
         if c in _OPEN:
@@ -134,12 +142,12 @@ def _scan(text: str):
             stack.append((c, i))
         elif c in _CLOSE:
             if not stack:
-                raise FormulaError(
+                raise FormulaSyntaxError(
                     f"unbalanced parentheses: unexpected {c!r} at position {i} in formula {text!r}"
                 )
             o, pos = stack.pop()
             if o != _CLOSE[c]:
-                raise FormulaError(
+                raise FormulaSyntaxError(
                     f"unbalanced parentheses: {o!r} at position {pos} closed by {c!r} at "
                     f"position {i} in formula {text!r}"
                 )
@@ -149,7 +157,7 @@ def _scan(text: str):
         i += 1
     if stack:
         o, pos = stack[-1]
-        raise FormulaError(f"unbalanced parentheses: {o!r} at position {pos} is never closed in formula {text!r}")
+        raise FormulaSyntaxError(f"unbalanced parentheses: {o!r} at position {pos} is never closed in formula {text!r}")
 
 
 def _top_level(text: str, chars: str) -> list:
@@ -227,10 +235,10 @@ def _split_sum(rhs: str) -> list:
     for k, (s, t) in enumerate(out):
         if t == "":
             if k == len(out) - 1:
-                raise FormulaError(f"formula right-hand side {rhs!r} ends with an operator {s!r}")
+                raise FormulaSyntaxError(f"formula right-hand side {rhs!r} ends with an operator {s!r}")
             nxt_sign = out[k + 1][0]
             if s == "-" and nxt_sign == "-":
-                raise FormulaError(f"cannot parse '- -' in formula right-hand side {rhs!r}")
+                raise FormulaSyntaxError(f"cannot parse '- -' in formula right-hand side {rhs!r}")
             if s == "-":
                 out[k + 1] = ("-", out[k + 1][1])
             continue
@@ -256,7 +264,7 @@ def _parse_interaction(text: str, whole: str) -> tuple:
     """"a:b", "(a:b)", "`my g`:b" -> ("a", "b"). Raises FormulaError for anything else."""
     t = _strip_parens(text)
     if t == "":
-        raise FormulaError(f"empty grouping factor in random-effects term {whole!r}")
+        raise FormulaSyntaxError(f"empty grouping factor in random-effects term {whole!r}")
     names: list = []
     for part in _split_top(t, ":"):
         p = _strip_parens(part)
@@ -265,7 +273,7 @@ def _parse_interaction(text: str, whole: str) -> tuple:
             continue
         name = _parse_name(p)
         if name is None:
-            raise FormulaError(
+            raise FormulaSyntaxError(
                 f"grouping factor {text.strip()!r} in random-effects term {whole!r} must be a "
                 "column name or an interaction of column names (a:b), optionally nested with "
                 f"'/' (a/b); {part.strip()!r} is not a column name"
@@ -288,9 +296,9 @@ def _expand_group(group: str, whole: str) -> list:
     """
     g = group.strip()
     if g == "":
-        raise FormulaError(f"random-effects term {whole!r} has nothing on the right of '|'")
+        raise FormulaSyntaxError(f"random-effects term {whole!r} has nothing on the right of '|'")
     if _has_char_outside_quotes(g, "+") or _has_char_outside_quotes(g, "|"):
-        raise FormulaError(
+        raise FormulaSyntaxError(
             f"grouping factor {g!r} in random-effects term {whole!r} must be a column name or "
             "an interaction of column names (a:b), optionally nested with '/' (a/b)"
         )
@@ -329,9 +337,9 @@ def _formulaic_terms(rhs: str, what: str):
     try:
         f = Formula(to_python_expr(rhs), _ordering="none")
     except Exception as e:  # formulaic raises a variety of parser errors
-        raise FormulaError(f"cannot parse {what} {rhs!r}: {e}") from e
+        raise FormulaSyntaxError(f"cannot parse {what} {rhs!r}: {e}") from e
     if hasattr(f, "rhs") or not hasattr(f, "__iter__"):
-        raise FormulaError(f"{what} {rhs!r} must not contain '~'")
+        raise FormulaSyntaxError(f"{what} {rhs!r} must not contain '~'")
     return list(f)
 
 
@@ -359,9 +367,9 @@ def r_term_order(rhs: str, what: str = "fixed-effects formula"):
             if all(x in ("1",) for x in lits):
                 intercept = True
                 continue
-            raise FormulaError(f"cannot use the constant term {term!r} in {what} {rhs!r}")
+            raise FormulaSyntaxError(f"cannot use the constant term {term!r} in {what} {rhs!r}")
         if len(facs) != len(term.factors):
-            raise FormulaError(f"cannot use constants inside the term {term!r} in {what} {rhs!r}")
+            raise FormulaSyntaxError(f"cannot use constants inside the term {term!r} in {what} {rhs!r}")
         for f in facs:
             var_order.setdefault(f.expr, len(var_order))
         body.append(facs)
@@ -389,7 +397,7 @@ def _expand_double_bar(expr: str, whole: str) -> list:
         out.append("1")
     out.extend(f"0 + {_term_label(t)}" for t in terms)
     if not out:
-        raise FormulaError(f"random-effects term {whole!r} has no terms on the left of '||'")
+        raise FormulaSyntaxError(f"random-effects term {whole!r} has no terms on the left of '||'")
     return out
 
 
@@ -400,19 +408,19 @@ def _expand_double_bar(expr: str, whole: str) -> list:
 def _parse_bar(inner: str, whole: str) -> BarTerm:
     bars = _top_level(inner, "|")
     if not bars:  # pragma: no cover - caller checked
-        raise FormulaError(f"no '|' in random-effects term {whole!r}")
+        raise FormulaSyntaxError(f"no '|' in random-effects term {whole!r}")
     if len(bars) == 2 and bars[1] == bars[0] + 1:
         correlated = False
     elif len(bars) == 1:
         correlated = True
     else:
-        raise FormulaError(f"random-effects term {whole!r} must contain exactly one '|' or '||'")
+        raise FormulaSyntaxError(f"random-effects term {whole!r} must contain exactly one '|' or '||'")
     lhs = inner[: bars[0]].strip()
     rhs = inner[bars[-1] + 1 :].strip()
     if lhs == "":
-        raise FormulaError(f"random-effects term {whole!r} has nothing on the left of '|'")
+        raise FormulaSyntaxError(f"random-effects term {whole!r} has nothing on the left of '|'")
     if rhs == "":
-        raise FormulaError(f"random-effects term {whole!r} has nothing on the right of '|'")
+        raise FormulaSyntaxError(f"random-effects term {whole!r} has nothing on the right of '|'")
     return BarTerm(expr=lhs, group=rhs, correlated=correlated)
 
 
@@ -424,26 +432,26 @@ def parse_formula(text: str) -> ParsedFormula:
     interaction of column names, a '|' outside a parenthesised top-level term, ...
     """
     if not isinstance(text, str):
-        raise FormulaError(f"formula must be a string, got {type(text).__name__}")
+        raise FormulaSyntaxError(f"formula must be a string, got {type(text).__name__}")
     list(_scan(text))  # balance check first: the clearest message for broken input
     tildes = [i for i, c, _ in _scan(text) if c == "~"]
     if not tildes:
-        raise FormulaError(f"formula {text!r} has no '~' (expected 'response ~ terms')")
+        raise FormulaSyntaxError(f"formula {text!r} has no '~' (expected 'response ~ terms')")
     if len(tildes) > 1:
-        raise FormulaError(f"formula {text!r} has more than one '~'")
+        raise FormulaSyntaxError(f"formula {text!r} has more than one '~'")
     if any(d > 0 for i, c, d in _scan(text) if c == "~"):
-        raise FormulaError(f"'~' inside parentheses in formula {text!r}")
+        raise FormulaSyntaxError(f"'~' inside parentheses in formula {text!r}")
     lhs, rhs = text[: tildes[0]].strip(), text[tildes[0] + 1 :].strip()
     if lhs == "":
-        raise FormulaError(f"formula {text!r} has no response on the left of '~'")
+        raise FormulaSyntaxError(f"formula {text!r} has no response on the left of '~'")
     response = _parse_name(lhs)
     if response is None:
-        raise FormulaError(
+        raise FormulaSyntaxError(
             f"response {lhs!r} of formula {text!r} must be a column name (backquote names "
             "with spaces or symbols: `my y`); transform the column in the data frame instead"
         )
     if rhs == "":
-        raise FormulaError(f"formula {text!r} has nothing on the right of '~'")
+        raise FormulaSyntaxError(f"formula {text!r} has nothing on the right of '~'")
 
     fixed_chunks: list = []
     bars: list = []
@@ -452,10 +460,10 @@ def parse_formula(text: str) -> ParsedFormula:
             inner = _strip_parens(chunk)
             whole = chunk.strip()
             if sign == "-":
-                raise FormulaError(f"cannot remove ('-') the random-effects term {whole!r}")
+                raise FormulaSyntaxError(f"cannot remove ('-') the random-effects term {whole!r}")
             bars.append(_parse_bar(inner, whole))
         elif _has_char_outside_quotes(chunk, "|"):
-            raise FormulaError(
+            raise FormulaSyntaxError(
                 f"'|' in {chunk!r}: random-effects terms must be parenthesised and added at "
                 "the top level of the formula, e.g. 'y ~ x + (1 | g)'"
             )
@@ -501,7 +509,7 @@ def expression_names(expr: str) -> list:
         code = sanitize_variable_names(expr, {}, aliases)
         tree = ast.parse(code, mode="eval")
     except SyntaxError as e:
-        raise FormulaError(f"cannot parse the expression {expr!r}: {e.msg}") from e
+        raise FormulaSyntaxError(f"cannot parse the expression {expr!r}: {e.msg}") from e
     names = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Name):

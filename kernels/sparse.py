@@ -70,32 +70,44 @@ def selected_inverse(indptr, indices, data, zinv_out):
     Parameters
     ----------
     indptr, indices, data : CSC arrays of a lower-triangular Cholesky factor L (n x n), row
-        indices sorted within each column and the diagonal entry first.
+        indices sorted within each column, the diagonal entry first, and the full symbolic
+        pattern kept (as CHOLMOD keeps it: if L[i, j] and L[k, j] are stored, so is L[i, k]).
     zinv_out : (nnz,) float64, receives (L L')^{-1}[i, j] for every stored (i, j) of L.
 
     Uses Z L = L^{-T}: for i >= j, Z[i, j] = (delta_ij / L[j, j] - sum_{k > j} Z[i, k] L[k, j]) / L[j, j],
-    processing columns from last to first; every Z[i, k] needed lies on the pattern of L.
+    processing columns from last to first. For column j, each pair (i, k) of its rows with
+    i >= k is met once, by walking column k of Z with the rows of column j scattered into `slot`
+    (O(1) look-ups; no searching).
     """
     n = indptr.shape[0] - 1
+    slot = np.full(n, -1, dtype=np.int64)
+    acc = np.empty(n)
     for j in range(n - 1, -1, -1):
         start = indptr[j]
         end = indptr[j + 1]
         ljj = data[start]
-        for ii in range(start + 1, end):
-            i = indices[ii]
-            s = 0.0
-            for kk in range(start + 1, end):
-                k = indices[kk]
-                if i >= k:
-                    e = _find(indptr, indices, k, i)
-                else:
-                    e = _find(indptr, indices, i, k)
-                s += zinv_out[e] * data[kk]
-            zinv_out[ii] = -s / ljj
-        s = 0.0
-        for kk in range(start + 1, end):
-            s += zinv_out[kk] * data[kk]
-        zinv_out[start] = 1.0 / (ljj * ljj) - s / ljj
+        cnt = end - start - 1
+        for t in range(cnt):
+            slot[indices[start + 1 + t]] = t
+            acc[t] = 0.0
+        for t in range(cnt):
+            k = indices[start + 1 + t]
+            lkj = data[start + 1 + t]
+            for e in range(indptr[k], indptr[k + 1]):
+                s = slot[indices[e]]
+                if s < 0:
+                    continue
+                zik = zinv_out[e]  # Z[i, k], i >= k, column k already final
+                acc[s] += zik * lkj
+                if s != t:
+                    acc[t] += zik * data[start + 1 + s]
+        diag = 0.0
+        for t in range(cnt):
+            z = -acc[t] / ljj
+            zinv_out[start + 1 + t] = z
+            diag += z * data[start + 1 + t]
+            slot[indices[start + 1 + t]] = -1
+        zinv_out[start] = 1.0 / (ljj * ljj) - diag / ljj
 
 
 @njit(cache=True, nogil=True)

@@ -1,0 +1,126 @@
+"""Typed errors for bad input.
+
+Every problem with the model formula or the data is detected by `parse_formula` /
+`build_design` -- before any cross-product is computed -- and raised as one of the
+exceptions below. Each message names what is at fault (the column, term, function or
+value) and, where there is one, the usual fix.
+
+::
+
+    BigmixedError                       base of everything bigmixed raises on bad input
+    ├── FormulaError (ValueError)       the formula text cannot be understood
+    │   ├── FormulaSyntaxError          no '~', unbalanced parentheses, '|' with an empty side, ...
+    │   ├── UnknownFunctionError        a function in the formula that bigmixed does not know
+    │   └── GroupingExpressionError     a grouping factor that is not a column or a:b of columns
+    └── DesignError (ValueError)        the data do not fit the formula
+        ├── MissingColumnError          a column the formula uses is not in the data (KeyError too)
+        ├── ColumnNameError             duplicated or non-string column names
+        ├── DataTypeError               a column of the wrong type (dates, complex, mixed ids)
+        │   └── ResponseTypeError       the response is not numeric
+        ├── EmptyDataError              no rows, or every row has a missing value
+        ├── NonFiniteValueError         +-Inf in the response or a covariate
+        ├── GroupingError               a grouping factor with fewer than 2 levels
+        └── IdentifiabilityError        lme4's checks: levels >= observations, or
+                                        random effects >= observations for a term
+
+Both families derive from ValueError, so ``except ValueError`` keeps working; catch
+`BigmixedError` for everything bigmixed raises on bad input. `FormulaError` and
+`DesignError` are also importable from `bigmixed.formula` and `bigmixed.design`.
+"""
+from __future__ import annotations
+
+__all__ = [
+    "BigmixedError",
+    "FormulaError",
+    "FormulaSyntaxError",
+    "UnknownFunctionError",
+    "GroupingExpressionError",
+    "DesignError",
+    "MissingColumnError",
+    "ColumnNameError",
+    "DataTypeError",
+    "ResponseTypeError",
+    "EmptyDataError",
+    "NonFiniteValueError",
+    "GroupingError",
+    "IdentifiabilityError",
+]
+
+
+class BigmixedError(Exception):
+    """Base class of the errors bigmixed raises on bad input (formula or data)."""
+
+
+# ---- the formula -------------------------------------------------------------------------
+
+
+class FormulaError(BigmixedError, ValueError):
+    """The formula text cannot be understood; the message names the fault."""
+
+
+class FormulaSyntaxError(FormulaError):
+    """Malformed formula: no '~', unbalanced parentheses or quotes, a '|' with nothing on
+    one side, a random-effects term that is not parenthesised, a dangling operator, ...
+    """
+
+
+class UnknownFunctionError(FormulaError):
+    """A function called in the formula (``foo(x)``) is not one bigmixed can evaluate.
+
+    Known: R's usual ones (log, exp, sqrt, abs, scale, center, poly, factor, ordered, I,
+    C, ...), Python builtins and ``np.<name>``.
+    """
+
+
+class GroupingExpressionError(FormulaError):
+    """The right of '|' is not a column, an interaction of columns (a:b) or a nesting (a/b)."""
+
+
+# ---- the data ----------------------------------------------------------------------------
+
+
+class DesignError(BigmixedError, ValueError):
+    """The data do not fit the formula: a missing column, a non-numeric response, ..."""
+
+
+class MissingColumnError(DesignError, KeyError):
+    """A column the formula uses is not in the data (close names are suggested)."""
+
+    def __str__(self) -> str:  # KeyError would otherwise show the message in quotes
+        return str(self.args[0]) if self.args else ""
+
+
+class ColumnNameError(DesignError):
+    """Column names of the data frame that cannot be used: duplicated or not strings."""
+
+
+class DataTypeError(DesignError):
+    """A column has a type bigmixed cannot use in its role (dates, complex numbers, a
+    grouping column mixing numbers and strings, data that is not a DataFrame, ...)."""
+
+
+class ResponseTypeError(DataTypeError):
+    """The response column is not numeric (or boolean)."""
+
+
+class EmptyDataError(DesignError):
+    """No observations to fit: the frame has no rows, or every row has a missing value in
+    a column the model uses."""
+
+
+class NonFiniteValueError(DesignError):
+    """Infinite values (+-Inf) in the response or a covariate (after transformations such
+    as log). Missing values (NaN/None) are dropped; infinite ones are not."""
+
+
+class GroupingError(DesignError):
+    """A grouping factor that cannot carry a random effect (fewer than 2 levels).
+
+    lme4: "grouping factors must have > 1 sampled level".
+    """
+
+
+class IdentifiabilityError(DesignError):
+    """The random effects cannot be told apart from the residual (lme4's checks
+    check.nobs.vs.nlev and check.nobs.vs.nRE): a grouping factor with as many levels as
+    observations, or a term with at least as many random effects as observations."""
