@@ -11,8 +11,12 @@ from numba import njit, prange
 
 
 def n_row_chunks(n_rows):
-    """Number of row chunks for `factor_crossprod`: a function of the row count only."""
-    return int(min(4, max(1, -(-n_rows // 500_000))))
+    """Number of row chunks for `factor_crossprod`: a function of the row count only.
+
+    Each chunk holds its own copy of the per-level blocks, so more chunks cost memory; two
+    match the two cores these machines have and keep results independent of the thread count.
+    """
+    return 1 if n_rows < 200_000 else 2
 
 
 @njit(parallel=True, cache=True, nogil=True)

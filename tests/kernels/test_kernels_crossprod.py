@@ -57,7 +57,7 @@ def test_unit_z_equals_column_of_ones():
 
 def test_row_chunking_depends_only_on_rows():
     assert n_row_chunks(10) == 1
-    assert n_row_chunks(10_000_000) == 4
+    assert n_row_chunks(10_000_000) == 2
 
 
 @settings(max_examples=30, deadline=None)
