@@ -399,8 +399,18 @@ def dense_fit(y, X, terms, reml=True, theta0=None, n_random_starts=3, seed=0):
     cond_var (per term (l_k, p_k, p_k)), loglik, aic, bic, reml, nobs.
     """
     m = _Model(y, X, terms)
+    # A start can wander to huge theta where Vr is numerically singular; f returns
+    # inf there and scipy's finite differences then compute inf - inf (harmless).
+    with np.errstate(invalid="ignore", over="ignore"):
+        theta = _optimise(m, reml, theta0, n_random_starts, seed)
+    return _summarise(m, theta, reml)
+
+
+def _optimise(m, reml, theta0, n_random_starts, seed):
     ps = m.ps
     lb = theta_lower_bounds(ps)
+    if len(lb) == 0:
+        raise ValueError("no random-effects terms")
     bounds = [(None if not np.isfinite(l) else l, None) for l in lb]
     rng = np.random.default_rng(seed)
 
@@ -410,9 +420,6 @@ def dense_fit(y, X, terms, reml=True, theta0=None, n_random_starts=3, seed=0):
         except (np.linalg.LinAlgError, ValueError):
             return np.inf
         return v if np.isfinite(v) else np.inf
-
-    if len(lb) == 0:
-        raise ValueError("no random-effects terms")
 
     best_x, best_f = None, np.inf
 
@@ -433,9 +440,12 @@ def dense_fit(y, X, terms, reml=True, theta0=None, n_random_starts=3, seed=0):
     nm_bounds = [(l if np.isfinite(l) else None, None) for l in lb]
     for _ in range(5):
         before = best_f
+        # fatol must stay above the rounding noise of the objective (~1e-13 |f|),
+        # otherwise the simplex never meets both tolerances.
         r = sopt.minimize(
             f, best_x, method="Nelder-Mead", bounds=nm_bounds,
-            options=dict(xatol=1e-12, fatol=1e-14, maxiter=200000, maxfev=200000,
+            options=dict(xatol=1e-9, fatol=max(1e-11, 1e-13 * abs(best_f)),
+                         maxiter=5000 * len(lb), maxfev=5000 * len(lb),
                          adaptive=len(lb) > 2),
         )
         consider(r.x)
@@ -444,13 +454,13 @@ def dense_fit(y, X, terms, reml=True, theta0=None, n_random_starts=3, seed=0):
         if before - best_f < 1e-12:
             break
 
-    # Snap tiny diagonal entries to the boundary if that is no worse.
-    diag = _diag_mask(ps)
-    snapped = best_x.copy()
-    snapped[diag & (np.abs(snapped) < 1e-6)] = 0.0
-    consider_f = f(snapped)
-    if consider_f <= best_f + 1e-12:
-        best_x, best_f = snapped, min(consider_f, best_f)
+    if best_x is None:
+        raise RuntimeError("dense oracle: the objective could not be evaluated at any start")
 
-    theta = _canonical_theta(best_x, ps)
-    return _summarise(m, theta, reml)
+    # Snap tiny diagonal entries to the boundary if that is no worse.
+    snapped = best_x.copy()
+    snapped[_diag_mask(ps) & (np.abs(snapped) < 1e-6)] = 0.0
+    if f(snapped) <= best_f + 1e-12:
+        best_x = snapped
+
+    return _canonical_theta(best_x, ps)
