@@ -7,14 +7,16 @@ cross-products, an evaluation works on arrays whose size depends on the levels (
 factors, on the number of distinct level pairs, at most min(N, L1*L2)), never on N, so
 time(1e6) / time(1e5) should be close to 1 (the acceptance bound is < 1.5).
 
-    .venv/bin/python bench/eval_scaling.py            # variants default, passive, 1thread
+    .venv/bin/python bench/eval_scaling.py            # variants default, active, 1thread
     .venv/bin/python bench/eval_scaling.py --variants default --repeats 50
 
 Each environment variant runs in its own subprocess (the OpenMP wait policy is read once, when
-Numba's threading layer starts): ``default`` (the environment as is), ``passive``
-(OMP_WAIT_POLICY=passive) and ``1thread`` (NUMBA_NUM_THREADS=1).  On a loaded machine, the
-parallel kernels (``prange``) of the default OpenMP layer sometimes wait a whole scheduler time
-slice (~20 ms) for a worker thread: the 90% quantile column shows it.  Within a variant, calls for N = 1e5 and N = 1e6 are interleaved
+Numba's threading layer starts): ``default`` (the environment as is; ``import bigmixed`` sets
+OMP_WAIT_POLICY=PASSIVE unless it is already set), ``active`` (OMP_WAIT_POLICY=ACTIVE: spinning
+OpenMP workers, bigmixed's behaviour before that default) and ``1thread`` (NUMBA_NUM_THREADS=1);
+``passive`` sets OMP_WAIT_POLICY=PASSIVE explicitly.  On a loaded 2-core machine the spinning
+workers of the ``active`` policy starve the main thread: evaluations then often cost a whole
+scheduler time slice (~20 ms), which the median or the 90% quantile column shows.  Within a variant, calls for N = 1e5 and N = 1e6 are interleaved
 in rounds, so that a change of the machine's load hits both sizes alike; the table reports the
 median (and the 10% / 90% quantiles) of the per-call wall times.
 
@@ -50,7 +52,8 @@ MODELS = [
 ]
 VARIANTS = {
     "default": {},
-    "passive": {"OMP_WAIT_POLICY": "passive"},
+    "passive": {"OMP_WAIT_POLICY": "PASSIVE"},
+    "active": {"OMP_WAIT_POLICY": "ACTIVE"},
     "1thread": {"NUMBA_NUM_THREADS": "1"},
 }
 
@@ -129,7 +132,7 @@ def worker(args) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--variants", default="default,passive,1thread",
+    ap.add_argument("--variants", default="default,active,1thread",
                     help=f"comma list of environment variants among {sorted(VARIANTS)}")
     ap.add_argument("--repeats", type=int, default=100, help="timed calls per model and size")
     ap.add_argument("--rounds", type=int, default=10, help="interleaved rounds (1e5, 1e6, 1e5, ...)")

@@ -11,19 +11,56 @@ import os as _os
 # took 40-60 ms). Passive waiting must be chosen before the OpenMP runtime starts.
 _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+from .errors import (
+    BigmixedError,
+    ColumnNameError,
+    DataTypeError,
+    DesignError,
+    EmptyDataError,
+    FormulaError,
+    FormulaSyntaxError,
+    GroupingError,
+    GroupingExpressionError,
+    IdentifiabilityError,
+    MissingColumnError,
+    NonFiniteValueError,
+    ResponseTypeError,
+    UnknownFunctionError,
+)
 from .model import LinearMixedModel, lmm
 from .results import LMMResults
-from .warnings import BigmixedWarning, ConvergenceWarning, RowsDroppedWarning, SingularFitWarning
+from .warnings import (
+    BigmixedWarning,
+    ConvergenceWarning,
+    RankDeficiencyWarning,
+    RowsDroppedWarning,
+    SingularFitWarning,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "BigmixedError",
     "BigmixedWarning",
+    "ColumnNameError",
     "ConvergenceWarning",
+    "DataTypeError",
+    "DesignError",
+    "EmptyDataError",
+    "FormulaError",
+    "FormulaSyntaxError",
+    "GroupingError",
+    "GroupingExpressionError",
+    "IdentifiabilityError",
     "LMMResults",
     "LinearMixedModel",
+    "MissingColumnError",
+    "NonFiniteValueError",
+    "RankDeficiencyWarning",
+    "ResponseTypeError",
     "RowsDroppedWarning",
     "SingularFitWarning",
+    "UnknownFunctionError",
     "__version__",
     "lmm",
 ]

@@ -90,6 +90,12 @@ class Design:
         Per random term, what is needed to re-encode its Z and map group labels on new data.
     parsed : bigmixed.formula.ParsedFormula
         The parsed formula.
+    dropped_fixed : list[str]
+        Columns of the fixed-effects model matrix dropped because they are aliased with
+        earlier columns (lme4's ``check.rankX = "message+drop.cols"``), e.g. ["x2"]; X and
+        `fixed_names` hold the remaining columns only.
+    warnings : list[Warning]
+        Typed warnings raised while building the design (e.g. RankDeficiencyWarning).
     """
 
     formula: str
@@ -103,6 +109,8 @@ class Design:
     fixed_spec: Any = None
     term_specs: list = field(default_factory=list)
     parsed: Any = None
+    dropped_fixed: list = field(default_factory=list)
+    warnings: list = field(default_factory=list)
 
     @property
     def n_obs(self) -> int:
@@ -142,12 +150,25 @@ from formulaic.utils.cast import as_columns  # noqa: E402
 from formulaic.utils.null_handling import drop_rows as _drop_nulls  # noqa: E402
 from interface_meta import override  # noqa: E402
 
-from .formula import (  # noqa: E402
+from .errors import (  # noqa: E402
+    ColumnNameError,
+    DataTypeError,
+    DesignError,
+    EmptyDataError,
     FormulaError,
+    FormulaSyntaxError,
+    GroupingError,
+    IdentifiabilityError,
+    MissingColumnError,
+    NonFiniteValueError,
+    ResponseTypeError,
+)
+from .formula import (  # noqa: E402
     expression_names,
     parse_formula,
     r_term_order,
 )
+from .warnings import RankDeficiencyWarning  # noqa: E402
 
 __all__ = [
     "RandomTerm",
@@ -157,10 +178,6 @@ __all__ = [
     "design_matrices_for_newdata",
     "contr_poly",
 ]
-
-
-class DesignError(ValueError):
-    """The data do not fit the formula: a missing column, a non-numeric response, ..."""
 
 
 def _r_factor(x):
@@ -448,19 +465,25 @@ class _MatrixSpec:
     intercept: bool
     n_terms: int
     model_spec: Any  # formulaic ModelSpec with structure, or None for "1" / empty
-    names: list
+    names: list  # names of the columns `matrix` returns
+    keep: Any = None  # indices of the columns kept (aliased fixed effects dropped); None: all
+    all_names: Any = None  # with `keep`: the names of all columns before dropping
 
     def matrix(self, frame: pd.DataFrame) -> np.ndarray:
         n = len(frame)
         if self.model_spec is None:
-            return np.ones((n, 1)) if self.intercept else np.empty((n, 0))
-        try:
-            mm = self.model_spec.get_model_matrix(frame, context=_CONTEXT)
-        except DesignError:
-            raise
-        except Exception as e:
-            raise DesignError(f"cannot evaluate {self.rhs!r} on new data: {e}") from e
-        return _as_c_float(getattr(mm, "__wrapped__", mm))
+            out = np.ones((n, 1)) if self.intercept else np.empty((n, 0))
+        else:
+            try:
+                mm = self.model_spec.get_model_matrix(frame, context=_CONTEXT)
+            except DesignError:
+                raise
+            except Exception as e:
+                raise DesignError(f"cannot evaluate {self.rhs!r} on new data: {e}") from e
+            out = _as_c_float(getattr(mm, "__wrapped__", mm))
+        if self.keep is not None:
+            out = np.ascontiguousarray(out[:, self.keep])
+        return out
 
 
 def _as_c_float(a) -> np.ndarray:
@@ -518,11 +541,11 @@ def _classify(s: pd.Series, name: str) -> str:
     if isinstance(dt, pd.CategoricalDtype) or pd.api.types.is_bool_dtype(dt):
         return "factor"
     if pd.api.types.is_complex_dtype(dt):
-        raise DesignError(f"column {name!r} is complex ({dt}); bigmixed needs real numbers")
+        raise DataTypeError(f"column {name!r} is complex ({dt}); bigmixed needs real numbers")
     if pd.api.types.is_numeric_dtype(dt):
         return "numeric"
     if pd.api.types.is_datetime64_any_dtype(dt) or pd.api.types.is_timedelta64_dtype(dt):
-        raise DesignError(
+        raise DataTypeError(
             f"column {name!r} has dtype {dt}; convert dates to numbers (or strings for a "
             "factor) before fitting"
         )
@@ -537,7 +560,7 @@ def _numeric(s: pd.Series, name: str) -> np.ndarray:
     try:
         return s.to_numpy(dtype=np.float64, na_value=np.nan)
     except (TypeError, ValueError) as e:
-        raise DesignError(f"column {name!r} cannot be converted to numbers: {e}") from e
+        raise DataTypeError(f"column {name!r} cannot be converted to numbers: {e}") from e
 
 
 def _fmt_float(x: float) -> str:
@@ -789,15 +812,11 @@ def _factor_columns(terms, data_columns, where: str) -> list:
                 try:
                     names = expression_names(f.expr)
                 except FormulaError as e:
-                    raise FormulaError(f"{where}: {e}") from e
+                    raise type(e)(f"{where}: {e}") from e
                 known = [n for n in names if n in TRANSFORMS or n in _CONTEXT or hasattr(builtins, n)]
                 for n in names:
                     if n not in columns and n not in known:
-                        err = _missing_column_error(n, where, data_columns)
-                        raise DesignError(
-                            f"{n!r} in {f.expr!r} is neither a column of the data nor a known "
-                            f"function ({where}){str(err).partition(' is not in the data')[2]}"
-                        )
+                        raise _missing_column_error(n, f"in {f.expr!r}, {where}", data_columns)
                 names = [n for n in names if n in columns]
             for n in names:
                 if n not in out:
@@ -854,15 +873,20 @@ def _has_expressions(terms) -> bool:
     return any(f.eval_method.value != "lookup" for facs in terms for f in facs)
 
 
-def _missing_column_error(name: str, role: str, columns) -> DesignError:
+def _missing_column_error(name: str, role: str, columns) -> MissingColumnError:
     cols = [str(c) for c in columns]
     close = difflib.get_close_matches(name, cols, n=3, cutoff=0.6)
     if not close:
         low = {c.lower(): c for c in cols}
         if name.lower() in low:
             close = [low[name.lower()]]
-    hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-    return DesignError(f"column {name!r} ({role}) is not in the data{hint}")
+    if close:
+        hint = f"; did you mean {', '.join(repr(c) for c in close)}?"
+    elif len(cols) <= 12:
+        hint = f"; the data has the columns {', '.join(repr(c) for c in cols)}"
+    else:
+        hint = f"; the data has {len(cols)} columns, none with a similar name"
+    return MissingColumnError(f"column {name!r} ({role}) is not in the data{hint}")
 
 
 def _prep_covariate(s: pd.Series, name: str):
@@ -878,7 +902,7 @@ def _covariate_for_newdata(s: pd.Series, info: _VarInfo):
     name = info.name
     if info.kind == "numeric":
         if _classify(s, name) != "numeric":
-            raise DesignError(f"column {name!r} was numeric when fitting but is {s.dtype} in the new data")
+            raise DataTypeError(f"column {name!r} was numeric when fitting but is {s.dtype} in the new data")
         return _numeric(s, name)
     codes, labels, _ = _factorize(s)
     idx = pd.Index(info.levels, dtype=object)
@@ -892,20 +916,296 @@ def _covariate_for_newdata(s: pd.Series, info: _VarInfo):
 
 
 # --------------------------------------------------------------------------------------
+# Input checks (all raised before any cross-product is computed)
+
+
+def _fmt_values(values, limit: int = 5) -> str:
+    values = list(values)
+    shown = ", ".join(repr(v) if isinstance(v, str) else str(v) for v in values[:limit])
+    return shown + (", ..." if len(values) > limit else "")
+
+
+def _check_column_names(data: pd.DataFrame) -> None:
+    bad = [c for c in data.columns if not isinstance(c, str)]
+    if bad:
+        shown = ", ".join(f"{c!r} ({type(c).__name__})" for c in bad[:5])
+        more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+        raise ColumnNameError(
+            f"column names must be strings (a formula names its columns); the data has "
+            f"{len(bad)} column(s) named otherwise: {shown}{more}. Rename them, e.g. "
+            "df.columns = df.columns.map(str), or select the model's columns"
+        )
+
+
+def _check_duplicates(data: pd.DataFrame, used: list) -> None:
+    counts = data.columns.value_counts()
+    dup = [v for v in used if counts.get(v, 0) > 1]
+    if dup:
+        what = ", ".join(f"{v!r} ({int(counts[v])} times)" for v in dup)
+        raise ColumnNameError(
+            f"the data has several columns named {what}; the formula cannot tell which one "
+            "to use. Rename or drop the duplicates, e.g. df.loc[:, ~df.columns.duplicated()]"
+        )
+
+
+def _check_response(s: pd.Series, response: str) -> None:
+    dt = s.dtype
+    if pd.api.types.is_complex_dtype(dt):
+        raise ResponseTypeError(f"response column {response!r} must be real; it has dtype {dt}")
+    if pd.api.types.is_numeric_dtype(dt) or pd.api.types.is_bool_dtype(dt):
+        return
+    if dt == object and _classify(s, response) == "numeric":
+        return
+    if isinstance(dt, pd.CategoricalDtype):
+        what = f"a categorical with levels {_fmt_values(dt.categories)}"
+    else:
+        sample = pd.unique(s.dropna().head(1000))[:3]
+        what = f"values such as {_fmt_values(sample)} (dtype {dt})"
+    raise ResponseTypeError(
+        f"response column {response!r} must be numeric, but it holds {what}; a linear mixed "
+        "model needs a numeric response (numbers stored as text: convert with "
+        f"pd.to_numeric(df[{response!r}]))"
+    )
+
+
+_MIXED = ("mixed", "mixed-integer")
+
+
+def _check_group_column(s: pd.Series, name: str) -> None:
+    """Grouping ids that mix value types (1 and "1"; 2 and "b") are almost always a data error."""
+    if s.dtype != object:
+        return
+    if pd.api.types.infer_dtype(s, skipna=True) not in _MIXED:
+        return
+    vals = s.dropna()
+    types = vals.map(lambda v: type(v).__name__)
+    parts = []
+    for tname, count in types.value_counts().items():
+        examples = pd.unique(vals[types == tname].head(200))[:2]
+        parts.append(f"{count} {tname} (e.g. {_fmt_values(examples)})")
+    raise DataTypeError(
+        f"grouping column {name!r} mixes value types: {'; '.join(parts)}. Group ids must "
+        "all be of one type (R would read 1 and '1' as the same group); convert the column, "
+        f"e.g. df[{name!r}] = df[{name!r}].astype(str)"
+    )
+
+
+def _check_finite(values: np.ndarray, what: str, row_labels) -> None:
+    """Raise NonFiniteValueError if `values` (1-d or 2-d float) hold +-Inf (NaN too, for 2-d)."""
+    bad = ~np.isfinite(values)
+    if not bad.any():
+        return
+    rows = bad if bad.ndim == 1 else bad.any(axis=1)
+    idx = np.flatnonzero(rows)
+    n_inf = int(np.isinf(values).sum())
+    labels = _fmt_values(list(row_labels[idx[:5]]), 5) + (", ..." if len(idx) > 5 else "")
+    kind = f"{n_inf} infinite value(s) (+-Inf)" if n_inf == int(bad.sum()) else \
+        f"{int(bad.sum())} non-finite value(s) (of which {n_inf} +-Inf)"
+    raise NonFiniteValueError(
+        f"{what} has {kind} in the rows used (row labels {labels}). Missing values (NaN, "
+        "None) are dropped but infinite ones are not: replace them with NaN or drop those rows"
+    )
+
+
+def _check_grouping(flist: dict, terms: list, n: int) -> None:
+    """lme4's checkNlevels and checkZdims (lmerControl defaults: "stop")."""
+    for name, n_levels, levels in flist.values():
+        if n_levels < 2:
+            lv = f" ({levels[0]!r})" if n_levels == 1 else ""
+            raise GroupingError(
+                f"grouping factor {name!r} has {n_levels} level{lv} in the {n} observation(s) "
+                "used: a random effect needs at least 2 levels (lme4: grouping factors must "
+                "have > 1 sampled level)"
+            )
+    bad = [(name, k) for name, k, _ in flist.values() if k >= n]
+    if bad:
+        detail = "; ".join(f"{name!r} has {k} levels" for name, k in bad)
+        raise IdentifiabilityError(
+            "number of levels of each grouping factor must be < number of observations "
+            f"(problems: {', '.join(name for name, _ in bad)}): {detail} for {n} observations, "
+            "so its random effects cannot be told apart from the residual error"
+        )
+    for t in terms:
+        n_re = t.n_levels * t.n_columns
+        if n_re >= n:
+            raise IdentifiabilityError(
+                f"number of observations (={n}) <= number of random effects (={n_re}) for "
+                f"term ({t.expr} | {t.group}); the random-effects parameters and the residual "
+                "variance (or scale parameter) are probably unidentifiable (the term has "
+                f"{t.n_columns} column(s) x {t.n_levels} levels of {t.group!r})"
+            )
+
+
+# --------------------------------------------------------------------------------------
+# Rank deficiency of X (lme4's chkRank.drop.cols)
+
+_RANK_TOL = 1e-7  # lme4: chkRank.drop.cols(X, kind, tol = 1e-7)
+
+
+def _dqrdc2_rank(a: np.ndarray, tol: float = _RANK_TOL):
+    """R's LINPACK dqrdc2 (qr(x, tol, LAPACK = FALSE)): -> (rank, pivot).
+
+    Householder QR with "limited column pivoting": a column whose norm, after projecting
+    out the columns accepted before it, falls below `tol` times its original norm is moved
+    to the right-hand edge; the others keep their order. pivot[:rank] are the columns R's
+    lm() and lme4 keep. A re-implementation of the algorithm in R's src/appl/dqrdc2.f
+    (including its norm downdating with re-computation when the norm drops a lot).
+    """
+    x = np.array(a, dtype=np.float64, order="F", copy=True)
+    n, p = x.shape
+    pivot = np.arange(p)
+    qraux = np.sqrt(np.einsum("ij,ij->j", x, x)) if n > 0 else np.zeros(p)
+    work1 = qraux.copy()
+    work2 = np.where(qraux == 0.0, 1.0, qraux)
+    k = p  # columns k..p-1 are the negligible ones moved to the end
+    for l in range(min(n, p)):
+        # cycle negligible columns to the end (l < k avoids infinite cycling)
+        while l < k and qraux[l] < work2[l] * tol:
+            order = np.r_[np.arange(l), np.arange(l + 1, p), l]
+            x = np.asfortranarray(x[:, order])
+            pivot, qraux, work1, work2 = pivot[order], qraux[order], work1[order], work2[order]
+            k -= 1
+        if l == n - 1:
+            continue
+        v = x[l:, l]
+        nrmxl = float(np.sqrt(v @ v))
+        if nrmxl == 0.0:
+            continue
+        if v[0] != 0.0:
+            nrmxl = np.copysign(nrmxl, v[0])
+        v /= nrmxl
+        v[0] += 1.0
+        if l + 1 < p:
+            rest = x[l:, l + 1 :]
+            t = -(v @ rest) / v[0]
+            rest += np.outer(v, t)
+            nz = qraux[l + 1 :] != 0.0
+            with np.errstate(divide="ignore", invalid="ignore"):
+                tt = np.maximum(1.0 - (np.abs(rest[0]) / qraux[l + 1 :]) ** 2, 0.0)
+            for jj in np.flatnonzero(nz):
+                j = l + 1 + jj
+                if abs(tt[jj]) >= 1e-6:
+                    qraux[j] *= np.sqrt(tt[jj])
+                else:
+                    qraux[j] = np.sqrt(x[l + 1 :, j] @ x[l + 1 :, j])
+                    work1[j] = qraux[j]
+        qraux[l] = v[0]
+        x[l, l] = -nrmxl
+    return min(k, n), pivot
+
+
+def _small_equivalent(X: np.ndarray, chunk_rows: int = 16384) -> np.ndarray:
+    """A small matrix M (at most max(p, small n) rows) with M'M = X'X, by a chunked QR.
+
+    dqrdc2's decisions depend on the columns' norms and the norms of their projections
+    onto the earlier columns only, i.e. on X'X: any M with M'M = X'X computed by orthogonal
+    transformations gives the same pivots, while X is read once, a block of rows at a time.
+    Each block (C-contiguous rows = a Fortran-ordered X^T) is reduced in place by LAPACK's
+    RQ factorisation, X_b^T = R Q, so M_b = R^T; blocks are stacked under the running M.
+    """
+    from scipy.linalg import lapack
+
+    n, p = X.shape
+    chunk_rows = max(int(chunk_rows), 4 * p)
+    if n <= chunk_rows:
+        return X
+    m = None
+    for start in range(0, n, chunk_rows):
+        block = X[start : start + chunk_rows]
+        if m is not None:
+            block = np.vstack([m, block])
+        at = np.array(block.T, order="F", copy=True)  # p x rows, rows >= p
+        rq, _, _, info = lapack.dgerqf(at, overwrite_a=1)
+        if info != 0:  # pragma: no cover - LAPACK argument error
+            raise RuntimeError(f"LAPACK dgerqf failed (info={info})")
+        m = np.ascontiguousarray(np.triu(rq[:, rq.shape[1] - p :]).T)
+    return m
+
+
+def _aliased_columns(X: np.ndarray, tol: float = _RANK_TOL) -> np.ndarray:
+    """Indices of the columns of X that lme4 keeps (in order); all of them if full rank."""
+    n, p = X.shape
+    if p == 0:
+        return np.arange(0)
+    # fast path: the Cholesky factor of the scaled Gram matrix gives each column's norm
+    # after projecting out the earlier ones, relative to its own norm; if none is below
+    # 1e-3 (>> tol and >> the Gram's rounding), X is of full rank by dqrdc2's rule too.
+    gram = X.T @ X
+    d = np.sqrt(np.diag(gram))
+    if np.all(d > 0) and np.all(np.isfinite(d)) and n >= p:
+        try:
+            chol = np.linalg.cholesky(gram / np.outer(d, d))
+        except np.linalg.LinAlgError:
+            chol = None
+        if chol is not None and np.all(np.diag(chol) > 1e-3):
+            return np.arange(p)
+    rank, pivot = _dqrdc2_rank(_small_equivalent(X), tol)
+    return pivot[:rank]
+
+
+def _user_stacklevel() -> int:
+    """stacklevel for warnings.warn that points at the first frame outside bigmixed."""
+    import os
+    import sys
+
+    pkg = os.path.dirname(os.path.abspath(__file__))
+    level, frame = 1, sys._getframe(1)
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(pkg):
+        frame = frame.f_back
+        level += 1
+    return level
+
+
+def _drop_aliased(X: np.ndarray, names: list):
+    """lme4's check.rankX = "message+drop.cols" -> (X, kept names, dropped names, warning)."""
+    keep = _aliased_columns(X)
+    if len(keep) == X.shape[1]:
+        return X, list(names), [], None, None
+    dropped = [names[j] for j in range(X.shape[1]) if j not in set(keep.tolist())]
+    n_drop = len(dropped)
+    msg = (
+        "fixed-effect model matrix is rank deficient so dropping "
+        + (f"{n_drop} column / coefficient" if n_drop == 1 else f"{n_drop} columns / coefficients")
+        + f": {', '.join(dropped)} (a linear combination of the columns before "
+        + ("it" if n_drop == 1 else "them")
+        + ")"
+    )
+    w = RankDeficiencyWarning(msg)
+    warnings.warn(w, stacklevel=_user_stacklevel())
+    X = np.ascontiguousarray(X[:, keep])
+    return X, [names[j] for j in keep], dropped, keep, w
+
+
+# --------------------------------------------------------------------------------------
 # build_design
 
 
-def build_design(formula: str, data: pd.DataFrame) -> Design:
+def build_design(formula: str, data: pd.DataFrame, *, lme4_checks: bool = True) -> Design:
     """Evaluate an lme4 formula on a DataFrame.
 
     Rows with a missing value in any column the model uses are dropped (lme4's na.omit);
     rows where a transformed variable evaluates to NaN (e.g. ``log(x)`` for x < 0) are
-    dropped too, as R's model.frame does. Raises FormulaError for a malformed formula and
-    DesignError (ValueError) when the data do not fit it.
+    dropped too, as R's model.frame does. Aliased fixed-effects columns are dropped with a
+    RankDeficiencyWarning (lme4's default ``check.rankX = "message+drop.cols"``).
+
+    Raises (see bigmixed.errors) a FormulaError for a malformed formula and a DesignError
+    when the data do not fit it -- missing or duplicated columns, a non-numeric response,
+    no rows, infinite values, a grouping factor with one level, or lme4's identifiability
+    checks (levels or random effects >= observations) -- all before any cross-product.
+
+    lme4_checks=False skips what lme4 checks on the *model* rather than the input (grouping
+    factors with < 2 levels, levels or random effects >= observations, aliased columns):
+    the formula is then only evaluated, like R's model.matrix (used by unit tests).
     """
     if not isinstance(data, pd.DataFrame):
-        raise DesignError(f"data must be a pandas DataFrame, got {type(data).__name__}")
+        raise DataTypeError(f"data must be a pandas DataFrame, got {type(data).__name__}")
     parsed = parse_formula(formula)
+    _check_column_names(data)
+    if len(data) == 0:
+        raise EmptyDataError(
+            f"the data frame has no rows (columns: {_fmt_values(list(data.columns), 8)})"
+            if len(data.columns) else "the data frame is empty (no rows, no columns)"
+        )
     columns = set(data.columns)
 
     fixed_intercept, fixed_terms = r_term_order(parsed.fixed)
@@ -916,7 +1216,10 @@ def build_design(formula: str, data: pd.DataFrame) -> Design:
         if t.expr not in rterm_struct:
             icpt, trms = r_term_order(t.expr, f"left-hand side of random-effects term {t}")
             if not icpt and not trms:
-                raise DesignError(f"random-effects term {t} has no columns")
+                raise FormulaSyntaxError(
+                    f"random-effects term {t} has no columns (nothing but '0' or '-1' on the "
+                    "left of '|')"
+                )
             rterm_struct[t.expr] = (icpt, trms, _factor_columns(trms, data.columns, f"random-effects term {t}"))
         for v in rterm_struct[t.expr][2]:
             if v not in rand_vars:
@@ -933,17 +1236,10 @@ def build_design(formula: str, data: pd.DataFrame) -> Design:
     for v, role in roles:
         if v not in columns:
             raise _missing_column_error(v, role, data.columns)
-    dup = [v for v in used if int((data.columns == v).sum()) > 1]
-    if dup:
-        raise DesignError(f"column name(s) {dup} occur more than once in the data")
-
-    ys = data[response]
-    ydt = ys.dtype
-    if not (pd.api.types.is_numeric_dtype(ydt) or pd.api.types.is_bool_dtype(ydt)):
-        if not (ydt == object and _classify(ys, response) == "numeric"):
-            raise DesignError(f"response column {response!r} must be numeric; it has dtype {ydt}")
-    if pd.api.types.is_complex_dtype(ydt):
-        raise DesignError(f"response column {response!r} must be real; it has dtype {ydt}")
+    _check_duplicates(data, used)
+    _check_response(data[response], response)
+    for v in group_vars:
+        _check_group_column(data[v], v)
 
     n_all = len(data)
     na = np.zeros(n_all, dtype=bool)
@@ -961,45 +1257,61 @@ def build_design(formula: str, data: pd.DataFrame) -> Design:
     keep = ~na
     n_keep = int(keep.sum())
     if n_keep == 0:
-        raise DesignError(
-            f"no rows left: all {n_all} rows have a missing value in at least one of the "
-            f"columns {used}"
+        counts = [(v, int(data[v].isna().sum())) for v in used]
+        detail = ", ".join(f"{v!r}: {c}" for v, c in counts if c)
+        raise EmptyDataError(
+            f"no rows left: every one of the {n_all} rows has a missing value in at least one "
+            f"of the columns the model uses ({', '.join(repr(v) for v in used)}); missing "
+            f"values per column: {detail or 'none (transformations evaluate to NaN)'}"
         )
     rows = None if n_keep == n_all else np.flatnonzero(keep)
+    row_index = data.index if rows is None else data.index[rows]
 
     def col(v):
         s = data[v]
         return s if rows is None else s.iloc[rows]
 
+    y = _numeric(col(response), response)
+    _check_finite(y, f"response column {response!r}", row_index)
     frame_cols: dict = {}
     var_info: dict = {}
     for v in covariates:
         values, info = _prep_covariate(col(v), v)
+        if info.kind == "numeric":
+            _check_finite(np.asarray(values, dtype=np.float64), f"column {v!r}", row_index)
         frame_cols[v] = values
         var_info[v] = info
     frame = pd.DataFrame(frame_cols, index=pd.RangeIndex(n_keep), copy=False)
-
-    X, fixed_mspec = _build_matrix(
-        parsed.fixed, fixed_intercept, fixed_terms, frame, "fixed effects", transform_state
-    )
-    zs: dict = {}
-    for expr, (icpt, trms, _) in rterm_struct.items():
-        zs[expr] = _build_matrix(
-            expr, icpt, trms, frame, "random-effects expression", transform_state
-        )
-
-    y = _numeric(col(response), response)
 
     var_factors: dict = {}
     for v in group_vars:
         codes, labels, _ = _factorize(col(v))
         var_factors[v] = (codes, labels)
     group_cache: dict = {}
-    terms: list = []
-    term_specs: list = []
     for t in parsed.terms:
         if t.group_vars not in group_cache:
             group_cache[t.group_vars] = _group_codes(t.group_vars, var_factors)
+
+    with np.errstate(divide="ignore", invalid="ignore"):  # +-Inf is reported just below
+        X, fixed_mspec = _build_matrix(
+            parsed.fixed, fixed_intercept, fixed_terms, frame, "fixed effects", transform_state
+        )
+    for j in np.flatnonzero(~np.isfinite(X).all(axis=0)):
+        _check_finite(X[:, j], f"fixed-effects column {fixed_mspec.names[j]!r}", row_index)
+    zs: dict = {}
+    for expr, (icpt, trms, _) in rterm_struct.items():
+        with np.errstate(divide="ignore", invalid="ignore"):
+            zs[expr] = _build_matrix(
+                expr, icpt, trms, frame, "random-effects expression", transform_state
+            )
+        Z, zspec = zs[expr]
+        for j in np.flatnonzero(~np.isfinite(Z).all(axis=0)):
+            _check_finite(Z[:, j], f"column {zspec.names[j]!r} of random-effects term "
+                          f"({expr} | ...)", row_index)
+
+    terms: list = []
+    term_specs: list = []
+    for t in parsed.terms:
         codes, levels, gspec = group_cache[t.group_vars]
         Z, mspec = zs[t.expr]
         terms.append(
@@ -1024,20 +1336,35 @@ def build_design(formula: str, data: pd.DataFrame) -> Design:
                 group_spec=gspec,
             )
         )
+    flist = {}
+    for t in terms:
+        if t.group_vars not in flist:
+            flist[t.group_vars] = (t.group, t.n_levels, t.levels)
+    design_warnings: list = []
+    fixed_names, dropped, w = list(fixed_mspec.names), [], None
+    if lme4_checks:
+        _check_grouping(flist, terms, n_keep)
+        X, fixed_names, dropped, kept_cols, w = _drop_aliased(X, fixed_names)
+    if w is not None:
+        design_warnings.append(w)
+        fixed_mspec.all_names = list(fixed_mspec.names)
+        fixed_mspec.names = list(fixed_names)
+        fixed_mspec.keep = kept_cols
 
-    row_index = data.index if rows is None else data.index[rows]
     return Design(
         formula=formula,
         response=response,
         y=np.ascontiguousarray(y, dtype=np.float64),
         X=X,
-        fixed_names=list(fixed_mspec.names),
+        fixed_names=fixed_names,
         terms=terms,
-        n_dropped=n_all - int(keep.sum()),
+        n_dropped=n_all - n_keep,
         row_index=row_index,
         fixed_spec=FixedSpec(matrix=fixed_mspec, variables=var_info, fixed_vars=fixed_vars),
         term_specs=term_specs,
         parsed=parsed,
+        dropped_fixed=dropped,
+        warnings=design_warnings,
     )
 
 
@@ -1051,7 +1378,7 @@ def design_matrices_for_newdata(design: Design, newdata: pd.DataFrame):
     A factor covariate with a level not seen when fitting raises DesignError, as in R.
     """
     if not isinstance(newdata, pd.DataFrame):
-        raise DesignError(f"newdata must be a pandas DataFrame, got {type(newdata).__name__}")
+        raise DataTypeError(f"newdata must be a pandas DataFrame, got {type(newdata).__name__}")
     fs: FixedSpec = design.fixed_spec
     n = len(newdata)
     columns = set(newdata.columns)

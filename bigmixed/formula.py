@@ -21,6 +21,7 @@ Term ordering of the fixed part follows R's ``terms.formula`` (see `r_term_order
 from __future__ import annotations
 
 import ast
+import difflib
 import re
 from dataclasses import dataclass
 
@@ -264,7 +265,7 @@ def _parse_interaction(text: str, whole: str) -> tuple:
     """"a:b", "(a:b)", "`my g`:b" -> ("a", "b"). Raises FormulaError for anything else."""
     t = _strip_parens(text)
     if t == "":
-        raise FormulaSyntaxError(f"empty grouping factor in random-effects term {whole!r}")
+        raise GroupingExpressionError(f"empty grouping factor in random-effects term {whole!r}")
     names: list = []
     for part in _split_top(t, ":"):
         p = _strip_parens(part)
@@ -273,7 +274,7 @@ def _parse_interaction(text: str, whole: str) -> tuple:
             continue
         name = _parse_name(p)
         if name is None:
-            raise FormulaSyntaxError(
+            raise GroupingExpressionError(
                 f"grouping factor {text.strip()!r} in random-effects term {whole!r} must be a "
                 "column name or an interaction of column names (a:b), optionally nested with "
                 f"'/' (a/b); {part.strip()!r} is not a column name"
@@ -298,7 +299,7 @@ def _expand_group(group: str, whole: str) -> list:
     if g == "":
         raise FormulaSyntaxError(f"random-effects term {whole!r} has nothing on the right of '|'")
     if _has_char_outside_quotes(g, "+") or _has_char_outside_quotes(g, "|"):
-        raise FormulaSyntaxError(
+        raise GroupingExpressionError(
             f"grouping factor {g!r} in random-effects term {whole!r} must be a column name or "
             "an interaction of column names (a:b), optionally nested with '/' (a/b)"
         )
@@ -432,7 +433,7 @@ def parse_formula(text: str) -> ParsedFormula:
     interaction of column names, a '|' outside a parenthesised top-level term, ...
     """
     if not isinstance(text, str):
-        raise FormulaSyntaxError(f"formula must be a string, got {type(text).__name__}")
+        raise FormulaError(f"formula must be a string, got {type(text).__name__}")
     list(_scan(text))  # balance check first: the clearest message for broken input
     tildes = [i for i, c, _ in _scan(text) if c == "~"]
     if not tildes:
@@ -480,7 +481,8 @@ def parse_formula(text: str) -> ParsedFormula:
             else:
                 pieces.append(f" {sign} {chunk}")
         fixed = to_python_expr("".join(pieces))
-        r_term_order(fixed)  # validates the fixed part now (FormulaError on bad syntax)
+        # validates the fixed part now (FormulaError on bad syntax or an unknown function)
+        _check_functions(r_term_order(fixed)[1], "fixed effects")
 
     expanded: list = []
     for b in bars:
@@ -488,7 +490,8 @@ def parse_formula(text: str) -> ParsedFormula:
         groups = _expand_group(b.group, whole)
         exprs = [b.expr] if b.correlated else _expand_double_bar(b.expr, whole)
         for e in exprs:
-            r_term_order(e, f"left-hand side of random-effects term {whole!r}")
+            _, e_terms = r_term_order(e, f"left-hand side of random-effects term {whole!r}")
+            _check_functions(e_terms, f"random-effects term {whole}")
             for gstr, gvars in groups:
                 expanded.append(ExpandedTerm(expr=e, group=gstr, group_vars=gvars, correlated=b.correlated))
 
@@ -497,11 +500,8 @@ def parse_formula(text: str) -> ParsedFormula:
     )
 
 
-def expression_names(expr: str) -> list:
-    """Names a (Python) factor expression reads, e.g. "log(x + 1)" -> ["log", "x"].
-
-    Backquoted names are returned without their backquotes.
-    """
+def _parse_expression(expr: str):
+    """-> (ast of a factor expression, {sanitized name: original name})."""
     from formulaic.utils.code import sanitize_variable_names
 
     aliases: dict = {}
@@ -510,6 +510,90 @@ def expression_names(expr: str) -> list:
         tree = ast.parse(code, mode="eval")
     except SyntaxError as e:
         raise FormulaSyntaxError(f"cannot parse the expression {expr!r}: {e.msg}") from e
+    return tree, aliases
+
+
+def expression_calls(expr: str) -> list:
+    """Functions a (Python) factor expression calls: "log(x) + np.exp(z)" -> ["log", "np.exp"]."""
+    tree, aliases = _parse_expression(expr)
+    out = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        parts, f = [], node.func
+        while isinstance(f, ast.Attribute):
+            parts.append(f.attr)
+            f = f.value
+        if isinstance(f, ast.Name):
+            parts.append(aliases.get(f.id, f.id))
+            name = ".".join(reversed(parts))
+        else:
+            name = ast.unparse(node.func)
+        if name not in out:
+            out.append(name)
+    return out
+
+
+def known_functions() -> set:
+    """Names of the functions a formula may call (R's usual ones, formulaic's, builtins)."""
+    import builtins
+
+    from formulaic.transforms import TRANSFORMS
+
+    from .design import _CONTEXT  # the evaluation context build_design uses
+
+    return {n for n in dir(builtins) if callable(getattr(builtins, n)) and not n.startswith("_")
+            and not (isinstance(getattr(builtins, n), type)
+                     and issubclass(getattr(builtins, n), BaseException))} \
+        | set(TRANSFORMS) | set(_CONTEXT)
+
+
+def _is_known_call(name: str, known: set) -> bool:
+    import numpy as np
+
+    if name in known:
+        return True
+    head, _, rest = name.partition(".")
+    if not rest:
+        return False
+    if head == "np":  # np.log, np.linalg.norm, ...
+        obj = np
+        for part in rest.split("."):
+            obj = getattr(obj, part, None)
+            if obj is None:
+                return False
+        return callable(obj)
+    return True  # a method of a column (x.abs()): only the data can tell
+
+
+def _check_functions(terms, where: str) -> None:
+    """Raise UnknownFunctionError for a call to a function bigmixed cannot evaluate."""
+    known = None
+    for facs in terms:
+        for f in facs:
+            if f.eval_method.value != "python":
+                continue
+            for name in expression_calls(f.expr):
+                if known is None:
+                    known = known_functions()
+                if _is_known_call(name, known):
+                    continue
+                close = difflib.get_close_matches(name, sorted(known), n=3, cutoff=0.6)
+                hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else "."
+                raise UnknownFunctionError(
+                    f"unknown function {name!r} in {f.expr!r} ({where}){hint} Formulas can "
+                    "use R's usual functions (log, exp, sqrt, abs, scale, center, poly, "
+                    "factor, ordered, I, ...), Python builtins and np.<function>; for "
+                    "anything else, compute the column in the data frame first"
+                )
+
+
+def expression_names(expr: str) -> list:
+    """Names a (Python) factor expression reads, e.g. "log(x + 1)" -> ["log", "x"].
+
+    Backquoted names are returned without their backquotes.
+    """
+    tree, aliases = _parse_expression(expr)
     names = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Name):

@@ -17,4 +17,19 @@ class RowsDroppedWarning(BigmixedWarning):
     """Rows with missing values in model columns were dropped (na.omit)."""
 
 
-__all__ = ["BigmixedWarning", "ConvergenceWarning", "RowsDroppedWarning", "SingularFitWarning"]
+class RankDeficiencyWarning(BigmixedWarning):
+    """The fixed-effects model matrix is rank deficient: aliased columns were dropped.
+
+    As lme4 (``check.rankX = "message+drop.cols"``): a pivoted QR with tolerance 1e-7
+    finds the columns that are linear combinations of earlier ones; they are dropped and
+    listed in ``Design.dropped_fixed``.
+    """
+
+
+__all__ = [
+    "BigmixedWarning",
+    "ConvergenceWarning",
+    "RankDeficiencyWarning",
+    "RowsDroppedWarning",
+    "SingularFitWarning",
+]

@@ -141,7 +141,7 @@ R_NAMES = [
 
 @pytest.mark.parametrize("rhs, names", R_NAMES, ids=[r for r, _ in R_NAMES])
 def test_r_column_names(rframe, rhs, names):
-    D = build_design(f"y ~ {rhs} + (1 | g)", rframe)
+    D = build_design(f"y ~ {rhs} + (1 | g)", rframe, lme4_checks=False)  # model.matrix: no drops
     assert D.fixed_names == names
     assert D.X.shape == (6, len(names))
 
@@ -154,7 +154,7 @@ def test_full_dummy_values(rframe):
 
 
 def test_array_layout(rframe):
-    D = build_design("y ~ x*f + (x | g)", rframe)
+    D = build_design("y ~ x*f + (x | g)", rframe, lme4_checks=False)  # 6 rows, 6 random effects
     assert isinstance(D, Design)
     for a in (D.X, D.y, D.terms[0].Z):
         assert a.dtype == np.float64 and a.flags.c_contiguous
@@ -234,7 +234,8 @@ def test_nested_grouping_lme4_style():
 
 def test_random_term_matrices(small):
     small = small.assign(method=["hplc", "nir", "hplc", "nir", "nir", "hplc"])
-    D = build_design("y ~ method + (0 + method | g) + (method | f1) + (1 + a || f2)", small)
+    D = build_design("y ~ method + (0 + method | g) + (method | f1) + (1 + a || f2)", small,
+                     lme4_checks=False)  # 6 rows, 6 random effects
     full, treat, icpt, slope = D.terms
     assert full.column_names == ["methodhplc", "methodnir"]
     np.testing.assert_array_equal(full.Z, [[1, 0], [0, 1], [1, 0], [0, 1], [0, 1], [1, 0]])
@@ -272,7 +273,7 @@ def test_nullable_dtypes():
     d = pd.DataFrame({"y": pd.array([1, 2, None, 4], dtype="Int64"),
                       "x": pd.array([1.5, None, 3, 4], dtype="Float64"),
                       "g": pd.array(["a", "b", "a", None], dtype="string")})
-    D = build_design("y ~ x + (1 | g)", d)
+    D = build_design("y ~ x + (1 | g)", d, lme4_checks=False)  # a single row left
     assert D.n_dropped == 3
     np.testing.assert_array_equal(D.y, [1.0])
     assert D.X.dtype == np.float64
@@ -308,7 +309,7 @@ def test_factor_and_functions_in_formula():
     D = build_design("y ~ factor(k) + sqrt(x) + (1 | g)", d)
     assert D.fixed_names == ["(Intercept)", "factor(k)3", "factor(k)10", "sqrt(x)"]
     np.testing.assert_array_equal(D.X[:, 3], [1, 2, 3, 4, 5, 6])
-    with pytest.raises(DesignError, match="'foo' in 'foo\\(x\\)' is neither a column"):
+    with pytest.raises(FormulaError, match="unknown function 'foo' in 'foo\\(x\\)'"):
         build_design("y ~ foo(x) + (1 | g)", d)
     with pytest.raises(DesignError, match="did you mean 'x'"):
         build_design("y ~ log(xx) + (1 | g)", d)
