@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .kernels import factor_crossprod, n_row_chunks, pair_crossprod
+from .kernels import factor_crossprod, factor_crossprod_serial, n_row_chunks, pair_crossprod
 from .structure import RandomEffectsStructure
 
 _EMPTY_Z = np.ones((0, 1))
@@ -58,7 +58,8 @@ class CrossProducts:
             zxy_out = np.zeros((chunks, f.n_levels, P, m))
             gram_out = np.zeros((chunks, m, m))
             Z = _EMPTY_Z if f.unit_z else f.Z
-            factor_crossprod(f.codes, Z, f.unit_z, X, y, fi == 0, zz_out, zxy_out, gram_out)
+            kernel = factor_crossprod if chunks > 1 else factor_crossprod_serial
+            kernel(f.codes, Z, f.unit_z, X, y, fi == 0, zz_out, zxy_out, gram_out)
             zz.append(_sum_chunks(zz_out))
             zxy.append(_sum_chunks(zxy_out))
             if fi == 0:

@@ -21,6 +21,7 @@ from .crossprod import CrossProducts
 from .kernels import (
     blockdiag_modes,
     blockdiag_update,
+    blockdiag_update_serial,
     fill_scaled_gram,
     lookup_entries,
     n_level_chunks,
@@ -42,10 +43,12 @@ class BlockDiagonalSystem:
         m = cp.n_fixed + 1
         self.n_chunks = n_level_chunks(self.zz.shape[0])
         self._schur_out = np.empty((self.n_chunks, m, m))
+        # one chunk: no parallel region (waking the OpenMP workers costs more than the work)
+        self._update_kernel = blockdiag_update if self.n_chunks > 1 else blockdiag_update_serial
 
     def update(self, theta):
         T = self.structure.T_of(theta, 0)
-        logdet = blockdiag_update(T, self.zz, self.zxy, self.n_chunks, self._schur_out)
+        logdet = self._update_kernel(T, self.zz, self.zxy, self.n_chunks, self._schur_out)
         S = self.cp.gram.copy()
         for c in range(self.n_chunks):
             S -= self._schur_out[c]

@@ -106,6 +106,38 @@ def _forward_solve(L, R, P, m):
             R[a, b] = s / L[a, a]
 
 
+@njit(cache=True, inline="always")
+def _update_chunk(T, zz, zxy, lo, hi, c, schur_out):
+    """Levels lo..hi-1: writes sum_g R_g'R_g into schur_out[c]; returns the sum of log dets."""
+    P = zz.shape[1]
+    m = zxy.shape[2]
+    W = np.empty((P, P))
+    M = np.empty((P, P))
+    R = np.empty((P, m))
+    acc = np.zeros((m, m))
+    ld = 0.0
+    for g in range(lo, hi):
+        if P == 1:
+            ld += _level_p1(T, zz, zxy, g, m, R)
+        elif P == 2:
+            ld += _level_p2(T, zz, zxy, g, m, R)
+        else:
+            _scaled_block(T, zz, zxy, g, P, m, W, M, R)
+            ld += _chol_lower_inplace(M, P)
+            _forward_solve(M, R, P, m)
+        for a in range(m):
+            for b in range(a + 1):
+                s = 0.0
+                for k in range(P):
+                    s += R[k, a] * R[k, b]
+                acc[a, b] += s
+    for a in range(m):
+        for b in range(a + 1):
+            schur_out[c, a, b] = acc[a, b]
+            schur_out[c, b, a] = acc[a, b]
+    return ld
+
+
 @njit(parallel=True, cache=True, nogil=True)
 def blockdiag_update(T, zz, zxy, n_chunks, schur_out):
     """Factor the block-diagonal system for one theta.
@@ -124,39 +156,25 @@ def blockdiag_update(T, zz, zxy, n_chunks, schur_out):
     log det(Lambda'Z'Z Lambda + I), summed in chunk order.
     """
     n_levels = zz.shape[0]
-    P = zz.shape[1]
-    m = zxy.shape[2]
     per = (n_levels + n_chunks - 1) // n_chunks
     logdets = np.zeros(n_chunks)
     for c in prange(n_chunks):
-        W = np.empty((P, P))
-        M = np.empty((P, P))
-        R = np.empty((P, m))
-        acc = np.zeros((m, m))
-        ld = 0.0
-        for g in range(c * per, min(n_levels, (c + 1) * per)):
-            if P == 1:
-                ld += _level_p1(T, zz, zxy, g, m, R)
-            elif P == 2:
-                ld += _level_p2(T, zz, zxy, g, m, R)
-            else:
-                _scaled_block(T, zz, zxy, g, P, m, W, M, R)
-                ld += _chol_lower_inplace(M, P)
-                _forward_solve(M, R, P, m)
-            for a in range(m):
-                for b in range(a + 1):
-                    s = 0.0
-                    for k in range(P):
-                        s += R[k, a] * R[k, b]
-                    acc[a, b] += s
-        for a in range(m):
-            for b in range(a + 1):
-                schur_out[c, a, b] = acc[a, b]
-                schur_out[c, b, a] = acc[a, b]
-        logdets[c] = ld
+        logdets[c] = _update_chunk(T, zz, zxy, c * per, min(n_levels, (c + 1) * per), c, schur_out)
     total = 0.0
     for c in range(n_chunks):
         total += logdets[c]
+    return total
+
+
+@njit(cache=True, nogil=True)
+def blockdiag_update_serial(T, zz, zxy, n_chunks, schur_out):
+    """`blockdiag_update` without a parallel region (same chunks, same numbers): for few levels,
+    where waking the worker threads costs more than the work."""
+    n_levels = zz.shape[0]
+    per = (n_levels + n_chunks - 1) // n_chunks
+    total = 0.0
+    for c in range(n_chunks):
+        total += _update_chunk(T, zz, zxy, c * per, min(n_levels, (c + 1) * per), c, schur_out)
     return total
 
 

@@ -19,6 +19,38 @@ def n_row_chunks(n_rows):
     return 1 if n_rows < 200_000 else 2
 
 
+@njit(cache=True, inline="always")
+def _crossprod_chunk(codes, Z, unit_z, X, y, with_gram, c, start, stop, zz_out, zxy_out, gram_out):
+    p = X.shape[1]
+    m = p + 1
+    P = zz_out.shape[2]
+    xy = np.empty(m)
+    z = np.ones(P)
+    for i in range(start, stop):
+        g = codes[i]
+        for a in range(p):
+            xy[a] = X[i, a]
+        xy[p] = y[i]
+        if not unit_z:
+            for a in range(P):
+                z[a] = Z[i, a]
+        for a in range(P):
+            za = z[a]
+            for b in range(P):
+                zz_out[c, g, a, b] += za * z[b]
+            for b in range(m):
+                zxy_out[c, g, a, b] += za * xy[b]
+        if with_gram:
+            for a in range(m):
+                xa = xy[a]
+                for b in range(a + 1):
+                    gram_out[c, a, b] += xa * xy[b]
+    if with_gram:
+        for a in range(m):
+            for b in range(a):
+                gram_out[c, b, a] = gram_out[c, a, b]
+
+
 @njit(parallel=True, cache=True, nogil=True)
 def factor_crossprod(codes, Z, unit_z, X, y, with_gram, zz_out, zxy_out, gram_out):
     """Per-level blocks Z_g'Z_g and Z_g'[X y] of one grouping factor, and [X y]'[X y].
@@ -28,7 +60,7 @@ def factor_crossprod(codes, Z, unit_z, X, y, with_gram, zz_out, zxy_out, gram_ou
     codes : (n,) int32/int64, level of each row in 0..n_levels-1
     Z : (n, P) float64, the factor's random-effects columns (ignored when unit_z)
     unit_z : bool, True when the only column is the intercept (Z is all ones; Z may be (0, 1))
-    X : (n, p) float64, fixed-effects design
+    X : (n, p) float64, fixed-effects design (C or F order)
     y : (n,) float64, response
     with_gram : bool, also accumulate [X y]'[X y] into gram_out
     zz_out : (n_chunks, n_levels, P, P) float64, zeroed by the caller
@@ -36,39 +68,22 @@ def factor_crossprod(codes, Z, unit_z, X, y, with_gram, zz_out, zxy_out, gram_ou
     gram_out : (n_chunks, p + 1, p + 1) float64, zeroed (full symmetric matrix)
     """
     n = codes.shape[0]
-    p = X.shape[1]
-    m = p + 1
-    P = zz_out.shape[2]
     n_chunks = zz_out.shape[0]
     chunk = (n + n_chunks - 1) // n_chunks
     for c in prange(n_chunks):
-        start = c * chunk
-        stop = min(n, start + chunk)
-        xy = np.empty(m)
-        z = np.ones(P)
-        for i in range(start, stop):
-            g = codes[i]
-            for a in range(p):
-                xy[a] = X[i, a]
-            xy[p] = y[i]
-            if not unit_z:
-                for a in range(P):
-                    z[a] = Z[i, a]
-            for a in range(P):
-                za = z[a]
-                for b in range(P):
-                    zz_out[c, g, a, b] += za * z[b]
-                for b in range(m):
-                    zxy_out[c, g, a, b] += za * xy[b]
-            if with_gram:
-                for a in range(m):
-                    xa = xy[a]
-                    for b in range(a + 1):
-                        gram_out[c, a, b] += xa * xy[b]
-        if with_gram:
-            for a in range(m):
-                for b in range(a):
-                    gram_out[c, b, a] = gram_out[c, a, b]
+        _crossprod_chunk(codes, Z, unit_z, X, y, with_gram, c, c * chunk, min(n, (c + 1) * chunk),
+                         zz_out, zxy_out, gram_out)
+
+
+@njit(cache=True, nogil=True)
+def factor_crossprod_serial(codes, Z, unit_z, X, y, with_gram, zz_out, zxy_out, gram_out):
+    """`factor_crossprod` without a parallel region, for one chunk (small data)."""
+    n = codes.shape[0]
+    n_chunks = zz_out.shape[0]
+    chunk = (n + n_chunks - 1) // n_chunks
+    for c in range(n_chunks):
+        _crossprod_chunk(codes, Z, unit_z, X, y, with_gram, c, c * chunk, min(n, (c + 1) * chunk),
+                         zz_out, zxy_out, gram_out)
 
 
 @njit(cache=True, nogil=True)

@@ -56,3 +56,15 @@ def test_chunking_does_not_change_the_logdet_much_and_is_repeatable():
     a = blockdiag_update(T, zz, zxy, 3, out)
     b = blockdiag_update(T, zz, zxy, 3, out.copy())
     assert a == b  # bit-identical run after run
+
+
+def test_serial_and_parallel_update_give_identical_numbers():
+    from bigmixed.kernels import blockdiag_update_serial
+
+    rng = np.random.default_rng(1)
+    zz, zxy, T = random_problem(rng, 500, 2, 5)
+    a_out, b_out = np.empty((3, 5, 5)), np.empty((3, 5, 5))
+    a = blockdiag_update(T, zz, zxy, 3, a_out)
+    b = blockdiag_update_serial(T, zz, zxy, 3, b_out)
+    assert a == b
+    np.testing.assert_array_equal(a_out, b_out)

@@ -90,3 +90,19 @@ def test_pair_crossprod_matches_dense_product(n, la, lb, Pa, Pb, seed):
         for ga in range(la):
             if not mask[gb, ga]:
                 assert np.all(full[gb * Pb:(gb + 1) * Pb, ga * Pa:(ga + 1) * Pa] == 0)
+
+
+def test_serial_and_parallel_crossprod_give_identical_numbers():
+    from bigmixed.kernels import factor_crossprod_serial
+
+    rng = np.random.default_rng(2)
+    n, L = 3000, 40
+    codes = rng.integers(0, L, n).astype(np.int32)
+    Z, X, y = rng.normal(size=(n, 2)), rng.normal(size=(n, 3)), rng.normal(size=n)
+    outs = []
+    for kernel in (factor_crossprod, factor_crossprod_serial):
+        bufs = (np.zeros((2, L, 2, 2)), np.zeros((2, L, 2, 4)), np.zeros((2, 4, 4)))
+        kernel(codes, Z, False, X, y, True, *bufs)
+        outs.append(bufs)
+    for u, v in zip(*outs):
+        np.testing.assert_array_equal(u, v)
