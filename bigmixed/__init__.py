@@ -29,6 +29,7 @@ from .errors import (
 )
 from .model import LinearMixedModel, lmm
 from .results import LMMResults
+from .warmup import warmup
 from .warnings import (
     BigmixedWarning,
     ConvergenceWarning,
@@ -63,4 +64,5 @@ __all__ = [
     "UnknownFunctionError",
     "__version__",
     "lmm",
+    "warmup",
 ]

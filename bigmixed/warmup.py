@@ -1,0 +1,44 @@
+"""Load (or compile) every Numba kernel once, so that the first real fit is not charged for it.
+
+Numba caches compiled kernels on disk; the first call in a process still loads them (about a
+second in all), and a kernel variant never used before is compiled then. Pipelines and
+benchmarks call `warmup()` once at start-up.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import kernels as K
+
+
+def warmup() -> None:
+    """Call each kernel on tiny arrays with the dtypes the engine uses."""
+    rng = np.random.default_rng(0)
+    n, L, p = 64, 4, 2
+    for code_dtype in (np.int32, np.int64):
+        codes = (np.arange(n) % L).astype(code_dtype)
+        X = np.ascontiguousarray(rng.normal(size=(n, p)))
+        y = rng.normal(size=n)
+        for P, unit in ((1, True), (2, False)):
+            Z = np.ones((0, 1)) if unit else np.ascontiguousarray(rng.normal(size=(n, P)))
+            for kernel, chunks in ((K.factor_crossprod, 2), (K.factor_crossprod_serial, 1)):
+                kernel(codes, Z, unit, X, y, True, np.zeros((chunks, L, P, P)),
+                       np.zeros((chunks, L, P, p + 1)), np.zeros((chunks, p + 1, p + 1)))
+    for P in (1, 2, 3):
+        zz = np.tile(np.eye(P), (L, 1, 1))
+        zxy = np.ones((L, P, p + 1))
+        T = np.eye(P)
+        K.blockdiag_update(T, zz, zxy, 2, np.empty((2, p + 1, p + 1)))
+        K.blockdiag_update_serial(T, zz, zxy, 1, np.empty((1, p + 1, p + 1)))
+        K.blockdiag_modes(T, zz, zxy, np.zeros(p), np.empty((L, P)), np.empty((L, P, P)))
+    ids = np.arange(n, dtype=np.int64) % 3
+    K.pair_crossprod(ids, np.ones((0, 1)), True, np.ones((0, 1)), True, np.zeros((3, 1, 1)))
+    K.pair_crossprod(ids, np.ones((n, 2)), False, np.ones((0, 1)), True, np.zeros((3, 2, 1)))
+    T_all = np.ones((1, 1, 1))
+    K.fill_scaled_gram(T_all, np.array([1], dtype=np.int64), np.zeros(1, dtype=np.int64),
+                       np.zeros(1, dtype=np.int64), np.zeros(1, dtype=np.int64), np.ones(1),
+                       np.zeros(1, dtype=np.int64), np.zeros(1))
+    ip = np.array([0, 1], dtype=np.int64)
+    K.selected_inverse(ip, np.zeros(1, dtype=np.int64), np.ones(1), np.zeros(1))
+    K.lookup_entries(ip, np.zeros(1, dtype=np.int64), np.zeros(1, dtype=np.int64),
+                     np.zeros(1, dtype=np.int64), np.empty(1, dtype=np.int64))

@@ -1,0 +1,13 @@
+"""warmup() runs every kernel once and changes nothing."""
+import numpy as np
+
+import bigmixed as bm
+from bigmixed.data_gen import tablets
+
+
+def test_warmup_runs_and_fits_are_unchanged():
+    before = bm.lmm("y ~ method + (1 | tablet)", tablets()).fit()
+    bm.warmup()
+    after = bm.lmm("y ~ method + (1 | tablet)", tablets()).fit()
+    assert before.objective == after.objective
+    np.testing.assert_array_equal(before.beta, after.beta)
