@@ -27,6 +27,7 @@ from .errors import (
     ResponseTypeError,
     UnknownFunctionError,
 )
+from .compare import anova, format_anova
 from .model import LinearMixedModel, lmm
 from .results import LMMResults
 from .warmup import warmup
@@ -64,5 +65,7 @@ __all__ = [
     "UnknownFunctionError",
     "__version__",
     "lmm",
+    "anova",
+    "format_anova",
     "warmup",
 ]

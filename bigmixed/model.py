@@ -12,6 +12,7 @@ import warnings as _warnings
 
 import numpy as np
 
+from .basis import FixedEffectsBasis
 from .crossprod import CrossProducts
 from . import design as _design
 from .objective import NotPositiveDefinite, ProfiledState, profiled_state
@@ -23,6 +24,12 @@ from .warnings import ConvergenceWarning, SingularFitWarning
 log = logging.getLogger("bigmixed")
 
 SOLVERS = ("auto", "blockdiag", "cholmod")
+
+# BOBYQA's stopping rules: tight ones match lme4's precision and more; loose ones only need to
+# reach the neighbourhood where the Newton polish converges (tuned on bench/references).
+TIGHT_TOLERANCES = dict(ftol_abs=1e-10, ftol_rel=1e-13, xtol_abs=1e-8)
+LOOSE_TOLERANCES = dict(ftol_abs=1e-6, ftol_rel=1e-9, xtol_abs=1e-4)
+POLISH_MAX_FREE = 6
 
 
 class LinearMixedModel:
@@ -60,6 +67,9 @@ class LinearMixedModel:
         self.reml = bool(reml)
         self.structure = RandomEffectsStructure(design.terms)
         self.crossprods = CrossProducts.compute(design.X, design.y, self.structure)
+        # The systems work in a well-conditioned basis of the fixed effects (see basis.py).
+        self.basis = FixedEffectsBasis.from_gram(self.crossprods.gram, self.crossprods.n_fixed)
+        self.work_crossprods = self.basis.apply(self.crossprods)
         t2 = time.perf_counter()
         if solver == "auto":
             solver = "blockdiag" if len(self.structure.factors) == 1 else "cholmod"
@@ -67,7 +77,7 @@ class LinearMixedModel:
             raise ValueError("solver='blockdiag' needs a single grouping factor")
         self.solver = solver
         system_cls = BlockDiagonalSystem if solver == "blockdiag" else SparseSystem
-        self.system = system_cls(self.crossprods, self.structure)
+        self.system = system_cls(self.work_crossprods, self.structure)
         t3 = time.perf_counter()
         self.timings = {"design": design_time, "crossprod": t2 - t1, "analyse": t3 - t2}
         if design.n_dropped:
@@ -85,7 +95,7 @@ class LinearMixedModel:
         """Factor the system at theta and return the profiled quantities."""
         theta = np.asarray(theta, dtype=np.float64)
         logdet, S = self.system.update(theta)
-        return profiled_state(logdet, S, self.n_obs, self.n_fixed)
+        return profiled_state(logdet, S, self.n_obs, self.n_fixed, self.basis)
 
     def objective(self, theta, reml: bool | None = None) -> float:
         """REML criterion or ML deviance at theta (profiled over beta and sigma); inf if undefined."""
@@ -96,29 +106,45 @@ class LinearMixedModel:
             return np.inf
         return value if np.isfinite(value) else np.inf
 
-    def fit(self, *, theta0=None, restart_edge: bool = True, ftol_abs: float = 1e-10,
-            xtol_abs: float = 1e-8, maxeval: int = 100_000, polish: bool = False):
+    def fit(self, *, theta0=None, restart_edge: bool = True, polish: bool = True,
+            ftol_abs: float | None = None, ftol_rel: float | None = None,
+            xtol_abs: float | None = None, maxeval: int = 100_000):
         """Optimize theta; solve beta, sigma and the conditional modes at the optimum.
 
-        polish=True adds Newton steps on finite-difference derivatives after BOBYQA and records
-        the gradient and Hessian (about 25 more evaluations for 3 parameters).
+        BOBYQA finds the optimum's neighbourhood; with polish (default) Newton steps on
+        finite-difference derivatives then converge to ~1e-9 in theta, so results do not depend
+        on the optimizer's path (row order, level order, threads), and the gradient and Hessian
+        at the optimum are recorded. When the polish applies (at most 6 free parameters),
+        BOBYQA's tolerances are looser (it only has to reach the neighbourhood); otherwise, or
+        if the polish cannot take a step, BOBYQA runs to tight tolerances.
         """
         from .results import LMMResults
 
         start = self.structure.initial_theta() if theta0 is None else np.asarray(theta0, float)
+        lower = self.structure.lower_bounds
+        loose = polish and self.structure.n_theta <= POLISH_MAX_FREE
+        tol = dict(LOOSE_TOLERANCES if loose else TIGHT_TOLERANCES)
+        tol.update({k: v for k, v in (("ftol_abs", ftol_abs), ("ftol_rel", ftol_rel),
+                                      ("xtol_abs", xtol_abs)) if v is not None})
         t0 = time.perf_counter()
-        record = minimize_theta(
-            self.objective, start, self.structure.lower_bounds,
-            ftol_abs=ftol_abs, xtol_abs=xtol_abs, maxeval=maxeval, restart_edge=restart_edge,
-            restartable=self.structure.multi_column_diagonal(),
-        )
+        run = dict(maxeval=maxeval, restart_edge=restart_edge,
+                   restartable=self.structure.multi_column_diagonal())
+        record = minimize_theta(self.objective, start, lower, **tol, **run)
         if polish:
             theta, value, grad, hess, n, steps = newton_polish(
-                self.objective, record.theta, self.structure.lower_bounds)
+                self.objective, record.theta, lower, max_free=POLISH_MAX_FREE)
             record.n_evaluations += n
             record.gradient, record.hessian = grad, hess
             if value <= record.objective:
                 record.theta, record.objective, record.polish_steps = theta, value, steps
+            if steps == 0 and loose and np.any(record.theta != 0):
+                # no Newton step possible (e.g. a boundary): finish with BOBYQA's tight settings
+                tight = minimize_theta(self.objective, record.theta, lower, **TIGHT_TOLERANCES, **run)
+                tight.n_evaluations += record.n_evaluations
+                tight.restarts += record.restarts
+                tight.gradient, tight.hessian = record.gradient, record.hessian
+                if tight.objective <= record.objective:
+                    record = tight
         t1 = time.perf_counter()
         caught = []
         if not record.converged:

@@ -21,9 +21,10 @@ class ProfiledState:
     """Quantities at one theta, enough for the criterion and for beta/sigma at the optimum."""
 
     logdet_L: float  # log det(L L') = log det(Lambda'Z'Z Lambda + I)
-    chol_S: np.ndarray  # (p+1, p+1) lower Cholesky of the Schur complement
+    chol_S: np.ndarray  # (p+1, p+1) lower Cholesky of the Schur complement (working basis)
     n_obs: int
     n_fixed: int
+    basis: object = None  # FixedEffectsBasis of the working basis (None: X itself)
 
     @property
     def pwrss(self) -> float:
@@ -33,9 +34,10 @@ class ProfiledState:
 
     @property
     def logdet_RX(self) -> float:
-        """log det(R_X' R_X)."""
+        """log det(R_X' R_X) for the original X (the working basis shifts it by 2 log|det W|)."""
         p = self.n_fixed
-        return float(2.0 * np.sum(np.log(np.diag(self.chol_S)[:p])))
+        shift = 2.0 * self.basis.logdet_W if self.basis is not None else 0.0
+        return float(2.0 * np.sum(np.log(np.diag(self.chol_S)[:p])) - shift)
 
     def criterion(self, reml: bool) -> float:
         n, p = self.n_obs, self.n_fixed
@@ -45,11 +47,16 @@ class ProfiledState:
             return self.logdet_L + self.logdet_RX + nmp * (1.0 + LOG_2PI + math.log(r2 / nmp))
         return self.logdet_L + n * (1.0 + LOG_2PI + math.log(r2 / n))
 
-    def beta(self) -> np.ndarray:
+    def beta_work(self) -> np.ndarray:
+        """beta in the working basis (what the systems' `modes` expect)."""
         p = self.n_fixed
         RXt = self.chol_S[:p, :p]  # = R_X'
         c_beta = self.chol_S[p, :p]
         return _solve_upper(RXt.T, c_beta)
+
+    def beta(self) -> np.ndarray:
+        b = self.beta_work()
+        return self.basis.beta(b) if self.basis is not None else b
 
     def sigma(self, reml: bool) -> float:
         dof = self.n_obs - self.n_fixed if reml else self.n_obs
@@ -60,7 +67,8 @@ class ProfiledState:
         p = self.n_fixed
         RX = self.chol_S[:p, :p].T
         RXinv = _solve_upper(RX, np.eye(p))
-        return RXinv @ RXinv.T
+        v = RXinv @ RXinv.T
+        return self.basis.unscaled_vcov(v) if self.basis is not None else v
 
 
 def _solve_upper(U, b):
@@ -79,11 +87,11 @@ class NotPositiveDefinite(ArithmeticError):
     """The Schur complement is not positive definite (collinear fixed effects or zero residual)."""
 
 
-def profiled_state(logdet_L: float, S: np.ndarray, n_obs: int, n_fixed: int) -> ProfiledState:
+def profiled_state(logdet_L: float, S: np.ndarray, n_obs: int, n_fixed: int, basis=None) -> ProfiledState:
     try:
         C = np.linalg.cholesky(S)
     except np.linalg.LinAlgError as exc:
         raise NotPositiveDefinite(str(exc)) from None
     if not np.all(np.isfinite(C)) or C[-1, -1] <= 0.0:
         raise NotPositiveDefinite("the penalized residual sum of squares is zero")
-    return ProfiledState(float(logdet_L), C, n_obs, n_fixed)
+    return ProfiledState(float(logdet_L), C, n_obs, n_fixed, basis)

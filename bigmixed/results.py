@@ -147,14 +147,14 @@ class LMMResults:
     def _modes(self):
         """Conditional modes b per factor (n_levels, P): cheap, no inverse needed."""
         st = self.model.structure
-        us, _ = self.model.system.modes(self.theta, self.beta, condvar=False)
+        us, _ = self.model.system.modes(self.theta, self._state.beta_work(), condvar=False)
         return [us[fi] @ st.T_of(self.theta, fi).T for fi in range(len(st.factors))]
 
     @cached_property
     def _condvar(self):
         """Var(b_g | y) per factor (n_levels, P, P): needs the selected inverse on crossed designs."""
         st = self.model.structure
-        _, cinvs = self.model.system.modes(self.theta, self.beta, condvar=True)
+        _, cinvs = self.model.system.modes(self.theta, self._state.beta_work(), condvar=True)
         out = []
         for fi in range(len(st.factors)):
             T = st.T_of(self.theta, fi)
@@ -234,8 +234,79 @@ class LMMResults:
         """Conditional residuals divided by sigma (lme4's residuals(fit, scaled = TRUE))."""
         return self.resid / self.sigma
 
+    # ---- inference, prediction, simulation (bigmixed/inference.py, predict.py, compare.py) --
+    def fixed_effects_test(self, ddf: str = "satterthwaite", level=None) -> pd.DataFrame:
+        """t tests per coefficient with denominator df: "satterthwaite", "between-within" or
+        "asymptotic" (see bigmixed.inference)."""
+        from .inference import fixed_effects_test
+
+        return fixed_effects_test(self, ddf=ddf, level=level)
+
+    def anova_terms(self, type=3, ddf: str = "satterthwaite") -> pd.DataFrame:
+        """F tests per fixed-effects term (lmerTest's anova; Type III by default)."""
+        from .inference import anova_terms
+
+        return anova_terms(self, type=type, ddf=ddf)
+
+    def confint(self, method: str = "wald", level: float = 0.95, **kwargs) -> pd.DataFrame:
+        """Confidence intervals: "wald" (fixed effects, normal), "satterthwaite" / "between-within"
+        (fixed effects, t), "profile" (likelihood profile) or "boot" (parametric bootstrap)."""
+        from .inference import confint
+
+        return confint(self, method=method, level=level, **kwargs)
+
+    def icc(self) -> pd.DataFrame:
+        """Intraclass correlation per grouping factor (random-intercept models)."""
+        from .inference import icc
+
+        return icc(self)
+
+    def check_convergence(self, **kwargs):
+        """lme4's checkConv on demand: gradient and Hessian of the objective at theta."""
+        from .inference import check_convergence
+
+        return check_convergence(self, **kwargs)
+
+    def predict(self, newdata=None, level: str = "conditional", unseen: str = "population") -> np.ndarray:
+        """Predicted means (see bigmixed.predict.predict)."""
+        from .predict import predict
+
+        return predict(self, newdata, level=level, unseen=unseen)
+
+    def predict_interval(self, newdata=None, **kwargs) -> pd.DataFrame:
+        """Predictions with SEs and confidence / prediction intervals (bigmixed.predict)."""
+        from .predict import predict_interval
+
+        return predict_interval(self, newdata, **kwargs)
+
+    def simulate(self, nsim: int = 1, seed=None, **kwargs) -> np.ndarray:
+        """(n, nsim) responses simulated from the fitted model."""
+        from .predict import simulate
+
+        return simulate(self, nsim, seed, **kwargs)
+
+    def bootstrap(self, nsim: int = 100, seed=None, func=None, **kwargs):
+        """Parametric bootstrap (simulate + refit); `.ci(level)` gives percentile intervals."""
+        from .predict import bootstrap
+
+        return bootstrap(self, nsim, seed, func, **kwargs)
+
+    def anova(self, *others, **kwargs) -> pd.DataFrame:
+        """With other fits: likelihood-ratio tests (bigmixed.anova); alone: F tests per term."""
+        if others:
+            from .compare import anova
+
+            return anova(self, *others, **kwargs)
+        return self.anova_terms(**kwargs)
+
     # ---- printing ----------------------------------------------------------------------
-    def summary(self) -> str:
+    def summary(self, ddf: str | None = None) -> str:
+        """lme4's summary; with ddf ("satterthwaite", "between-within") lmerTest's coefficient
+        table with df and p-values."""
+        if ddf is not None:
+            from .inference import summary_with_df
+
+            return summary_with_df(self, ddf)
         from .summary import format_summary
 
         return format_summary(self)

@@ -69,7 +69,10 @@ class RandomEffectsStructure:
 
     def __init__(self, terms: list[RandomTerm]):
         if not terms:
-            raise ValueError("the formula has no random-effects term such as (1 | group)")
+            from .errors import FormulaError
+
+            raise FormulaError("the formula has no random-effects term such as (1 | group); "
+                               "for a model without random effects use ordinary least squares")
         self.terms = terms
         self.term_order = lme4_term_order([t.n_levels for t in terms])
         self.factors: list[GroupingFactor] = []
