@@ -28,7 +28,7 @@ SOLVERS = ("auto", "blockdiag", "cholmod")
 # BOBYQA's stopping rules: tight ones match lme4's precision and more; loose ones only need to
 # reach the neighbourhood where the Newton polish converges (tuned on bench/references).
 TIGHT_TOLERANCES = dict(ftol_abs=1e-10, ftol_rel=1e-13, xtol_abs=1e-8)
-LOOSE_TOLERANCES = dict(ftol_abs=1e-6, ftol_rel=1e-9, xtol_abs=1e-4)
+LOOSE_TOLERANCES = dict(ftol_abs=1e-5, ftol_rel=1e-8, xtol_abs=1e-3)
 POLISH_MAX_FREE = 6
 
 
