@@ -23,6 +23,7 @@ from .errors import (
     GroupingExpressionError,
     IdentifiabilityError,
     MissingColumnError,
+    ModelFormatError,
     NonFiniteValueError,
     ResponseTypeError,
     UnknownFunctionError,
@@ -31,6 +32,9 @@ from .compare import anova, format_anova
 from .model import LinearMixedModel, lmm
 from .results import LMMResults
 from .warmup import warmup
+from .batch import ManyFits, ResponseFit, fit_many, iter_fits
+from .io import load
+from . import tidy
 from .warnings import (
     BigmixedWarning,
     ConvergenceWarning,
@@ -54,11 +58,14 @@ __all__ = [
     "GroupingError",
     "GroupingExpressionError",
     "IdentifiabilityError",
+    "ManyFits",
+    "ModelFormatError",
     "LMMResults",
     "LinearMixedModel",
     "MissingColumnError",
     "NonFiniteValueError",
     "RankDeficiencyWarning",
+    "ResponseFit",
     "ResponseTypeError",
     "RowsDroppedWarning",
     "SingularFitWarning",
@@ -68,4 +75,8 @@ __all__ = [
     "anova",
     "format_anova",
     "warmup",
+    "fit_many",
+    "iter_fits",
+    "load",
+    "tidy",
 ]

@@ -12,13 +12,14 @@ predictInterval but analytic instead of simulated)::
     unseen level      z' G z                        (G = sigma^2 T T', the random-effects covariance)
     residual          sigma^2                       (prediction intervals only)
 
-The covariance between beta-hat and b-hat is neglected (as in merTools), which makes the
-conditional intervals slightly conservative.
+As in merTools, the conditional covariances between beta-hat and b-hat and between the random
+effects of different grouping factors (crossed designs) are neglected: each grouping factor
+contributes its own z'Var(b_g | y)z. With one grouping factor and population-level predictions
+the variances are exact (given the variance parameters).
 """
 from __future__ import annotations
 
 import dataclasses
-import math
 import warnings as _warnings
 
 import numpy as np

@@ -299,6 +299,20 @@ class LMMResults:
             return anova(self, *others, **kwargs)
         return self.anova_terms(**kwargs)
 
+    # ---- saving and tidy outputs (bigmixed/io.py, bigmixed/tidy.py) ---------------------
+    def save(self, path, *, condvar: bool = True) -> str:
+        """Write the fit to one portable file (no pickle); read it back with ``bm.load(path)``.
+        See bigmixed.io for the format."""
+        from .io import save
+
+        return save(self, path, condvar=condvar)
+
+    def to_dict(self, *, include_versions: bool = True) -> dict:
+        """The versioned JSON-able document of the fit (what ``bigmixed fit`` writes)."""
+        from .tidy import fit_document
+
+        return fit_document(self, include_versions=include_versions)
+
     # ---- printing ----------------------------------------------------------------------
     def summary(self, ddf: str | None = None) -> str:
         """lme4's summary; with ddf ("satterthwaite", "between-within") lmerTest's coefficient
