@@ -6,33 +6,15 @@ there in R from lme4's Chisq).
 """
 import json
 import warnings
-from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 from scipy import stats
 
 import bigmixed as bm
 from bigmixed.compare import BOUNDARY, NAIVE, boundary_mixture, mixture_pvalue
 
-ROOT = Path(__file__).resolve().parents[1] / "bench"
-REF = ROOT / "references"
-INDEX = json.loads((REF / "index.json").read_text())
-INFREF = json.loads((ROOT / "references_inference" / "inference.json").read_text())
-
-
-def load_data(file):
-    df = pd.read_csv(REF / file)
-    for col in INDEX["factor_columns"]:
-        if col in df.columns:
-            levels = INDEX["levels"].get(col)
-            values = df[col].astype("string").astype(object).where(df[col].notna())
-            if levels is None:
-                levels = sorted(values.dropna().unique())
-            df[col] = pd.Categorical(values, categories=levels)
-    return df
-
+from lme4_refs import INDEX, INFREF, REF, load_data
 
 _CACHE = {}
 

@@ -8,7 +8,6 @@ comparisons); the acceptance tolerance is 1e-3 relative, measured agreement is ~
 """
 import json
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -18,31 +17,9 @@ import bigmixed as bm
 from bigmixed import inference as inf
 from bigmixed.data_gen import tablets
 
-ROOT = Path(__file__).resolve().parents[1] / "bench"
-REF = ROOT / "references"
-INDEX = json.loads((REF / "index.json").read_text())
-INFREF = json.loads((ROOT / "references_inference" / "inference.json").read_text())
+from lme4_refs import INDEX, INFREF, REF, load_data, fit_quiet
 
-
-def load_data(file):
-    df = pd.read_csv(REF / file)
-    for col in INDEX["factor_columns"]:
-        if col in df.columns:
-            levels = INDEX["levels"].get(col)
-            values = df[col].astype("string").astype(object).where(df[col].notna())
-            if levels is None:
-                levels = sorted(values.dropna().unique())
-            df[col] = pd.Categorical(values, categories=levels)
-    return df
-
-
-def fit_quiet(formula, df, reml=True):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", bm.BigmixedWarning)
-        return bm.lmm(formula, df, reml=reml).fit()
-
-
-CASES = [(m, kind) for m in INDEX["models"] for kind in ("reml", "ml") if kind in m["fits"]]
+from lme4_refs import CASES  # noqa: E402
 
 
 @pytest.fixture(scope="module")

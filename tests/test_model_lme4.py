@@ -14,23 +14,7 @@ import pytest
 
 import bigmixed as bm
 
-REF = Path(__file__).resolve().parents[1] / "bench" / "references"
-INDEX = json.loads((REF / "index.json").read_text())
-
-
-def load_data(file):
-    df = pd.read_csv(REF / file)
-    for col in INDEX["factor_columns"]:
-        if col in df.columns:
-            levels = INDEX["levels"].get(col)
-            values = df[col].astype("string").astype(object).where(df[col].notna())
-            if levels is None:
-                levels = sorted(values.dropna().unique())
-            df[col] = pd.Categorical(values, categories=levels)
-    return df
-
-
-CASES = [(m, kind) for m in INDEX["models"] for kind in ("reml", "ml") if kind in m["fits"]]
+from lme4_refs import CASES, INDEX, REF, load_data  # noqa: F401 (INDEX, REF used by bench/accuracy.py)
 
 
 @pytest.fixture(scope="module")

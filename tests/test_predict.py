@@ -3,41 +3,15 @@
 Predictions are compared with lme4's predict.merMod (bench/references_inference/inference.json);
 standard errors with dense formulas on small data.
 """
-import json
-import warnings
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats
 
-import bigmixed as bm
 from bigmixed.data_gen import generate_hdp, tablets
 
-ROOT = Path(__file__).resolve().parents[1] / "bench"
-REF = ROOT / "references"
-INDEX = json.loads((REF / "index.json").read_text())
-INFREF = json.loads((ROOT / "references_inference" / "inference.json").read_text())
-
-
-def load_data(file):
-    df = pd.read_csv(REF / file)
-    for col in INDEX["factor_columns"]:
-        if col in df.columns:
-            levels = INDEX["levels"].get(col)
-            values = df[col].astype("string").astype(object).where(df[col].notna())
-            if levels is None:
-                levels = sorted(values.dropna().unique())
-            df[col] = pd.Categorical(values, categories=levels)
-    return df
-
-
-def fit_quiet(formula, df, reml=True):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", bm.BigmixedWarning)
-        return bm.lmm(formula, df, reml=reml).fit()
-
+from lme4_refs import INFREF, load_data, fit_quiet
 
 def newdata_for(case):
     df = load_data(case["data"])
