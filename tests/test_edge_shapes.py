@@ -1,5 +1,4 @@
 """Edge shapes: groups of size one, very unbalanced groups, a million levels."""
-import warnings
 
 import numpy as np
 import pandas as pd

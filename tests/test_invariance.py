@@ -7,10 +7,8 @@ the well-conditioned fixed-effects basis and the Newton polish bring both runs t
 import os
 import subprocess
 import sys
-import warnings
 
 import numpy as np
-import pandas as pd
 import pytest
 
 import bigmixed as bm

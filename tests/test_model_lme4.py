@@ -6,7 +6,6 @@ Estimates are compared with lme4's high-precision fit ("precise"); the objective
 """
 import json
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pandas as pd

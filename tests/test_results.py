@@ -1,5 +1,4 @@
 """The user-facing fit: the seeds' tablet examples, tables, statsmodels names, determinism."""
-import warnings
 
 import numpy as np
 import pandas as pd

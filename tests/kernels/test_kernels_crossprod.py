@@ -1,6 +1,5 @@
 """Cross-product kernels against slow, obvious numpy references."""
 import numpy as np
-import pytest
 from hypothesis import given, settings, strategies as st
 
 from bigmixed.kernels import factor_crossprod, n_row_chunks, pair_crossprod
