@@ -131,8 +131,9 @@ def main() -> int:
                 r = json.loads(lines[-1][5:])
                 r["status"] = "ok"
             else:
-                r = {"model": model, "N": n, "groups": g, "status": "error",
-                     "warnings": proc.stderr.strip().splitlines()[-1:]}
+                last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+                status = "unidentifiable" if "IdentifiabilityError" in last else "error"
+                r = {"model": model, "N": n, "groups": g, "status": status, "error": last}
         except subprocess.TimeoutExpired:
             r = {"model": model, "N": n, "groups": g, "status": "timeout"}
         r["sweep"] = sweep
@@ -169,8 +170,14 @@ def _write(rows, header):
         sel = [r for r in rows if r.get("sweep") == sweep]
         if sel:
             md += [title, "", C.markdown_table(sel, COLS, FMTS), ""]
+    errors = [f"- {r['sweep']} / {r['model']} N={r['N']:,} groups={r['groups']:,}: {r['status']}: "
+              f"{r['error']}" for r in rows if r.get("error")]
+    if errors:
+        md += ["## Not fitted", "", *errors, "",
+               "(A correlated intercept + slope needs more than 2 rows per group: with N <= the "
+               "number of random effects bigmixed, like lme4, refuses the model.)", ""]
     (C.OUT / "scaling.md").write_text("\n".join(md), encoding="utf-8")
-    C.write_csv(C.OUT / "scaling.csv", rows, COLS + ["objective", "converged", "warnings",
+    C.write_csv(C.OUT / "scaling.csv", rows, COLS + ["objective", "converged", "warnings", "error",
                                                      "solver", "gen_s", "threads"])
     C.publish("scaling.md", "scaling.csv")
 
