@@ -34,6 +34,7 @@ from .results import LMMResults
 from .warmup import warmup
 from .batch import ManyFits, ResponseFit, fit_many, iter_fits
 from .io import load
+from .power import PowerResult, power_simulation
 from . import tidy
 from .warnings import (
     BigmixedWarning,
@@ -78,5 +79,7 @@ __all__ = [
     "fit_many",
     "iter_fits",
     "load",
+    "power_simulation",
+    "PowerResult",
     "tidy",
 ]

@@ -313,6 +313,38 @@ class LMMResults:
 
         return fit_document(self, include_versions=include_versions)
 
+    # ---- diagnostic plots (bigmixed/plots.py; needs matplotlib: pip install bigmixed[plots]) --
+    def plot_caterpillar(self, path=None, **kwargs):
+        """BLUPs with conditional-SD intervals per grouping factor and column; returns the Figure."""
+        from .plots import plot_caterpillar
+
+        return plot_caterpillar(self, path, **kwargs)
+
+    def plot_residuals(self, path=None, **kwargs):
+        """Residuals against fitted values; returns the Figure."""
+        from .plots import plot_residuals
+
+        return plot_residuals(self, path, **kwargs)
+
+    def plot_qq(self, path=None, **kwargs):
+        """Normal QQ plot of the (scaled) residuals; returns the Figure."""
+        from .plots import plot_qq
+
+        return plot_qq(self, path, **kwargs)
+
+    def plot_qq_ranef(self, path=None, **kwargs):
+        """Normal QQ plots of the BLUPs; returns the Figure."""
+        from .plots import plot_qq_ranef
+
+        return plot_qq_ranef(self, path, **kwargs)
+
+    def plot_profile(self, path=None, **kwargs):
+        """Likelihood profiles (zeta) of the variance parameters, as lme4's
+        xyplot(profile(fit)); returns the Figure."""
+        from .plots import plot_profile
+
+        return plot_profile(self, path, **kwargs)
+
     # ---- printing ----------------------------------------------------------------------
     def summary(self, ddf: str | None = None) -> str:
         """lme4's summary; with ddf ("satterthwaite", "between-within") lmerTest's coefficient
