@@ -8,6 +8,8 @@ Both systems expose the same two operations:
   blocked factor: the last diagonal element is r).
 - ``modes(theta, beta, condvar)`` -> per factor the spherical modes u (n_levels, P) and, with
   condvar, the diagonal blocks of (Lambda'Z'Z Lambda + I)^{-1} (n_levels, P, P) (else None).
+  beta is in the basis of the cross-products the system was built on (the model builds systems
+  on the well-conditioned working basis of basis.py: pass ProfiledState.beta_work()).
 
 `BlockDiagonalSystem` serves one grouping factor (level-by-level Numba kernel);
 `SparseSystem` serves several (CHOLMOD, symbolic analysis once, numeric refactorization per theta).
