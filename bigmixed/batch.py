@@ -49,8 +49,8 @@ import threading
 import time
 import warnings as _warnings
 from collections import deque
-from dataclasses import dataclass, field
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -519,8 +519,11 @@ class _Batch:
             model = self.model_for(st, name, y)
             fit = model.fit(**self.fit_kwargs)
             return ResponseFit(name, j, "ok", fit=fit, seconds=time.perf_counter() - t0)
-        except Exception as e:  # one response's failure never stops the batch
-            return ResponseFit(name, j, "error", error_type=type(e).__name__, error=str(e),
+        except Exception as e:  # noqa: BLE001 - one response's failure never stops the batch
+            msg = str(e)
+            if self.dummy in msg:  # a design error of this response's rows: name the response
+                msg = msg.replace(f"'{self.dummy}'", repr(name)).replace(self.dummy, name)
+            return ResponseFit(name, j, "error", error_type=type(e).__name__, error=msg,
                                seconds=time.perf_counter() - t0)
         finally:
             group.release()
@@ -582,7 +585,7 @@ def _worker_init():
         import numba
 
         numba.set_num_threads(1)
-    except Exception:  # pragma: no cover
+    except Exception:  # noqa: BLE001, S110 # pragma: no cover - numba missing or old
         pass
 
 

@@ -12,16 +12,18 @@ value) and, where there is one, the usual fix.
     │   ├── FormulaSyntaxError          no '~', unbalanced parentheses, '|' with an empty side, ...
     │   ├── UnknownFunctionError        a function in the formula that bigmixed does not know
     │   └── GroupingExpressionError     a grouping factor that is not a column or a:b of columns
-    └── DesignError (ValueError)        the data do not fit the formula
-        ├── MissingColumnError          a column the formula uses is not in the data (KeyError too)
-        ├── ColumnNameError             duplicated or non-string column names
-        ├── DataTypeError               a column of the wrong type (dates, complex, mixed ids)
-        │   └── ResponseTypeError       the response is not numeric
-        ├── EmptyDataError              no rows, or every row has a missing value
-        ├── NonFiniteValueError         +-Inf in the response or a covariate
-        ├── GroupingError               a grouping factor with fewer than 2 levels
-        └── IdentifiabilityError        lme4's checks: levels >= observations, or
-                                        random effects >= observations for a term
+    ├── DesignError (ValueError)        the data do not fit the formula
+    │   ├── MissingColumnError          a column the formula uses is not in the data (KeyError too)
+    │   ├── ColumnNameError             duplicated or non-string column names
+    │   ├── DataTypeError               a column of the wrong type (dates, complex, mixed ids)
+    │   │   └── ResponseTypeError       the response is not numeric
+    │   ├── EmptyDataError              no rows, or every row has a missing value
+    │   ├── NonFiniteValueError         +-Inf in the response or a covariate
+    │   ├── GroupingError               a grouping factor with fewer than 2 levels
+    │   └── IdentifiabilityError        lme4's checks: levels >= observations, or
+    │                                   random effects >= observations for a term
+    └── ModelFormatError (ValueError)   a saved model (bm.load) that cannot be read: not a
+                                        bigmixed file, damaged, or from a newer format version
 
 Both families derive from ValueError, so ``except ValueError`` keeps working; catch
 `BigmixedError` for everything bigmixed raises on bad input. `FormulaError` and
@@ -44,6 +46,7 @@ __all__ = [
     "NonFiniteValueError",
     "GroupingError",
     "IdentifiabilityError",
+    "ModelFormatError",
 ]
 
 
@@ -124,3 +127,18 @@ class IdentifiabilityError(DesignError):
     """The random effects cannot be told apart from the residual (lme4's checks
     check.nobs.vs.nlev and check.nobs.vs.nRE): a grouping factor with as many levels as
     observations, or a term with at least as many random effects as observations."""
+
+
+# ---- saved models ------------------------------------------------------------------------
+
+
+class ModelFormatError(BigmixedError, ValueError):
+    """A saved model (`bm.load`) cannot be read: the file is not a bigmixed model, is damaged,
+    or was written in a newer format version than this bigmixed reads (upgrade bigmixed).
+    Attributes ``format_version`` and ``supported_version`` are set when the version is the
+    problem (else None)."""
+
+    def __init__(self, message: str, *, format_version=None, supported_version=None):
+        super().__init__(message)
+        self.format_version = format_version
+        self.supported_version = supported_version

@@ -163,7 +163,7 @@ def fit_statistics(fit) -> dict:
 def _maybe(f):
     try:
         return f()
-    except Exception:  # pragma: no cover - a statistic that cannot be computed is left out
+    except Exception:  # noqa: BLE001 # pragma: no cover - a statistic that cannot be computed is left out
         return None
 
 

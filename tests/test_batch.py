@@ -5,11 +5,11 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+from bigmixed.data_gen import generate_hdp
 
 import bigmixed as bm
 from bigmixed.batch import _Batch
 from bigmixed.crossprod import CrossProducts
-from bigmixed.data_gen import generate_hdp
 
 RHS = "~ age + sex + wbc + (1 | doctor)"
 
@@ -118,6 +118,7 @@ def test_failures_are_isolated(data):
     assert st.loc["inf", "error_type"] == "NonFiniteValueError"
     assert st.loc["empty", "error_type"] == "EmptyDataError"
     assert "'text'" in st.loc["text", "error"]
+    assert "'empty'" in st.loc["empty", "error"] and "__" not in st.loc["empty", "error"]
     assert_same_fit(res["y5"], one_fit("y5", data))
     with pytest.raises(KeyError, match="failed"):
         res["text"]

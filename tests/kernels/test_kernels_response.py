@@ -2,7 +2,6 @@
 y-column of factor_crossprod (same chunks, same summation order)."""
 import numpy as np
 import pytest
-
 from bigmixed.kernels import factor_crossprod, factor_crossprod_serial
 from bigmixed.kernels.response import response_crossprod
 
