@@ -22,11 +22,13 @@ import scipy.sparse as sp
 from .crossprod import CrossProducts
 from .kernels import (
     blockdiag_modes,
+    blockdiag_objective,
     blockdiag_update,
     blockdiag_update_serial,
     fill_scaled_gram,
     lookup_entries,
     n_level_chunks,
+    profiled_criterion,
     selected_inverse,
 )
 from .structure import RandomEffectsStructure
@@ -47,6 +49,17 @@ class BlockDiagonalSystem:
         self._schur_out = np.empty((self.n_chunks, m, m))
         # one chunk: no parallel region (waking the OpenMP workers costs more than the work)
         self._update_kernel = blockdiag_update if self.n_chunks > 1 else blockdiag_update_serial
+
+    def objective(self, theta, reml, n_obs, n_fixed, logdet_W):
+        """The profiled criterion at theta, all in compiled code (inf if undefined)."""
+        theta = np.asarray(theta, dtype=np.float64)
+        st = self.structure
+        if self.n_chunks == 1:
+            return blockdiag_objective(theta, st.theta_row, st.theta_col, self.zz, self.zxy,
+                                       self.cp.gram, n_obs, n_fixed, reml, logdet_W, self._schur_out)
+        T = st.T_of(theta, 0)
+        logdet = self._update_kernel(T, self.zz, self.zxy, self.n_chunks, self._schur_out)
+        return profiled_criterion(logdet, self.cp.gram, self._schur_out, n_obs, n_fixed, reml, logdet_W)
 
     def update(self, theta):
         T = self.structure.T_of(theta, 0)

@@ -221,3 +221,66 @@ def blockdiag_modes(T, zz, zxy, beta, u_out, cinv_out):
                 for k in range(max(a, b), P):
                     s += Linv[k, a] * Linv[k, b]
                 cinv_out[g, a, b] = s
+
+
+@njit(cache=True, nogil=True)
+def profiled_criterion(logdet_L, gram, schur_out, n_obs, n_fixed, reml, logdet_W):
+    """The profiled criterion from log det(L L') and the per-chunk sums of R_g'R_g.
+
+    S = gram - sum_c schur_out[c] ((p+1) x (p+1)); its lower Cholesky factor holds R_X' and
+    r = sqrt(penalized RSS) in the corner. REML: log det L + log det(R_X'R_X) - 2 logdet_W
+    + (n - p)(1 + log(2 pi r^2 / (n - p))); ML: log det L + n (1 + log(2 pi r^2 / n)).
+    logdet_W is log|det W| of the working basis of the fixed effects (see bigmixed/basis.py).
+    Returns inf when S is not positive definite.
+    """
+    m = gram.shape[0]
+    p = n_fixed
+    S = gram.copy()
+    for c in range(schur_out.shape[0]):
+        for a in range(m):
+            for b in range(m):
+                S[a, b] -= schur_out[c, a, b]
+    logdet_RX = 0.0
+    for j in range(m):
+        s = S[j, j]
+        for k in range(j):
+            s -= S[j, k] * S[j, k]
+        if not s > 0.0:
+            return np.inf
+        d = np.sqrt(s)
+        S[j, j] = d
+        if j < p:
+            logdet_RX += 2.0 * np.log(d)
+        for i in range(j + 1, m):
+            t = S[i, j]
+            for k in range(j):
+                t -= S[i, k] * S[j, k]
+            S[i, j] = t / d
+    r2 = S[p, p] * S[p, p]
+    log2pi = np.log(2.0 * np.pi)
+    if reml:
+        nmp = n_obs - p
+        return logdet_L + logdet_RX - 2.0 * logdet_W + nmp * (1.0 + log2pi + np.log(r2 / nmp))
+    return logdet_L + n_obs * (1.0 + log2pi + np.log(r2 / n_obs))
+
+
+@njit(cache=True, nogil=True)
+def blockdiag_objective(theta, theta_row, theta_col, zz, zxy, gram, n_obs, n_fixed, reml,
+                        logdet_W, schur_out):
+    """One evaluation of the criterion for one grouping factor in a single call (one chunk).
+
+    Fuses theta -> T, the level loop of `blockdiag_update_serial` and `profiled_criterion`: for
+    small problems Python overhead, not arithmetic, dominates an evaluation.
+
+    Parameters
+    ----------
+    theta, theta_row, theta_col : (n_theta,) values and their (row, column) in T (P x P)
+    zz : (n_levels, P, P); zxy : (n_levels, P, p + 1); gram : (p + 1, p + 1)
+    schur_out : (1, p + 1, p + 1) work buffer
+    """
+    P = zz.shape[1]
+    T = np.zeros((P, P))
+    for k in range(theta.shape[0]):
+        T[theta_row[k], theta_col[k]] = theta[k]
+    ld = _update_chunk(T, zz, zxy, 0, zz.shape[0], 0, schur_out)
+    return profiled_criterion(ld, gram, schur_out, n_obs, n_fixed, reml, logdet_W)

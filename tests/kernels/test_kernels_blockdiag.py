@@ -68,3 +68,28 @@ def test_serial_and_parallel_update_give_identical_numbers():
     b = blockdiag_update_serial(T, zz, zxy, 3, b_out)
     assert a == b
     np.testing.assert_array_equal(a_out, b_out)
+
+
+def test_fused_objective_matches_update_plus_dense_criterion():
+    from bigmixed.kernels import blockdiag_objective
+
+    rng = np.random.default_rng(4)
+    L, P, p = 60, 2, 3
+    zz, zxy, T = random_problem(rng, L, P, p + 1)
+    Xy = rng.normal(size=(200, p + 1))
+    gram = Xy.T @ Xy + 50 * np.eye(p + 1)  # keeps S positive definite
+    theta_row, theta_col = np.array([0, 1, 1]), np.array([0, 0, 1])
+    theta = T[theta_row, theta_col]
+    n = 500
+    for reml in (True, False):
+        got = blockdiag_objective(theta, theta_row, theta_col, zz, zxy, gram, n, p, reml, 0.3,
+                                  np.empty((1, p + 1, p + 1)))
+        out = np.empty((1, p + 1, p + 1))
+        ld = blockdiag_update(T, zz, zxy, 1, out)
+        C = np.linalg.cholesky(gram - out[0])
+        r2 = C[p, p] ** 2
+        if reml:
+            want = ld + 2 * np.sum(np.log(np.diag(C)[:p])) - 0.6 + (n - p) * (1 + np.log(2 * np.pi * r2 / (n - p)))
+        else:
+            want = ld + n * (1 + np.log(2 * np.pi * r2 / n))
+        assert abs(got - want) <= 1e-11 * abs(want)
