@@ -666,8 +666,11 @@ def _inner_fraction(X, codes, n_levels) -> np.ndarray:
 # Intraclass correlation and convergence
 # ======================================================================================
 
-def icc(fit) -> pd.DataFrame:
+def icc(fit, interval: str | None = None, *, nsim: int = 200, seed=0, level: float = 0.95) -> pd.DataFrame:
     """Intraclass correlations of a random-intercept model, one row per grouping factor.
+
+    interval="bootstrap" adds `lower` / `upper`: percentile limits of the ICC over a seeded,
+    deterministic parametric bootstrap (`nsim` refits of the same design).
 
     icc = var_g / (sum of the random-intercept variances + sigma^2): the correlation of two
     observations that share the level of g and of no other factor (for a single grouping
@@ -690,6 +693,15 @@ def icc(fit) -> pd.DataFrame:
         "icc_vs_residual": [v / (v + s2) for _, v in rows],
     })
     out.attrs["residual_variance"] = s2
+    if interval is None:
+        return out
+    if interval != "bootstrap":
+        raise ValueError(f"interval must be None or 'bootstrap', not {interval!r}")
+    boot = fit.bootstrap(nsim, seed, func=lambda f: icc(f)["icc"].to_numpy())
+    ci = boot.ci(level)
+    out["lower"] = ci.iloc[:, -2].to_numpy()
+    out["upper"] = ci.iloc[:, -1].to_numpy()
+    out.attrs["interval"] = f"parametric bootstrap, {nsim} refits, seed {seed}, percentile {level:.0%}"
     return out
 
 

@@ -255,11 +255,12 @@ class LMMResults:
 
         return confint(self, method=method, level=level, **kwargs)
 
-    def icc(self) -> pd.DataFrame:
-        """Intraclass correlation per grouping factor (random-intercept models)."""
+    def icc(self, interval: str | None = None, **kwargs) -> pd.DataFrame:
+        """Intraclass correlation per grouping factor (random-intercept models); with
+        interval="bootstrap" (nsim, seed, level), percentile limits from a parametric bootstrap."""
         from .inference import icc
 
-        return icc(self)
+        return icc(self, interval, **kwargs)
 
     def check_convergence(self, **kwargs):
         """lme4's checkConv on demand: gradient and Hessian of the objective at theta."""

@@ -250,3 +250,15 @@ def test_check_convergence(ref_fit):
     sing, _ = ref_fit(next(m for m in INDEX["models"] if m["name"] == "singular_ri"), "reml")
     rec = sing.check_convergence()
     assert rec.singular and rec.ok and "singular" in rec.messages[0]
+
+
+def test_icc_bootstrap_interval_is_seeded_and_brackets_the_estimate():
+    fit = bm.lmm("y ~ method + (1 | tablet)", tablets()).fit()
+    a = fit.icc("bootstrap", nsim=60, seed=3)
+    b = fit.icc("bootstrap", nsim=60, seed=3)
+    pd.testing.assert_frame_equal(a, b)
+    row = a.iloc[0]
+    assert 0.0 <= row["lower"] < row["icc"] < row["upper"] <= 1.0
+    # the bootstrap limits are the percentiles of the replicate ICCs
+    reps = fit.bootstrap(60, 3, func=lambda f: f.icc()["icc"].to_numpy()).replicates.iloc[:, 0]
+    np.testing.assert_allclose([row["lower"], row["upper"]], np.nanquantile(reps, [0.025, 0.975]), rtol=1e-12)
