@@ -38,6 +38,7 @@ from .power import PowerResult, power_simulation
 from . import tidy
 from .warnings import (
     BigmixedWarning,
+    CollinearRandomEffectsWarning,
     ConvergenceWarning,
     RankDeficiencyWarning,
     RowsDroppedWarning,
@@ -49,6 +50,7 @@ __version__ = "0.1.0"
 __all__ = [
     "BigmixedError",
     "BigmixedWarning",
+    "CollinearRandomEffectsWarning",
     "ColumnNameError",
     "ConvergenceWarning",
     "DataTypeError",

@@ -388,6 +388,7 @@ def cmd_fit(args) -> int:
     if args.out is not None and os.path.abspath(args.out) == os.path.abspath(args.data):
         raise CLIError(EXIT_USAGE, "--out is the input data file; refusing to overwrite it")
     out = AtomicOutput(args.out)
+    dask_client = None
     try:
         if args.save:
             _check_save_target(args.save, many)
@@ -398,12 +399,21 @@ def cmd_fit(args) -> int:
             raise CLIError(EXIT_DATA, f"data file {args.data!r} does not exist")
         dfmt = data_format(args.data) if not os.path.isdir(args.data) else "parquet"
         need, all_cols = _needed_columns(args.data, dfmt, args.formula, responses, args.responses_glob)
-        data, dfmt = read_data(args.data, need)
-        t_read = time.perf_counter() - t0
-        log.info("read %d rows x %d of %d columns from %s (%s) in %.2f s", len(data), data.shape[1],
-                 len(all_cols), args.data, dfmt, t_read)
-        input_info = {"path": args.data, "format": dfmt, "rows": len(data),
-                      "columns_read": [str(c) for c in data.columns]}
+        if getattr(args, "dask", None) is not None:  # partitions through Dask, never collected
+            if many:
+                raise CLIError(EXIT_USAGE, "--dask fits one response; drop --responses / --responses-glob")
+            data, dask_client = _read_dask(args.data, dfmt, args.dask)
+            need = all_cols  # lazily all columns: a missing column is reported from the schema
+            t_read = time.perf_counter() - t0
+            input_info = {"path": args.data, "format": dfmt, "partitions": data.npartitions,
+                          "dask_scheduler": args.dask}
+        else:
+            data, dfmt = read_data(args.data, need)
+            t_read = time.perf_counter() - t0
+            log.info("read %d rows x %d of %d columns from %s (%s) in %.2f s", len(data), data.shape[1],
+                     len(all_cols), args.data, dfmt, t_read)
+            input_info = {"path": args.data, "format": dfmt, "rows": len(data),
+                          "columns_read": [str(c) for c in data.columns]}
 
         if many:
             code = _fit_many(args, data, responses, out, fmt, input_info, t_read, t_start)
@@ -455,7 +465,36 @@ def cmd_fit(args) -> int:
     except BaseException:
         out.discard()
         raise
+    finally:
+        if dask_client is not None:
+            cluster = getattr(dask_client, "cluster", None) if args.dask == "local" else None
+            dask_client.close()
+            if cluster is not None:
+                cluster.close()
     return code
+
+
+def _read_dask(path: str, fmt: str, address: str):
+    """A lazy Dask DataFrame of `path` and a Client: to `address`, or ("local") a LocalCluster
+    sized to this machine (bigmixed.distributed.local_cluster)."""
+    try:
+        import dask.dataframe as dd
+        from distributed import Client
+    except ImportError:
+        raise CLIError(EXIT_USAGE, "--dask needs dask: pip install 'bigmixed[dask]'") from None
+    from .distributed import local_cluster
+
+    client = local_cluster(dashboard_address=None) if address == "local" else Client(address)
+    try:
+        if fmt == "parquet":
+            data = dd.read_parquet(path)
+        else:
+            data = dd.read_csv(path, sep="\t" if fmt == "tsv" else ",")
+    except Exception as e:  # noqa: BLE001 - reader errors
+        client.close()
+        raise CLIError(EXIT_DATA, f"cannot read data file {path!r}: {type(e).__name__}: {e}") from None
+    log.info("Dask: %d partitions of %s (%s) on %s", data.npartitions, path, fmt, client)
+    return data, client
 
 
 def _format_from_name(path: str | None) -> str | None:
@@ -590,6 +629,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--responses-glob", default=None, metavar="PATTERN",
                    help="response columns matching a shell pattern, e.g. 'marker_*'")
     f.add_argument("--jobs", type=int, default=None, help="threads for several responses (default: all cores)")
+    f.add_argument("--dask", nargs="?", const="local", default=None, metavar="ADDRESS",
+                   help="fit through Dask (partitioned Parquet or CSV, never collected): on the "
+                        "scheduler at ADDRESS, or without ADDRESS on a LocalCluster sized to this machine")
     f.add_argument("--solver", choices=("auto", "blockdiag", "cholmod"), default="auto", help=argparse.SUPPRESS)
     v = f.add_mutually_exclusive_group()
     v.add_argument("-q", "--quiet", action="store_true", help="log errors only, no progress display")

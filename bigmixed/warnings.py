@@ -33,3 +33,8 @@ __all__ = [
     "RowsDroppedWarning",
     "SingularFitWarning",
 ]
+
+
+class CollinearRandomEffectsWarning(BigmixedWarning):
+    """Columns of a random-effects term are nearly collinear: the variance components of that
+    term are weakly identified and the optimum may lie far out on a flat ridge."""
