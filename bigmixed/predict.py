@@ -225,33 +225,45 @@ class BootstrapResult:
 
 
 def bootstrap(fit, nsim: int = 100, seed=None, func=None, *, use_fitted_effects: bool = False,
-              progress=None) -> BootstrapResult:
+              progress=None, n_jobs: int | None = None) -> BootstrapResult:
     """Parametric bootstrap: simulate responses from the fit, refit the same design to each
     (``LinearMixedModel.from_design`` with the new y, started at the fitted theta) and apply
     func(refit) -> number, sequence or Series (default: `default_statistics`). Deterministic
-    for a given seed.
+    for a given seed: the responses are drawn up front and each replicate's result is stored at
+    its own index, so the thread count (n_jobs, default: all cores) does not change the numbers.
     """
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+
     from .model import LinearMixedModel
 
     func = default_statistics if func is None else func
     observed = _as_series(func(fit))
     ysim = simulate(fit, nsim, seed, use_fitted_effects=use_fitted_effects)
     design = fit.model.design
-    rows, failed = [], 0
-    for s in range(ysim.shape[1]):
+    theta0 = np.asarray(fit.theta, dtype=np.float64)
+
+    def replicate(s):
         d = dataclasses.replace(design, y=np.ascontiguousarray(ysim[:, s]), warnings=[])
         try:
             with _warnings.catch_warnings():
                 _warnings.simplefilter("ignore", BigmixedWarning)
                 m = LinearMixedModel.from_design(d, reml=fit.reml, solver=fit.model.solver)
-                r = m.fit(theta0=np.asarray(fit.theta, dtype=np.float64))
-            rows.append(_as_series(func(r)).reindex(observed.index))
+                r = m.fit(theta0=theta0)
+            return _as_series(func(r)).reindex(observed.index), False
         except Exception:  # noqa: BLE001 - a failed replicate is counted, not fatal
-            failed += 1
-            rows.append(pd.Series(np.nan, index=observed.index))
-        if progress is not None:
-            progress(s + 1, ysim.shape[1])
-    reps = pd.DataFrame(rows).reset_index(drop=True)
+            return pd.Series(np.nan, index=observed.index), True
+
+    n_jobs = (os.cpu_count() or 1) if n_jobs is None else max(1, int(n_jobs))
+    results = [None] * ysim.shape[1]
+    # Numba kernels release the GIL, so threads overlap the refits' compiled parts.
+    with ThreadPoolExecutor(max_workers=n_jobs) as pool:
+        for done, (s, res) in enumerate(zip(range(ysim.shape[1]), pool.map(replicate, range(ysim.shape[1])))):
+            results[s] = res
+            if progress is not None:
+                progress(done + 1, ysim.shape[1])
+    failed = sum(1 for _, bad in results if bad)
+    reps = pd.DataFrame([row for row, _ in results]).reset_index(drop=True)
     return BootstrapResult(observed, reps, failed, seed)
 
 

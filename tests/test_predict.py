@@ -181,3 +181,12 @@ def test_bootstrap_deterministic_and_sane():
     assert b3.replicates.shape == (5, 1)
     ci = fit.confint(method="boot", nsim=20, seed=3)
     assert list(ci.index) == list(b1.observed.index)
+
+
+def test_bootstrap_threads_do_not_change_the_numbers():
+    import bigmixed as bm
+
+    fit = bm.lmm("y ~ method + (1 | tablet)", tablets()).fit()
+    one = fit.bootstrap(12, 7, n_jobs=1)
+    two = fit.bootstrap(12, 7, n_jobs=2)
+    pd.testing.assert_frame_equal(one.replicates, two.replicates)
