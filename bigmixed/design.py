@@ -490,6 +490,17 @@ def _as_c_float(a) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(a, dtype=np.float64))
 
 
+def model_spec_column_names(model_spec) -> list:
+    """R's column names of a formulaic ModelSpec: "(Intercept)" for the intercept term."""
+    names: list = []
+    for st in model_spec.structure:
+        if all(len(s.factors) == 0 for s in st.scoped_terms):
+            names.extend("(Intercept)" for _ in st.columns)
+        else:
+            names.extend(str(c) for c in st.columns)
+    return names
+
+
 def _build_matrix(
     rhs: str, intercept: bool, terms: list, frame: pd.DataFrame, what: str, transform_state=None
 ):
@@ -513,12 +524,7 @@ def _build_matrix(
     except Exception as e:
         raise DesignError(f"cannot evaluate {what} {rhs!r}: {e}") from e
     fitted = mm.model_spec
-    names: list = []
-    for st in fitted.structure:
-        if all(len(s.factors) == 0 for s in st.scoped_terms):
-            names.extend("(Intercept)" for _ in st.columns)
-        else:
-            names.extend(str(c) for c in st.columns)
+    names = model_spec_column_names(fitted)
     X = _as_c_float(getattr(mm, "__wrapped__", mm))
     assert X.shape == (n, len(names)), (X.shape, names)
     return X, _MatrixSpec(rhs, intercept, len(terms), fitted, names)

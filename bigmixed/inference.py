@@ -1072,6 +1072,29 @@ class _Profiler:
         return np.nan
 
 
+def profile_target(pr, k, cutoff, se_fixed):
+    """For profile parameter k of a `_Profiler`: (estimate, lower bound, upper bound, first step,
+    zeta function). Variance parameters k <= pr.nt (sd, cor, sigma), then the fixed effects."""
+    if k <= pr.nt:
+        x_hat = float(pr.sv_hat[k])
+        lo, hi = pr.lower[k], pr.upper[k]
+        step = 0.25 * abs(x_hat) if abs(x_hat) > 1e-8 else 0.05
+        if lo == -1.0:
+            step = 0.1
+
+        def zeta(x):
+            return pr.zeta_var(k, x)
+    else:
+        j = k - pr.nt - 1
+        x_hat = float(pr.ml.beta[j])
+        lo, hi = -np.inf, np.inf
+        step = cutoff * se_fixed[j]
+
+        def zeta(x):
+            return pr.zeta_fixed(j, x)
+    return x_hat, lo, hi, step, zeta
+
+
 def profile_confint(fit, level: float = 0.95, which=None) -> pd.DataFrame:
     """Likelihood-profile confidence intervals (lme4's ``confint(fit, method = "profile")``).
 
@@ -1088,24 +1111,7 @@ def profile_confint(fit, level: float = 0.95, which=None) -> pd.DataFrame:
     ml = pr.ml
     se_fixed = np.sqrt(np.diag(ml.vcov))
     for name in want:
-        k = names.index(name)
-        if k <= pr.nt:
-            x_hat = pr.sv_hat[k]
-            lo, hi = pr.lower[k], pr.upper[k]
-            step = 0.25 * abs(x_hat) if abs(x_hat) > 1e-8 else 0.05
-            if lo == -1.0:
-                step = 0.1
-
-            def zeta(x, k=k):
-                return pr.zeta_var(k, x)
-        else:
-            j = k - pr.nt - 1
-            x_hat = ml.beta[j]
-            lo, hi = -np.inf, np.inf
-            step = cutoff * se_fixed[j]
-
-            def zeta(x, j=j):
-                return pr.zeta_fixed(j, x)
+        x_hat, lo, hi, step, zeta = profile_target(pr, names.index(name), cutoff, se_fixed)
         lower = pr.endpoint(zeta, x_hat, step, -1, lo, hi, cutoff)
         pr._start.clear()
         upper = pr.endpoint(zeta, x_hat, step, +1, lo, hi, cutoff)

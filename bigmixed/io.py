@@ -419,7 +419,7 @@ def _rebuild_matrix(mm: dict, frame: pd.DataFrame, what: str):
     from formulaic.formula import SimpleFormula
     from formulaic.parser.types import Factor, Term
 
-    from .design import _CONTEXT, _MatrixSpec, _RMaterializer
+    from .design import _CONTEXT, _MatrixSpec, _RMaterializer, model_spec_column_names
     from .formula import r_term_order
 
     intercept, terms = r_term_order(mm["rhs"], what) if mm["n_terms"] else (mm["intercept"], [])
@@ -447,12 +447,7 @@ def _rebuild_matrix(mm: dict, frame: pd.DataFrame, what: str):
             except Exception as e:
                 raise ModelFormatError(f"cannot re-create the encoding of {what} {mm['rhs']!r}: {e}") from e
         fitted = mat.model_spec
-        names: list = []
-        for st in fitted.structure:
-            if all(len(s.factors) == 0 for s in st.scoped_terms):
-                names.extend("(Intercept)" for _ in st.columns)
-            else:
-                names.extend(str(c) for c in st.columns)
+        names = model_spec_column_names(fitted)
         spec = _MatrixSpec(mm["rhs"], bool(intercept), len(terms), fitted, names)
     expected = mm["all_names"] if mm.get("keep") is not None else mm["names"]
     if list(spec.names) != list(expected):

@@ -333,7 +333,7 @@ def profile_points(fit, which="variance", *, level: float = 0.99, n_points: int 
     """
     from scipy import stats
 
-    from .inference import _Profiler
+    from .inference import _Profiler, profile_target
 
     if not 0 < level < 1:
         raise ValueError("level must be in (0, 1)")
@@ -347,24 +347,7 @@ def profile_points(fit, which="variance", *, level: float = 0.99, n_points: int 
     rows = []
     estimates = {}
     for name in wanted:
-        k = names.index(name)
-        if k <= pr.nt:
-            x_hat = float(pr.sv_hat[k])
-            lo, hi = pr.lower[k], pr.upper[k]
-            step = 0.25 * abs(x_hat) if abs(x_hat) > 1e-8 else 0.05
-            if lo == -1.0:
-                step = 0.1
-
-            def zeta(x, k=k):
-                return pr.zeta_var(k, x)
-        else:
-            j = k - pr.nt - 1
-            x_hat = float(ml.beta[j])
-            lo, hi = -np.inf, np.inf
-            step = cutoff * se_fixed[j]
-
-            def zeta(x, j=j):
-                return pr.zeta_fixed(j, x)
+        x_hat, lo, hi, step, zeta = profile_target(pr, names.index(name), cutoff, se_fixed)
         estimates[name] = x_hat
         rows.append((name, x_hat, 0.0, False))
         for side in (-1, +1):
