@@ -38,6 +38,8 @@ ensure_venv() {
 
 cmd=${1:-}
 shift || true
+# One on-disk cache of compiled Numba kernels for the demo and the tests.
+export NUMBA_CACHE_DIR="${NUMBA_CACHE_DIR:-$PWD/.numba_cache}"
 case "$cmd" in
     demo)
         ensure_system_packages
@@ -47,8 +49,6 @@ case "$cmd" in
     test)
         ensure_system_packages
         ensure_venv
-        # Numba's on-disk cache keeps compiled kernels between runs.
-        export NUMBA_CACHE_DIR="${NUMBA_CACHE_DIR:-$PWD/.numba_cache}"
         set +e
         .venv/bin/python -m pytest "$@"
         rc=$?

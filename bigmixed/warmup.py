@@ -31,6 +31,12 @@ def warmup() -> None:
         K.blockdiag_update(T, zz, zxy, 2, np.empty((2, p + 1, p + 1)))
         K.blockdiag_update_serial(T, zz, zxy, 1, np.empty((1, p + 1, p + 1)))
         K.blockdiag_modes(T, zz, zxy, np.zeros(p), np.empty((L, P)), np.empty((L, P, P)))
+        rows, cols = np.tril_indices(P)
+        gram = np.eye(p + 1) * 10.0
+        for reml in (True, False):
+            K.blockdiag_objective(T[rows, cols], rows.astype(np.int64), cols.astype(np.int64), zz, zxy,
+                                  gram, n, p, reml, 0.0, np.empty((1, p + 1, p + 1)))
+            K.profiled_criterion(0.0, gram, np.zeros((2, p + 1, p + 1)), n, p, reml, 0.0)
     ids = np.arange(n, dtype=np.int64) % 3
     K.pair_crossprod(ids, np.ones((0, 1)), True, np.ones((0, 1)), True, np.zeros((3, 1, 1)))
     K.pair_crossprod(ids, np.ones((n, 2)), False, np.ones((0, 1)), True, np.zeros((3, 2, 1)))
