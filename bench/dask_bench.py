@@ -92,8 +92,6 @@ class Sampler:
         self._t = threading.Thread(target=self._run, daemon=True)
 
     def _run(self):
-        import psutil  # noqa: F401 - distributed depends on psutil
-
         def rss():
             import psutil as ps
 
@@ -167,7 +165,6 @@ def main(argv=None):
             t = time.perf_counter()
             ddf = dd.read_parquet(str(path))
             model = bm.lmm(FORMULA, data=ddf)
-            setup_s = time.perf_counter() - t
             fit = model.fit()
             wall_s = time.perf_counter() - t
         peaks = sampler.peak

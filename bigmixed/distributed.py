@@ -46,7 +46,6 @@ Not supported (a clear error is raised): data-dependent transforms that need the
 """
 from __future__ import annotations
 
-import math
 import os
 import time
 import warnings
@@ -713,10 +712,6 @@ class DaskLinearMixedModel(LinearMixedModel):
         out = DaskLMMResults.__new__(DaskLMMResults)
         out.__dict__.update(res.__dict__)
         return out
-
-    def _context(self):
-        """The encoding shipped to the workers (one Dask key, fetched once per worker)."""
-        return self._plan, self._encoding
 
 
 def lmm_dask(formula: str, data, *, reml: bool = True, solver: str = "auto",

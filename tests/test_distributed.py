@@ -145,7 +145,7 @@ def test_local_cluster_bitwise_equal_to_synchronous(slope_data, crossed_data):
         ms = bm.lmm(SLOPE, ddf_s)
         mc = bm.lmm(CROSSED, ddf_c)
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
-                                  dashboard_address=None) as cluster, distributed.Client(cluster):
+                                  dashboard_address=":0") as cluster, distributed.Client(cluster):
         ms2 = bm.lmm(SLOPE, ddf_s)  # the active scheduler: the client
         mc2 = bm.lmm(CROSSED, ddf_c)
         f2 = mc2.fit()
@@ -291,7 +291,7 @@ def test_cli_fit_dask(tmp_path, slope_data):
         slope_data.iloc[idx].to_parquet(data / f"part-{i}.parquet")
     out = tmp_path / "fit.json"
     with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
-                                  dashboard_address=None) as cluster:
+                                  dashboard_address=":0") as cluster:
         code = main(["fit", "--data", str(data), "--formula", SLOPE, "--dask",
                      cluster.scheduler_address, "--out", str(out), "-q"])
     assert code == 0
