@@ -17,6 +17,7 @@ from .crossprod import CrossProducts
 from . import design as _design
 from .objective import NotPositiveDefinite, ProfiledState, profiled_state
 from .optimize import minimize_theta, newton_polish
+from .start import one_factor_start
 from .structure import RandomEffectsStructure
 from .system import BlockDiagonalSystem, SparseSystem
 from .warnings import CollinearRandomEffectsWarning, ConvergenceWarning, SingularFitWarning
@@ -141,6 +142,11 @@ class LinearMixedModel:
         from .results import LMMResults
 
         start = self.structure.initial_theta() if theta0 is None else np.asarray(theta0, float)
+        if theta0 is None and len(self.structure.factors) > 1:
+            # several factors: start from one-factor fits when that is better than lme4's start
+            guess = one_factor_start(self, LOOSE_TOLERANCES)
+            if guess is not None and self.objective(guess) < self.objective(start):
+                start = guess
         lower = self.structure.lower_bounds
         loose = polish and self.structure.n_theta <= POLISH_MAX_FREE
         tol = dict(LOOSE_TOLERANCES if loose else TIGHT_TOLERANCES)
