@@ -1128,6 +1128,22 @@ def _small_equivalent(X: np.ndarray, chunk_rows: int = 16384) -> np.ndarray:
     return m
 
 
+def clearly_full_rank(xtx: np.ndarray, n_obs: int) -> bool:
+    """True when X (given by X'X) is of full rank by a wide margin: the Cholesky factor of the
+    scaled Gram matrix gives each column's norm after projecting out the earlier ones, relative
+    to its own norm; if none is below 1e-3 (>> lme4's 1e-7 and >> the Gram's rounding), the
+    pivoted QR would keep every column too."""
+    p = xtx.shape[0]
+    d = np.sqrt(np.diag(xtx))
+    if not (np.all(d > 0) and np.all(np.isfinite(d)) and n_obs >= p):
+        return False
+    try:
+        chol = np.linalg.cholesky(xtx / np.outer(d, d))
+    except np.linalg.LinAlgError:
+        return False
+    return bool(np.all(np.diag(chol) > 1e-3))
+
+
 def _aliased_columns(X: np.ndarray, tol: float = _RANK_TOL) -> np.ndarray:
     """Indices of the columns of X that lme4 keeps (in order); all of them if full rank."""
     n, p = X.shape
@@ -1136,15 +1152,8 @@ def _aliased_columns(X: np.ndarray, tol: float = _RANK_TOL) -> np.ndarray:
     # fast path: the Cholesky factor of the scaled Gram matrix gives each column's norm
     # after projecting out the earlier ones, relative to its own norm; if none is below
     # 1e-3 (>> tol and >> the Gram's rounding), X is of full rank by dqrdc2's rule too.
-    gram = X.T @ X
-    d = np.sqrt(np.diag(gram))
-    if np.all(d > 0) and np.all(np.isfinite(d)) and n >= p:
-        try:
-            chol = np.linalg.cholesky(gram / np.outer(d, d))
-        except np.linalg.LinAlgError:
-            chol = None
-        if chol is not None and np.all(np.diag(chol) > 1e-3):
-            return np.arange(p)
+    if clearly_full_rank(X.T @ X, n):
+        return np.arange(p)
     rank, pivot = _dqrdc2_rank(_small_equivalent(X), tol)
     return pivot[:rank]
 

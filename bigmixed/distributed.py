@@ -630,15 +630,8 @@ def _kept_columns(gram: np.ndarray, R: np.ndarray, n_obs: int) -> np.ndarray:
     p = gram.shape[0] - 1
     if p == 0:
         return np.arange(0)
-    xtx = gram[:p, :p]
-    d = np.sqrt(np.diag(xtx))
-    if np.all(d > 0) and np.all(np.isfinite(d)) and n_obs >= p:
-        try:
-            chol = np.linalg.cholesky(xtx / np.outer(d, d))
-        except np.linalg.LinAlgError:
-            chol = None
-        if chol is not None and np.all(np.diag(chol) > 1e-3):
-            return np.arange(p)
+    if _d.clearly_full_rank(gram[:p, :p], n_obs):
+        return np.arange(p)
     rank, pivot = _d._dqrdc2_rank(R)
     return pivot[:rank]
 
