@@ -1149,9 +1149,6 @@ def _aliased_columns(X: np.ndarray, tol: float = _RANK_TOL) -> np.ndarray:
     n, p = X.shape
     if p == 0:
         return np.arange(0)
-    # fast path: the Cholesky factor of the scaled Gram matrix gives each column's norm
-    # after projecting out the earlier ones, relative to its own norm; if none is below
-    # 1e-3 (>> tol and >> the Gram's rounding), X is of full rank by dqrdc2's rule too.
     if clearly_full_rank(X.T @ X, n):
         return np.arange(p)
     rank, pivot = _dqrdc2_rank(_small_equivalent(X), tol)
