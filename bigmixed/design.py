@@ -96,6 +96,9 @@ class Design:
         `fixed_names` hold the remaining columns only.
     warnings : list[Warning]
         Typed warnings raised while building the design (e.g. RankDeficiencyWarning).
+    extra : dict[str, pandas.Series]
+        Kept rows of the columns asked for with ``build_design(extra_columns=...)`` (e.g. the
+        visit and series columns of a residual structure), positionally aligned with y.
     """
 
     formula: str
@@ -111,6 +114,7 @@ class Design:
     parsed: Any = None
     dropped_fixed: list = field(default_factory=list)
     warnings: list = field(default_factory=list)
+    extra: dict = field(default_factory=dict)
 
     @property
     def n_obs(self) -> int:
@@ -1192,7 +1196,8 @@ def _drop_aliased(X: np.ndarray, names: list):
 # build_design
 
 
-def build_design(formula: str, data: pd.DataFrame, *, lme4_checks: bool = True) -> Design:
+def build_design(formula: str, data: pd.DataFrame, *, lme4_checks: bool = True,
+                 extra_columns: tuple = ()) -> Design:
     """Evaluate an lme4 formula on a DataFrame.
 
     Rows with a missing value in any column the model uses are dropped (lme4's na.omit);
@@ -1208,6 +1213,11 @@ def build_design(formula: str, data: pd.DataFrame, *, lme4_checks: bool = True) 
     lme4_checks=False skips what lme4 checks on the *model* rather than the input (grouping
     factors with < 2 levels, levels or random effects >= observations, aliased columns):
     the formula is then only evaluated, like R's model.matrix (used by unit tests).
+
+    extra_columns : sequence of (column, role) pairs, e.g. (("visit", "residual AR(1) time"),)
+        Further columns the model uses outside the formula: a missing one raises the same
+        error naming its role, rows with a missing value in it are dropped like the others,
+        and its kept rows are returned in ``Design.extra``.
     """
     if not isinstance(data, pd.DataFrame):
         raise DataTypeError(f"data must be a pandas DataFrame, got {type(data).__name__}")
@@ -1244,6 +1254,7 @@ def build_design(formula: str, data: pd.DataFrame, *, lme4_checks: bool = True) 
     roles += [(v, "fixed effects") for v in fixed_vars]
     roles += [(v, "random-effects term") for v in rand_vars]
     roles += [(v, "grouping factor") for v in group_vars]
+    roles += [(v, role) for v, role in extra_columns]
     used = list(dict.fromkeys(v for v, _ in roles))
     for v, role in roles:
         if v not in columns:
@@ -1377,6 +1388,7 @@ def build_design(formula: str, data: pd.DataFrame, *, lme4_checks: bool = True) 
         parsed=parsed,
         dropped_fixed=dropped,
         warnings=design_warnings,
+        extra={v: col(v).reset_index(drop=True) for v, _ in extra_columns},
     )
 
 
