@@ -25,11 +25,13 @@ from .errors import (
     MissingColumnError,
     ModelFormatError,
     NonFiniteValueError,
+    ResidualStructureError,
     ResponseTypeError,
     UnknownFunctionError,
 )
 from .compare import anova, format_anova
 from .model import LinearMixedModel, lmm
+from .residual import AR1, CompoundSymmetry, VarIdent
 from .results import LMMResults
 from .warmup import warmup
 from .batch import ManyFits, ResponseFit, fit_many, iter_fits
@@ -48,10 +50,12 @@ from .warnings import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "AR1",
     "BigmixedError",
     "BigmixedWarning",
     "CollinearRandomEffectsWarning",
     "ColumnNameError",
+    "CompoundSymmetry",
     "ConvergenceWarning",
     "DataTypeError",
     "DesignError",
@@ -68,11 +72,13 @@ __all__ = [
     "MissingColumnError",
     "NonFiniteValueError",
     "RankDeficiencyWarning",
+    "ResidualStructureError",
     "ResponseFit",
     "ResponseTypeError",
     "RowsDroppedWarning",
     "SingularFitWarning",
     "UnknownFunctionError",
+    "VarIdent",
     "__version__",
     "lmm",
     "anova",

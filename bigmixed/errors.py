@@ -20,6 +20,9 @@ value) and, where there is one, the usual fix.
     │   ├── EmptyDataError              no rows, or every row has a missing value
     │   ├── NonFiniteValueError         +-Inf in the response or a covariate
     │   ├── GroupingError               a grouping factor with fewer than 2 levels
+    │   ├── ResidualStructureError      a residual structure (AR1, CompoundSymmetry, VarIdent)
+    │   │                               that the data do not fit: repeated times in a series,
+    │   │                               series not nested in a grouping factor, ...
     │   └── IdentifiabilityError        lme4's checks: levels >= observations, or
     │                                   random effects >= observations for a term
     └── ModelFormatError (ValueError)   a saved model (bm.load) that cannot be read: not a
@@ -45,6 +48,7 @@ __all__ = [
     "EmptyDataError",
     "NonFiniteValueError",
     "GroupingError",
+    "ResidualStructureError",
     "IdentifiabilityError",
     "ModelFormatError",
 ]
@@ -121,6 +125,10 @@ class GroupingError(DesignError):
 
     lme4: "grouping factors must have > 1 sampled level".
     """
+
+
+class ResidualStructureError(DesignError):
+    """A residual covariance structure the data do not fit (names the column and the rows)."""
 
 
 class IdentifiabilityError(DesignError):

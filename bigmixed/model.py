@@ -7,6 +7,7 @@ in the spirit of MixedModels.jl's ``objective!(m, θ) = objective(updateL!(setθ
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 import time
 import warnings as _warnings
 
@@ -47,18 +48,29 @@ class LinearMixedModel:
         REML (default) or maximum likelihood.
     solver : {"auto", "blockdiag", "cholmod"}
         "auto" uses the block-diagonal Numba path for one grouping factor, CHOLMOD otherwise.
+    residual : bm.AR1 or bm.CompoundSymmetry, optional
+        Correlated residuals within series (nlme's corAR1 / corCAR1 / corCompSymm).
+    variance : bm.VarIdent, optional
+        A separate residual SD per stratum (nlme's varIdent).
     """
 
-    def __init__(self, formula: str, data, *, reml: bool = True, solver: str = "auto"):
+    def __init__(self, formula: str, data, *, reml: bool = True, solver: str = "auto",
+                 residual=None, variance=None):
+        from .residual import residual_columns
+
         t0 = time.perf_counter()
-        design = _design.build_design(formula, data)
-        self._setup(design, reml, solver, design_time=time.perf_counter() - t0)
+        design = _design.build_design(formula, data,
+                                      extra_columns=residual_columns(residual, variance))
+        self._setup(design, reml, solver, design_time=time.perf_counter() - t0,
+                    residual=residual, variance=variance)
 
     @classmethod
-    def from_design(cls, design, *, reml: bool = True, solver: str = "auto") -> "LinearMixedModel":
-        """Build from an already evaluated `Design` (arrays), skipping the formula step."""
+    def from_design(cls, design, *, reml: bool = True, solver: str = "auto", residual=None,
+                    variance=None) -> "LinearMixedModel":
+        """Build from an already evaluated `Design` (arrays), skipping the formula step. With a
+        residual structure, `design.extra` must hold its columns (build_design's extra_columns)."""
         self = cls.__new__(cls)
-        self._setup(design, reml, solver, design_time=0.0)
+        self._setup(design, reml, solver, design_time=0.0, residual=residual, variance=variance)
         return self
 
     @classmethod
@@ -73,7 +85,8 @@ class LinearMixedModel:
                     structure=structure)
         return self
 
-    def _setup(self, design, reml, solver, design_time, crossprods=None, structure=None):
+    def _setup(self, design, reml, solver, design_time, crossprods=None, structure=None,
+               residual=None, variance=None):
         if solver not in SOLVERS:
             raise ValueError(f"solver must be one of {SOLVERS}, not {solver!r}")
         t1 = time.perf_counter()
@@ -87,6 +100,18 @@ class LinearMixedModel:
         # The systems work in a well-conditioned basis of the fixed effects (see basis.py).
         self.basis = FixedEffectsBasis.from_gram(self.crossprods.gram, self.crossprods.n_fixed)
         self.work_crossprods = self.basis.apply(self.crossprods)
+        self.residual = None
+        self._loaded_eta = None
+        if residual is not None or variance is not None:
+            from .residual import ResidualModel
+
+            self.residual = ResidualModel(residual, variance, design, self.structure, self.crossprods)
+            # the residual weights overwrite the working arrays: give them their own copies
+            w = self.work_crossprods
+            self.work_crossprods = replace(
+                w, zz=[np.array(a, order="C") for a in w.zz],
+                pairs=[replace(pb, blocks=np.array(pb.blocks, order="C")) for pb in w.pairs])
+            self.residual.attach(self.basis, self.work_crossprods)
         t2 = time.perf_counter()
         if solver == "auto":
             solver = "blockdiag" if len(self.structure.factors) == 1 else "cholmod"
@@ -95,6 +120,8 @@ class LinearMixedModel:
         self.solver = solver
         system_cls = BlockDiagonalSystem if solver == "blockdiag" else SparseSystem
         self.system = system_cls(self.work_crossprods, self.structure)
+        if self.residual is not None:
+            self._load_residual(self.residual.eta0)
         t3 = time.perf_counter()
         self.timings = {"design": design_time, "crossprod": t2 - t1, "analyse": t3 - t2}
         if design.n_dropped:
@@ -108,21 +135,56 @@ class LinearMixedModel:
     def n_fixed(self) -> int:
         return self.crossprods.n_fixed
 
-    def state(self, theta) -> ProfiledState:
-        """Factor the system at theta and return the profiled quantities."""
-        theta = np.asarray(theta, dtype=np.float64)
-        logdet, S = self.system.update(theta)
-        return profiled_state(logdet, S, self.n_obs, self.n_fixed, self.basis)
+    @property
+    def n_params(self) -> int:
+        """Length of the optimizer's parameter vector: theta, then the residual structure's."""
+        return self.structure.n_theta + (self.residual.n_params if self.residual is not None else 0)
 
-    def objective(self, theta, reml: bool | None = None) -> float:
-        """REML criterion or ML deviance at theta (profiled over beta and sigma); inf if undefined."""
+    def split_params(self, params):
+        """params (theta, then the residual structure's unconstrained eta) -> (theta, eta)."""
+        params = np.asarray(params, dtype=np.float64)
+        k = self.structure.n_theta
+        if len(params) != self.n_params:
+            raise ValueError(f"expected {self.n_params} parameters (theta: {k}, residual structure: "
+                             f"{self.n_params - k}), got {len(params)}")
+        return params[:k], params[k:]
+
+    def _load_residual(self, eta) -> float:
+        """Put the residual structure's weighted cross-products for eta into the system."""
+        if self.residual is None:
+            return 0.0
+        if self._loaded_eta is not None and np.array_equal(self._loaded_eta[0], eta):
+            return self._loaded_eta[1]
+        logdet = self.residual.load(eta)
+        refresh = getattr(self.system, "refresh", None)
+        if refresh is not None:
+            refresh()
+        self._loaded_eta = (np.array(eta, dtype=np.float64), logdet)
+        return logdet
+
+    def state(self, params) -> ProfiledState:
+        """Factor the system at params (theta, then any residual parameters) and return the
+        profiled quantities."""
+        theta, eta = self.split_params(params)
+        logdet_R = self._load_residual(eta)
+        logdet, S = self.system.update(theta)
+        return profiled_state(logdet, S, self.n_obs, self.n_fixed, self.basis, logdet_R)
+
+    def objective(self, params, reml: bool | None = None) -> float:
+        """REML criterion or ML deviance at params (theta, then any residual parameters),
+        profiled over beta and sigma; inf if undefined."""
         reml = self.reml if reml is None else reml
+        theta, eta = self.split_params(params)
         fused = getattr(self.system, "objective", None)
         if fused is not None:  # one grouping factor: the whole evaluation in compiled code
-            value = fused(theta, bool(reml), self.n_obs, self.n_fixed, self.basis.logdet_W)
+            try:
+                logdet_R = self._load_residual(eta)
+            except FloatingPointError:
+                return np.inf
+            value = fused(theta, bool(reml), self.n_obs, self.n_fixed, self.basis.logdet_W) + logdet_R
             return value if np.isfinite(value) else np.inf
         try:
-            value = self.state(theta).criterion(reml)
+            value = self.state(params).criterion(reml)
         except NotPositiveDefinite:
             return np.inf
         return value if np.isfinite(value) else np.inf
@@ -141,20 +203,27 @@ class LinearMixedModel:
         """
         from .results import LMMResults
 
-        start = self.structure.initial_theta() if theta0 is None else np.asarray(theta0, float)
-        if theta0 is None and len(self.structure.factors) > 1:
+        st = self.structure
+        eta0 = self.residual.eta0 if self.residual is not None else np.zeros(0)
+        start = (np.concatenate((st.initial_theta(), eta0)) if theta0 is None
+                 else np.asarray(theta0, float))
+        if theta0 is None and len(st.factors) > 1:
             # several factors: start from one-factor fits when that is better than lme4's start
+            self._load_residual(eta0)
             guess = one_factor_start(self, LOOSE_TOLERANCES)
-            if guess is not None and self.objective(guess) < self.objective(start):
-                start = guess
-        lower = self.structure.lower_bounds
-        loose = polish and self.structure.n_theta <= POLISH_MAX_FREE
+            if guess is not None:
+                guess = np.concatenate((guess, eta0))
+                if self.objective(guess) < self.objective(start):
+                    start = guess
+        # residual parameters are unconstrained (nlme's scale)
+        lower = np.concatenate((st.lower_bounds, np.full(len(eta0), -np.inf)))
+        loose = polish and self.n_params <= POLISH_MAX_FREE
         tol = dict(LOOSE_TOLERANCES if loose else TIGHT_TOLERANCES)
         tol.update({k: v for k, v in (("ftol_abs", ftol_abs), ("ftol_rel", ftol_rel),
                                       ("xtol_abs", xtol_abs)) if v is not None})
         t0 = time.perf_counter()
         run = dict(maxeval=maxeval, restart_edge=restart_edge,
-                   restartable=self.structure.multi_column_diagonal())
+                   restartable=np.concatenate((st.multi_column_diagonal(), np.zeros(len(eta0), bool))))
         record = minimize_theta(self.objective, start, lower, **tol, **run)
         if polish:
             theta, value, grad, hess, n, steps = newton_polish(
@@ -176,7 +245,7 @@ class LinearMixedModel:
         if not record.converged:
             caught.append(ConvergenceWarning(
                 f"the optimizer did not converge ({record.message}) after {record.n_evaluations} evaluations"))
-        if self.structure.is_singular(record.theta):
+        if st.is_singular(record.theta[:st.n_theta]):
             caught.append(SingularFitWarning(
                 "boundary (singular) fit: a variance is estimated at zero or a correlation at +-1"))
         results = LMMResults(self, record)
@@ -207,16 +276,22 @@ class LinearMixedModel:
         return out
 
 
-def lmm(formula: str, data, *, reml: bool = True, solver: str = "auto") -> LinearMixedModel:
+def lmm(formula: str, data, *, reml: bool = True, solver: str = "auto", residual=None,
+        variance=None) -> LinearMixedModel:
     """Set up a linear mixed model; call ``.fit()`` on the result.
 
     `data` is a pandas DataFrame, or a Dask DataFrame (e.g. ``dd.read_parquet(...)``): then the
     cross-products are computed per partition on the active Dask scheduler and summed (see
-    bigmixed.distributed)."""
+    bigmixed.distributed). `residual` (bm.AR1, bm.CompoundSymmetry) and `variance`
+    (bm.VarIdent) add nlme's residual structures (see bigmixed.residual)."""
     from .distributed import is_dask_dataframe
 
     if is_dask_dataframe(data):
+        if residual is not None or variance is not None:
+            raise NotImplementedError("residual structures (residual=, variance=) are not "
+                                      "supported with Dask data yet; fit from a pandas DataFrame")
         from .distributed import lmm_dask
 
         return lmm_dask(formula, data, reml=reml, solver=solver)
-    return LinearMixedModel(formula, data, reml=reml, solver=solver)
+    return LinearMixedModel(formula, data, reml=reml, solver=solver, residual=residual,
+                            variance=variance)

@@ -25,6 +25,7 @@ class ProfiledState:
     n_obs: int
     n_fixed: int
     basis: object = None  # FixedEffectsBasis of the working basis (None: X itself)
+    logdet_R: float = 0.0  # log det R0 of a residual structure (bigmixed.residual); 0 without
 
     @property
     def pwrss(self) -> float:
@@ -44,8 +45,9 @@ class ProfiledState:
         r2 = self.pwrss
         if reml:
             nmp = n - p
-            return self.logdet_L + self.logdet_RX + nmp * (1.0 + LOG_2PI + math.log(r2 / nmp))
-        return self.logdet_L + n * (1.0 + LOG_2PI + math.log(r2 / n))
+            return (self.logdet_L + self.logdet_RX + nmp * (1.0 + LOG_2PI + math.log(r2 / nmp))
+                    + self.logdet_R)
+        return self.logdet_L + n * (1.0 + LOG_2PI + math.log(r2 / n)) + self.logdet_R
 
     def beta_work(self) -> np.ndarray:
         """beta in the working basis (what the systems' `modes` expect)."""
@@ -87,11 +89,12 @@ class NotPositiveDefinite(ArithmeticError):
     """The Schur complement is not positive definite (collinear fixed effects or zero residual)."""
 
 
-def profiled_state(logdet_L: float, S: np.ndarray, n_obs: int, n_fixed: int, basis=None) -> ProfiledState:
+def profiled_state(logdet_L: float, S: np.ndarray, n_obs: int, n_fixed: int, basis=None,
+                   logdet_R: float = 0.0) -> ProfiledState:
     try:
         C = np.linalg.cholesky(S)
     except np.linalg.LinAlgError as exc:
         raise NotPositiveDefinite(str(exc)) from None
     if not np.all(np.isfinite(C)) or C[-1, -1] <= 0.0:
         raise NotPositiveDefinite("the penalized residual sum of squares is zero")
-    return ProfiledState(float(logdet_L), C, n_obs, n_fixed, basis)
+    return ProfiledState(float(logdet_L), C, n_obs, n_fixed, basis, float(logdet_R))

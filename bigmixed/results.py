@@ -26,8 +26,10 @@ class LMMResults:
         self.optimizer = record
         self.reml = model.reml
         self.formula = model.formula
-        self.theta = record.theta.copy()
-        state = model.state(self.theta)
+        # the optimizer's vector: theta, then a residual structure's unconstrained parameters
+        self.optimizer_params = record.theta.copy()
+        self.theta, self._residual_eta = model.split_params(self.optimizer_params)
+        state = model.state(self.optimizer_params)
         self._state = state
         self.objective = float(state.criterion(self.reml))
         self.sigma = state.sigma(self.reml)
@@ -119,11 +121,31 @@ class LMMResults:
         rows.append(("Residual", None, None, self.sigma ** 2, self.sigma, np.nan))
         return pd.DataFrame(rows, columns=["group", "term1", "term2", "variance", "sd", "corr"])
 
+    # ---- residual structure (bigmixed.residual) ----------------------------------------
+    @property
+    def residual_parameters(self) -> pd.Series:
+        """Estimated parameters of the residual structure on nlme's scale: "Phi" (AR(1)),
+        "Rho" (compound symmetry), "<column>=<level>" SD ratios to the reference stratum
+        (VarIdent). Empty without a residual structure."""
+        r = self.model.residual
+        if r is None:
+            return pd.Series([], dtype=float, name="estimate")
+        return pd.Series(r.natural(self._residual_eta), index=r.names, name="estimate")
+
+    def residual_sd(self) -> pd.Series:
+        """Residual SD per VarIdent stratum (sigma times its ratio); sigma alone otherwise."""
+        r = self.model.residual
+        if r is None or r.variance is None:
+            return pd.Series([self.sigma], index=["Residual"], name="sd")
+        return pd.Series(self.sigma * r.stratum_sd_ratio(self._residual_eta),
+                         index=pd.Index(r.stratum_levels, name=r.variance.by), name="sd")
+
     # ---- likelihood and information criteria ------------------------------------------
     @property
     def n_params(self) -> int:
-        """lme4's df for logLik: length(theta) + p + 1 (sigma)."""
-        return self.model.structure.n_theta + len(self.beta) + 1
+        """lme4's df for logLik: length(theta) + p + 1 (sigma), plus the residual structure's
+        parameters (nlme's count)."""
+        return self.model.n_params + len(self.beta) + 1
 
     @property
     def llf(self) -> float:
@@ -140,13 +162,14 @@ class LMMResults:
     @property
     def deviance(self) -> float:
         """ML deviance at the fitted theta (for REML fits: -2 log-likelihood at the REML estimates)."""
-        return self.model.state(self.theta).criterion(False) if self.reml else self.objective
+        return self.model.state(self.optimizer_params).criterion(False) if self.reml else self.objective
 
     # ---- conditional modes -------------------------------------------------------------
     @cached_property
     def _modes(self):
         """Conditional modes b per factor (n_levels, P): cheap, no inverse needed."""
         st = self.model.structure
+        self.model._load_residual(self._residual_eta)
         us, _ = self.model.system.modes(self.theta, self._state.beta_work(), condvar=False)
         return [us[fi] @ st.T_of(self.theta, fi).T for fi in range(len(st.factors))]
 
@@ -154,6 +177,7 @@ class LMMResults:
     def _condvar(self):
         """Var(b_g | y) per factor (n_levels, P, P): needs the selected inverse on crossed designs."""
         st = self.model.structure
+        self.model._load_residual(self._residual_eta)
         _, cinvs = self.model.system.modes(self.theta, self._state.beta_work(), condvar=True)
         out = []
         for fi in range(len(st.factors)):

@@ -49,6 +49,8 @@ def format_summary(fit) -> str:
     out.append(f"Number of obs: {fit.nobs}, groups:  {groups}")
     if fit.n_dropped:
         out.append(f"({fit.n_dropped} observations deleted due to missingness)")
+    if fit.model.residual is not None:
+        out += [""] + fit.model.residual.describe(fit._residual_eta)
 
     out += ["", "Fixed effects:"]
     rows = [[name, f"{b:.6g}", f"{s:.6g}", f"{t:.3f}"] for name, b, s, t in

@@ -266,12 +266,14 @@ class _Model:
         if np.linalg.matrix_rank(X) < self.p:
             raise ValueError("X is rank deficient")
 
-    def quantities(self, theta, reml=True):
+    def quantities(self, theta, reml=True, R0=None):
+        """R0: (n, n) residual covariance / sigma^2 (nlme's correlation and variance
+        structures, e.g. AR(1) within series); the identity when None."""
         n, p, y, X, Z = self.n, self.p, self.y, self.X, self.Z
         Ts = theta_to_factors(theta, self.ps)
         Lam = _build_Lambda(Ts, self.nlevs)
         ZL = Z @ Lam
-        Vr = ZL @ ZL.T + np.eye(n)                  # V / sigma^2
+        Vr = ZL @ ZL.T + (np.eye(n) if R0 is None else R0)   # V / sigma^2
 
         # log|Vr| via a dense Cholesky (Vr is SPD: I + PSD).
         cf = sla.cho_factor(Vr, lower=True)
@@ -307,9 +309,10 @@ class _Model:
 
 
 @_blas1
-def dense_objective(theta, y, X, terms, reml=True):
-    """Profiled REML criterion (reml=True) or ML deviance (reml=False) at theta."""
-    return _Model(y, X, terms).quantities(theta, reml)["objective"]
+def dense_objective(theta, y, X, terms, reml=True, R0=None):
+    """Profiled REML criterion (reml=True) or ML deviance (reml=False) at theta; with R0,
+    residual covariance sigma^2 R0 instead of sigma^2 I."""
+    return _Model(y, X, terms).quantities(theta, reml, R0)["objective"]
 
 
 @_blas1
