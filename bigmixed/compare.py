@@ -45,7 +45,7 @@ def refit_ml(fit):
     model.reml = False
     with _warnings.catch_warnings():
         _warnings.simplefilter("ignore", BigmixedWarning)
-        ml = model.fit(theta0=np.asarray(fit.theta, dtype=np.float64))
+        ml = model.fit(theta0=np.asarray(fit.optimizer_params, dtype=np.float64))
     fit._ml_refit = ml
     return ml
 
@@ -53,6 +53,12 @@ def refit_ml(fit):
 def _random_terms(fit):
     """Covariance blocks of the random effects: [(group, frozenset(column names))]."""
     return [(t.group, frozenset(t.column_names)) for t in fit.model.structure.terms]
+
+
+def _residual_key(fit):
+    """The residual structure's specification (None, None without one)."""
+    r = fit.model.residual
+    return (None, None) if r is None else (r.residual, r.variance)
 
 
 def _same_fixed(a, b) -> bool:
@@ -65,6 +71,9 @@ def boundary_mixture(small, big):
     0.5 chi2(q+1) -- else (None, reason)."""
     if not _same_fixed(small, big):
         return None, "fixed effects differ: naive chi2 only"
+    if _residual_key(small) != _residual_key(big):
+        return None, ("residual structures differ; their parameters (phi, rho, SD ratios) have "
+                      "null values inside the parameter space: naive chi2")
     ts, tb = _random_terms(small), _random_terms(big)
     rest_s, rest_b = list(ts), list(tb)
     for t in ts:
@@ -85,8 +94,8 @@ def boundary_mixture(small, big):
         if cols(ts) == cols(tb):
             return None, "the bigger model adds covariances only (no variance on the boundary): naive chi2"
         return None, "the bigger model adds more than one random effect (or only covariances): naive chi2 only"
-    expected = small.model.structure.n_theta + q + 1
-    if big.model.structure.n_theta != expected:
+    expected = small.model.n_params + q + 1
+    if big.model.n_params != expected:
         return None, "parameter counts do not match one added random effect: naive chi2 only"
     return q, None
 

@@ -109,7 +109,9 @@ def richardson_hessian(func, x, *, d=0.1, eps=1e-4, r=4, v=2) -> np.ndarray:
 # ======================================================================================
 
 class VarparFunctions:
-    """f(varpar) and vec(Var(beta; varpar)) for varpar = (theta, sigma); states cached by theta."""
+    """f(varpar) and vec(Var(beta; varpar)) for varpar = (theta, sigma); states cached by theta.
+    With a residual structure, "theta" is the model's whole parameter vector (theta, then the
+    structure's unconstrained parameters)."""
 
     def __init__(self, model, reml: bool):
         self.model = model
@@ -121,7 +123,8 @@ class VarparFunctions:
         st = self._cache.get(key)
         if st is None:
             s = self.model.state(theta)
-            st = (s.logdet_L, s.logdet_RX, s.pwrss, s.unscaled_vcov())
+            # log det of V / sigma^2 = log det(L L') + log det R0 (residual structure)
+            st = (s.logdet_L + s.logdet_R, s.logdet_RX, s.pwrss, s.unscaled_vcov())
             if len(self._cache) > 4096:
                 self._cache.clear()
             self._cache[key] = st
@@ -160,7 +163,7 @@ def satterthwaite_state(fit, *, tol: float = 1e-8) -> SatterthwaiteState:
     if cached is not None:
         return cached
     fns = VarparFunctions(fit.model, fit.reml)
-    varpar = np.append(np.asarray(fit.theta, dtype=np.float64), fit.sigma)
+    varpar = np.append(np.asarray(fit.optimizer_params, dtype=np.float64), fit.sigma)
     H = richardson_hessian(fns.deviance, varpar)
     H = 0.5 * (H + H.T)
     w, V = np.linalg.eigh(H)
@@ -678,6 +681,11 @@ def icc(fit, interval: str | None = None, *, nsim: int = 200, seed=0, level: flo
     ignores the other factors. Models with random slopes raise ValueError (the ICC then
     depends on the covariates).
     """
+    if fit.model.residual is not None:
+        raise NotImplementedError(
+            "the ICC of a model with a residual structure (AR1, CompoundSymmetry, VarIdent) is "
+            "not defined here: the within-group correlation then also depends on the residual "
+            "correlation and stratum")
     rows = []
     for group, names, cov in fit.term_covariances():
         if list(names) != ["(Intercept)"]:
@@ -735,8 +743,8 @@ def check_convergence(fit, *, grad_tol: float = 2e-3, hess_tol: float = 1e-6,
     from .optimize import finite_difference_derivatives
 
     model = fit.model
-    theta = np.asarray(fit.theta, dtype=np.float64)
-    if model.structure.is_singular(theta):
+    theta = np.asarray(fit.optimizer_params, dtype=np.float64)
+    if model.structure.is_singular(fit.theta):
         return ConvergenceCheck(True, True, None, None, None, 0.0, None, None,
                                 ["boundary (singular) fit: gradient and Hessian not checked (as lme4)"])
     free = np.ones(len(theta), dtype=bool)
@@ -987,6 +995,12 @@ def _bobyqa(fun, x0, lower, upper, *, ftol=1e-11, maxeval=20000):
 class _Profiler:
     def __init__(self, fit):
         from .compare import refit_ml
+
+        if fit.model.residual is not None:
+            raise NotImplementedError(
+                "likelihood profiles of models with a residual structure (AR1, CompoundSymmetry, "
+                "VarIdent) are not implemented; use method='wald' or 'satterthwaite' for the "
+                "fixed effects, or method='boot'")
 
         self.ml = refit_ml(fit)
         self.model = self.ml.model

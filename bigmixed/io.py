@@ -317,6 +317,10 @@ def save(fit, path, *, condvar: bool = True) -> str:
     the BLUPs (they need a selected inverse on crossed designs); the loaded fit's
     ``ranef(condvar=True)`` then raises.
     """
+    if fit.model.residual is not None:
+        raise NotImplementedError(
+            "saving fits with a residual structure (AR1, CompoundSymmetry, VarIdent) is not "
+            "supported yet; nothing was written")
     meta, arrays = model_meta(fit) if condvar else _without_condvar(fit)
     # the encodings must be re-creatable before anything is written
     _rebuild_design(meta, _ArrayReader(arrays))

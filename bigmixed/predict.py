@@ -142,14 +142,34 @@ def predict_interval(fit, newdata=None, *, level: str = "conditional", unseen: s
         rows = np.flatnonzero(seen)
         var_re[rows] += np.einsum("ij,ijk,ik->i", Z[rows], cv[fi][codes[rows]], Z[rows])
         var_re[~seen] += zGz[~seen]
-    var_res = fit.sigma ** 2 if interval == "prediction" else 0.0
+    var_res = (fit.sigma ** 2 * _residual_ratio_sq(fit, newdata, len(mu))
+               if interval == "prediction" else np.zeros(len(mu)))
     se = np.sqrt(var_fixed + var_re + var_res)
     z = stats.norm.ppf(0.5 + coverage / 2)
     out = pd.DataFrame({"fit": mu, "se": se, "lower": mu - z * se, "upper": mu + z * se,
                         "se_fixed": np.sqrt(var_fixed), "var_random": var_re,
-                        "var_residual": np.full(len(mu), var_res)}, index=index)
+                        "var_residual": var_res}, index=index)
     out.attrs.update(level=level, interval=interval, coverage=coverage)
     return out
+
+
+def _residual_ratio_sq(fit, newdata, n) -> np.ndarray:
+    """Residual variance of each row over sigma^2: 1, or the squared VarIdent SD ratio of the
+    row's stratum (NaN for a stratum not seen in the fit)."""
+    r = fit.model.residual
+    if r is None or r.variance is None:
+        return np.ones(n)
+    ratios = r.stratum_sd_ratio(fit._residual_eta)
+    if newdata is None:
+        return ratios[r.strata] ** 2
+    by = r.variance.by
+    if by not in newdata.columns:
+        from .design import _missing_column_error
+
+        raise _missing_column_error(by, "VarIdent stratum, needed for prediction intervals",
+                                    newdata.columns)
+    lookup = {str(lv): v for lv, v in zip(r.stratum_levels, ratios)}
+    return np.array([lookup.get(str(v), np.nan) for v in newdata[by]]) ** 2
 
 
 # ======================================================================================
@@ -161,7 +181,8 @@ def simulate(fit, nsim: int = 1, seed=None, *, use_fitted_effects: bool = False)
 
     Each replicate draws new random effects b ~ N(0, sigma^2 T T') per level (unless
     use_fitted_effects: the conditional modes are kept, lme4's ``use.u = TRUE``) and new
-    residuals ~ N(0, sigma^2). Deterministic for a given seed (numpy's default_rng).
+    residuals ~ N(0, sigma^2), or from the residual structure (AR(1), compound symmetry,
+    VarIdent). Deterministic for a given seed (numpy's default_rng).
     """
     rng = np.random.default_rng(seed)
     st = fit.model.structure
@@ -178,7 +199,10 @@ def simulate(fit, nsim: int = 1, seed=None, *, use_fitted_effects: bool = False)
                     y += b[f.codes, 0]
                 else:
                     y += np.einsum("ij,ij->i", f.Z, b[f.codes])
-        y += fit.sigma * rng.standard_normal(n)
+        if fit.model.residual is None:
+            y += fit.sigma * rng.standard_normal(n)
+        else:  # correlated or heteroscedastic residuals (bigmixed.residual)
+            y += fit.model.residual.simulate_errors(fit._residual_eta, fit.sigma, rng)
         out[:, s] = y
     return out
 
@@ -197,6 +221,9 @@ def default_statistics(fit) -> pd.Series:
                 vals.append(cov[i, j] / (sd[i] * sd[j]) if sd[i] * sd[j] > 0 else np.nan)
     names.append("sigma")
     vals.append(fit.sigma)
+    rp = fit.residual_parameters
+    names += list(rp.index)
+    vals += list(rp.to_numpy())
     names += list(fit.fixed_names)
     vals += list(fit.beta)
     return pd.Series(vals, index=names, dtype=float)
@@ -241,14 +268,17 @@ def bootstrap(fit, nsim: int = 100, seed=None, func=None, *, use_fitted_effects:
     observed = _as_series(func(fit))
     ysim = simulate(fit, nsim, seed, use_fitted_effects=use_fitted_effects)
     design = fit.model.design
-    theta0 = np.asarray(fit.theta, dtype=np.float64)
+    theta0 = np.asarray(fit.optimizer_params, dtype=np.float64)
+    r = fit.model.residual
+    structures = {} if r is None else dict(residual=r.residual, variance=r.variance)
 
     def replicate(s):
         d = dataclasses.replace(design, y=np.ascontiguousarray(ysim[:, s]), warnings=[])
         try:
             with _warnings.catch_warnings():
                 _warnings.simplefilter("ignore", BigmixedWarning)
-                m = LinearMixedModel.from_design(d, reml=fit.reml, solver=fit.model.solver)
+                m = LinearMixedModel.from_design(d, reml=fit.reml, solver=fit.model.solver,
+                                                 **structures)
                 r = m.fit(theta0=theta0)
             return _as_series(func(r)).reindex(observed.index), False
         except Exception:  # noqa: BLE001 - a failed replicate is counted, not fatal

@@ -263,3 +263,52 @@ def test_simulated_residuals_have_the_model_covariance(case):
     d = np.diag(want)
     se = np.sqrt((np.outer(d, d) + want**2) / n_draws)
     assert np.max(np.abs(got - want) / se) < 5.5
+
+
+# ---- model comparison, prediction, inference ------------------------------------------------
+
+
+def test_anova_reports_the_structure_test_with_naive_chi2():
+    df = make_data(n_patients=40, seed=12)
+    m0 = bm.lmm(FORMULA_RI, df).fit()
+    m1 = bm.lmm(FORMULA_RI, df, residual=bm.AR1("visit", "patient")).fit()
+    table = bm.anova(m0, m1, refit=False)
+    row = table.iloc[1]
+    assert row["Df"] == 1
+    assert row["Chisq"] == pytest.approx(m0.objective - m1.objective, rel=1e-12)
+    assert np.isnan(row["Pr(>Chisq) boundary"])
+    assert "residual structures differ" in row["note"]
+
+
+def test_prediction_intervals_use_the_stratum_variance():
+    df = make_data(n_patients=40, seed=13)
+    fit = bm.lmm(FORMULA_RI, df, variance=bm.VarIdent("arm")).fit()
+    sd = fit.residual_sd()
+    out = fit.predict_interval(df.head(30), level="population", interval="prediction")
+    for lv in ["a", "b", "c"]:
+        rows = (df.head(30)["arm"] == lv).to_numpy()
+        np.testing.assert_allclose(out["var_residual"].to_numpy()[rows], sd[lv] ** 2, rtol=1e-12)
+    np.testing.assert_allclose(fit.predict(df.head(30), level="population"), out["fit"].to_numpy())
+
+
+def test_satterthwaite_and_bootstrap_run_with_a_structure():
+    df = make_data(n_patients=40, seed=14)
+    fit = bm.lmm(FORMULA_RI, df, residual=bm.AR1("visit", "patient")).fit()
+    t = fit.fixed_effects_test()
+    assert np.all(np.isfinite(t["df"])) and np.all(t["df"] > 1)
+    boot = fit.bootstrap(nsim=4, seed=1, n_jobs=1)
+    assert boot.n_failed == 0 and "Phi" in boot.replicates.columns
+    again = fit.bootstrap(nsim=4, seed=1, n_jobs=2)
+    pd.testing.assert_frame_equal(boot.replicates, again.replicates)
+
+
+def test_features_without_a_structure_version_refuse_clearly(tmp_path):
+    df = make_data(n_patients=30, seed=15)
+    fit = bm.lmm(FORMULA_RI, df, residual=bm.AR1("visit", "patient")).fit()
+    with pytest.raises(NotImplementedError, match="nothing was written"):
+        fit.save(tmp_path / "f.bmx")
+    assert not any(tmp_path.iterdir())
+    with pytest.raises(NotImplementedError, match="profiles"):
+        fit.confint(method="profile")
+    with pytest.raises(NotImplementedError, match="ICC"):
+        fit.icc()
