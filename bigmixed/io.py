@@ -540,6 +540,12 @@ class _LoadedModel:
     def n_fixed(self) -> int:
         return len(self.design.fixed_names)
 
+    residual = None  # fits with a residual structure cannot be saved (yet)
+
+    @property
+    def n_params(self) -> int:
+        return self.structure.n_theta
+
     def __getattr__(self, name):
         raise AttributeError(
             f"a loaded model has no {name!r}: saved models keep the estimates and the encodings, "

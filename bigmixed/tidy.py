@@ -211,7 +211,7 @@ def fit_document(fit, *, include_versions: bool = True, extra: dict | None = Non
     """The versioned JSON document of a fit (what ``bigmixed fit`` writes; ``fit.to_dict()``).
 
     Keys: format, format_version, model (formula, response, reml), fixed_effects,
-    variance_components, theta, statistics, convergence, warnings, timings, versions (unless
+    variance_components, residual_structure (null without one), theta, statistics, convergence, warnings, timings, versions (unless
     include_versions=False), and the entries of `extra`. Missing numbers (an undefined
     correlation, the sd of a covariance row) are null.
     """
@@ -231,6 +231,7 @@ def fit_document(fit, *, include_versions: bool = True, extra: dict | None = Non
             {"group": g, "term1": t1, "term2": t2, "variance": var, "sd": sd, "corr": c}
             for g, t1, t2, var, sd, c in variance_rows(fit)
         ],
+        "residual_structure": residual_structure(fit),
         "theta": [float(x) for x in fit.theta],
         "theta_names": list(getattr(fit.model.structure, "theta_names", [])),
         "statistics": fit_statistics(fit),
@@ -243,6 +244,20 @@ def fit_document(fit, *, include_versions: bool = True, extra: dict | None = Non
     if extra:
         doc.update(extra)
     return jsonable(doc)
+
+
+def residual_structure(fit) -> dict | None:
+    """The residual structure (AR1, CompoundSymmetry, VarIdent) and its estimates, or None."""
+    r = getattr(fit.model, "residual", None)
+    if r is None:
+        return None
+    doc = {"parameters": {k: float(v) for k, v in fit.residual_parameters.items()}}
+    if r.residual is not None:
+        doc["correlation"] = {"type": r.kind, "description": r.residual.describe()}
+    if r.variance is not None:
+        doc["variance"] = {"type": "varIdent", "by": r.variance.by,
+                           "sd_by_stratum": {str(k): float(v) for k, v in fit.residual_sd().items()}}
+    return doc
 
 
 def jsonable(obj: Any) -> Any:

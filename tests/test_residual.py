@@ -312,3 +312,21 @@ def test_features_without_a_structure_version_refuse_clearly(tmp_path):
         fit.confint(method="profile")
     with pytest.raises(NotImplementedError, match="ICC"):
         fit.icc()
+
+
+def test_fit_document_and_tuple_series():
+    df = make_data(n_patients=30, seed=16)
+    # patient ids that repeat across hospitals: the series is (hospital, patient)
+    df["pid"] = df["patient"].str[-1]
+    fit = bm.lmm("y ~ time + (1 | hospital)", df, residual=bm.AR1("visit", ("hospital", "pid")),
+                 variance=bm.VarIdent("arm")).fit()
+    doc = fit.to_dict()
+    rs = doc["residual_structure"]
+    assert rs["correlation"]["type"] == "ar1" and set(rs["parameters"]) == {"Phi", "arm=b", "arm=c"}
+    assert rs["variance"]["sd_by_stratum"]["a"] == pytest.approx(fit.sigma)
+    assert bm.lmm(FORMULA_RI, df).fit().to_dict()["residual_structure"] is None
+    # the same series given by one unique id column
+    df["series"] = df["hospital"] + "/" + df["pid"]
+    ref = bm.lmm("y ~ time + (1 | hospital)", df, residual=bm.AR1("visit", "series"),
+                 variance=bm.VarIdent("arm")).fit()
+    assert fit.objective == pytest.approx(ref.objective, rel=1e-12)
