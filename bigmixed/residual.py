@@ -222,6 +222,10 @@ class ResidualModel:
             time = _numeric_time(extra[residual.time], residual.time)
             integer = bool(np.all(time == np.round(time)))
             continuous = (not integer) if residual.continuous is None else bool(residual.continuous)
+            if not continuous and not integer:
+                raise ResidualStructureError(
+                    f"AR1(continuous=False) needs integer times, but {residual.time!r} has "
+                    "non-integer values; leave continuous=None for corCAR1 on these times")
             self.residual = replace(residual, continuous=continuous)
             self.kind = "car1" if continuous else "ar1"
             self.names.append("Phi")
@@ -268,6 +272,10 @@ class ResidualModel:
                 f"{time[r]:g} in series {label} ({len(dup)} repeat(s), e.g. row {r} of the model "
                 "frame); nlme: 'covariate must have unique values within groups'")
         self._check_nested(order, same, label)
+        if not same.any():
+            raise ResidualStructureError(
+                f"AR(1) within {label}: every series has a single row, so the correlation is "
+                "not defined")
         cur = order[1:][same]
         prev = order[:-1][same]
         first = np.setdiff1d(order, cur, assume_unique=True)

@@ -232,6 +232,19 @@ def test_missing_and_non_numeric_columns_are_named():
         bm.lmm(FORMULA_RI, df, residual=bm.CompoundSymmetry("patient"), variance=bm.VarIdent("arm"))
 
 
+def test_structures_that_cannot_be_estimated_are_refused():
+    df = make_data(seed=1, missing=0.0)
+    single = df.drop_duplicates("patient").reset_index(drop=True)
+    single["x"] = np.arange(len(single)) % 3
+    with pytest.raises(ResidualStructureError, match="every series has a single row"):
+        bm.lmm("y ~ time + (1 | hospital)", single, residual=bm.AR1("visit", "patient"))
+    with pytest.raises(ResidualStructureError, match="every series has one row"):
+        bm.lmm("y ~ time + (1 | hospital)", single, residual=bm.CompoundSymmetry("patient"))
+    with pytest.raises(ResidualStructureError, match="needs integer times"):
+        bm.lmm(FORMULA_RI, make_data(seed=1, continuous=True),
+               residual=bm.AR1("time", "patient", continuous=False))
+
+
 def test_missing_values_in_structure_columns_drop_rows():
     df = make_data(seed=1, missing=0.0)
     df["visit"] = df["visit"].astype(float)
