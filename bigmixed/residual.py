@@ -53,11 +53,13 @@ import pandas as pd
 
 from .crossprod import CrossProducts, PairBlocks
 from .errors import DataTypeError, ResidualStructureError
-from .kernels.residual import combine_rows, segment_sums
+from .kernels import n_row_chunks
+from .kernels.residual import combine_rows, segment_sums, whitened_crossprod, whitened_pair_crossprod
 from .structure import GroupingFactor
 
 # Above this many derived sets, whitened rows are built per evaluation instead (one pass).
 MAX_COMPONENTS = 48
+_ONES = np.ones((0, 1))  # stands for an intercept-only Z (the kernels' unit flag)
 
 
 # ---- what the user writes ------------------------------------------------------------------
@@ -422,6 +424,7 @@ class ResidualModel:
         self._basis = basis
         self._work = work_cp
         if self.per_evaluation:
+            self._setup_whitening(basis)
             return
         cps = [basis.apply(self._derived_crossprods(rs)) for rs in self._sets]
         del self._sets  # row indices are no longer needed
@@ -437,15 +440,7 @@ class ResidualModel:
         return log det R0(eta)."""
         w = self._work
         if self.per_evaluation:
-            cp, logdet = self._whitened_crossprods(eta)
-            cp = self._basis.apply(cp)
-            for f in range(len(w.zz)):
-                w.zz[f][...] = cp.zz[f]
-                w.zxy[f][...] = cp.zxy[f]
-            w.gram[...] = cp.gram
-            for i in range(len(w.pairs)):
-                w.pairs[i].blocks[...] = cp.pairs[i].blocks
-            return logdet
+            return self._load_whitened(eta)
         c, logdet = self.coefficients(eta)
         for f in range(len(w.zz)):
             np.dot(c, self._stack_zz[f], out=w.zz[f].reshape(-1))
@@ -455,21 +450,53 @@ class ResidualModel:
             np.dot(c, self._stack_pairs[i], out=w.pairs[i].blocks.reshape(-1))
         return logdet
 
-    def _whitened_crossprods(self, eta):
-        """Cross-products of the whitened rows at eta: one pass (many distinct gaps, corCAR1)."""
+    def _setup_whitening(self, basis):
+        """What one whitening pass per evaluation needs: [X y] in the working basis, the rows in
+        series order with their predecessors, and each raw row's index on every pair list."""
+        self._wh_rows = np.concatenate((self._first, self._cur))
+        self._wh_prev = np.concatenate((np.full(len(self._first), -1, dtype=np.int64), self._prev))
+        self._wh_xy = np.ascontiguousarray(np.column_stack((self._X, self._y)) @ basis.matrix())
+        self._wh_pair_ids = []
+        for full in self._pairs:
+            fb = self.structure.factors[full.row_factor]
+            fa = self.structure.factors[full.col_factor]
+            key = fb.codes.astype(np.int64) * fa.n_levels + fa.codes.astype(np.int64)
+            full_key = full.row_levels * fa.n_levels + full.col_levels
+            self._wh_pair_ids.append(np.searchsorted(full_key, key).astype(np.int64))
+
+    def _load_whitened(self, eta) -> float:
+        """Whitened cross-products at eta, one Numba pass over the rows per grouping factor
+        (many distinct gaps, e.g. corCAR1 on irregular times), into the working arrays."""
         corr = self.correlation(eta)
         delta = self.stratum_sd_ratio(eta)
         s = self.strata
         r = _power(corr, self._gap)
         root = np.sqrt(1.0 - r * r)
-        n = self.n_obs
-        rows = np.concatenate((self._first, self._cur))
-        prev = np.concatenate((np.full(len(self._first), -1, dtype=np.int64), self._prev))
         coef_cur = np.concatenate((1.0 / delta[s[self._first]], 1.0 / (delta[s[self._cur]] * root)))
         coef_prev = np.concatenate((np.zeros(len(self._first)), -r / (delta[s[self._prev]] * root)))
         logdet = float(np.sum(self.stratum_counts * 2.0 * np.log(delta)) + np.sum(np.log(root * root)))
-        assert len(rows) == n
-        return self._derived_crossprods(_RowSet(rows, prev, coef_cur, coef_prev)), logdet
+        w = self._work
+        rows, prev, xy = self._wh_rows, self._wh_prev, self._wh_xy
+        m = xy.shape[1]
+        chunks = n_row_chunks(len(rows))
+        for fi, f in enumerate(self.structure.factors):
+            P = f.n_columns
+            zz = np.zeros((chunks, f.n_levels, P, P))
+            zxy = np.zeros((chunks, f.n_levels, P, m))
+            gram = np.zeros((chunks, m, m))
+            whitened_crossprod(rows, prev, coef_cur, coef_prev, f.codes, _ONES if f.unit_z else f.Z,
+                               f.unit_z, xy, fi == 0, zz, zxy, gram)
+            _sum_chunks_into(zz, w.zz[fi])
+            _sum_chunks_into(zxy, w.zxy[fi])
+            if fi == 0:
+                _sum_chunks_into(gram, w.gram)
+        for full, ids, out in zip(self._pairs, self._wh_pair_ids, w.pairs):
+            fb = self.structure.factors[full.row_factor]
+            fa = self.structure.factors[full.col_factor]
+            out.blocks[...] = 0.0
+            whitened_pair_crossprod(ids, rows, prev, coef_cur, coef_prev, _ONES if fb.unit_z else fb.Z,
+                                    fb.unit_z, _ONES if fa.unit_z else fa.Z, fa.unit_z, out.blocks)
+        return logdet
 
     def _derived_crossprods(self, rs: _RowSet) -> CrossProducts:
         """Ordinary cross-products of the derived rows, on the full model's pair pattern."""
@@ -533,6 +560,13 @@ class ResidualModel:
             ratios = [1.0] + list(vals[-(len(self.stratum_levels) - 1):] if len(self.stratum_levels) > 1 else [])
             lines.append("  " + "  ".join(f"{lv}: {v:.6g}" for lv, v in zip(self.stratum_levels, ratios)))
         return lines
+
+
+def _sum_chunks_into(parts: np.ndarray, out: np.ndarray) -> None:
+    """out = sum of the per-chunk partial results, in chunk order (deterministic)."""
+    out[...] = parts[0]
+    for c in range(1, parts.shape[0]):
+        out += parts[c]
 
 
 def _on_pattern(pb: PairBlocks, full: PairBlocks, structure) -> PairBlocks:

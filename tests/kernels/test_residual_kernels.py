@@ -25,3 +25,61 @@ def test_segment_sums_matches_numpy():
     segment_sums(order, starts, A, out)
     want = np.stack([A[order[a:b]].sum(axis=0) for a, b in zip(starts[:-1], starts[1:])])
     np.testing.assert_allclose(out, want, rtol=1e-14, atol=1e-14)
+
+
+def _reference_whitened(rows, prev, cc, cp, codes, Z, XY, n_levels):
+    """Materialize the whitened rows, then accumulate the obvious way."""
+    W = cc[:, None] * np.hstack([Z, XY])[rows]
+    has = prev >= 0
+    W[has] += cp[has, None] * np.hstack([Z, XY])[prev[has]]
+    P = Z.shape[1]
+    zz = np.zeros((n_levels, P, P))
+    zxy = np.zeros((n_levels, P, XY.shape[1]))
+    for i, r in enumerate(rows):
+        g = codes[r]
+        zz[g] += np.outer(W[i, :P], W[i, :P])
+        zxy[g] += np.outer(W[i, :P], W[i, P:])
+    return zz, zxy, W[:, P:].T @ W[:, P:], W[:, :P]
+
+
+def test_whitened_crossprod_matches_materialized_rows():
+    from bigmixed.kernels.residual import whitened_crossprod, whitened_pair_crossprod
+
+    rng = np.random.default_rng(2)
+    n, L = 60, 7
+    codes = rng.integers(0, L, n)
+    Z = rng.standard_normal((n, 2))
+    XY = rng.standard_normal((n, 4))
+    rows = rng.permutation(n)[:45]
+    # predecessors share the row's level, as in a series
+    prev = np.array([rng.choice(np.flatnonzero(codes == codes[r])) if rng.random() < 0.7 else -1
+                     for r in rows])
+    cc, cp = rng.standard_normal(45), rng.standard_normal(45)
+    want_zz, want_zxy, want_gram, Wz = _reference_whitened(rows, prev, cc, cp, codes, Z, XY, L)
+    for chunks in (1, 2):
+        zz = np.zeros((chunks, L, 2, 2))
+        zxy = np.zeros((chunks, L, 2, 4))
+        gram = np.zeros((chunks, 4, 4))
+        whitened_crossprod(rows, prev, cc, cp, codes, Z, False, XY, True, zz, zxy, gram)
+        np.testing.assert_allclose(zz.sum(0), want_zz, atol=1e-12)
+        np.testing.assert_allclose(zxy.sum(0), want_zxy, atol=1e-12)
+        np.testing.assert_allclose(gram.sum(0), want_gram, atol=1e-12)
+    # unit flag: Z is a column of ones
+    ones = np.ones((n, 1))
+    u_zz, u_zxy, _, _ = _reference_whitened(rows, prev, cc, cp, codes, ones, XY, L)
+    zz = np.zeros((1, L, 1, 1))
+    zxy = np.zeros((1, L, 1, 4))
+    gram = np.zeros((1, 4, 4))
+    whitened_crossprod(rows, prev, cc, cp, codes, np.ones((0, 1)), True, XY, False, zz, zxy, gram)
+    np.testing.assert_allclose(zz[0], u_zz, atol=1e-12)
+    np.testing.assert_allclose(zxy[0], u_zxy, atol=1e-12)
+    assert not gram.any()
+    # pair blocks between the Z columns and a unit factor, pair id = the row's level here
+    blocks = np.zeros((L, 2, 1))
+    whitened_pair_crossprod(codes.astype(np.int64), rows, prev, cc, cp, Z, False, np.ones((0, 1)), True,
+                            blocks)
+    unit = cc + np.where(prev >= 0, cp, 0.0)
+    want = np.zeros((L, 2, 1))
+    for i, r in enumerate(rows):
+        want[codes[r], :, 0] += Wz[i] * unit[i]
+    np.testing.assert_allclose(blocks, want, atol=1e-12)
