@@ -1,5 +1,7 @@
-"""Synthetic data for bigmixed: the seeds' hdp-style example at any size, and
-the seeds' tablet data.  See :mod:`bigmixed.data_gen.generate`."""
+"""Synthetic data for bigmixed: the seeds' hdp-style example at any size,
+the seeds' tablet data (:mod:`bigmixed.data_gen.generate`), and longitudinal
+data with AR(1) / CAR(1) / compound-symmetry residuals and arm-specific residual
+SDs (:mod:`bigmixed.data_gen.longitudinal`)."""
 
 from .generate import (
     SEED_BETA,
@@ -9,6 +11,11 @@ from .generate import (
     generate_hdp,
     tablets,
 )
+from .longitudinal import (
+    LONGITUDINAL_BETA,
+    LongitudinalData,
+    generate_longitudinal,
+)
 
 __all__ = [
     "GeneratedData",
@@ -17,4 +24,7 @@ __all__ = [
     "SEED_BETA",
     "SEED_N_DOCTORS",
     "SEED_N_PATIENTS",
+    "LongitudinalData",
+    "generate_longitudinal",
+    "LONGITUDINAL_BETA",
 ]
