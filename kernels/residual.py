@@ -173,3 +173,32 @@ def whitened_pair_crossprod(pair_ids, rows, prev, coef_cur, coef_prev, Z_row, un
         for a in range(Pr):
             for b in range(Pc):
                 block_out[k, a, b] += zr[a] * zc[b]
+
+
+@njit(cache=True, nogil=True)
+def ar1_whitening_coefficients(prev, gap, strata, delta, phi, coef_cur_out, coef_prev_out):
+    """Whitening coefficients of AR(1) rows in series order; returns sum log(1 - r^2).
+
+    Row i (with predecessor prev[i] = i - 1, or none when prev[i] < 0) whitens to
+    (a_i / d_i - r a_{i-1} / d_{i-1}) / sqrt(1 - r^2), r = phi^gap[i], d = delta[strata].
+
+    Parameters
+    ----------
+    prev : (n,) int64; gap : (n,) float64; strata : (n,) int64; delta : (n_strata,) float64
+    phi : float; coef_cur_out, coef_prev_out : (n,) float64
+    """
+    n = prev.shape[0]
+    total = 0.0
+    for i in range(n):
+        d = delta[strata[i]]
+        if prev[i] >= 0:
+            r = phi ** gap[i]
+            one_m = 1.0 - r * r
+            root = np.sqrt(one_m)
+            total += np.log(one_m)
+            coef_cur_out[i] = 1.0 / (d * root)
+            coef_prev_out[i] = -r / (delta[strata[prev[i]]] * root)
+        else:
+            coef_cur_out[i] = 1.0 / d
+            coef_prev_out[i] = 0.0
+    return total

@@ -83,3 +83,25 @@ def test_whitened_crossprod_matches_materialized_rows():
     for i, r in enumerate(rows):
         want[codes[r], :, 0] += Wz[i] * unit[i]
     np.testing.assert_allclose(blocks, want, atol=1e-12)
+
+
+def test_ar1_whitening_coefficients_match_the_definition():
+    from bigmixed.kernels.residual import ar1_whitening_coefficients
+
+    rng = np.random.default_rng(3)
+    n = 40
+    prev = np.where(rng.random(n) < 0.75, np.arange(n) - 1, -1)
+    prev[0] = -1
+    gap = rng.uniform(0.2, 2.0, n)
+    strata = rng.integers(0, 3, n)
+    delta = np.array([1.0, 1.7, 0.6])
+    phi = 0.55
+    cc, cp = np.empty(n), np.empty(n)
+    total = ar1_whitening_coefficients(prev, gap, strata, delta, phi, cc, cp)
+    has = prev >= 0
+    r = np.where(has, phi ** gap, 0.0)
+    d = delta[strata]
+    np.testing.assert_allclose(cc, 1 / (d * np.sqrt(1 - r**2)), rtol=1e-14)
+    want_prev = np.where(has, -r / (delta[strata[np.maximum(prev, 0)]] * np.sqrt(1 - r**2)), 0.0)
+    np.testing.assert_allclose(cp, want_prev, rtol=1e-14, atol=0)
+    assert total == np.sum(np.log(1 - r[has] ** 2)) or abs(total - np.sum(np.log(1 - r[has] ** 2))) < 1e-12
