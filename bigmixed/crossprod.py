@@ -72,11 +72,18 @@ class CrossProducts:
 
 
 def _sum_chunks(arr: np.ndarray) -> np.ndarray:
-    """Sum the per-chunk partial results in chunk order (deterministic)."""
-    out = arr[0].copy()
+    """Sum the per-chunk partial results in chunk order (deterministic).
+
+    The sum is accumulated in place in chunk 0 (the same additions, in the same order, as
+    into a copy of it) and `arr` is then shrunk in place to that chunk, so that the memory of
+    the other chunks is returned without a third copy at the peak. `arr` must own its data
+    and have no views (the caller's freshly allocated kernel buffer).
+    """
     for c in range(1, arr.shape[0]):
-        out += arr[c]
-    return out
+        arr[0] += arr[c]
+    if arr.shape[0] > 1:
+        arr.resize((1,) + arr.shape[1:], refcheck=False)
+    return arr.reshape(arr.shape[1:])
 
 
 def _pair_blocks(structure: RandomEffectsStructure, b: int, a: int) -> PairBlocks:

@@ -12,6 +12,8 @@ from __future__ import annotations
 import builtins
 import copy
 import difflib
+import functools
+import itertools
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,7 +41,8 @@ class RandomTerm:
     Z : np.ndarray, shape (n_obs, p_k), float64, C-contiguous
         The term's model matrix (the columns multiplying the random effects of one level).
         Terms with the same `expr` (e.g. from ``(1 | a/b)``) share one Z array: do not
-        modify it in place.
+        modify it in place. For an intercept-only term (``(1 | g)``) Z is a read-only view
+        of the value 1.0 broadcast to (n_obs, 1), which takes no memory.
     group_vars : tuple[str, ...]
         The grouping column names, slowest-varying first (("b", "a") for group "b:a").
     correlated : bool
@@ -440,14 +443,174 @@ class _RMaterializer(PandasMaterializer):
                 out[subname] = v
         return out
 
+    # Memory: formulaic computes every column of the matrix (``scale * product of factor
+    # values``, a fresh array each, even for a plain column) before `_combine_columns` copies
+    # them into the matrix, so that at its peak an n x p model matrix takes twice its size.
+    # Here the columns stay lazy (`_LazyColumn`: which factor values to multiply, in
+    # formulaic's order; `_LazyConstant`: the intercept) until they are written into the
+    # preallocated matrix: a product is computed and written one column at a time; a column
+    # that is a factor's values as they are (a data column, a dummy column, log(x)) and the
+    # intercept are copied in blocks of rows, without a temporary.
+
+    @override
+    def _encode_constant(self, value, metadata, encoder_state, spec, drop_rows):
+        if metadata is None and spec.output == "numpy":
+            # the intercept (and formulaic's filler for a missing column): `value` per row
+            return _LazyConstant(value)
+        return super()._encode_constant(value, metadata, encoder_state, spec, drop_rows)
+
+    @override
+    def _get_columns_for_term(self, factors, spec, scale=1):
+        # formulaic's PandasMaterializer._get_columns_for_term (1.2), with lazy columns: the
+        # same names, the same factors multiplied in the same order, hence the same values.
+        if spec.output != "numpy":  # pragma: no cover - bigmixed always asks for numpy
+            return super()._get_columns_for_term(factors, spec, scale)
+        factors = list(factors)
+        names = [
+            ":".join(reversed(product)) for product in itertools.product(*reversed(factors))
+        ]
+        solo: dict = {}
+        indices = []
+        for i, factor in enumerate(factors):
+            if len(factor) == 1:
+                solo.update(factor)
+                indices.append(i)
+        if solo:
+            for index in reversed(indices):
+                factors.pop(index)
+            factors.append({":".join(solo): _LazyProduct(list(solo.values()))})
+        out = {}
+        for i, reversed_product in enumerate(
+            itertools.product(*(factor.items() for factor in reversed(factors)))
+        ):
+            out[names[i]] = _LazyColumn([p[1] for p in reversed(reversed_product)], scale)
+        return out
+
     @override
     def _combine_columns(self, cols, spec, drop_rows):
         n = self.nrows - len(drop_rows)
         out = np.empty((n, len(cols)), dtype=np.float64)  # C order: one row = one obs
+        as_is = []  # (column, values or scalar) copied below, a block of rows at a time
         for j, (_, v) in enumerate(cols):
-            v = getattr(v, "__wrapped__", v)
-            out[:, j] = np.asarray(v, dtype=np.float64).reshape(-1)
+            if isinstance(v, _LazyConstant):
+                as_is.append((j, v.fill_value()))
+            elif isinstance(v, _LazyColumn) and not v.is_plain():
+                out[:, j] = _as_column(v.value(), n)  # a product: one temporary at a time
+            else:
+                as_is.append((j, _as_column(v.value() if isinstance(v, _LazyColumn) else v, n)))
+        _fill_columns(out, as_is)
         return out
+
+
+_FILL_ROWS = 1 << 14
+
+
+def _fill_columns(out: np.ndarray, sources: list, rows=None) -> None:
+    """out[:, j] = values (cast to float64) for each (j, values) of `sources`, a block of rows
+    at a time (cache-friendly for a C-ordered `out`). `values` is a scalar, or an array of
+    len(out) rows, or with `rows` an array indexed by `rows` (out[i, j] = values[rows[i]])."""
+    if not sources:
+        return
+    n = out.shape[0]
+    for start in range(0, n, _FILL_ROWS):
+        stop = min(n, start + _FILL_ROWS)
+        sel = slice(start, stop) if rows is None else rows[start:stop]
+        block = out[start:stop]
+        for j, v in sources:
+            block[:, j] = v if np.ndim(v) == 0 else v[sel]
+
+
+def _unwrap(v):
+    return getattr(v, "__wrapped__", v)
+
+
+def _as_column(v, n: int) -> np.ndarray:
+    """Values for one column of n rows, as `out[:, j] = np.asarray(v, float64).reshape(-1)`
+    would take them (no copy; the cast happens when they are written)."""
+    a = np.asarray(_unwrap(v)).reshape(-1)
+    if a.shape[0] != n:
+        a = np.broadcast_to(a, (n,))  # raises numpy's error for a wrong length
+    return a
+
+
+def _is_unit_scale(scale) -> bool:
+    s = _unwrap(scale)
+    return isinstance(s, (int, float, np.integer, np.floating)) and not isinstance(
+        s, (bool, np.bool_)) and s == 1
+
+
+class _LazyProduct:
+    """formulaic's premultiplied single-column factors of a term: reduce(np.multiply, values),
+    computed on first use and kept for the term's other columns."""
+
+    __slots__ = ("parts", "_value")
+    __array_ufunc__ = None
+
+    def __init__(self, parts):
+        self.parts = parts
+        self._value = None
+
+    def is_plain(self) -> bool:
+        return len(self.parts) == 1
+
+    def value(self):
+        if self._value is None:
+            arrays = [np.asanyarray(_unwrap(p)) for p in self.parts]
+            self._value = functools.reduce(np.multiply, arrays)
+        return self._value
+
+
+class _LazyColumn:
+    """One model-matrix column, ``scale * reduce(np.multiply, parts)`` as formulaic computes
+    it, evaluated only when written into the matrix."""
+
+    __slots__ = ("parts", "scale")
+    __array_ufunc__ = None  # numpy defers `scale * column` to __rmul__
+
+    def __init__(self, parts, scale):
+        self.parts = parts
+        self.scale = scale
+
+    def __rmul__(self, other):  # pragma: no cover - formulaic never rescales a term's columns
+        return _LazyColumn(self.parts, other * self.scale)
+
+    def is_plain(self) -> bool:
+        """One factor's values as they are: no product, scale 1 (1 * v is v exactly)."""
+        if len(self.parts) != 1 or not _is_unit_scale(self.scale):
+            return False
+        p = self.parts[0]
+        return p.is_plain() if isinstance(p, _LazyProduct) else True
+
+    def value(self):
+        arrays = [p.value() if isinstance(p, _LazyProduct) else np.asarray(_unwrap(p))
+                  for p in self.parts]
+        v = functools.reduce(np.multiply, arrays)
+        return v if _is_unit_scale(self.scale) else self.scale * v
+
+
+class _LazyConstant:
+    """formulaic's ``value * numpy.ones(nrows)`` (times a term's scale), written as a fill."""
+
+    __slots__ = ("value", "scale")
+    __array_ufunc__ = None
+
+    def __init__(self, value, scale=1):
+        self.value = value
+        self.scale = scale
+
+    def __rmul__(self, other):
+        return _LazyConstant(self.value, other * self.scale)
+
+    __mul__ = __rmul__
+
+    def fill_value(self):
+        """The same operations on one element, scale * (value * 1.0), as a float64 scalar."""
+        one = self.value * np.ones(1)
+        one = one if _is_unit_scale(self.scale) else _unwrap(self.scale * one)
+        one = np.asarray(one, dtype=np.float64).reshape(-1)
+        if one.shape != (1,):  # pragma: no cover - formulaic's scales are numbers
+            raise ValueError(f"a constant column scaled by {self.scale!r}")
+        return one[0]
 
 
 def _check_two_levels(evaled) -> None:
@@ -506,8 +669,15 @@ def model_spec_column_names(model_spec) -> list:
 
 
 def _build_matrix(
-    rhs: str, intercept: bool, terms: list, frame: pd.DataFrame, what: str, transform_state=None
+    rhs: str, intercept: bool, terms: list, frame: pd.DataFrame, what: str, transform_state=None,
+    *, columns=None, rows=None,
 ):
+    """The model matrix of `terms` (+ intercept) on `frame` -> (C-ordered float64, _MatrixSpec).
+
+    columns : dict name -> array of all rows, for numeric columns that enter `terms` only as a
+        term of their own (see `_plain_columns`); `frame` then holds a stand-in for them and
+        their column of the matrix is copied from the array's rows `rows` (all when None).
+    """
     n = len(frame)
     if not terms:
         spec = _MatrixSpec(rhs, intercept, 0, None, ["(Intercept)"] if intercept else [])
@@ -531,7 +701,32 @@ def _build_matrix(
     names = model_spec_column_names(fitted)
     X = _as_c_float(getattr(mm, "__wrapped__", mm))
     assert X.shape == (n, len(names)), (X.shape, names)
+    if columns:
+        fills, j = [], 0
+        for st in fitted.structure:
+            facs = st.term.factors
+            if len(facs) == 1 and facs[0].eval_method.value == "lookup" and facs[0].expr in columns:
+                assert len(st.columns) == 1, st.columns
+                fills.append((j, columns[facs[0].expr]))
+            j += len(st.columns)
+        _fill_columns(X, fills, rows)
     return X, _MatrixSpec(rhs, intercept, len(terms), fitted, names)
+
+
+def _plain_columns(terms) -> set:
+    """Data columns that enter `terms` only as a term of their own (``x``; not ``x:f``,
+    ``log(x)``): their model-matrix column is the data column itself."""
+    alone, other = set(), set()
+    for facs in terms:
+        if len(facs) == 1 and facs[0].eval_method.value == "lookup":
+            alone.add(facs[0].expr)
+            continue
+        for f in facs:
+            if f.eval_method.value == "lookup":
+                other.add(f.expr)
+            elif f.eval_method.value == "python":
+                other.update(expression_names(f.expr))
+    return alone - other
 
 
 # --------------------------------------------------------------------------------------
@@ -1148,12 +1343,13 @@ def clearly_full_rank(xtx: np.ndarray, n_obs: int) -> bool:
     return bool(np.all(np.diag(chol) > 1e-3))
 
 
-def _aliased_columns(X: np.ndarray, tol: float = _RANK_TOL) -> np.ndarray:
-    """Indices of the columns of X that lme4 keeps (in order); all of them if full rank."""
+def _aliased_columns(X: np.ndarray, tol: float = _RANK_TOL, xtx=None) -> np.ndarray:
+    """Indices of the columns of X that lme4 keeps (in order); all of them if full rank.
+    `xtx`: X'X if already computed."""
     n, p = X.shape
     if p == 0:
         return np.arange(0)
-    if clearly_full_rank(X.T @ X, n):
+    if clearly_full_rank(X.T @ X if xtx is None else xtx, n):
         return np.arange(p)
     rank, pivot = _dqrdc2_rank(_small_equivalent(X), tol)
     return pivot[:rank]
@@ -1172,9 +1368,9 @@ def _user_stacklevel() -> int:
     return level
 
 
-def _drop_aliased(X: np.ndarray, names: list):
+def _drop_aliased(X: np.ndarray, names: list, xtx=None):
     """lme4's check.rankX = "message+drop.cols" -> (X, kept names, dropped names, warning)."""
-    keep = _aliased_columns(X)
+    keep = _aliased_columns(X, xtx=xtx)
     if len(keep) == X.shape[1]:
         return X, list(names), [], None, None
     dropped = [names[j] for j in range(X.shape[1]) if j not in set(keep.tolist())]
@@ -1298,7 +1494,26 @@ def build_design(formula: str, data: pd.DataFrame, *, lme4_checks: bool = True,
     _check_finite(y, f"response column {response!r}", row_index)
     frame_cols: dict = {}
     var_info: dict = {}
+    # Numeric data columns that are a term of their own (the usual `y ~ age + bmi + ...`) are
+    # not copied: formulaic sees a stand-in, and their kept rows are copied from the data
+    # straight into X and Z (`_build_matrix(columns=...)`).
+    plain = _plain_columns(all_terms)
+    plain_values: dict = {}
     for v in covariates:
+        s = data[v]
+        if v in plain and isinstance(s.dtype, np.dtype) and s.dtype.kind in "fiu":
+            values = s.to_numpy()
+            if values.dtype.kind == "f":
+                bad = ~np.isfinite(values)
+                if rows is not None:
+                    bad &= keep
+                if bad.any():
+                    _check_finite(values if rows is None else values[rows], f"column {v!r}",
+                                  row_index)
+            plain_values[v] = values
+            frame_cols[v] = np.broadcast_to(np.float64(np.nan), n_keep)
+            var_info[v] = _VarInfo(v, "numeric")
+            continue
         values, info = _prep_covariate(col(v), v)
         if info.kind == "numeric":
             _check_finite(np.asarray(values, dtype=np.float64), f"column {v!r}", row_index)
@@ -1306,29 +1521,36 @@ def build_design(formula: str, data: pd.DataFrame, *, lme4_checks: bool = True,
         var_info[v] = info
     frame = pd.DataFrame(frame_cols, index=pd.RangeIndex(n_keep), copy=False)
 
-    var_factors: dict = {}
-    for v in group_vars:
-        codes, labels, _ = _factorize(col(v))
-        var_factors[v] = (codes, labels)
+    var_factors = {v: _factorize(col(v))[:2] for v in group_vars}  # (codes, labels)
     group_cache: dict = {}
     for t in parsed.terms:
         if t.group_vars not in group_cache:
             group_cache[t.group_vars] = _group_codes(t.group_vars, var_factors)
+    del var_factors  # the per-variable codes (intp): only the group codes are kept
 
     with np.errstate(divide="ignore", invalid="ignore"):  # +-Inf is reported just below
         X, fixed_mspec = _build_matrix(
-            parsed.fixed, fixed_intercept, fixed_terms, frame, "fixed effects", transform_state
+            parsed.fixed, fixed_intercept, fixed_terms, frame, "fixed effects", transform_state,
+            columns=plain_values, rows=rows,
         )
-    for j in np.flatnonzero(~np.isfinite(X).all(axis=0)):
+    # a column holding NaN or +-Inf has a non-finite sum of squares (an overflow too: each
+    # such column is then checked exactly); X'X is reused by the rank check below
+    xtx = X.T @ X
+    for j in np.flatnonzero(~np.isfinite(np.diag(xtx))):
         _check_finite(X[:, j], f"fixed-effects column {fixed_mspec.names[j]!r}", row_index)
     zs: dict = {}
     for expr, (icpt, trms, _) in rterm_struct.items():
+        if icpt and not trms:  # (1 | g): a column of ones, not stored
+            zs[expr] = (np.broadcast_to(np.float64(1.0), (n_keep, 1)),
+                        _MatrixSpec(expr, True, 0, None, ["(Intercept)"]))
+            continue
         with np.errstate(divide="ignore", invalid="ignore"):
             zs[expr] = _build_matrix(
-                expr, icpt, trms, frame, "random-effects expression", transform_state
+                expr, icpt, trms, frame, "random-effects expression", transform_state,
+                columns=plain_values, rows=rows,
             )
         Z, zspec = zs[expr]
-        for j in np.flatnonzero(~np.isfinite(Z).all(axis=0)):
+        for j in np.flatnonzero(~np.isfinite(np.diag(Z.T @ Z))):
             _check_finite(Z[:, j], f"column {zspec.names[j]!r} of random-effects term "
                           f"({expr} | ...)", row_index)
 
@@ -1367,7 +1589,7 @@ def build_design(formula: str, data: pd.DataFrame, *, lme4_checks: bool = True,
     fixed_names, dropped, w = list(fixed_mspec.names), [], None
     if lme4_checks:
         _check_grouping(flist, terms, n_keep)
-        X, fixed_names, dropped, kept_cols, w = _drop_aliased(X, fixed_names)
+        X, fixed_names, dropped, kept_cols, w = _drop_aliased(X, fixed_names, xtx)
     if w is not None:
         design_warnings.append(w)
         fixed_mspec.all_names = list(fixed_mspec.names)

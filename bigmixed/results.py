@@ -27,8 +27,7 @@ class LMMResults:
         self.reml = model.reml
         self.formula = model.formula
         # the optimizer's vector: theta, then a residual structure's unconstrained parameters
-        self.optimizer_params = record.theta.copy()
-        self.theta, self._residual_eta = model.split_params(self.optimizer_params)
+        self.theta, self._residual_eta = (a.copy() for a in model.split_params(record.theta))
         state = model.state(self.optimizer_params)
         self._state = state
         self.objective = float(state.criterion(self.reml))
@@ -120,6 +119,12 @@ class LMMResults:
                     rows.append((group, names[j], names[i], cov[i, j], np.nan, corr))
         rows.append(("Residual", None, None, self.sigma ** 2, self.sigma, np.nan))
         return pd.DataFrame(rows, columns=["group", "term1", "term2", "variance", "sd", "corr"])
+
+    @property
+    def optimizer_params(self) -> np.ndarray:
+        """The optimizer's parameter vector: theta, then a residual structure's unconstrained
+        parameters (what ``model.objective`` takes)."""
+        return np.concatenate((self.theta, self._residual_eta))
 
     # ---- residual structure (bigmixed.residual) ----------------------------------------
     @property
