@@ -20,12 +20,12 @@ from .objective import NotPositiveDefinite, ProfiledState, profiled_state
 from .optimize import minimize_theta, newton_polish
 from .start import one_factor_start
 from .structure import RandomEffectsStructure
-from .system import BlockDiagonalSystem, SparseSystem
+from .system import SYSTEMS, auto_solver
 from .warnings import CollinearRandomEffectsWarning, ConvergenceWarning, SingularFitWarning
 
 log = logging.getLogger("bigmixed")
 
-SOLVERS = ("auto", "blockdiag", "cholmod")
+SOLVERS = ("auto", "blockdiag", "cholmod", "schur")
 
 # BOBYQA's stopping rules: tight ones match lme4's precision and more; loose ones only need to
 # reach the neighbourhood where one Newton step converges (tuned on bench/references and
@@ -46,8 +46,10 @@ class LinearMixedModel:
     data : pandas.DataFrame
     reml : bool
         REML (default) or maximum likelihood.
-    solver : {"auto", "blockdiag", "cholmod"}
-        "auto" uses the block-diagonal Numba path for one grouping factor, CHOLMOD otherwise.
+    solver : {"auto", "blockdiag", "cholmod", "schur"}
+        "auto" uses the block-diagonal Numba path for one grouping factor; for several, the
+        blocked dense Schur complement ("schur") when the factors other than the largest are
+        small and crossed with it, CHOLMOD otherwise (see bigmixed.system.auto_solver).
     residual : bm.AR1 or bm.CompoundSymmetry, optional
         Correlated residuals within series (nlme's corAR1 / corCAR1 / corCompSymm).
     variance : bm.VarIdent, optional
@@ -114,11 +116,11 @@ class LinearMixedModel:
             self.residual.attach(self.basis, self.work_crossprods)
         t2 = time.perf_counter()
         if solver == "auto":
-            solver = "blockdiag" if len(self.structure.factors) == 1 else "cholmod"
+            solver = auto_solver(self.work_crossprods, self.structure)
         if solver == "blockdiag" and len(self.structure.factors) != 1:
             raise ValueError("solver='blockdiag' needs a single grouping factor")
         self.solver = solver
-        system_cls = BlockDiagonalSystem if solver == "blockdiag" else SparseSystem
+        system_cls = SYSTEMS[solver]
         self.system = system_cls(self.work_crossprods, self.structure)
         if self.residual is not None:
             self._load_residual(self.residual.eta0)

@@ -31,6 +31,11 @@ def fill_scaled_gram(T_all, P_of, blk_row_factor, blk_col_factor, raw_offset, ra
         Pr = P_of[fr]
         Pc = P_of[fc]
         off = raw_offset[k]
+        if Pr == 1 and Pc == 1:  # intercept-only factors: one scalar per block
+            idx = pos[off]
+            if idx >= 0:
+                data_out[idx] = T_all[fr, 0, 0] * raw[off] * T_all[fc, 0, 0]
+            continue
         for a in range(Pr):
             for b in range(Pc):
                 idx = pos[off + a * Pc + b]
@@ -115,3 +120,20 @@ def lookup_entries(indptr, indices, rows, cols, pos_out):
     """pos_out[k] <- position of entry (rows[k], cols[k]) in a CSC pattern with sorted rows (-1 if absent)."""
     for k in range(rows.shape[0]):
         pos_out[k] = _find(indptr, indices, cols[k], rows[k])
+
+
+@njit(cache=True, nogil=True)
+def fill_scaled_scalar(t, raw_csc, fac_row, fac_col, data_out):
+    """data_out[k] <- t[fac_row[k]] * raw_csc[k] * t[fac_col[k]]: `fill_scaled_gram` when every
+    factor has one random effect per level (T is the scalar t[f]), with the Z'Z values already
+    in CSC order (no scatter).
+
+    Parameters
+    ----------
+    t : (n_factors,) float64, theta of each factor
+    raw_csc : (nnz,) float64, the entries of lower(Z'Z) in the CSC order of data_out
+    fac_row, fac_col : (nnz,) int64, factor of each entry's row / column
+    data_out : (nnz,) float64, the CSC data array of lower(Lambda'Z'Z Lambda)
+    """
+    for k in range(raw_csc.shape[0]):
+        data_out[k] = t[fac_row[k]] * raw_csc[k] * t[fac_col[k]]
