@@ -97,14 +97,16 @@ def minimize_theta(fun, theta0, lower, *, ftol_abs=1e-10, ftol_rel=1e-13, xtol_a
             x, res = run(trial)
     if restartable is not None:
         # A fit that ends on the boundary may sit in a local optimum of the rank-deficient
-        # covariance (e.g. a rank-one T pointing the wrong way). Restart from two fresh
-        # interior points (the estimate's diagonal with zero variances put back to 1, and a
-        # small multiple of lme4's start) and keep the best point found.
+        # covariance (e.g. a rank-one T pointing the wrong way). Restart from three fresh
+        # interior points (the estimate's diagonal with zero variances put back to 1; a small
+        # multiple of lme4's start; the estimate with its covariances' signs flipped, i.e. the
+        # mirrored rank-one direction, and small positive variances) and keep the best point.
         diag = lower == 0
         zero = diag & (best[1] < 1e-4)
         if np.any(zero & restartable):
             tried = [theta0]
-            for trial in (np.where(diag, np.where(zero, 1.0, best[1]), 0.0), 0.2 * theta0):
+            mirrored = np.where(diag, np.where(zero, 0.1, best[1]), -best[1])
+            for trial in (np.where(diag, np.where(zero, 1.0, best[1]), 0.0), 0.2 * theta0, mirrored):
                 if any(np.allclose(trial, t) for t in tried):
                     continue
                 tried.append(trial)
