@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/dask_bench.py                      # 10M rows, 1M patients, 10k hospitals
     .venv/bin/python bench/dask_bench.py --rows 100_000_000   # the issue's full target
+    .venv/bin/python bench/dask_bench.py --agreement          # in memory vs Dask, small models
 
 Data: `bigmixed.data_gen.generate_hdp` (doctors nested in hospitals, patients nested in doctors,
 `visits` rows per patient, a doctor random slope on time and a patient random intercept),
@@ -17,6 +18,11 @@ Measured: the wall time of `bm.lmm(formula, data=dd.read_parquet(...)).fit()` on
 0.2 s) and of this (client) process; and, as the floor, the time of a bare read of the same
 columns of the same files: ``dd.read_parquet(path, columns=...).sum().compute()``.
 Writes bench/results/dask.md.
+
+--agreement: the same data in memory and through Dask (synchronous scheduler, 2, 7 and 13
+partitions) for small models of several shapes, REML and ML: prints the largest relative
+difference of theta, beta, sigma, the SEs and the objective (0 expected: the cross-products are
+double-double sums rounded once, the same bits whatever the partitioning). Writes nothing.
 """
 from __future__ import annotations
 
@@ -82,6 +88,59 @@ def make_data(path: Path, rows: int, patients: int, hospitals: int, partitions: 
                 gen_s=time.perf_counter() - t0)
 
 
+AGREEMENT_MODELS = [
+    ("intercept", "mobility ~ age + sex + time + (1 | doctor)", "slope"),
+    ("slope", "mobility ~ age + sex + time + (1 + time | doctor)", "slope"),
+    ("crossed", "mobility ~ age + wbc + (1 | doctor) + (1 | hospital)", "crossed"),
+    ("nested", "mobility ~ age + wbc + (1 | hospital/doctor)", "crossed"),
+    ("nested_slope", "mobility ~ age + time + (1 + time | doctor) + (1 | patient)", "slope"),
+    ("transforms", "mobility ~ scale(age) + poly(time, 2) + center(wbc) + (1 + time | doctor)", "slope"),
+]
+
+
+def agreement(partitions=(2, 7, 13)) -> None:
+    """In memory vs Dask (synchronous) on the data of tests/test_distributed.py."""
+    import warnings
+
+    import dask
+    import dask.dataframe as dd
+
+    import bigmixed as bm
+    from bigmixed.data_gen import generate_hdp
+
+    data = {
+        "slope": generate_hdp(150, seed=11, n_visits=4, irregular_times=True, slope_sd=0.4,
+                              slope_corr=0.3, missing_share=0.03).data,
+        "crossed": generate_hdp(120, seed=12, n_hospitals=15, missing_share=0.02).data,
+    }
+
+    def rel(a, b):
+        a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+        scale = float(np.max(np.abs(b)))
+        return float(np.max(np.abs(a - b))) / (scale if scale > 0 else 1.0)
+
+    names = ("theta", "beta", "sigma", "bse", "objective")
+    print(f"{'model':14s} {'crit':4s} {'parts':>5s} " + " ".join(f"{n:>9s}" for n in names))
+    worst = 0.0
+    for label, formula, which in AGREEMENT_MODELS:
+        df = data[which]
+        for reml in (True, False):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                f0 = bm.lmm(formula, df, reml=reml).fit()
+                for k in partitions:
+                    bounds = np.linspace(0, len(df), k + 1).astype(int)
+                    ddf = dd.from_delayed([dask.delayed(df.iloc[a:b]) for a, b in zip(bounds[:-1], bounds[1:])],
+                                          meta=df.iloc[:0], verify_meta=False)
+                    with dask.config.set(scheduler="synchronous"):
+                        f1 = bm.lmm(formula, ddf, reml=reml).fit()
+                    d = [rel(getattr(f1, n), getattr(f0, n)) for n in names]
+                    worst = max(worst, *d)
+                    print(f"{label:14s} {'REML' if reml else 'ML':4s} {k:5d} " + " ".join(f"{x:9.1e}" for x in d),
+                          flush=True)
+    print(f"largest relative difference: {worst:.1e}")
+
+
 class Sampler:
     """Peak RSS per worker, sampled with client.run every `every` seconds."""
 
@@ -127,7 +186,12 @@ def main(argv=None):
     ap.add_argument("--out", default=str(RESULTS / "dask.md"))
     ap.add_argument("--in-memory", action="store_true",
                     help="also fit the same data in memory (pandas) and compare the estimates")
+    ap.add_argument("--agreement", action="store_true",
+                    help="only compare in-memory and Dask fits of small models (see above)")
     args = ap.parse_args(argv)
+    if args.agreement:
+        agreement()
+        return
 
     import dask.dataframe as dd
 
@@ -184,7 +248,8 @@ def main(argv=None):
         mem_s = time.perf_counter() - t
         rel = lambda a, b: float(np.max(np.abs(np.asarray(a) - np.asarray(b))) / np.max(np.abs(np.asarray(b))))  # noqa: E731
         compare = dict(mem_s=mem_s, objective=rel(fit.objective, f0.objective), theta=rel(fit.theta, f0.theta),
-                       beta=rel(fit.beta, f0.beta), se=rel(fit.bse, f0.bse))
+                       beta=rel(fit.beta, f0.beta), se=rel(fit.bse, f0.bse),
+                       sigma=rel(fit.sigma, f0.sigma))
         del df, f0
 
     tm = model.timings
@@ -226,7 +291,9 @@ def main(argv=None):
     if compare:
         lines += ["", f"Same data in memory (pandas, `bm.lmm(formula, df).fit()`): {compare['mem_s']:.1f} s; "
                   f"max relative differences: objective {compare['objective']:.1e}, theta {compare['theta']:.1e}, "
-                  f"beta {compare['beta']:.1e}, SEs {compare['se']:.1e}."]
+                  f"beta {compare['beta']:.1e}, SEs {compare['se']:.1e}, sigma {compare['sigma']:.1e} "
+                  "(the cross-products are double-double sums rounded once: the same bits whatever "
+                  "the partitioning, so 0 is expected)."]
     text = "\n".join(lines) + "\n"
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(text)

@@ -90,12 +90,12 @@ def test_factor_crossprod(benchmark, rows_1m, P):
     zz = np.zeros((chunks, levels, P, P))
     zxy = np.zeros((chunks, levels, P, m))
     gram = np.zeros((chunks, m, m))
+    bufs = (zz, zxy, gram, np.zeros_like(zz), np.zeros_like(zxy), np.zeros_like(gram))
 
     def run():
-        zz.fill(0.0)
-        zxy.fill(0.0)
-        gram.fill(0.0)
-        factor_crossprod(codes, Z, unit, X, y, True, zz, zxy, gram)
+        for u in bufs:
+            u.fill(0.0)
+        factor_crossprod(codes, Z, unit, X, y, True, *bufs)
 
     run()  # JIT
     benchmark.extra_info.update(rows=len(y), levels=levels, P=P, chunks=chunks)

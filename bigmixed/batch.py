@@ -56,7 +56,7 @@ import numpy as np
 import pandas as pd
 
 from . import tidy as _tidy
-from .crossprod import CrossProducts
+from .crossprod import CrossProducts, _rounded, _sum_chunks
 from .design import build_design
 from .errors import (
     BigmixedError,
@@ -451,13 +451,14 @@ class _Batch:
         for fi, f in enumerate(model.structure.factors):
             zy_out = np.zeros((chunks, f.n_levels, f.n_columns))
             xy_out = np.zeros((chunks, p + 1))
+            zy_lo, xy_lo = np.zeros_like(zy_out), np.zeros_like(xy_out)
             response_crossprod(f.codes, _EMPTY_Z if f.unit_z else f.Z, f.unit_z, X, y, fi == 0,
-                               zy_out, xy_out)
+                               zy_out, xy_out, zy_lo, xy_lo)
             z = base.zxy[fi].copy()
-            z[:, :, p] = _sum_chunks(zy_out)
+            z[:, :, p] = _rounded(*_sum_chunks(zy_out, zy_lo))
             zxy.append(z)
             if fi == 0:
-                xy = _sum_chunks(xy_out)
+                xy = _rounded(*_sum_chunks(xy_out, xy_lo))
         gram = base.gram.copy()
         gram[p, :p] = xy[:p]
         gram[:p, p] = xy[:p]
@@ -568,14 +569,6 @@ def _take(it, n):
             out.append(next(it))
         except StopIteration:
             break
-    return out
-
-
-def _sum_chunks(arr: np.ndarray) -> np.ndarray:
-    """Sum per-chunk partial results in chunk order (as `bigmixed.crossprod` does)."""
-    out = arr[0].copy()
-    for c in range(1, arr.shape[0]):
-        out += arr[c]
     return out
 
 

@@ -4,6 +4,12 @@ formula -> design -> structure -> **cross-products** -> factor -> objective -> o
 
 After this step the N rows are never read again by the optimizer: every evaluation of the
 objective works from these arrays, whose size depends on the number of levels, not of rows.
+
+Every sum is a double-double (the kernels' ``*_out`` + ``*_lo``, chunks added with
+`bigmixed.compensated.add_compensated`) rounded once at the end: the cross-products are the
+correctly rounded sums of the rows' products whatever the split into chunks or partitions
+and the row order (see bigmixed.compensated), so a fit from a partitioned Dask DataFrame
+(bigmixed.distributed) gets the same bits, hence the same optimizer path, as in memory.
 """
 from __future__ import annotations
 
@@ -11,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .compensated import add_compensated
 from .kernels import factor_crossprod, factor_crossprod_serial, n_row_chunks, pair_crossprod
 from .structure import RandomEffectsStructure
 
@@ -48,22 +55,15 @@ class CrossProducts:
     @classmethod
     def compute(cls, X: np.ndarray, y: np.ndarray, structure: RandomEffectsStructure) -> "CrossProducts":
         n, p = X.shape
-        m = p + 1
         chunks = n_row_chunks(n)
         zz, zxy = [], []
         gram = None
         for fi, f in enumerate(structure.factors):
-            P = f.n_columns
-            zz_out = np.zeros((chunks, f.n_levels, P, P))
-            zxy_out = np.zeros((chunks, f.n_levels, P, m))
-            gram_out = np.zeros((chunks, m, m))
-            Z = _EMPTY_Z if f.unit_z else f.Z
-            kernel = factor_crossprod if chunks > 1 else factor_crossprod_serial
-            kernel(f.codes, Z, f.unit_z, X, y, fi == 0, zz_out, zxy_out, gram_out)
-            zz.append(_sum_chunks(zz_out))
-            zxy.append(_sum_chunks(zxy_out))
+            zz_hi, zz_lo, zxy_hi, zxy_lo, gram_hi, gram_lo = factor_sums(f, X, y, fi == 0, chunks)
+            zz.append(_rounded(zz_hi, zz_lo))
+            zxy.append(_rounded(zxy_hi, zxy_lo))
             if fi == 0:
-                gram = _sum_chunks(gram_out)
+                gram = _rounded(gram_hi, gram_lo)
         pairs = []
         for b in range(len(structure.factors)):
             for a in range(b):
@@ -71,26 +71,57 @@ class CrossProducts:
         return cls(n, p, zz, zxy, gram, pairs)
 
 
-def _sum_chunks(arr: np.ndarray) -> np.ndarray:
-    """Sum the per-chunk partial results in chunk order (deterministic).
+def _sum_chunks(hi: np.ndarray, lo: np.ndarray):
+    """Add the per-chunk double-doubles (hi[c], lo[c]) in chunk order (deterministic) ->
+    (hi, lo) of the total, not rounded.
 
-    The sum is accumulated in place in chunk 0 (the same additions, in the same order, as
-    into a copy of it) and `arr` is then shrunk in place to that chunk, so that the memory of
-    the other chunks is returned without a third copy at the peak. `arr` must own its data
-    and have no views (the caller's freshly allocated kernel buffer).
+    The sum is accumulated in place in chunk 0 and the buffers are then shrunk in place to
+    that chunk, so that the memory of the other chunks is returned without a third copy at
+    the peak. `hi` and `lo` must own their data and have no views (the caller's freshly
+    allocated kernel buffers).
     """
-    for c in range(1, arr.shape[0]):
-        arr[0] += arr[c]
-    if arr.shape[0] > 1:
-        arr.resize((1,) + arr.shape[1:], refcheck=False)
-    return arr.reshape(arr.shape[1:])
+    for c in range(1, hi.shape[0]):
+        add_compensated(hi[0], lo[0], hi[c], lo[c])
+    out = []
+    for arr in (hi, lo):
+        if arr.shape[0] > 1:
+            arr.resize((1,) + arr.shape[1:], refcheck=False)
+        out.append(arr.reshape(arr.shape[1:]))
+    return out[0], out[1]
 
 
-def _pair_blocks(structure: RandomEffectsStructure, b: int, a: int) -> PairBlocks:
+def _rounded(hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
+    """The double-double (hi, lo) rounded once to float64, in place in hi."""
+    hi += lo
+    return hi
+
+
+def factor_sums(f, X: np.ndarray, y: np.ndarray, with_gram: bool, chunks: int):
+    """One factor's blocks Z_g'Z_g, Z_g'[X y] and (with_gram) [X y]'[X y] as double-doubles
+    summed over `chunks` row chunks: (zz_hi, zz_lo, zxy_hi, zxy_lo, gram_hi, gram_lo), the gram
+    pair None without with_gram. `f` needs codes (0..n_levels-1), n_levels, n_columns, unit_z, Z.
+    """
+    m = X.shape[1] + 1
+    P = f.n_columns
+    zz_out = np.zeros((chunks, f.n_levels, P, P))
+    zxy_out = np.zeros((chunks, f.n_levels, P, m))
+    gram_out = np.zeros((chunks, m, m))
+    zz_lo, zxy_lo, gram_lo = np.zeros_like(zz_out), np.zeros_like(zxy_out), np.zeros_like(gram_out)
+    kernel = factor_crossprod if chunks > 1 else factor_crossprod_serial
+    kernel(f.codes, _EMPTY_Z if f.unit_z else f.Z, f.unit_z, X, y, with_gram, zz_out, zxy_out,
+           gram_out, zz_lo, zxy_lo, gram_lo)
+    gram = _sum_chunks(gram_out, gram_lo) if with_gram else (None, None)
+    return _sum_chunks(zz_out, zz_lo) + _sum_chunks(zxy_out, zxy_lo) + gram
+
+
+def pair_sums(structure: RandomEffectsStructure, b: int, a: int):
+    """Co-occurrence blocks of factors b (rows) and a (columns) as double-doubles: (sorted
+    keys level_b * n_levels_a + level_a of the pairs that occur, blocks_hi, blocks_lo)."""
     fb, fa = structure.factors[b], structure.factors[a]
     key = fb.codes.astype(np.int64) * np.int64(fa.n_levels) + fa.codes.astype(np.int64)
     uniq, ids = np.unique(key, return_inverse=True)
     blocks = np.zeros((len(uniq), fb.n_columns, fa.n_columns))
+    lo = np.zeros_like(blocks)
     pair_crossprod(
         ids.astype(np.int64, copy=False),
         _EMPTY_Z if fb.unit_z else fb.Z,
@@ -98,5 +129,12 @@ def _pair_blocks(structure: RandomEffectsStructure, b: int, a: int) -> PairBlock
         _EMPTY_Z if fa.unit_z else fa.Z,
         fa.unit_z,
         blocks,
+        lo,
     )
-    return PairBlocks(b, a, uniq // fa.n_levels, uniq % fa.n_levels, blocks)
+    return uniq, blocks, lo
+
+
+def _pair_blocks(structure: RandomEffectsStructure, b: int, a: int) -> PairBlocks:
+    uniq, hi, lo = pair_sums(structure, b, a)
+    n_a = structure.factors[a].n_levels
+    return PairBlocks(b, a, uniq // n_a, uniq % n_a, _rounded(hi, lo))

@@ -157,6 +157,7 @@ from formulaic.utils.cast import as_columns  # noqa: E402
 from formulaic.utils.null_handling import drop_rows as _drop_nulls  # noqa: E402
 from interface_meta import override  # noqa: E402
 
+from .compensated import complete_state  # noqa: E402
 from .errors import (  # noqa: E402
     ColumnNameError,
     DataTypeError,
@@ -204,25 +205,14 @@ def _r_ordered(x):
 def _r_scale(data, center=True, scale=True, _state={}):  # noqa: B006 - stateful transform
     """R's ``scale(x)``: centre by the mean, divide by the sd (n - 1), ignoring NaN.
 
-    State (centre, scale) is kept for new data, as R's makepredictcall does for scale().
+    State (centre, scale) is kept for new data, as R's makepredictcall does for scale(). It is
+    computed from order-independent sums (bigmixed.compensated), so that a fit from the
+    partitions of a Dask DataFrame finds the same state, bit for bit.
     """
     x = np.asarray(getattr(data, "__wrapped__", data), dtype=np.float64)
-    if "center" not in _state:
-        if isinstance(center, bool):
-            _state["center"] = np.nanmean(x, axis=0) if center else None
-        else:
-            _state["center"] = np.asarray(center, dtype=np.float64)
+    complete_state("scale", x, _state, center=center, scale=scale)
     if _state["center"] is not None:
         x = x - _state["center"]
-    if "scale" not in _state:
-        if isinstance(scale, bool):
-            if scale:
-                m = np.sum(~np.isnan(x), axis=0)
-                _state["scale"] = np.sqrt(np.nansum(x**2, axis=0) / (m - 1))
-            else:
-                _state["scale"] = None
-        else:
-            _state["scale"] = np.asarray(scale, dtype=np.float64)
     if _state["scale"] is not None:
         x = x / _state["scale"]
     return x
@@ -235,13 +225,19 @@ def _r_center(data, _state={}):  # noqa: B006 - stateful transform
 
 @stateful_transform
 def _r_poly(x, degree=1, raw=False, _state={}):  # noqa: B006 - stateful transform
-    """formulaic's poly (the same basis as R's orthogonal poly()), refusing NaN like R."""
+    """formulaic's poly (the same basis as R's orthogonal poly()), refusing NaN like R.
+
+    The coefficients of the recurrence (the state) come from order-independent sums
+    (bigmixed.compensated, the same recurrence as formulaic's), so that a fit from the
+    partitions of a Dask DataFrame finds the same basis, bit for bit; formulaic then
+    evaluates the basis from them."""
     arr = np.asarray(getattr(x, "__wrapped__", x), dtype=np.float64)
     if np.isnan(arr).any():
         raise DesignError(
             "missing values are not allowed in 'poly' (R refuses them too); drop the rows "
             "with a missing value first"
         )
+    complete_state("poly", arr, _state, degree=degree, raw=raw)
     return _formulaic_poly(arr, degree=degree, raw=raw, _state=_state)
 
 
@@ -1029,9 +1025,12 @@ def _factor_columns(terms, data_columns, where: str) -> list:
     return out
 
 
-def _evaluate_expressions(terms, data: pd.DataFrame, covariates: list, na: np.ndarray):
+def _evaluate_expressions(terms, data: pd.DataFrame, covariates: list, na: np.ndarray,
+                          transform_state=None):
     """Evaluate the expression factors (log(x), scale(x), ...) on all rows.
 
+    `transform_state`: the state of data-dependent transforms (scale(), poly(), ...) found
+    beforehand (e.g. over all partitions of a Dask DataFrame); by default they find it here.
     Returns (rows where one evaluates to NaN, formulaic transform state).
     """
     factors = list(
@@ -1046,6 +1045,7 @@ def _evaluate_expressions(terms, data: pd.DataFrame, covariates: list, na: np.nd
         materializer_params={"evaluate_only": True},
         output="numpy",
         na_action="ignore",
+        transform_state=copy.deepcopy(transform_state or {}),
     )
     try:
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -1393,7 +1393,7 @@ def _drop_aliased(X: np.ndarray, names: list, xtx=None):
 
 
 def build_design(formula: str, data: pd.DataFrame, *, lme4_checks: bool = True,
-                 extra_columns: tuple = ()) -> Design:
+                 extra_columns: tuple = (), transform_state=None) -> Design:
     """Evaluate an lme4 formula on a DataFrame.
 
     Rows with a missing value in any column the model uses are dropped (lme4's na.omit);
@@ -1414,6 +1414,11 @@ def build_design(formula: str, data: pd.DataFrame, *, lme4_checks: bool = True,
         Further columns the model uses outside the formula: a missing one raises the same
         error naming its role, rows with a missing value in it are dropped like the others,
         and its kept rows are returned in ``Design.extra``.
+    transform_state : dict, optional
+        The state of the data-dependent transforms (scale(), center(), poly()) as formulaic
+        keeps it (``{"scale(x)": {"center": ..., "scale": ...}, ...}``), found beforehand on
+        other data (bigmixed.distributed: over all partitions); by default it is found on
+        `data`, as R's model.frame does.
     """
     if not isinstance(data, pd.DataFrame):
         raise DataTypeError(f"data must be a pandas DataFrame, got {type(data).__name__}")
@@ -1469,9 +1474,10 @@ def build_design(formula: str, data: pd.DataFrame, *, lme4_checks: bool = True,
     # transforms therefore see the rows that na.omit removes later, exactly as in R; their
     # state is reused below and for new data.
     all_terms = list(fixed_terms) + [t for v in rterm_struct.values() for t in v[1]]
-    transform_state: dict = {}
+    transform_state = dict(transform_state or {})
     if _has_expressions(all_terms):
-        bad, transform_state = _evaluate_expressions(all_terms, data, covariates, na)
+        bad, transform_state = _evaluate_expressions(all_terms, data, covariates, na,
+                                                     transform_state)
         na |= bad
     keep = ~na
     n_keep = int(keep.sum())

@@ -11,6 +11,12 @@
 The engine only needs cross-products whose size depends on the number of levels, not of
 rows (see crossprod.py), and cross-products of disjoint row sets add up. So:
 
+pass 0 (only with scale(), center() or poly() in the formula)
+    Their state (means, SDs, the coefficients of the orthogonal polynomials) is found over all
+    rows, as R's model.frame and `build_design` find it (before na.omit), from double-double
+    sums added over the partitions: bit-identical to the in-memory state. It takes rounds (the
+    SD needs the mean first; poly(x, d) d + 1 rounds), one pass each over the partitions,
+    reading only the columns these expressions use (see `_global_transform_state`).
 pass 1 (levels)
     Per partition: the rows kept (na.omit, and rows where an expression such as log(x) is
     NaN), the distinct values of every grouping column and factor covariate among them, and
@@ -25,9 +31,14 @@ pass 2 (cross-products)
     (`design_matrices_for_newdata` on the template), the partition's Z'Z, Z'[X y] and
     [X y]'[X y] blocks from the same Numba kernels as in memory (serial variants: Dask
     supplies the parallelism), the co-occurrence blocks of crossed factors, and the R factor
-    of a QR of X. Partials are summed in a fixed tree over the partitions in partition order
-    (``split_every`` at a time, each node adding its children left to right), so results
-    are reproducible whatever the scheduler or the number of workers.
+    of a QR of X. The sums are double-doubles (the kernels' compensated sums, see
+    bigmixed.crossprod) and partials are added in double-double, in a fixed tree over the
+    partitions in partition order (``split_every`` at a time, each node adding its children
+    left to right); they are rounded once, at the end. So the cross-products are the
+    correctly rounded sums of the rows' products, as in memory: bit-identical to the
+    in-memory ones whatever the number of partitions, the scheduler or the number of workers
+    (up to a last-bit difference with probability of order n eps per entry), and the fit,
+    which follows those bits, is the in-memory fit.
 then
     Rank deficiency of X is decided on the reduced system: the fast Cholesky test on the
     global X'X as in memory, else R's dqrdc2 on the stacked-and-re-factored R factors (a
@@ -40,12 +51,13 @@ Nothing here starts or manages a cluster: the computations run on whatever Dask 
 active (a `distributed.Client`, ``dask.config.set(scheduler=...)``, or Dask's default).
 `local_cluster()` is a convenience that starts a LocalCluster sized to this machine.
 
-Not supported (a clear error is raised): data-dependent transforms that need the whole column
-(scale(), center(), poly(), splines), and expressions that turn a numeric column into a factor
-(factor(x), C(x) on a numeric x) -- convert such columns before fitting.
+Not supported (a clear error is raised): other transforms that need the whole column
+(splines: bs(), cr(), ...; lag()), and expressions other than factor(x), ordered(x) and C(x)
+that turn a numeric column into a factor -- compute such columns before fitting.
 """
 from __future__ import annotations
 
+import copy
 import os
 import time
 import warnings
@@ -56,9 +68,9 @@ import numpy as np
 import pandas as pd
 
 from . import design as _d
-from .crossprod import CrossProducts, PairBlocks, _EMPTY_Z, _pair_blocks
+from .compensated import TRANSFORM_STATES, add_compensated, merge_sums
+from .crossprod import CrossProducts, PairBlocks, factor_sums, pair_sums
 from .errors import DesignError, EmptyDataError
-from .kernels import factor_crossprod_serial
 from .model import LinearMixedModel
 from .results import LMMResults
 from .structure import RandomEffectsStructure
@@ -116,6 +128,8 @@ class _Plan:
     group_exprs: list  # distinct group_vars tuples
     has_expressions: bool
     level_columns: list = field(default_factory=list)  # numeric columns made factors: factor(x)
+    stateful: bool = False  # scale(), center() or poly() in the formula: their state is global
+    transform_state: Any = None  # that state (formulaic's), once found over all partitions
     _cache: dict = field(default_factory=dict, repr=False)
 
     def parsed(self):
@@ -136,6 +150,22 @@ class _Plan:
                     terms += list(_d.r_term_order(t.expr)[1])
             self._cache["terms"] = terms
         return self._cache["terms"]
+
+    def stateful_factors(self):
+        """The expression factors that call scale(), center() or poly() (each once)."""
+        if "stateful" not in self._cache:
+            out = {}
+            for facs in self.all_terms():
+                for f in facs:
+                    if f.eval_method.value != "lookup" and _stateful_calls(f.expr):
+                        out.setdefault(f.expr, f)
+            self._cache["stateful"] = list(out.values())
+        return self._cache["stateful"]
+
+    def state_columns(self) -> list:
+        """The columns the stateful expressions read."""
+        names = {n for f in self.stateful_factors() for n in _d.expression_names(f.expr)}
+        return [v for v in self.covariates if v in names]
 
     def __getstate__(self):
         state = dict(self.__dict__)
@@ -179,8 +209,10 @@ def _make_plan(formula: str, meta: pd.DataFrame) -> _Plan:
     all_terms = list(fixed_terms) + [f for trms in seen.values() for f in trms]
     _check_row_local(all_terms)
     group_exprs = list(dict.fromkeys(t.group_vars for t in parsed.terms))
+    stateful = any(_stateful_calls(f.expr) for facs in all_terms for f in facs
+                   if f.eval_method.value != "lookup")
     return _Plan(formula, response, covariates, group_vars, used, group_exprs,
-                 _d._has_expressions(all_terms), _level_columns(all_terms, covariates))
+                 _d._has_expressions(all_terms), _level_columns(all_terms, covariates), stateful)
 
 
 def _level_columns(terms, covariates) -> list:
@@ -199,9 +231,21 @@ def _level_columns(terms, covariates) -> list:
     return out
 
 
+# Data-dependent transforms whose state is found over all partitions (in rounds of sums, see
+# bigmixed.compensated): R's scale(), center() and poly() as bigmixed.design defines them.
+_GLOBAL_STATE = frozenset({"scale", "center", "poly"})
+
+
+def _stateful_calls(expr: str) -> list:
+    from .formula import expression_calls
+
+    return [n for n in expression_calls(expr) if n in _GLOBAL_STATE]
+
+
 def _check_row_local(terms) -> None:
-    """Refuse expressions whose value on a row depends on other rows (state fitted on the whole
-    column, or neighbouring rows): per partition they would differ from the in-memory fit."""
+    """Refuse expressions whose value on a row depends on other rows in a way the partitions
+    cannot reproduce (splines' knots, neighbouring rows): per partition they would differ from
+    the in-memory fit. scale(), center() and poly() are fine: their state is found globally."""
     from formulaic.transforms import TRANSFORMS
 
     from .formula import expression_calls
@@ -211,13 +255,16 @@ def _check_row_local(terms) -> None:
             if f.eval_method.value == "lookup":
                 continue
             for name in expression_calls(f.expr):
+                if name in _GLOBAL_STATE:
+                    continue
                 fn = _d._CONTEXT.get(name, TRANSFORMS.get(name))
                 stateful = getattr(fn, "__is_stateful_transform__", False) and name != "Q"
                 if stateful or name == "lag":
                     raise NotImplementedError(
                         f"{f.expr}: {name}() needs the whole column (its value on a row depends "
                         "on other rows), which a fit from Dask partitions does not see at once; "
-                        "compute the column before fitting (e.g. ddf.assign(...))")
+                        "compute the column before fitting (e.g. ddf.assign(...)); scale(), "
+                        "center() and poly() are supported")
 
 
 def _kept_rows(part: pd.DataFrame, plan: _Plan):
@@ -229,7 +276,8 @@ def _kept_rows(part: pd.DataFrame, plan: _Plan):
     if plan.has_expressions and len(part):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            bad, _ = _d._evaluate_expressions(plan.all_terms(), part, plan.covariates, na)
+            bad, _ = _d._evaluate_expressions(plan.all_terms(), part, plan.covariates, na,
+                                              plan.transform_state)
         n_expr = int(bad.sum())
         na |= bad
     return ~na, n_expr
@@ -240,6 +288,171 @@ def _validate_partition(part: pd.DataFrame, plan: _Plan) -> None:
     _d._check_response(part[plan.response], plan.response)
     for v in plan.group_vars:
         _d._check_group_column(part[v], v)
+
+
+# ======================================================================================
+# Pass 0: the state of scale(), center(), poly(), found over all partitions
+# ======================================================================================
+#
+# In memory, build_design evaluates these transforms on all rows (before na.omit, as R's
+# model.frame) and each one computes its state from sums over the column in rounds
+# (bigmixed.compensated: scale() needs the mean, then the sum of squares about it; poly(x, d)
+# d + 1 rounds of the three-term recurrence). Here each round is one pass over the partitions
+# reading only the columns these expressions use: every partition evaluates the expressions
+# with the state so far, the transforms replaced by collectors that return the round's sums
+# (double-doubles), the sums are added over the partitions and the state advanced, exactly as
+# in memory. A transform nested in another (poly(scale(x), 2)) waits for the inner one.
+
+
+class _RoundFlags:
+    """Set when a transform of the expression being evaluated is not complete this round (its
+    value is a placeholder, so transforms around it must wait)."""
+
+    def __init__(self):
+        self.pending = False
+
+
+def _collector(kind: str, real, bind, flags: _RoundFlags):
+    from formulaic.utils.stateful_transforms import stateful_transform
+
+    prepare, needs, sums, _ = TRANSFORM_STATES[kind]
+
+    def collect(data, *args, _state={}, _context=None, **kwargs):  # noqa: B006 - stateful transform
+        call = bind(*args, **kwargs)
+        x = np.asarray(getattr(data, "__wrapped__", data), dtype=np.float64)
+        width = (call["degree"],) if kind == "poly" and not call["raw"] else x.shape[1:]
+        placeholder = np.full((x.shape[0],) + tuple(width), np.nan)
+        if _context is None:
+            # formulaic also calls the transforms inside another one while it looks for the
+            # variables an expression uses (`get_required_variables`), without a state: not
+            # an evaluation
+            return placeholder
+        if not flags.pending:
+            prepare(_state, **call)
+            op = needs(_state, **call)
+            if op is None:  # complete: the transform's values
+                return real(data, *args, _state=_state, **kwargs)
+            _state["__report__"] = (kind, call, op, sums(x, _state, op))
+        else:
+            _state["__report__"] = None  # waits for a transform inside it
+        flags.pending = True
+        return placeholder
+
+    return stateful_transform(collect)
+
+
+def _bind_scale(center=True, scale=True):
+    return {"center": center, "scale": scale}
+
+
+def _bind_center():
+    return {"center": True, "scale": False}
+
+
+def _bind_poly(degree=1, raw=False):
+    return {"degree": int(degree), "raw": bool(raw)}
+
+
+def _collectors(flags: _RoundFlags) -> dict:
+    return {
+        "scale": _collector("scale", _d._r_scale, _bind_scale, flags),
+        "center": _collector("scale", _d._r_center, _bind_center, flags),
+        "poly": _collector("poly", _d._r_poly, _bind_poly, flags),
+    }
+
+
+def _state_round_partition(part: pd.DataFrame, plan: _Plan, state: dict, active) -> tuple:
+    """One round on one partition -> ({transform call: (kind, args, op, sums) or None (waiting)}
+    for the calls whose state is not complete, {expression: its incomplete calls}). `active`:
+    the expressions that still have incomplete calls (None: all)."""
+    from formulaic import ModelSpec
+    from formulaic.formula import SimpleFormula
+    from formulaic.parser.types import Term
+
+    cols = {v: _d._prep_covariate(part[v], v)[0] for v in plan.state_columns()}
+    frame = pd.DataFrame(cols, index=pd.RangeIndex(len(part)), copy=False)
+    reports: dict = {}
+    calls: dict = {}
+    for f in plan.stateful_factors():  # one at a time: a pending call only holds up its own
+        if active is not None and f.expr not in active:
+            continue
+        flags = _RoundFlags()
+        ms = ModelSpec(
+            formula=SimpleFormula([Term([f])], _ordering="none"),
+            materializer=_d._RMaterializer,
+            materializer_params={"evaluate_only": True},
+            output="numpy",
+            na_action="ignore",
+            transform_state=copy.deepcopy(state),
+        )
+        try:
+            with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                mm = ms.get_model_matrix(frame, context={**_d._CONTEXT, **_collectors(flags)})
+        except DesignError:
+            raise
+        except Exception as e:
+            raise DesignError(f"cannot evaluate {f.expr}: {e}") from e
+        for key, st in mm.model_spec.transform_state.items():
+            if isinstance(st, dict) and "__report__" in st:
+                reports.setdefault(key, st["__report__"])
+                calls.setdefault(f.expr, []).append(key)
+    return reports, calls
+
+
+def _state_round_task(part, plan, state_active):
+    return _state_round_partition(part, plan, *state_active)
+
+
+def _merge_reports(*parts: tuple) -> tuple:
+    """Add the rounds' sums over partitions, left to right (partition order)."""
+    out: dict = {}
+    for rep, _ in parts:
+        for key, r in rep.items():
+            if key not in out:
+                out[key] = r
+            elif out[key] is None or r is None:
+                out[key] = None
+            else:
+                kind, call, op, sums = out[key]
+                out[key] = (kind, call, op, merge_sums(sums, r[3]))
+    return out, parts[0][1]
+
+
+_MAX_ROUNDS = 64
+
+
+def _global_transform_state(frame, plan: _Plan, split_every: int) -> dict:
+    """Pass 0: the transforms' state over all rows of all partitions (one pass per round)."""
+    from dask import compute, delayed
+
+    cols = plan.state_columns()
+    parts = (frame[cols] if cols else frame).to_delayed()
+    plan_d = _shared(plan)
+    state: dict = {}
+    active = None
+    for _ in range(_MAX_ROUNDS):
+        state_d = delayed((state, active), pure=True, traverse=False)
+        rounds = [delayed(_state_round_task, pure=True)(p, plan_d, state_d) for p in parts]
+        (reports, calls) = compute(_tree(rounds, _merge_reports, split_every))[0]
+        incomplete = set()
+        for key, r in reports.items():
+            if r is None:
+                incomplete.add(key)
+                continue
+            kind, call, op, sums = r
+            prepare, needs, _, advance = TRANSFORM_STATES[kind]
+            st = copy.deepcopy(state.get(key, {}))
+            prepare(st, **call)
+            advance(st, op, sums)
+            prepare(st, **call)
+            state[key] = st
+            if needs(st, **call) is not None:
+                incomplete.add(key)
+        if not incomplete:
+            return state
+        active = {expr for expr, keys in calls.items() if incomplete & set(keys)}
+    raise RuntimeError("the state of the formula's transforms did not complete")  # pragma: no cover
 
 
 # ======================================================================================
@@ -431,7 +644,8 @@ def _template_design(plan: _Plan, lv: _Levels, var_info: dict):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            tpl = _d.build_design(plan.formula, frame, lme4_checks=False)
+            tpl = _d.build_design(plan.formula, frame, lme4_checks=False,
+                                  transform_state=plan.transform_state)
         except DesignError as e:
             raise DesignError(f"cannot evaluate the formula for a distributed fit: {e}") from e
     specs = [tpl.fixed_spec.matrix] + [ts.matrix for ts in tpl.term_specs]
@@ -440,12 +654,6 @@ def _template_design(plan: _Plan, lv: _Levels, var_info: dict):
         spec = ms.model_spec
         if spec is None:
             continue
-        if spec.transform_state:
-            names = ", ".join(sorted(spec.transform_state))
-            raise NotImplementedError(
-                f"{names}: a transformation whose state depends on the whole column (scale, "
-                "center, poly, splines) is not supported for Dask data; compute the column "
-                "before fitting (e.g. with ddf.assign(...))")
         for expr, (kind, _) in spec.encoder_state.items():
             if kind.value != "categorical" or expr in columns:
                 continue
@@ -465,10 +673,12 @@ def _template_design(plan: _Plan, lv: _Levels, var_info: dict):
 
 @dataclass
 class _Partial:
+    """One partition's (or a subtree's) cross-products, every sum a double-double (hi, lo)."""
+
     n_obs: int
-    gram: Any  # (p + 1, p + 1) or None when no rows
-    factors: list  # per factor: (global level ids int64 sorted, zz, zxy)
-    pairs: list  # per pair: (row_factor, col_factor, keys int64 sorted, blocks)
+    gram: Any  # (hi, lo), each (p + 1, p + 1); None when no rows
+    factors: list  # per factor: (global level ids int64 sorted, zz_hi, zz_lo, zxy_hi, zxy_lo)
+    pairs: list  # per pair: (row_factor, col_factor, keys int64 sorted, blocks_hi, blocks_lo)
     R: Any  # (<= p, p) R factor of a QR of X: R'R = X'X
 
 
@@ -526,26 +736,21 @@ def _pass2_partition(part: pd.DataFrame, plan: _Plan, enc: _Encoding) -> _Partia
         f.levels = ids
         ids_of.append(ids.astype(np.int64))
     n, p = X.shape
-    m = p + 1
     factors, gram = [], None
     for fi, f in enumerate(st.factors):
-        P = f.n_columns
-        zz = np.zeros((1, f.n_levels, P, P))
-        zxy = np.zeros((1, f.n_levels, P, m))
-        g = np.zeros((1, m, m))
-        factor_crossprod_serial(f.codes, _EMPTY_Z if f.unit_z else f.Z, f.unit_z, X, y, fi == 0,
-                                zz, zxy, g)
-        factors.append((ids_of[fi], zz[0], zxy[0]))
+        zz_hi, zz_lo, zxy_hi, zxy_lo, g_hi, g_lo = factor_sums(f, X, y, fi == 0, 1)
+        factors.append((ids_of[fi], zz_hi, zz_lo, zxy_hi, zxy_lo))
         if fi == 0:
-            gram = g[0]
+            gram = (g_hi, g_lo)
     pairs = []
     for b in range(len(st.factors)):
         for a in range(b):
-            pb = _pair_blocks(st, b, a)
-            n_a = np.int64(n_global[a])
-            keys = ids_of[b][pb.row_levels] * n_a + ids_of[a][pb.col_levels]
+            local, hi, lo = pair_sums(st, b, a)
+            n_a_local, n_a = np.int64(st.factors[a].n_levels), np.int64(n_global[a])
+            keys = ids_of[b][local // n_a_local] * n_a + ids_of[a][local % n_a_local]
             order = np.argsort(keys, kind="stable")
-            pairs.append((b, a, keys[order], np.ascontiguousarray(pb.blocks[order])))
+            pairs.append((b, a, keys[order], np.ascontiguousarray(hi[order]),
+                          np.ascontiguousarray(lo[order])))
     R = np.linalg.qr(X, mode="r") if p else np.zeros((0, 0))
     return _Partial(n, gram, factors, pairs, R)
 
@@ -560,7 +765,8 @@ def _sorted_union(id_arrays: list) -> np.ndarray:
 
 
 def _merge_keyed(items: list):
-    """[(ids, *arrays), ...] in partition order -> (union of ids, *arrays summed per id).
+    """[(ids, hi_1, lo_1, hi_2, lo_2, ...), ...] in partition order -> (union of ids, the
+    double-doubles (hi_j, lo_j) summed per id).
 
     Each id's blocks are added in the order of `items` (deterministic)."""
     items = [t for t in items if t is not None]
@@ -568,55 +774,57 @@ def _merge_keyed(items: list):
         return items[0]
     first = items[0][0]
     if all(len(t[0]) == len(first) and np.array_equal(t[0], first) for t in items[1:]):
-        sums = []
-        for j in range(1, len(items[0])):
-            acc = items[0][j].copy()
-            for t in items[1:]:
-                acc += t[j]
-            sums.append(acc)
-        return (first,) + tuple(sums)
+        out = [x.copy() for x in items[0][1:]]
+        for t in items[1:]:
+            for j in range(0, len(out), 2):
+                add_compensated(out[j], out[j + 1], t[j + 1], t[j + 2])
+        return (first,) + tuple(out)
     ids = _sorted_union([t[0] for t in items])
     out = [np.zeros((len(ids),) + x.shape[1:]) for x in items[0][1:]]
     for t in items:
         pos = np.searchsorted(ids, t[0])
-        for z, x in zip(out, t[1:]):
-            z[pos] += x
+        for j in range(0, len(out), 2):
+            hi, lo = out[j][pos], out[j + 1][pos]
+            add_compensated(hi, lo, t[j + 1], t[j + 2])
+            out[j][pos], out[j + 1][pos] = hi, lo
     return (ids,) + tuple(out)
 
 
 def _merge_partials(*parts: _Partial) -> _Partial:
-    """Sum partials, in the order given (partition order)."""
+    """Sum partials in double-double, in the order given (partition order)."""
     parts = [p for p in parts if p.n_obs > 0] or [parts[0]]
     if len(parts) == 1:
         return parts[0]
-    gram = parts[0].gram.copy()
+    hi, lo = parts[0].gram[0].copy(), parts[0].gram[1].copy()
     for p in parts[1:]:
-        gram += p.gram
+        add_compensated(hi, lo, *p.gram)
+    gram = (hi, lo)
     n_f = len(parts[0].factors)
     factors = [_merge_keyed([p.factors[f] for p in parts]) for f in range(n_f)]
     pairs = []
-    for k, (b, a, _, _) in enumerate(parts[0].pairs):
-        ids, blocks = _merge_keyed([p.pairs[k][2:] for p in parts])
-        pairs.append((b, a, ids, blocks))
+    for k, (b, a, *_) in enumerate(parts[0].pairs):
+        ids, hi, lo = _merge_keyed([p.pairs[k][2:] for p in parts])
+        pairs.append((b, a, ids, hi, lo))
     stacked = np.vstack([p.R for p in parts])
     R = np.linalg.qr(stacked, mode="r") if stacked.shape[0] > stacked.shape[1] else stacked
     return _Partial(sum(p.n_obs for p in parts), gram, factors, pairs, R)
 
 
 def _assemble(total: _Partial, structure: RandomEffectsStructure) -> CrossProducts:
-    """The reduced partials as the CrossProducts of the whole data (dense per-level blocks)."""
-    p = total.gram.shape[0] - 1
+    """The reduced partials as the CrossProducts of the whole data (dense per-level blocks),
+    each double-double rounded once (as `CrossProducts.compute` does)."""
+    p = total.gram[0].shape[0] - 1
     zz, zxy = [], []
-    for f, (ids, zzf, zxyf) in zip(structure.factors, total.factors):
+    for f, (ids, zz_hi, zz_lo, zxy_hi, zxy_lo) in zip(structure.factors, total.factors):
         if len(ids) != f.n_levels or not np.array_equal(ids, np.arange(f.n_levels)):
             raise RuntimeError(f"levels of {f.group!r} without rows after the reduction")  # pragma: no cover
-        zz.append(np.ascontiguousarray(zzf))
-        zxy.append(np.ascontiguousarray(zxyf))
+        zz.append(zz_hi + zz_lo)
+        zxy.append(zxy_hi + zxy_lo)
     pairs = []
-    for b, a, keys, blocks in total.pairs:
+    for b, a, keys, hi, lo in total.pairs:
         n_a = np.int64(structure.factors[a].n_levels)
-        pairs.append(PairBlocks(b, a, keys // n_a, keys % n_a, np.ascontiguousarray(blocks)))
-    gram = 0.5 * (total.gram + total.gram.T)
+        pairs.append(PairBlocks(b, a, keys // n_a, keys % n_a, hi + lo))
+    gram = total.gram[0] + total.gram[1]  # symmetric: the kernel mirrors both parts
     return CrossProducts(total.n_obs, p, zz, zxy, gram, pairs)
 
 
@@ -696,8 +904,9 @@ class DaskLinearMixedModel(LinearMixedModel):
 
     Build with ``bm.lmm(formula, data=ddf)`` or `lmm_dask`. After construction the model is an
     ordinary `LinearMixedModel` on the reduced cross-products; ``fit()`` runs in this process
-    and returns a `DaskLMMResults`. ``timings`` has "levels" (pass 1), "crossprod" (pass 2 with
-    the reduction) and "analyse".
+    and returns a `DaskLMMResults`. ``timings`` has "transforms" (pass 0: the state of scale(),
+    center(), poly(); 0 without them), "levels" (pass 1), "crossprod" (pass 2 with the
+    reduction) and "analyse".
     """
 
     def fit(self, **kwargs) -> "DaskLMMResults":
@@ -725,6 +934,9 @@ def lmm_dask(formula: str, data, *, reml: bool = True, solver: str = "auto",
     if data.npartitions == 0:  # pragma: no cover - dask always has >= 1 partition
         raise EmptyDataError("the Dask DataFrame has no partitions")
     frame = data[plan.used]
+    if plan.stateful:  # pass 0: scale(), center(), poly() need their state over all rows
+        plan.transform_state = _global_transform_state(frame, plan, split_every)
+    t_state = time.perf_counter()
     parts = frame.to_delayed()
     plan_d = _shared(plan)
 
@@ -790,7 +1002,8 @@ def lmm_dask(formula: str, data, *, reml: bool = True, solver: str = "auto",
     model._plan = plan
     model._encoding = enc
     model.n_partitions = data.npartitions
-    model.timings = dict(model.timings, levels=t1 - t0, crossprod=t2 - t1)
+    model.timings = dict(model.timings, transforms=t_state - t0, levels=t1 - t_state,
+                         crossprod=t2 - t1)
     return model
 
 

@@ -22,8 +22,9 @@ def warmup() -> None:
         for P, unit in ((1, True), (2, False)):
             Z = np.ones((0, 1)) if unit else np.ascontiguousarray(rng.normal(size=(n, P)))
             for kernel, chunks in ((K.factor_crossprod, 2), (K.factor_crossprod_serial, 1)):
-                kernel(codes, Z, unit, X, y, True, np.zeros((chunks, L, P, P)),
-                       np.zeros((chunks, L, P, p + 1)), np.zeros((chunks, p + 1, p + 1)))
+                bufs = (np.zeros((chunks, L, P, P)), np.zeros((chunks, L, P, p + 1)),
+                        np.zeros((chunks, p + 1, p + 1)))
+                kernel(codes, Z, unit, X, y, True, *bufs, *(np.zeros_like(u) for u in bufs))
     for P in (1, 2, 3):
         zz = np.tile(np.eye(P), (L, 1, 1))
         zxy = np.ones((L, P, p + 1))
@@ -38,8 +39,12 @@ def warmup() -> None:
                                   gram, n, p, reml, 0.0, np.empty((1, p + 1, p + 1)))
             K.profiled_criterion(0.0, gram, np.zeros((2, p + 1, p + 1)), n, p, reml, 0.0)
     ids = np.arange(n, dtype=np.int64) % 3
-    K.pair_crossprod(ids, np.ones((0, 1)), True, np.ones((0, 1)), True, np.zeros((3, 1, 1)))
-    K.pair_crossprod(ids, np.ones((n, 2)), False, np.ones((0, 1)), True, np.zeros((3, 2, 1)))
+    K.crossprod.add_double_double(np.ones(3), np.zeros(3), np.ones(3), np.zeros(3))
+    K.crossprod.dd_sum(np.ones(5))
+    K.pair_crossprod(ids, np.ones((0, 1)), True, np.ones((0, 1)), True, np.zeros((3, 1, 1)),
+                     np.zeros((3, 1, 1)))
+    K.pair_crossprod(ids, np.ones((n, 2)), False, np.ones((0, 1)), True, np.zeros((3, 2, 1)),
+                     np.zeros((3, 2, 1)))
     T_all = np.ones((1, 1, 1))
     K.fill_scaled_gram(T_all, np.array([1], dtype=np.int64), np.zeros(1, dtype=np.int64),
                        np.zeros(1, dtype=np.int64), np.zeros(1, dtype=np.int64), np.ones(1),

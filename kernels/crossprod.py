@@ -5,6 +5,14 @@ Rows are split into a fixed number of contiguous chunks that depend only on the 
 of rows (never on the thread count), each chunk accumulates into its own slice of the
 output, and the caller sums the slices in order: results are bit-identical whatever the
 number of threads.
+
+Every sum is compensated: next to each output ``*_out`` the caller passes a zeroed ``*_lo``
+buffer of the same shape that collects the rounding error of every addition (Knuth's
+TwoSum), so ``out + lo`` is the exact sum of the rows' products up to O(n eps^2) (a
+double-double). Rounded once, at the end, after the chunks (or the partitions of a Dask
+DataFrame, see bigmixed.distributed) have been added in double-double, the cross-products do
+not depend on how the rows were split or ordered: an in-memory fit and a fit from any
+partitioning of the same rows get the same bits, and so the same optimizer path.
 """
 import numpy as np
 from numba import njit, prange
@@ -19,13 +27,70 @@ def n_row_chunks(n_rows):
     return 1 if n_rows < 200_000 else 2
 
 
+_SQUARE_GRAM = 8  # from this many columns of [X y] on, accumulate the full square of X'X
+
+
 @njit(cache=True, inline="always")
-def _crossprod_chunk(codes, Z, unit_z, X, y, with_gram, c, start, stop, zz_out, zxy_out, gram_out):
+def _two_sum_error(s, v, t):
+    """The rounding error of t = fl(s + v) (Knuth's TwoSum): s + v == t + error exactly."""
+    bv = t - s
+    return (s - (t - bv)) + (v - bv)
+
+
+@njit(cache=True, nogil=True)
+def add_double_double(hi, lo, hi2, lo2):
+    """(hi, lo) += (hi2, lo2) in double-double arithmetic, in place: 1-D arrays of one length
+    (TwoSum on the high parts, the low parts and the rounding error added to lo)."""
+    for i in range(hi.shape[0]):
+        s = hi[i]
+        v = hi2[i]
+        t = s + v
+        lo[i] = (lo[i] + lo2[i]) + _two_sum_error(s, v, t)
+        hi[i] = t
+
+
+@njit(cache=True, nogil=True)
+def dd_sum(x):
+    """The sum of a 1-D array as a double-double (hi, lo): a TwoSum per term, into four
+    interleaved accumulators (independent chains) added at the end."""
+    hi = np.zeros(4)
+    lo = np.zeros(4)
+    n = x.shape[0]
+    m = n - n % 4
+    for i in range(0, m, 4):
+        for k in range(4):
+            s = hi[k]
+            v = x[i + k]
+            t = s + v
+            lo[k] += _two_sum_error(s, v, t)
+            hi[k] = t
+    for i in range(m, n):
+        s = hi[0]
+        v = x[i]
+        t = s + v
+        lo[0] += _two_sum_error(s, v, t)
+        hi[0] = t
+    total, err = hi[0], lo[0]
+    for k in range(1, 4):
+        t = total + hi[k]
+        err = (err + lo[k]) + _two_sum_error(total, hi[k], t)
+        total = t
+    return total, err
+
+
+@njit(cache=True, inline="always")
+def _crossprod_chunk(codes, Z, unit_z, X, y, with_gram, c, start, stop, zz_out, zxy_out, gram_out,
+                     zz_lo, zxy_lo, gram_lo):
     p = X.shape[1]
     m = p + 1
     P = zz_out.shape[2]
     xy = np.empty(m)
     z = np.ones(P)
+    # [X y]'[X y] is updated by every row: accumulated in this chunk's own buffers (the chunks'
+    # slices of gram_out share cache lines) and copied out at the end
+    g_hi = np.zeros((m, m))
+    g_lo = np.zeros((m, m))
+    square = m >= _SQUARE_GRAM
     for i in range(start, stop):
         g = codes[i]
         for a in range(p):
@@ -36,23 +101,51 @@ def _crossprod_chunk(codes, Z, unit_z, X, y, with_gram, c, start, stop, zz_out, 
                 z[a] = Z[i, a]
         for a in range(P):
             za = z[a]
-            for b in range(P):
-                zz_out[c, g, a, b] += za * z[b]
+            if unit_z:  # Z_g'Z_g is a count: exact
+                zz_out[c, g, 0, 0] += 1.0
+            else:
+                for b in range(P):
+                    v = za * z[b]
+                    s = zz_out[c, g, a, b]
+                    t = s + v
+                    zz_lo[c, g, a, b] += _two_sum_error(s, v, t)
+                    zz_out[c, g, a, b] = t
             for b in range(m):
-                zxy_out[c, g, a, b] += za * xy[b]
-        if with_gram:
+                v = za * xy[b]
+                s = zxy_out[c, g, a, b]
+                t = s + v
+                zxy_lo[c, g, a, b] += _two_sum_error(s, v, t)
+                zxy_out[c, g, a, b] = t
+        if with_gram and square:
+            # the full square from 8 columns on: loops of fixed length vectorise, which pays
+            # for the extra entries (x_a x_b and x_b x_a are the same product)
+            for a in range(m):
+                xa = xy[a]
+                for b in range(m):
+                    v = xa * xy[b]
+                    s = g_hi[a, b]
+                    t = s + v
+                    g_lo[a, b] += _two_sum_error(s, v, t)
+                    g_hi[a, b] = t
+        elif with_gram:
             for a in range(m):
                 xa = xy[a]
                 for b in range(a + 1):
-                    gram_out[c, a, b] += xa * xy[b]
+                    v = xa * xy[b]
+                    s = g_hi[a, b]
+                    t = s + v
+                    g_lo[a, b] += _two_sum_error(s, v, t)
+                    g_hi[a, b] = t
     if with_gram:
         for a in range(m):
-            for b in range(a):
-                gram_out[c, b, a] = gram_out[c, a, b]
+            for b in range(a + 1):
+                gram_out[c, a, b] = gram_out[c, b, a] = g_hi[a, b]
+                gram_lo[c, a, b] = gram_lo[c, b, a] = g_lo[a, b]
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def factor_crossprod(codes, Z, unit_z, X, y, with_gram, zz_out, zxy_out, gram_out):
+def factor_crossprod(codes, Z, unit_z, X, y, with_gram, zz_out, zxy_out, gram_out, zz_lo, zxy_lo,
+                     gram_lo):
     """Per-level blocks Z_g'Z_g and Z_g'[X y] of one grouping factor, and [X y]'[X y].
 
     Parameters
@@ -66,28 +159,31 @@ def factor_crossprod(codes, Z, unit_z, X, y, with_gram, zz_out, zxy_out, gram_ou
     zz_out : (n_chunks, n_levels, P, P) float64, zeroed by the caller
     zxy_out : (n_chunks, n_levels, P, p + 1) float64, zeroed; column p holds Z_g'y
     gram_out : (n_chunks, p + 1, p + 1) float64, zeroed (full symmetric matrix)
+    zz_lo, zxy_lo, gram_lo : zeroed, shaped like zz_out, zxy_out, gram_out: the accumulated
+        rounding errors (the exact chunk sums are ``*_out + *_lo`` up to O(n eps^2))
     """
     n = codes.shape[0]
     n_chunks = zz_out.shape[0]
     chunk = (n + n_chunks - 1) // n_chunks
     for c in prange(n_chunks):
         _crossprod_chunk(codes, Z, unit_z, X, y, with_gram, c, c * chunk, min(n, (c + 1) * chunk),
-                         zz_out, zxy_out, gram_out)
+                         zz_out, zxy_out, gram_out, zz_lo, zxy_lo, gram_lo)
 
 
 @njit(cache=True, nogil=True)
-def factor_crossprod_serial(codes, Z, unit_z, X, y, with_gram, zz_out, zxy_out, gram_out):
+def factor_crossprod_serial(codes, Z, unit_z, X, y, with_gram, zz_out, zxy_out, gram_out, zz_lo,
+                            zxy_lo, gram_lo):
     """`factor_crossprod` without a parallel region, for one chunk (small data)."""
     n = codes.shape[0]
     n_chunks = zz_out.shape[0]
     chunk = (n + n_chunks - 1) // n_chunks
     for c in range(n_chunks):
         _crossprod_chunk(codes, Z, unit_z, X, y, with_gram, c, c * chunk, min(n, (c + 1) * chunk),
-                         zz_out, zxy_out, gram_out)
+                         zz_out, zxy_out, gram_out, zz_lo, zxy_lo, gram_lo)
 
 
 @njit(cache=True, nogil=True)
-def pair_crossprod(pair_ids, Z_row, unit_row, Z_col, unit_col, block_out):
+def pair_crossprod(pair_ids, Z_row, unit_row, Z_col, unit_col, block_out, block_lo):
     """Co-occurrence blocks Z_row' Z_col between two grouping factors.
 
     Parameters
@@ -95,8 +191,13 @@ def pair_crossprod(pair_ids, Z_row, unit_row, Z_col, unit_col, block_out):
     pair_ids : (n,) int64, index of the (row level, column level) pair of each row
     Z_row, Z_col : (n, P_row), (n, P_col) float64 (ignored when the matching unit flag is set)
     block_out : (n_pairs, P_row, P_col) float64, zeroed by the caller
+    block_lo : like block_out, zeroed: the accumulated rounding errors (see the module docstring)
     """
     n = pair_ids.shape[0]
+    if unit_row and unit_col:  # co-occurrence counts: exact, no rounding error to collect
+        for i in range(n):
+            block_out[pair_ids[i], 0, 0] += 1.0
+        return
     Pr = block_out.shape[1]
     Pc = block_out.shape[2]
     zr = np.ones(Pr)
@@ -111,4 +212,8 @@ def pair_crossprod(pair_ids, Z_row, unit_row, Z_col, unit_col, block_out):
                 zc[b] = Z_col[i, b]
         for a in range(Pr):
             for b in range(Pc):
-                block_out[k, a, b] += zr[a] * zc[b]
+                v = zr[a] * zc[b]
+                s = block_out[k, a, b]
+                t = s + v
+                block_lo[k, a, b] += _two_sum_error(s, v, t)
+                block_out[k, a, b] = t

@@ -3,15 +3,17 @@
 Used by `bigmixed.batch` to fit many responses on one design: Z'Z, Z'X and X'X are computed
 once (`factor_crossprod`), and each response pays for this one pass only. The rows are cut into
 the same chunks as `factor_crossprod` and each chunk accumulates in the same order, so the
-numbers are bit-identical to the y-column of `factor_crossprod`'s output (after the caller sums
-the chunks in order, as `bigmixed.crossprod` does).
+numbers are bit-identical to the y-column of `factor_crossprod`'s output, rounding errors
+(``*_lo``) included (after the caller sums the chunks in order, as `bigmixed.crossprod` does).
 """
 import numpy as np
 from numba import njit
 
+from .crossprod import _two_sum_error
+
 
 @njit(cache=True, nogil=True)
-def response_crossprod(codes, Z, unit_z, X, y, with_xy, zy_out, xy_out):
+def response_crossprod(codes, Z, unit_z, X, y, with_xy, zy_out, xy_out, zy_lo, xy_lo):
     """Per-level Z_g'y of one grouping factor and, optionally, X'y and y'y.
 
     Parameters
@@ -26,6 +28,8 @@ def response_crossprod(codes, Z, unit_z, X, y, with_xy, zy_out, xy_out):
         (the chunks of `factor_crossprod`) adds into zy_out[c]
     xy_out : (n_chunks, p + 1) float64, zeroed; xy_out[c, :p] = X'y and xy_out[c, p] = y'y
         over chunk c (untouched unless with_xy)
+    zy_lo, xy_lo : zeroed, shaped like zy_out, xy_out: the accumulated rounding errors (as in
+        `factor_crossprod`)
     """
     n = codes.shape[0]
     p = X.shape[1]
@@ -43,8 +47,20 @@ def response_crossprod(codes, Z, unit_z, X, y, with_xy, zy_out, xy_out):
                 for a in range(P):
                     z[a] = Z[i, a]
             for a in range(P):
-                zy_out[c, g, a] += z[a] * yi
+                v = z[a] * yi
+                s = zy_out[c, g, a]
+                t = s + v
+                zy_lo[c, g, a] += _two_sum_error(s, v, t)
+                zy_out[c, g, a] = t
             if with_xy:
                 for b in range(p):
-                    xy_out[c, b] += yi * X[i, b]
-                xy_out[c, p] += yi * yi
+                    v = yi * X[i, b]
+                    s = xy_out[c, b]
+                    t = s + v
+                    xy_lo[c, b] += _two_sum_error(s, v, t)
+                    xy_out[c, b] = t
+                v = yi * yi
+                s = xy_out[c, p]
+                t = s + v
+                xy_lo[c, p] += _two_sum_error(s, v, t)
+                xy_out[c, p] = t

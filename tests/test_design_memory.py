@@ -13,6 +13,7 @@ from formulaic.materializers.pandas import PandasMaterializer
 from formulaic.parser.types import Factor, Term
 
 import bigmixed.design as D
+from bigmixed.compensated import add_compensated
 from bigmixed.crossprod import CrossProducts
 from bigmixed.design import build_design
 from bigmixed.errors import NonFiniteValueError
@@ -144,8 +145,8 @@ def test_design_peak_memory_is_about_its_output():
 
 
 def test_crossproducts_sum_chunks_in_place_bit_for_bit():
-    """CrossProducts with two row chunks: the per-chunk blocks summed in place (and the buffer
-    shrunk) equal chunk 0 + chunk 1 computed separately."""
+    """CrossProducts with two row chunks: the per-chunk double-doubles summed in place (and the
+    buffers shrunk) equal chunk 0 + chunk 1 added in double-double separately."""
     rng = np.random.default_rng(7)
     n, L = 200_000, 300  # n_row_chunks(n) == 2
     df = pd.DataFrame({"y": rng.normal(size=n), "x": rng.normal(size=n),
@@ -158,9 +159,11 @@ def test_crossproducts_sum_chunks_in_place_bit_for_bit():
     zz = np.zeros((2, L, 2, 2))
     zxy = np.zeros((2, L, 2, m))
     gram = np.zeros((2, m, m))
-    factor_crossprod(f.codes, f.Z, False, des.X, des.y, True, zz, zxy, gram)
-    for got, buf in ((cp.zz[0], zz), (cp.zxy[0], zxy), (cp.gram, gram)):
-        want = buf[0].copy()
-        want += buf[1]
+    lo = [np.zeros_like(u) for u in (zz, zxy, gram)]
+    factor_crossprod(f.codes, f.Z, False, des.X, des.y, True, zz, zxy, gram, *lo)
+    for got, buf, buf_lo in zip((cp.zz[0], cp.zxy[0], cp.gram), (zz, zxy, gram), lo):
+        hi, lo_ = buf[0].copy(), buf_lo[0].copy()
+        add_compensated(hi, lo_, buf[1], buf_lo[1])
+        want = hi + lo_
         assert got.shape == want.shape and got.flags.c_contiguous
         np.testing.assert_array_equal(_bits(got), _bits(want))

@@ -23,8 +23,9 @@ def run_kernel(codes, Z, unit, X, y, n_levels, chunks):
     zz = np.zeros((chunks, n_levels, P, P))
     zxy = np.zeros((chunks, n_levels, P, m))
     gram = np.zeros((chunks, m, m))
-    factor_crossprod(codes, Z, unit, X, y, True, zz, zxy, gram)
-    return zz.sum(0), zxy.sum(0), gram.sum(0)
+    lo = [np.zeros_like(u) for u in (zz, zxy, gram)]
+    factor_crossprod(codes, Z, unit, X, y, True, zz, zxy, gram, *lo)
+    return (zz + lo[0]).sum(0), (zxy + lo[1]).sum(0), (gram + lo[2]).sum(0)
 
 
 @settings(max_examples=40, deadline=None)
@@ -40,6 +41,37 @@ def test_factor_crossprod_matches_slow_reference(n, n_levels, P, p, chunks, seed
     want = slow_factor_crossprod(codes, Z, X, y, n_levels)
     for g, w in zip(got, want):
         np.testing.assert_allclose(g, w, rtol=1e-12, atol=1e-12)
+
+
+def test_compensated_sums_do_not_depend_on_the_chunks():
+    """hi + lo of each chunk, the chunks added in double-double and rounded once: the correctly
+    rounded sum of the rows' products (math.fsum) for any number of chunks."""
+    import math
+
+    from bigmixed.compensated import add_compensated
+
+    rng = np.random.default_rng(11)
+    n, L, P, p = 400, 5, 2, 3
+    codes = rng.integers(0, L, n).astype(np.int64)
+    Z = rng.normal(size=(n, P)) * 10.0 ** rng.integers(-6, 7, (n, 1))
+    X = rng.normal(size=(n, p)) * 10.0 ** rng.integers(-6, 7, (n, p))
+    y = rng.normal(size=n) * 1e3
+    XY = np.column_stack([X, y])
+    want_zz = np.array([[[math.fsum(Z[codes == g, a] * Z[codes == g, b]) for b in range(P)]
+                         for a in range(P)] for g in range(L)])
+    want_zxy = np.array([[[math.fsum(Z[codes == g, a] * XY[codes == g, b]) for b in range(p + 1)]
+                          for a in range(P)] for g in range(L)])
+    want_gram = np.array([[math.fsum(XY[:, a] * XY[:, b]) for b in range(p + 1)] for a in range(p + 1)])
+    for chunks in (1, 2, 3, 7):
+        bufs = [np.zeros((chunks, L, P, P)), np.zeros((chunks, L, P, p + 1)),
+                np.zeros((chunks, p + 1, p + 1))]
+        lo = [np.zeros_like(u) for u in bufs]
+        factor_crossprod(codes, Z, False, X, y, True, *bufs, *lo)
+        for hi_c, lo_c, want in zip(bufs, lo, (want_zz, want_zxy, want_gram)):
+            hi, lo_ = hi_c[0].copy(), lo_c[0].copy()
+            for c in range(1, chunks):
+                add_compensated(hi, lo_, hi_c[c], lo_c[c])
+            assert np.array_equal(hi + lo_, want)
 
 
 def test_unit_z_equals_column_of_ones():
@@ -71,7 +103,9 @@ def test_pair_crossprod_matches_dense_product(n, la, lb, Pa, Pb, seed):
     key = cb * la + ca
     uniq, ids = np.unique(key, return_inverse=True)
     out = np.zeros((len(uniq), Pb, Pa))
-    pair_crossprod(ids.astype(np.int64), Zb, False, Za, False, out)
+    lo = np.zeros_like(out)
+    pair_crossprod(ids.astype(np.int64), Zb, False, Za, False, out, lo)
+    out += lo
     # dense Z_b' Z_a
     Db = np.zeros((n, lb * Pb))
     Da = np.zeros((n, la * Pa))
@@ -101,6 +135,7 @@ def test_serial_and_parallel_crossprod_give_identical_numbers():
     outs = []
     for kernel in (factor_crossprod, factor_crossprod_serial):
         bufs = (np.zeros((2, L, 2, 2)), np.zeros((2, L, 2, 4)), np.zeros((2, 4, 4)))
+        bufs += tuple(np.zeros_like(u) for u in bufs)
         kernel(codes, Z, False, X, y, True, *bufs)
         outs.append(bufs)
     for u, v in zip(*outs):

@@ -23,7 +23,7 @@ def test_matches_numpy(unit, P, chunks):
     codes, Z, X, y = problem(7 + P + chunks, n, L, P, p, unit)
     zy = np.zeros((chunks, L, P))
     xy = np.zeros((chunks, p + 1))
-    response_crossprod(codes, Z, unit, X, y, True, zy, xy)
+    response_crossprod(codes, Z, unit, X, y, True, zy, xy, np.zeros_like(zy), np.zeros_like(xy))
     Zfull = np.ones((n, 1)) if unit else Z
     want_zy = np.zeros((L, P))
     for g in range(L):
@@ -37,7 +37,7 @@ def test_without_xy_leaves_xy_untouched():
     codes, Z, X, y = problem(1, 50, 5, 1, 2, True)
     xy = np.zeros((1, 3))
     zy = np.zeros((1, 5, 1))
-    response_crossprod(codes, Z, True, X, y, False, zy, xy)
+    response_crossprod(codes, Z, True, X, y, False, zy, xy, np.zeros_like(zy), np.zeros_like(xy))
     assert not xy.any() and zy.any()
 
 
@@ -51,10 +51,14 @@ def test_bit_identical_to_factor_crossprod(unit, P, chunks):
     zxy = np.zeros((chunks, L, P, m))
     gram = np.zeros((chunks, m, m))
     kernel = factor_crossprod if chunks > 1 else factor_crossprod_serial
-    kernel(codes, Z, unit, X, y, True, zz, zxy, gram)
+    lo = [np.zeros_like(u) for u in (zz, zxy, gram)]
+    kernel(codes, Z, unit, X, y, True, zz, zxy, gram, *lo)
     zy = np.zeros((chunks, L, P))
     xy = np.zeros((chunks, m))
-    response_crossprod(codes, Z, unit, X, y, True, zy, xy)
-    for c in range(chunks):  # each chunk's partial sums, not just the totals
+    zy_lo, xy_lo = np.zeros_like(zy), np.zeros_like(xy)
+    response_crossprod(codes, Z, unit, X, y, True, zy, xy, zy_lo, xy_lo)
+    for c in range(chunks):  # each chunk's partial sums and rounding errors, not just the totals
         assert np.array_equal(zy[c], zxy[c, :, :, p])
         assert np.array_equal(xy[c], gram[c, p, :])
+        assert np.array_equal(zy_lo[c], lo[1][c, :, :, p])
+        assert np.array_equal(xy_lo[c], lo[2][c, p, :])
