@@ -17,7 +17,7 @@ from .basis import FixedEffectsBasis
 from .crossprod import CrossProducts
 from . import design as _design
 from .objective import NotPositiveDefinite, ProfiledState, profiled_state
-from .optimize import minimize_theta, newton_polish
+from .optimize import INITIAL_STEP, minimize_theta, newton_polish
 from .start import one_factor_start
 from .structure import RandomEffectsStructure
 from .system import SYSTEMS, auto_solver
@@ -34,6 +34,9 @@ SOLVERS = ("auto", "blockdiag", "cholmod", "schur")
 TIGHT_TOLERANCES = dict(ftol_abs=1e-10, ftol_rel=0.0, xtol_abs=1e-8)
 LOOSE_TOLERANCES = dict(ftol_abs=1e-7, ftol_rel=0.0, xtol_abs=1e-5)
 POLISH_MAX_FREE = 6
+# BOBYQA's first trust radius (relative to |theta|) from a start that is already near the optimum
+# (one-factor fits, refined): a full-size first step wastes evaluations walking back
+NEAR_START_STEP = 0.05  # crossed_73k: 42 -> 34 evaluations; nested starts unaffected
 
 
 class LinearMixedModel:
@@ -209,6 +212,7 @@ class LinearMixedModel:
         eta0 = self.residual.eta0 if self.residual is not None else np.zeros(0)
         start = (np.concatenate((st.initial_theta(), eta0)) if theta0 is None
                  else np.asarray(theta0, float))
+        initial_step = INITIAL_STEP
         if theta0 is None and len(st.factors) > 1:
             # several factors: start from one-factor fits when that is better than lme4's start
             self._load_residual(eta0)
@@ -217,6 +221,7 @@ class LinearMixedModel:
                 guess = np.concatenate((guess, eta0))
                 if self.objective(guess) < self.objective(start):
                     start = guess
+                    initial_step = NEAR_START_STEP
         # residual parameters are unconstrained (nlme's scale)
         lower = np.concatenate((st.lower_bounds, np.full(len(eta0), -np.inf)))
         loose = polish and self.n_params <= POLISH_MAX_FREE
@@ -224,7 +229,7 @@ class LinearMixedModel:
         tol.update({k: v for k, v in (("ftol_abs", ftol_abs), ("ftol_rel", ftol_rel),
                                       ("xtol_abs", xtol_abs)) if v is not None})
         t0 = time.perf_counter()
-        run = dict(maxeval=maxeval, restart_edge=restart_edge,
+        run = dict(maxeval=maxeval, restart_edge=restart_edge, initial_step=initial_step,
                    restartable=np.concatenate((st.multi_column_diagonal(), np.zeros(len(eta0), bool))))
         record = minimize_theta(self.objective, start, lower, **tol, **run)
         if polish:

@@ -30,7 +30,8 @@ class OptimizerRecord:
 
 
 def minimize_theta(fun, theta0, lower, *, ftol_abs=1e-10, ftol_rel=1e-13, xtol_abs=1e-8,
-                   maxeval=100_000, restart_edge=True, restartable=None) -> OptimizerRecord:
+                   maxeval=100_000, restart_edge=True, restartable=None,
+                   initial_step=INITIAL_STEP) -> OptimizerRecord:
     """Minimize fun(theta) subject to theta >= lower with nlopt's BOBYQA.
 
     Tolerances are tighter than lme4's defaults (1e-8) so that the result is never at a worse
@@ -38,6 +39,8 @@ def minimize_theta(fun, theta0, lower, *, ftol_abs=1e-10, ftol_rel=1e-13, xtol_a
     theta at zero is restarted if stepping off the boundary lowers the objective. With
     `restartable` (a boolean mask: diagonal elements of terms with several columns), a fit in
     which such an element ends at zero is also restarted from fresh interior points.
+    `initial_step` is BOBYQA's first trust radius relative to |theta0| (smaller for a start
+    already near the optimum); restarts use the default.
     """
     import nlopt
 
@@ -56,7 +59,7 @@ def minimize_theta(fun, theta0, lower, *, ftol_abs=1e-10, ftol_rel=1e-13, xtol_a
             best[1] = x.copy()
         return v
 
-    def run(start):
+    def run(start, rel_step=INITIAL_STEP):
         opt = nlopt.opt(nlopt.LN_BOBYQA, n)
         opt.set_min_objective(wrapped)
         lb = np.where(np.isfinite(lower), lower, -np.inf)
@@ -65,7 +68,7 @@ def minimize_theta(fun, theta0, lower, *, ftol_abs=1e-10, ftol_rel=1e-13, xtol_a
         opt.set_ftol_rel(ftol_rel)
         opt.set_xtol_abs(np.full(n, xtol_abs))
         opt.set_maxeval(maxeval)
-        step = np.where(np.abs(start) > 0, INITIAL_STEP * np.maximum(np.abs(start), 0.1), INITIAL_STEP)
+        step = np.where(np.abs(start) > 0, rel_step * np.maximum(np.abs(start), 0.1), rel_step)
         opt.set_initial_step(step)
         start = np.maximum(start, lb)
         try:
@@ -75,7 +78,7 @@ def minimize_theta(fun, theta0, lower, *, ftol_abs=1e-10, ftol_rel=1e-13, xtol_a
             x, res = best[1].copy(), nlopt.ROUNDOFF_LIMITED
         return x, res
 
-    x, res = run(theta0)
+    x, res = run(theta0, initial_step)
     restarts = 0
     if restart_edge:
         for _ in range(3):
