@@ -632,7 +632,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--dask", nargs="?", const="local", default=None, metavar="ADDRESS",
                    help="fit through Dask (partitioned Parquet or CSV, never collected): on the "
                         "scheduler at ADDRESS, or without ADDRESS on a LocalCluster sized to this machine")
-    f.add_argument("--solver", choices=("auto", "blockdiag", "cholmod"), default="auto", help=argparse.SUPPRESS)
+    f.add_argument("--solver", choices=("auto", "blockdiag", "cholmod", "schur"), default="auto", help=argparse.SUPPRESS)
     v = f.add_mutually_exclusive_group()
     v.add_argument("-q", "--quiet", action="store_true", help="log errors only, no progress display")
     v.add_argument("-v", "--verbose", action="store_true", help="log details (debug level)")

@@ -53,3 +53,31 @@ def warmup() -> None:
     K.selected_inverse(ip, np.zeros(1, dtype=np.int64), np.ones(1), np.zeros(1))
     K.lookup_entries(ip, np.zeros(1, dtype=np.int64), np.zeros(1, dtype=np.int64),
                      np.zeros(1, dtype=np.int64), np.empty(1, dtype=np.int64))
+    _warm_models(rng)
+
+
+def _warm_models(rng) -> None:
+    """Tiny fits through the paths whose kernels take many arguments: the Schur complement of
+    crossed factors and the residual structures (derived sets and the whitening pass)."""
+    import warnings
+
+    import pandas as pd
+
+    from .model import LinearMixedModel
+    from .residual import AR1, CompoundSymmetry, VarIdent
+
+    n_pat, n_vis = 12, 4
+    pid = np.repeat(np.arange(n_pat), n_vis)
+    df = pd.DataFrame({
+        "y": rng.normal(size=n_pat * n_vis) + np.repeat(rng.normal(size=n_pat), n_vis),
+        "t": np.tile(np.arange(n_vis), n_pat).astype(float),
+        "u": np.tile(np.arange(n_vis), n_pat) * 0.7 + rng.uniform(0, 0.2, n_pat * n_vis),
+        "g": pid.astype(str), "h": (np.arange(n_pat * n_vis) % 5).astype(str),
+        "s": np.array(["a", "b"])[np.arange(n_pat * n_vis) % 2],
+    })
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        LinearMixedModel("y ~ t + (1 | g) + (1 | h)", df, solver="schur").fit()
+        for kw in (dict(residual=AR1("t", "g")), dict(residual=AR1("u", "g")),
+                   dict(residual=CompoundSymmetry("g")), dict(variance=VarIdent("s"))):
+            LinearMixedModel("y ~ t + (1 | g)", df, **kw).fit()
