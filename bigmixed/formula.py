@@ -20,6 +20,8 @@ Term ordering of the fixed part follows R's ``terms.formula`` (see `r_term_order
 """
 from __future__ import annotations
 
+import functools
+
 import ast
 import difflib
 import re
@@ -332,16 +334,33 @@ def _expand_group(group: str, whole: str) -> list:
 def _formulaic_terms(rhs: str, what: str):
     """Parse a right-hand side with formulaic, keeping the written order of terms."""
     try:
+        terms = _parsed_terms(rhs)
+    except _ParseFailure as e:
+        raise FormulaSyntaxError(f"cannot parse {what} {rhs!r}: {e.__cause__}") from e.__cause__
+    if terms is None:
+        raise FormulaSyntaxError(f"{what} {rhs!r} must not contain '~'")
+    return list(terms)
+
+
+class _ParseFailure(Exception):
+    pass
+
+
+@functools.lru_cache(maxsize=256)
+def _parsed_terms(rhs: str):
+    """formulaic's terms of a right-hand side (a tuple; None if it holds a '~'), cached: the
+    same formulas are parsed again and again in pipelines and batch fits (~1 ms each)."""
+    try:
         from formulaic import Formula
     except ImportError as e:  # pragma: no cover
         raise ImportError("bigmixed needs formulaic to parse formulas") from e
     try:
         f = Formula(to_python_expr(rhs), _ordering="none")
     except Exception as e:  # formulaic raises a variety of parser errors
-        raise FormulaSyntaxError(f"cannot parse {what} {rhs!r}: {e}") from e
+        raise _ParseFailure() from e
     if hasattr(f, "rhs") or not hasattr(f, "__iter__"):
-        raise FormulaSyntaxError(f"{what} {rhs!r} must not contain '~'")
-    return list(f)
+        return None
+    return tuple(f)
 
 
 def _is_literal(factor) -> bool:
