@@ -27,8 +27,8 @@ process (/usr/bin/time %M: reading the data included), objective evaluations, th
 beta_lme4| / SE_lme4, max relative difference of the variance components (covariances relative
 to sqrt(var_i var_j)).
 
-Writes bench/out/bench.md and bench/out/bench.csv (rewritten after every problem) and copies
-them into bench/results/.  The machine's load (os.getloadavg) is recorded with every fit.
+Writes bench/out/<out>.md and bench/out/<out>.csv (default out: bench; rewritten after every
+problem) and copies them into bench/results/.  The machine's load (os.getloadavg) is recorded with every fit.
 """
 from __future__ import annotations
 
@@ -354,14 +354,14 @@ def write_outputs(rows: list[dict], header: list[str], args) -> str:
         "## Notes", "", *(notes or ["- none"]), "",
     ]
     text = "\n".join(md)
-    (C.OUT / "bench.md").write_text(text, encoding="utf-8")
+    (C.OUT / f"{args.out}.md").write_text(text, encoding="utf-8")
     cols = []
     for r in rows:
         for k in r:
             if k not in cols:
                 cols.append(k)
-    C.write_csv(C.OUT / "bench.csv", rows, cols)
-    C.publish("bench.md", "bench.csv")
+    C.write_csv(C.OUT / f"{args.out}.csv", rows, cols)
+    C.publish(f"{args.out}.md", f"{args.out}.csv")
     return text
 
 
@@ -376,6 +376,9 @@ def main() -> int:
     ap.add_argument("--ml", action="store_true", help="ML instead of REML")
     ap.add_argument("--rebuild-data", action="store_true", help="regenerate the data files")
     ap.add_argument("--list", action="store_true", help="list the problems and exit")
+    ap.add_argument("--out", default="bench",
+                    help="name of the tables: bench/results/<out>.md and .csv (default bench; "
+                         "e.g. large for the large problems, so one run does not overwrite another)")
     args = ap.parse_args()
     if args.list:
         for n, p in PROBLEMS.items():
