@@ -343,3 +343,36 @@ def test_fit_document_and_tuple_series():
     ref = bm.lmm("y ~ time + (1 | hospital)", df, residual=bm.AR1("visit", "series"),
                  variance=bm.VarIdent("arm")).fit()
     assert fit.objective == pytest.approx(ref.objective, rel=1e-12)
+
+
+# ---- robustness: every solver, scale of y, repeat runs ----------------------------------------
+
+
+@pytest.mark.parametrize("solver", ["schur", "cholmod"])
+def test_crossed_design_with_varident_matches_dense_oracle(solver):
+    """VarIdent needs no nesting: crossed patient x hospital-of-visit, on both sparse solvers."""
+    df = make_data(n_patients=30, seed=17, missing=0.0)
+    rng = np.random.default_rng(17)
+    df["site"] = np.array(["s1", "s2", "s3", "s4"])[rng.integers(0, 4, len(df))]  # crossed
+    m = bm.LinearMixedModel("y ~ time + (1 | patient) + (1 | site)", df, solver=solver,
+                            variance=bm.VarIdent("arm"))
+    for _ in range(3):
+        params = _random_params(m, rng)
+        want = oracle_objective(m, params, df, None, True)
+        assert m.objective(params) == pytest.approx(want, rel=1e-9)
+
+
+def test_scale_of_y_and_repeat_runs():
+    df = make_data(seed=18)
+    kw = dict(residual=bm.AR1("visit", "patient"), variance=bm.VarIdent("arm"))
+    a = bm.lmm(FORMULA_RI, df, **kw).fit()
+    b = bm.lmm(FORMULA_RI, df, **kw).fit()
+    assert a.objective == b.objective and np.array_equal(a.beta, b.beta)  # bit-identical
+    scaled = df.assign(y=df["y"] * 1e3)
+    c = bm.lmm(FORMULA_RI, scaled, **kw).fit()
+    np.testing.assert_allclose(c.beta, a.beta * 1e3, rtol=1e-6)
+    assert c.sigma == pytest.approx(a.sigma * 1e3, rel=1e-6)
+    np.testing.assert_allclose(c.residual_parameters, a.residual_parameters, rtol=1e-5)
+    # the REML criterion shifts by exactly 2 (n - p) log(1e3)
+    n, p = a.nobs, len(a.beta)
+    assert c.objective - a.objective == pytest.approx(2 * (n - p) * np.log(1e3), rel=1e-9)
