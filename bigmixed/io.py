@@ -27,7 +27,9 @@ AttributeError saying so.
 
 Versions. ``format_version`` grows when the layout changes; this bigmixed reads versions up to
 `FORMAT_VERSION` and raises `bigmixed.ModelFormatError` for a newer file (or a file that is
-not a bigmixed model).
+not a bigmixed model). Version 2 adds a residual structure (AR1, CompoundSymmetry, VarIdent:
+``residual_structure`` in the JSON, its unconstrained estimates in ``residual_eta.npy``); fits
+without one are still written as version 1, which older readers understand.
 """
 from __future__ import annotations
 
@@ -49,7 +51,7 @@ from .results import LMMResults
 __all__ = ["FORMAT", "FORMAT_VERSION", "LoadedResults", "load", "save"]
 
 FORMAT = "bigmixed.model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 META = "bigmixed-model.json"
 
 
@@ -219,6 +221,9 @@ def model_meta(fit) -> tuple:
         })
 
     arrays["theta"] = np.asarray(fit.theta, dtype=np.float64)
+    residual = getattr(fit.model, "residual", None)
+    if residual is not None:
+        arrays["residual_eta"] = np.asarray(fit._residual_eta, dtype=np.float64)
     arrays["beta"] = np.asarray(fit.beta, dtype=np.float64)
     arrays["vcov"] = np.asarray(fit.vcov, dtype=np.float64)
     modes = fit._modes
@@ -247,7 +252,7 @@ def model_meta(fit) -> tuple:
             rq = None
     meta = {
         "format": FORMAT,
-        "format_version": FORMAT_VERSION,
+        "format_version": 1 if residual is None else 2,
         "bigmixed_version": __version__,
         "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "formula": design.formula,
@@ -272,6 +277,7 @@ def model_meta(fit) -> tuple:
             for f in st.factors
         ],
         "theta_names": list(st.theta_names),
+        "residual_structure": None if residual is None else residual.to_meta(),
         "estimates": {
             "sigma": float(fit.sigma),
             "objective": float(fit.objective),
@@ -317,10 +323,6 @@ def save(fit, path, *, condvar: bool = True) -> str:
     the BLUPs (they need a selected inverse on crossed designs); the loaded fit's
     ``ranef(condvar=True)`` then raises.
     """
-    if fit.model.residual is not None:
-        raise NotImplementedError(
-            "saving fits with a residual structure (AR1, CompoundSymmetry, VarIdent) is not "
-            "supported yet; nothing was written")
     meta, arrays = model_meta(fit) if condvar else _without_condvar(fit)
     # the encodings must be re-creatable before anything is written
     _rebuild_design(meta, _ArrayReader(arrays))
@@ -540,11 +542,11 @@ class _LoadedModel:
     def n_fixed(self) -> int:
         return len(self.design.fixed_names)
 
-    residual = None  # fits with a residual structure cannot be saved (yet)
+    residual = None  # bigmixed.residual.ResidualParameters of a fit with a residual structure
 
     @property
     def n_params(self) -> int:
-        return self.structure.n_theta
+        return self.structure.n_theta + (0 if self.residual is None else self.residual.n_params)
 
     def __getattr__(self, name):
         raise AttributeError(
@@ -607,6 +609,12 @@ class LoadedResults(LMMResults):
         self.reml = bool(meta["reml"])
         self.formula = meta["formula"]
         self.theta = np.asarray(read("theta"), dtype=np.float64)
+        self._residual_eta = np.zeros(0)
+        if meta.get("residual_structure"):
+            from .residual import ResidualParameters
+
+            self.model.residual = ResidualParameters.from_meta(meta["residual_structure"])
+            self._residual_eta = np.asarray(read("residual_eta"), dtype=np.float64)
         self.beta = np.asarray(read("beta"), dtype=np.float64)
         self.vcov = np.asarray(read("vcov"), dtype=np.float64)
         self.sigma = float(est["sigma"])
@@ -623,7 +631,7 @@ class LoadedResults(LMMResults):
                 kwargs[k] = np.asarray(read(v["__array__"]), dtype=np.float64)
             else:
                 kwargs[k] = _dec(v)
-        kwargs["theta"] = self.theta.copy()
+        kwargs["theta"] = self.optimizer_params.copy()
         self.optimizer = OptimizerRecord(**kwargs)
         self.warnings = _warning_objects(meta.get("warnings") or [])
         self.timings = dict(meta.get("timings") or {})

@@ -193,7 +193,116 @@ def _subset(rows) -> _RowSet:
     return _RowSet(rows, np.full(m, -1, dtype=np.int64), np.ones(m), np.zeros(m))
 
 
-class ResidualModel:
+class ResidualParameters:
+    """The parameters of a residual structure: nlme's scale <-> the unconstrained eta the
+    optimizer sees, and their report. Enough for a saved fit (bigmixed.io) without the data."""
+
+    residual = None
+    variance = None
+    kind = None  # None (VarIdent alone), "ar1", "car1" or "cs"
+    rho_lower = -1.0  # compound symmetry: rho > -1 / (largest series - 1)
+
+    @classmethod
+    def from_meta(cls, meta: dict) -> "ResidualParameters":
+        """Rebuild from `to_meta()` (a saved fit)."""
+        self = cls.__new__(cls)
+        res, var = meta.get("residual"), meta.get("variance")
+        if res is not None:
+            group = res["group"] if isinstance(res["group"], str) else tuple(res["group"])
+            self.residual = (AR1(res["time"], group, res["continuous"]) if res["type"] == "AR1"
+                             else CompoundSymmetry(group))
+        if var is not None:
+            self.variance = VarIdent(var["by"], var.get("reference"))
+        self.kind = meta["kind"]
+        self.rho_lower = float(meta["rho_lower"])
+        self.names = list(meta["names"])
+        self.stratum_levels = np.array(meta["stratum_levels"], dtype=object)
+        self.eta0 = np.zeros(len(self.names))
+        return self
+
+    def to_meta(self) -> dict:
+        """JSON-able description (the estimates are saved separately, as eta)."""
+        res = self.residual
+        out = {"kind": self.kind, "rho_lower": float(self.rho_lower), "names": list(self.names),
+               "stratum_levels": [str(v) for v in self.stratum_levels], "residual": None,
+               "variance": None}
+        if res is not None:
+            group = res.group if isinstance(res.group, str) else list(res.group)
+            out["residual"] = ({"type": "AR1", "time": res.time, "group": group,
+                                "continuous": bool(res.continuous)} if isinstance(res, AR1)
+                               else {"type": "CompoundSymmetry", "group": group})
+        if self.variance is not None:
+            ref = self.variance.reference
+            out["variance"] = {"type": "VarIdent", "by": self.variance.by,
+                               "reference": None if ref is None else str(ref)}
+        return out
+
+    # ---- parameters --------------------------------------------------------------------------
+    @property
+    def n_params(self) -> int:
+        return len(self.eta0)
+
+    def _split(self, eta):
+        eta = np.asarray(eta, dtype=np.float64)
+        if self.kind is None:
+            return None, np.concatenate(([1.0], np.exp(eta)))
+        return eta[0], np.concatenate(([1.0], np.exp(eta[1:])))
+
+    def correlation(self, eta) -> float | None:
+        e = self._split(eta)[0]
+        if self.kind == "ar1":
+            return float(np.tanh(0.5 * e))
+        if self.kind == "car1":
+            return float(_logistic(e))
+        if self.kind == "cs":
+            return float(self.rho_lower + (1.0 - self.rho_lower) * _logistic(e))
+        return None
+
+    def natural(self, eta) -> np.ndarray:
+        """Parameters on nlme's reporting scale, in the order of `names`."""
+        corr = self.correlation(eta)
+        delta = self._split(eta)[1]
+        return np.array(([corr] if corr is not None else []) + list(delta[1:]))
+
+    def to_eta(self, natural) -> np.ndarray:
+        """Inverse of `natural`."""
+        natural = np.asarray(natural, dtype=np.float64)
+        out = []
+        i = 0
+        if self.kind is not None:
+            c = natural[0]
+            if self.kind == "ar1":
+                out.append(2.0 * np.arctanh(c))
+            elif self.kind == "car1":
+                out.append(_logit(c))
+            else:
+                out.append(_logit((c - self.rho_lower) / (1.0 - self.rho_lower)))
+            i = 1
+        out += list(np.log(natural[i:]))
+        return np.array(out)
+
+    def stratum_sd_ratio(self, eta) -> np.ndarray:
+        """(n_strata,) residual SD ratios to the reference stratum (1 for it)."""
+        return self._split(eta)[1]
+
+    def describe(self, eta) -> list:
+        """Lines for the summary (nlme's 'Correlation Structure' / 'Variance function')."""
+        lines = []
+        vals = self.natural(eta)
+        if self.kind is not None:
+            label = {"ar1": "AR(1)", "car1": "Continuous AR(1)", "cs": "Compound symmetry"}[self.kind]
+            lines.append(f"Correlation structure: {label}, within {_group_label(self.residual.group)}"
+                         + (f", time {self.residual.time!r}" if self.kind != "cs" else ""))
+            lines.append(f"  {self.names[0]}: {vals[0]:.6g}")
+        if self.variance is not None:
+            lines.append(f"Variance function: different residual SD per level of {self.variance.by!r}"
+                         f" (ratios to {self.stratum_levels[0]!r})")
+            ratios = [1.0] + list(vals[-(len(self.stratum_levels) - 1):] if len(self.stratum_levels) > 1 else [])
+            lines.append("  " + "  ".join(f"{lv}: {v:.6g}" for lv, v in zip(self.stratum_levels, ratios)))
+        return lines
+
+
+class ResidualModel(ResidualParameters):
     """Residual structure bound to the model's rows; maps eta to weighted cross-products.
 
     Attributes
@@ -349,54 +458,7 @@ class ResidualModel:
         self._sets = [_subset(np.flatnonzero(self.strata == j)) for j in range(S)]
         self.per_evaluation = False
 
-    # ---- parameters --------------------------------------------------------------------------
-    @property
-    def n_params(self) -> int:
-        return len(self.eta0)
-
-    def _split(self, eta):
-        eta = np.asarray(eta, dtype=np.float64)
-        if self.kind is None:
-            return None, np.concatenate(([1.0], np.exp(eta)))
-        return eta[0], np.concatenate(([1.0], np.exp(eta[1:])))
-
-    def correlation(self, eta) -> float | None:
-        e = self._split(eta)[0]
-        if self.kind == "ar1":
-            return float(np.tanh(0.5 * e))
-        if self.kind == "car1":
-            return float(_logistic(e))
-        if self.kind == "cs":
-            return float(self.rho_lower + (1.0 - self.rho_lower) * _logistic(e))
-        return None
-
-    def natural(self, eta) -> np.ndarray:
-        """Parameters on nlme's reporting scale, in the order of `names`."""
-        corr = self.correlation(eta)
-        delta = self._split(eta)[1]
-        return np.array(([corr] if corr is not None else []) + list(delta[1:]))
-
-    def to_eta(self, natural) -> np.ndarray:
-        """Inverse of `natural`."""
-        natural = np.asarray(natural, dtype=np.float64)
-        out = []
-        i = 0
-        if self.kind is not None:
-            c = natural[0]
-            if self.kind == "ar1":
-                out.append(2.0 * np.arctanh(c))
-            elif self.kind == "car1":
-                out.append(_logit(c))
-            else:
-                out.append(_logit((c - self.rho_lower) / (1.0 - self.rho_lower)))
-            i = 1
-        out += list(np.log(natural[i:]))
-        return np.array(out)
-
-    def stratum_sd_ratio(self, eta) -> np.ndarray:
-        """(n_strata,) residual SD ratios to the reference stratum (1 for it)."""
-        return self._split(eta)[1]
-
+    # ---- weights ------------------------------------------------------------------------------
     def coefficients(self, eta):
         """(weights of the derived sets, log det R0) at eta (component path)."""
         corr = self.correlation(eta)
@@ -558,22 +620,6 @@ class ResidualModel:
             sums = np.bincount(series, weights=z)[series]
             e = np.sqrt(1.0 - rho) * z + alpha * sums
         return sigma * delta[self.strata] * e
-
-    def describe(self, eta) -> list:
-        """Lines for the summary (nlme's 'Correlation Structure' / 'Variance function')."""
-        lines = []
-        vals = self.natural(eta)
-        if self.kind is not None:
-            label = {"ar1": "AR(1)", "car1": "Continuous AR(1)", "cs": "Compound symmetry"}[self.kind]
-            lines.append(f"Correlation structure: {label}, within {_group_label(self.residual.group)}"
-                         + (f", time {self.residual.time!r}" if self.kind != "cs" else ""))
-            lines.append(f"  {self.names[0]}: {vals[0]:.6g}")
-        if self.variance is not None:
-            lines.append(f"Variance function: different residual SD per level of {self.variance.by!r}"
-                         f" (ratios to {self.stratum_levels[0]!r})")
-            ratios = [1.0] + list(vals[-(len(self.stratum_levels) - 1):] if len(self.stratum_levels) > 1 else [])
-            lines.append("  " + "  ".join(f"{lv}: {v:.6g}" for lv, v in zip(self.stratum_levels, ratios)))
-        return lines
 
 
 def _sum_chunks_into(parts: np.ndarray, out: np.ndarray) -> None:

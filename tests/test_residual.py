@@ -315,12 +315,30 @@ def test_satterthwaite_and_bootstrap_run_with_a_structure():
     pd.testing.assert_frame_equal(boot.replicates, again.replicates)
 
 
-def test_features_without_a_structure_version_refuse_clearly(tmp_path):
+@pytest.mark.parametrize("case", ["ar1_varident", "cs", "car1"])
+def test_save_and_load_keep_the_structure(case, tmp_path):
+    df = make_data(n_patients=30, seed=15, continuous=(case == "car1"))
+    fit = bm.lmm(FORMULA_RI, df, **CASES[case]).fit()
+    path = fit.save(tmp_path / "f.bmfit")
+    back = bm.load(path)
+    pd.testing.assert_series_equal(back.residual_parameters, fit.residual_parameters)
+    pd.testing.assert_series_equal(back.residual_sd(), fit.residual_sd())
+    assert back.n_params == fit.n_params and back.aic == pytest.approx(fit.aic)
+    assert fit.model.residual.describe(fit._residual_eta)[0] in back.summary()
+    assert back.to_dict()["residual_structure"] == fit.to_dict()["residual_structure"]
+    new = df.head(20)
+    pd.testing.assert_frame_equal(back.predict_interval(new), fit.predict_interval(new))
+    assert back.meta["format_version"] == 2
+
+
+def test_fits_without_a_structure_stay_format_version_1(tmp_path):
+    fit = bm.lmm(FORMULA_RI, make_data(seed=15)).fit()
+    assert bm.load(fit.save(tmp_path / "g.bmfit")).meta["format_version"] == 1
+
+
+def test_features_without_a_structure_version_refuse_clearly():
     df = make_data(n_patients=30, seed=15)
     fit = bm.lmm(FORMULA_RI, df, residual=bm.AR1("visit", "patient")).fit()
-    with pytest.raises(NotImplementedError, match="nothing was written"):
-        fit.save(tmp_path / "f.bmx")
-    assert not any(tmp_path.iterdir())
     with pytest.raises(NotImplementedError, match="profiles"):
         fit.confint(method="profile")
     with pytest.raises(NotImplementedError, match="ICC"):
