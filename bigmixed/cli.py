@@ -282,6 +282,23 @@ def _strict_problems(fit) -> list:
 # ======================================================================================
 
 
+def _residual_structures(args) -> dict:
+    """residual= / variance= keyword arguments from --ar1, --compound-symmetry, --var-ident."""
+    from .residual import AR1, CompoundSymmetry, VarIdent
+
+    out = {}
+    if getattr(args, "ar1", None):
+        parts = [x.strip() for x in args.ar1.split(",")]
+        if len(parts) != 2 or not all(parts):
+            raise CLIError(EXIT_USAGE, f"--ar1 takes TIME,GROUP (two column names), not {args.ar1!r}")
+        out["residual"] = AR1(parts[0], parts[1])
+    if getattr(args, "compound_symmetry", None):
+        out["residual"] = CompoundSymmetry(args.compound_symmetry.strip())
+    if getattr(args, "var_ident", None):
+        out["variance"] = VarIdent(args.var_ident.strip())
+    return out
+
+
 def _needed_columns(path: str, fmt: str, formula: str, responses: list | None, glob: str | None):
     """Columns to read: those named in the formula, the responses, the glob's matches."""
     from .batch import _columns_named_in, match_responses
@@ -384,6 +401,11 @@ def cmd_fit(args) -> int:
             raise CLIError(EXIT_USAGE, "a one-sided formula ('~ ...') needs --responses or --responses-glob")
         parse_formula(args.formula)
 
+    structures = _residual_structures(args)
+    if structures and (many or getattr(args, "dask", None) is not None):
+        raise CLIError(EXIT_USAGE, "--ar1 / --compound-symmetry / --var-ident fit one response in "
+                                   "memory; drop --responses / --responses-glob / --dask")
+
     # 2. the outputs: writable before any work
     if args.out is not None and os.path.abspath(args.out) == os.path.abspath(args.data):
         raise CLIError(EXIT_USAGE, "--out is the input data file; refusing to overwrite it")
@@ -399,6 +421,11 @@ def cmd_fit(args) -> int:
             raise CLIError(EXIT_DATA, f"data file {args.data!r} does not exist")
         dfmt = data_format(args.data) if not os.path.isdir(args.data) else "parquet"
         need, all_cols = _needed_columns(args.data, dfmt, args.formula, responses, args.responses_glob)
+        if structures:
+            from .residual import residual_columns
+
+            cols = residual_columns(structures.get("residual"), structures.get("variance"))
+            need = list(dict.fromkeys(need + [c for c, _ in cols if c in all_cols]))
         if getattr(args, "dask", None) is not None:  # partitions through Dask, never collected
             if many:
                 raise CLIError(EXIT_USAGE, "--dask fits one response; drop --responses / --responses-glob")
@@ -422,12 +449,14 @@ def cmd_fit(args) -> int:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 try:
-                    model = bm.lmm(args.formula, data, reml=not args.ml, solver=args.solver)
+                    model = bm.lmm(args.formula, data, reml=not args.ml, solver=args.solver,
+                                   **structures)
                 except bm.MissingColumnError:
                     if len(need) == len(all_cols):
                         raise
                     data, _ = read_data(args.data, None)  # the full file names the close matches
-                    model = bm.lmm(args.formula, data, reml=not args.ml, solver=args.solver)
+                    model = bm.lmm(args.formula, data, reml=not args.ml, solver=args.solver,
+                                   **structures)
                 log.info("fitting %s by %s: %d observations, groups %s", args.formula,
                          "ML" if args.ml else "REML", model.n_obs,
                          ", ".join(f"{f.group} {f.n_levels}" for f in model.structure.factors))
@@ -632,6 +661,14 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--dask", nargs="?", const="local", default=None, metavar="ADDRESS",
                    help="fit through Dask (partitioned Parquet or CSV, never collected): on the "
                         "scheduler at ADDRESS, or without ADDRESS on a LocalCluster sized to this machine")
+    r = f.add_mutually_exclusive_group()
+    r.add_argument("--ar1", default=None, metavar="TIME,GROUP",
+                   help="AR(1) residuals within GROUP ordered by TIME (nlme's corAR1; corCAR1 when "
+                        "TIME has non-integer values), e.g. --ar1 visit,patient")
+    r.add_argument("--compound-symmetry", default=None, metavar="GROUP",
+                   help="equal residual correlation within GROUP (nlme's corCompSymm)")
+    f.add_argument("--var-ident", default=None, metavar="COLUMN",
+                   help="a separate residual SD per level of COLUMN (nlme's varIdent)")
     f.add_argument("--solver", choices=("auto", "blockdiag", "cholmod", "schur"), default="auto", help=argparse.SUPPRESS)
     v = f.add_mutually_exclusive_group()
     v.add_argument("-q", "--quiet", action="store_true", help="log errors only, no progress display")

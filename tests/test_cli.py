@@ -247,3 +247,32 @@ def test_python_dash_m(files, tmp_path):
                        check=False)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["model"]["response"] == "mobility"
+
+
+def test_fit_with_residual_structures(tmp_path):
+    from bigmixed.data_gen import generate_longitudinal
+
+    df = generate_longitudinal(60, 5, arm_sd_ratios={"a": 1.0, "b": 1.5, "c": 0.7},
+                               missed_visit_share=0.1, seed=3).data
+    path = tmp_path / "long.csv"
+    df.to_csv(path, index=False)
+    formula = "y ~ time * treat + (1 | patient)"
+    out = tmp_path / "fit.json"
+    assert run("fit", "--data", path, "--formula", formula, "--ar1", "visit,patient",
+               "--var-ident", "arm", "--out", out, "-q") == 0
+    doc = json.loads(out.read_text())
+    fit = direct(formula, pd.read_csv(path), residual=bm.AR1("visit", "patient"),
+                 variance=bm.VarIdent("arm"))
+    assert doc["residual_structure"]["parameters"] == pytest.approx(fit.residual_parameters.to_dict(),
+                                                                      rel=1e-12)
+    assert sorted(doc["input"]["columns_read"]) == ["arm", "patient", "time", "treat", "visit", "y"]
+    # bad usage: exit 2 and nothing written
+    bad = tmp_path / "bad.json"
+    assert run("fit", "--data", path, "--formula", formula, "--ar1", "visit", "--out", bad, "-q") == 2
+    assert run("fit", "--data", path, "--formula", formula, "--ar1", "visit,patient",
+               "--compound-symmetry", "patient", "--out", bad, "-q") == 2
+    assert not bad.exists()
+    # a structure the data do not fit: a data error (exit 4), nothing written
+    assert run("fit", "--data", path, "--formula", formula, "--ar1", "treat,patient", "--out", bad,
+               "-q") == 4
+    assert not bad.exists()
