@@ -81,6 +81,13 @@ class _GramPattern:
     A: sp.csc_matrix  # sorted indices, zero data
 
 
+def _adopt_pattern(system, pat: _GramPattern) -> None:
+    """The pattern's arrays as attributes of a system (what `fill_scaled_gram` and the
+    factorizations read)."""
+    for name in ("q", "raw", "blk_row_factor", "blk_col_factor", "raw_offset", "pos", "A"):
+        setattr(system, name, getattr(pat, name))
+
+
 def _gram_pattern(cp: CrossProducts, structure: RandomEffectsStructure, order) -> _GramPattern:
     """The CSC pattern of lower(Lambda'Z'Z Lambda) with the factors' effects placed in `order`."""
     factors = structure.factors
@@ -205,14 +212,8 @@ class SparseSystem:
         self.cp = cp
         self.structure = structure
         pat = _gram_pattern(cp, structure, range(len(structure.factors)))
+        _adopt_pattern(self, pat)
         self.offsets = np.append(pat.start, pat.q)
-        self.q = pat.q
-        self.raw = pat.raw
-        self.blk_row_factor = pat.blk_row_factor
-        self.blk_col_factor = pat.blk_col_factor
-        self.raw_offset = pat.raw_offset
-        self.pos = pat.pos
-        self.A = pat.A
         self._fill(structure.initial_theta())
         # Symbolic analysis once (fill-reducing permutation fixed here). CHOLMOD picks simplicial
         # for sparse factors (block-diagonal: 15x faster) and supernodal (BLAS) for dense fill-in.
@@ -446,14 +447,8 @@ class SchurSystem:
         self.lead = lead
         self.order = order
         pat = _gram_pattern(cp, structure, order)
+        _adopt_pattern(self, pat)
         self.start = pat.start
-        self.q = pat.q
-        self.raw = pat.raw
-        self.blk_row_factor = pat.blk_row_factor
-        self.blk_col_factor = pat.blk_col_factor
-        self.raw_offset = pat.raw_offset
-        self.pos = pat.pos
-        self.A = pat.A
         self.P1 = int(structure.P_of[lead])
         self.n1 = structure.factors[lead].n_levels
         self.q1 = self.n1 * self.P1
