@@ -137,6 +137,13 @@ class LMMResults:
             return pd.Series([], dtype=float, name="estimate")
         return pd.Series(r.natural(self._residual_eta), index=r.names, name="estimate")
 
+    def residual_intervals(self, level: float = 0.95) -> pd.DataFrame:
+        """Approximate intervals of the residual structure's parameters on nlme's scale, as
+        nlme's ``intervals()`` (see bigmixed.inference.residual_intervals)."""
+        from .inference import residual_intervals
+
+        return residual_intervals(self, level)
+
     def residual_sd(self) -> pd.Series:
         """Residual SD per VarIdent stratum (sigma times its ratio); sigma alone otherwise."""
         r = self.model.residual

@@ -147,3 +147,47 @@ def test_plain_model_nlme_and_lme4_conventions_agree():
     fit = bm.lmm(ref["lmer_formula"], df).fit()
     assert fit.llf == pytest.approx(ref["reml"]["lme4"]["logLik"], rel=1e-9)
     assert fit.llf == pytest.approx(ref["reml"]["nlme"]["logLik"], rel=1e-9)
+
+
+def test_intervals_match_nlme():
+    """nlme's intervals(fit, which = "var-cov") (bench/nlme_intervals.R): Wald on the
+    unconstrained scale from the inverse Hessian, nlme run with a finite-difference step of 1e-4
+    (its default, ~6e-6, leaves a few percent of rounding noise in the standard errors; see the
+    script)."""
+    ref = json.loads((REFS / "intervals.json").read_text())
+    cases = {"ar1_ri": ("corStruct", ["Phi"]), "cs": ("corStruct", ["Rho"]),
+             "varident": ("varStruct", None)}
+    for name, (key, names) in cases.items():
+        fref, df = _load(name, "reml")
+        fit = _fit(name, "reml", fref, df)
+        got = fit.residual_intervals()
+        want = np.array(ref[name][key], dtype=float).reshape(-1, 3)
+        if names is None:  # varIdent ratios, named by level, reference first
+            names = [f"arm={lv}" for lv in ref[name]["rownames"]]
+        got = got.loc[names, ["lower", "estimate", "upper"]].to_numpy()
+        np.testing.assert_allclose(got[:, 1], want[:, 1], rtol=2e-5)
+        np.testing.assert_allclose(got, want, rtol=2e-4)
+
+
+def test_interval_width_is_the_observed_information():
+    """The SE behind residual_intervals equals the one from an independent central-difference
+    Hessian of the profiled criterion in (theta, eta)."""
+    from bigmixed.inference import satterthwaite_state
+
+    fref, df = _load("ar1_ri", "reml")
+    fit = _fit("ar1_ri", "reml", fref, df)
+    m, x, h = fit.model, fit.optimizer_params, 3e-4
+    k = len(x)
+    H = np.empty((k, k))
+    for a in range(k):
+        for b in range(k):
+            ea, eb = np.eye(k)[a] * h, np.eye(k)[b] * h
+            H[a, b] = (m.objective(x + ea + eb) - m.objective(x + ea - eb)
+                       - m.objective(x - ea + eb) + m.objective(x - ea - eb)) / (4 * h * h)
+    se_profiled = np.sqrt(np.diag(2 * np.linalg.inv(H)))
+    se_state = np.sqrt(np.diag(satterthwaite_state(fit).vcov_varpar))[:k]
+    np.testing.assert_allclose(se_state, se_profiled, rtol=1e-4)
+    iv = fit.residual_intervals()
+    z = 1.959963984540054
+    eta = x[-1]
+    assert iv.loc["Phi", "upper"] == pytest.approx(np.tanh((eta + z * se_state[-1]) / 2), rel=1e-12)
