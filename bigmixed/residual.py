@@ -492,6 +492,10 @@ class ResidualModel(ResidualParameters):
         working basis; `work_cp` is the model's CrossProducts whose arrays `load` overwrites."""
         self._basis = basis
         self._work = work_cp
+        targets = [*work_cp.zz, *work_cp.zxy, work_cp.gram, *(pb.blocks for pb in work_cp.pairs)]
+        if not all(a.flags.c_contiguous and a.flags.writeable for a in targets):
+            # load() writes through reshape(-1) views: a copy would be written instead, silently
+            raise ValueError("the working cross-products must be writable C-contiguous arrays")
         if self.per_evaluation:
             self._setup_whitening(basis)
             return
