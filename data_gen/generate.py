@@ -77,8 +77,36 @@ _S_SIZES, _S_PATIENT, _S_VISIT, _S_DOCTOR, _S_PATIENT_RE, _S_HOSPITAL, \
 _N_STREAMS = 9
 
 
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    if isinstance(v, dict):
+        return {k: _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, np.generic):
+        return v.item()
+    return v
+
+
+class TruthIO:
+    """``truth`` (a dict of the generating parameters) as JSON; shared by the generators."""
+
+    truth: dict
+
+    def truth_jsonable(self) -> dict[str, Any]:
+        """``truth`` with numpy arrays turned into lists (for json.dump)."""
+        return {k: _jsonable(v) for k, v in self.truth.items()}
+
+    def truth_to_json(self, path: str | os.PathLike) -> None:
+        """Write ``truth`` as JSON."""
+        with open(path, "w", encoding="utf-8") as fh:
+            json.dump(self.truth_jsonable(), fh, indent=1)
+            fh.write("\n")
+
+
 @dataclass
-class GeneratedData:
+class GeneratedData(TruthIO):
     """A generated data set and the truth behind it.
 
     ``data``  -- pandas DataFrame, one row per patient visit, grouped by doctor.
@@ -106,16 +134,6 @@ class GeneratedData:
         kwargs.setdefault("index", False)
         self.data.to_csv(path, **kwargs)
 
-    def truth_jsonable(self) -> dict[str, Any]:
-        """``truth`` with numpy arrays turned into lists (for json.dump)."""
-        return {k: _jsonable(v) for k, v in self.truth.items()}
-
-    def truth_to_json(self, path: str | os.PathLike) -> None:
-        """Write ``truth`` as JSON."""
-        with open(path, "w", encoding="utf-8") as fh:
-            json.dump(self.truth_jsonable(), fh, indent=1)
-            fh.write("\n")
-
     def summary(self) -> str:
         """One line: rows and groups."""
         t = self.truth
@@ -127,16 +145,6 @@ class GeneratedData:
         if t["hospital_design"] is not None:
             parts.append(f"{t['n_hospitals']} hospitals ({t['hospital_design']})")
         return ", ".join(parts)
-
-
-def _jsonable(v: Any) -> Any:
-    if isinstance(v, np.ndarray):
-        return v.tolist()
-    if isinstance(v, dict):
-        return {k: _jsonable(x) for k, x in v.items()}
-    if isinstance(v, np.generic):
-        return v.item()
-    return v
 
 
 # ---------------------------------------------------------------------------

@@ -60,7 +60,6 @@ second.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -68,6 +67,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+
+from .generate import TruthIO
 
 __all__ = ["LongitudinalData", "generate_longitudinal", "LONGITUDINAL_BETA",
            "RESIDUAL_STRUCTURES"]
@@ -97,7 +98,7 @@ _N_STREAMS = 8
 
 
 @dataclass
-class LongitudinalData:
+class LongitudinalData(TruthIO):
     """A generated longitudinal data set and the truth behind it.
 
     ``data``  -- pandas DataFrame (columns: see the module docstring).
@@ -141,15 +142,6 @@ class LongitudinalData:
         kwargs.setdefault("lineterminator", "\n")
         self.data.to_csv(path, **kwargs)
 
-    def truth_jsonable(self) -> dict[str, Any]:
-        """``truth`` with numpy arrays turned into lists (for json.dump)."""
-        return {k: _jsonable(v) for k, v in self.truth.items()}
-
-    def truth_to_json(self, path: str | os.PathLike) -> None:
-        with open(path, "w", encoding="utf-8") as fh:
-            json.dump(self.truth_jsonable(), fh, indent=1)
-            fh.write("\n")
-
     def summary(self) -> str:
         t = self.truth
         parts = [f"{t['n_rows']} rows", f"{t['n_patients']} patients x <= {t['n_visits']} visits"]
@@ -157,18 +149,6 @@ class LongitudinalData:
             parts.append(f"{t['n_hospitals']} hospitals")
         parts.append(f"residual {t['residual']}")
         return ", ".join(parts)
-
-
-def _jsonable(v: Any) -> Any:
-    if isinstance(v, np.ndarray):
-        return v.tolist()
-    if isinstance(v, dict):
-        return {k: _jsonable(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_jsonable(x) for x in v]
-    if isinstance(v, np.generic):
-        return v.item()
-    return v
 
 
 def _check(cond: bool, msg: str) -> None:
