@@ -17,8 +17,8 @@ from .basis import FixedEffectsBasis
 from .crossprod import CrossProducts
 from . import design as _design
 from .objective import NotPositiveDefinite, ProfiledState, profiled_state
-from .optimize import INITIAL_STEP, minimize_theta, newton_polish
-from .start import one_factor_start
+from .optimize import INITIAL_STEP, minimize_theta, newton_polish, quasi_newton
+from .start import approx_newton_start, one_factor_start, refine_start
 from .structure import RandomEffectsStructure
 from .system import SYSTEMS, auto_solver
 from .warnings import CollinearRandomEffectsWarning, ConvergenceWarning, SingularFitWarning
@@ -194,6 +194,30 @@ class LinearMixedModel:
             return np.inf
         return value if np.isfinite(value) else np.inf
 
+    @property
+    def has_gradient(self) -> bool:
+        """`gradient` applies: the system has an analytic gradient (SchurSystem with one effect
+        per level of every factor) and there is no residual structure."""
+        return bool(getattr(self.system, "has_gradient", False)) and self.residual is None
+
+    def gradient(self, params) -> np.ndarray:
+        """Analytic gradient of the criterion in theta (see SchurSystem.criterion_gradient);
+        every theta > 0. Evaluate the criterion at params first: the gradient reuses its factor."""
+        if not self.has_gradient:
+            raise NotImplementedError("no analytic gradient for this model")
+        theta = np.asarray(params, dtype=np.float64)
+        return self.system.criterion_gradient(theta, self.state(theta), self.reml)
+
+    def _quasi_newton_fit(self, guess, lower):
+        """The fit by quasi-Newton steps on the analytic gradient from the minimum of the
+        approximate criterion (bigmixed.start.approx_newton_start), or None when that does not
+        apply (no approximation, a start or step on a bound, no convergence): BOBYQA then."""
+        approx = approx_newton_start(self, guess)
+        if approx is None:
+            return None
+        theta_a, H = approx
+        return quasi_newton(self.objective, self.gradient, theta_a, H, lower)
+
     def fit(self, *, theta0=None, restart_edge: bool = True, polish: bool = True,
             ftol_abs: float | None = None, ftol_rel: float | None = None,
             xtol_abs: float | None = None, maxeval: int = 100_000):
@@ -213,26 +237,38 @@ class LinearMixedModel:
         start = (np.concatenate((st.initial_theta(), eta0)) if theta0 is None
                  else np.asarray(theta0, float))
         initial_step = INITIAL_STEP
+        # residual parameters are unconstrained (nlme's scale)
+        lower = np.concatenate((st.lower_bounds, np.full(len(eta0), -np.inf)))
+        record = None
+        t0 = time.perf_counter()
         if theta0 is None and len(st.factors) > 1:
             # several factors: start from one-factor fits when that is better than lme4's start
             self._load_residual(eta0)
-            guess = one_factor_start(self, LOOSE_TOLERANCES)
+            quasi = (polish and ftol_abs is None and ftol_rel is None and xtol_abs is None
+                     and self.has_gradient)
+            guess = one_factor_start(self, LOOSE_TOLERANCES, refine=not quasi)
             if guess is not None:
                 guess = np.concatenate((guess, eta0))
-                if self.objective(guess) < self.objective(start):
+                if quasi:
+                    # lme4's start first: the factor of the optimum stays in the buffers
+                    f_start = self.objective(start)
+                    record = self._quasi_newton_fit(guess, lower)
+                    if record is not None and not record.objective <= f_start:
+                        record = None  # never worse than BOBYQA from lme4's start could be
+                    if record is None:  # fall back to BOBYQA from the refined start
+                        guess = refine_start(self, guess)
+                if record is None and self.objective(guess) < self.objective(start):
                     start = guess
                     initial_step = NEAR_START_STEP
-        # residual parameters are unconstrained (nlme's scale)
-        lower = np.concatenate((st.lower_bounds, np.full(len(eta0), -np.inf)))
         loose = polish and self.n_params <= POLISH_MAX_FREE
         tol = dict(LOOSE_TOLERANCES if loose else TIGHT_TOLERANCES)
         tol.update({k: v for k, v in (("ftol_abs", ftol_abs), ("ftol_rel", ftol_rel),
                                       ("xtol_abs", xtol_abs)) if v is not None})
-        t0 = time.perf_counter()
         run = dict(maxeval=maxeval, restart_edge=restart_edge, initial_step=initial_step,
                    restartable=np.concatenate((st.multi_column_diagonal(), np.zeros(len(eta0), bool))))
-        record = minimize_theta(self.objective, start, lower, **tol, **run)
-        if polish:
+        if record is None:
+            record = minimize_theta(self.objective, start, lower, **tol, **run)
+        if polish and record.method == "nlopt LN_BOBYQA":
             theta, value, grad, hess, n, steps = newton_polish(
                 self.objective, record.theta, lower, max_free=POLISH_MAX_FREE, max_steps=1)
             record.n_evaluations += n

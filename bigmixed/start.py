@@ -32,8 +32,9 @@ from .structure import RandomEffectsStructure
 from .system import BlockDiagonalSystem
 
 
-def one_factor_start(model, tolerances: dict) -> np.ndarray | None:
-    """theta (lme4's order) assembled from one-factor fits, or None for a single factor."""
+def one_factor_start(model, tolerances: dict, refine: bool = True) -> np.ndarray | None:
+    """theta (lme4's order) assembled from one-factor fits, or None for a single factor; with
+    `refine`, improved by `refine_start`."""
     st = model.structure
     if len(st.factors) < 2:
         return None
@@ -81,7 +82,7 @@ def one_factor_start(model, tolerances: dict) -> np.ndarray | None:
             T_all[fi, full:full + pk, full:full + pk] = T_sub[part:part + pk, part:part + pk]
     start = T_all[st.theta_factor, st.theta_row, st.theta_col]
     start = np.where(st.lower_bounds == 0, np.maximum(start, 0.0), start)
-    return refine_start(model, start)
+    return refine_start(model, start) if refine else start
 
 
 # Refine only when the exact evaluation is expensive (dense block of at least this many columns)
@@ -97,18 +98,17 @@ REFINE_MIN_CHANGE = 0.005
 APPROX_TOLERANCES = dict(ftol_abs=1e-5, ftol_rel=0.0, xtol_abs=1e-4)
 
 
-def refine_start(model, theta0: np.ndarray) -> np.ndarray:
-    """theta0 improved on the system's approximate criterion (see the module docstring), or
-    theta0 itself when the system has none or the refinement does not pay."""
+def approx_criterion(model):
+    """The criterion on the system's approximate update (SchurSystem.approx_update), or None when
+    it does not pay: no approximation, a dense block below REFINE_MIN_DENSE columns (exact
+    evaluations are cheap), more than REFINE_MAX_THETA parameters, or a residual structure."""
     system = model.system
     approx = getattr(system, "approx_update", None)
-    st = model.structure
-    k = st.n_theta
+    k = model.structure.n_theta
     if (approx is None or getattr(system, "r", 0) < REFINE_MIN_DENSE or k > REFINE_MAX_THETA
             or getattr(model, "n_params", k) != k):
-        return theta0
+        return None
     n, p, reml = model.n_obs, model.n_fixed, model.reml
-    lower = st.lower_bounds
 
     def approx_objective(theta):
         logdet, S = approx(np.asarray(theta, dtype=np.float64))
@@ -117,6 +117,73 @@ def refine_start(model, theta0: np.ndarray) -> np.ndarray:
         except NotPositiveDefinite:
             return np.inf
         return value if np.isfinite(value) else np.inf
+
+    return approx_objective
+
+
+# approx_newton_start: stop on the approximate criterion when the next step is below this
+# (relative): its minimum is itself ~2e-3 from the exact one on InstEval's shape
+APPROX_NEWTON_XTOL = 5e-4
+
+
+def approx_newton_start(model, theta0: np.ndarray):
+    """(theta, H): the minimum of the approximate criterion, reached by quasi-Newton steps from
+    theta0 (central-difference gradients, BFGS updates from its forward-difference Hessian at
+    theta0), and that Hessian updated, an estimate of the exact one (within a few % on crossed
+    models) for `bigmixed.optimize.quasi_newton`. None when there is no approximate criterion,
+    theta0 is on a bound, or the steps fail (then the caller uses `refine_start` and BOBYQA)."""
+    from .optimize import quasi_newton
+
+    approx_objective = approx_criterion(model)
+    lower = model.structure.lower_bounds
+    if approx_objective is None or np.any(theta0[lower == 0] <= 0):
+        return None
+    idx = np.arange(len(theta0))
+    f0 = approx_objective(theta0)
+    if not np.isfinite(f0):
+        return None
+    H = _forward_hessian(approx_objective, theta0, idx, f0, rel_step=1e-3)
+
+    def gradient(theta):
+        # forward differences: their O(h) error moves the end point by ~1e-4, within the
+        # approximation's own error (~2e-3); quasi_newton evaluated f(theta) just before
+        h = 1e-4 * np.maximum(np.abs(theta), 0.1)
+        f = approx_objective(theta) if last[0] is None or not np.array_equal(last[0], theta) else last[1]
+        g = np.empty(len(theta))
+        for a in idx:
+            e = np.zeros_like(theta)
+            e[a] = h[a]
+            g[a] = (approx_objective(theta + e) - f) / h[a]
+        return g
+
+    last = [None, None]
+
+    def remembered(theta):
+        value = approx_objective(theta)
+        last[0], last[1] = np.array(theta, dtype=np.float64), value
+        return value
+
+    if not np.all(np.isfinite(H)):
+        return None
+    rec = quasi_newton(remembered, gradient, theta0, H, lower, xtol=APPROX_NEWTON_XTOL,
+                       final_step=0.0, method="quasi-Newton (approximate criterion)")
+    if rec is None:
+        return None
+    # a fresh difference Hessian at the end point: on InstEval's shape the exact quasi-Newton
+    # steps then converge in two iterations against four from the BFGS-updated one
+    H = _forward_hessian(approx_objective, rec.theta, idx, rec.objective, rel_step=1e-3)
+    if not np.all(np.isfinite(H)):
+        return None
+    return rec.theta, H
+
+
+def refine_start(model, theta0: np.ndarray) -> np.ndarray:
+    """theta0 improved on the system's approximate criterion (see the module docstring), or
+    theta0 itself when the system has none or the refinement does not pay."""
+    approx_objective = approx_criterion(model)
+    if approx_objective is None:
+        return theta0
+    lower = model.structure.lower_bounds
 
     rec = minimize_theta(approx_objective, theta0, lower, **APPROX_TOLERANCES, restart_edge=False)
     theta_a = rec.theta

@@ -699,6 +699,70 @@ class SchurSystem:
             us.append(u[self.start[fi]:self.start[fi] + f.n_levels * P].reshape(f.n_levels, P).copy())
         return us, (self._inverse_diagonal_blocks() if condvar else None)
 
+    @property
+    def has_gradient(self) -> bool:
+        """`criterion_gradient` applies: every factor has one effect per level (scalar theta)."""
+        return self.scalar
+
+    def _solve_scaled_zxy(self, theta):
+        """A^{-1} Lambda'Z'[X y] (q, p + 1) with the factor of theta in the buffers."""
+        from scipy.linalg import lapack
+
+        B = self._scaled_zxy(theta)
+        schur_solve_lower(self.L11, self.l21_indptr, self.l21_indices, self.l21, B)
+        if self.r:
+            L22 = np.asfortranarray(self.S22)
+            with _BlasThreads(SCHUR_BLAS_THREADS):
+                x, _ = lapack.dtrtrs(L22, B[self.q1:], lower=1)
+                x, _ = lapack.dtrtrs(L22, x, lower=1, trans=1)
+            B[self.q1:] = x
+        schur_solve_upper(self.L11, self.l21_indptr, self.l21_indices, self.l21, B)
+        return B
+
+    def criterion_gradient(self, theta, state, reml: bool) -> np.ndarray:
+        """Gradient in theta of the profiled criterion (REML or ML) at theta, every element > 0;
+        `state` is the ProfiledState of `update(theta)`.
+
+        With one scalar theta_k per factor, A = Lambda'Z'Z Lambda + I and dA/dtheta_k =
+        (E_k (A - I) + (A - I) E_k) / theta_k (E_k: the factor's effects), so
+            d log det A / dtheta_k = 2 (q_k - tr_k(A^{-1})) / theta_k,
+        tr_k the trace of the factor's diagonal block. With REML the determinant is that of the
+        matrix bordered by Lambda'Z'X and X'X, whose inverse's block is A^{-1} + Y Y', Y =
+        A^{-1} Lambda'Z'X R_X^{-1}. The penalized RSS is minimized over (u, beta), so its
+        derivative holds them fixed: d r^2 / dtheta_k = -2 ||u_k||^2 / theta_k (the normal
+        equations give Lambda'Z'(y - X beta - Z Lambda u) = u). Together
+            d criterion / dtheta_k = (2 / theta_k) (q_k - tr_k(A^{-1}) [- ||Y_k||^2] - ||u_k||^2 / sigma^2)
+        with sigma^2 = r^2 / (n - p) (REML) or r^2 / n (ML). Costs one dpotri of the dense block
+        (S^{-1}, about two factorizations) and a solve with p + 1 right-hand sides.
+        """
+        theta = np.asarray(theta, dtype=np.float64)
+        if not self.scalar or np.any(theta <= 0):
+            raise ValueError("criterion_gradient needs scalar factors and theta > 0")
+        logdet, _ = self._factor(theta)
+        if not np.isfinite(logdet):
+            raise np.linalg.LinAlgError("Lambda'Z'Z Lambda + I is not positive definite")
+        p = self.cp.n_fixed
+        sol = self._solve_scaled_zxy(theta)
+        beta = state.beta_work()
+        u = sol[:, -1] - sol[:, :-1] @ beta
+        sigma2 = state.pwrss / (state.n_obs - p if reml else state.n_obs)
+        cinvs = self._inverse_diagonal_blocks()
+        Y = None
+        if reml and p:
+            Lx = state.chol_S[:p, :p]  # R_X'
+            Y = np.linalg.solve(Lx, sol[:, :-1].T)  # (p, q): (A^{-1} Lambda'Z'X R_X^{-1})'
+        st = self.structure
+        g = np.empty(st.n_theta)
+        for k in range(st.n_theta):
+            fi = int(st.theta_factor[k])
+            lo, n_levels = int(self.start[fi]), st.factors[fi].n_levels
+            tr = float(cinvs[fi].sum())
+            if Y is not None:
+                tr += float(np.sum(Y[:, lo:lo + n_levels] ** 2))
+            uk2 = float(np.sum(u[lo:lo + n_levels] ** 2))
+            g[k] = 2.0 / theta[k] * (n_levels - tr - uk2 / sigma2)
+        return g
+
     def _inverse_diagonal_blocks(self):
         """Diagonal blocks of A^{-1}: S^{-1} = (L22 L22')^{-1} in full (dpotri) gives the other
         factors' blocks, and the leading factor's follow by `schur_first_condvar`."""

@@ -77,7 +77,11 @@ def _warm_models(rng) -> None:
     })
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        LinearMixedModel("y ~ t + (1 | g) + (1 | h)", df, solver="schur").fit()
+        crossed = LinearMixedModel("y ~ t + (1 | g) + (1 | h)", df, solver="schur")
+        crossed.fit()
+        # the analytic gradient (the quasi-Newton path of large crossed models)
+        crossed.objective(np.array([0.5, 0.5]))
+        crossed.gradient(np.array([0.5, 0.5]))
         for kw in (dict(residual=AR1("t", "g")), dict(residual=AR1("u", "g")),
                    dict(residual=CompoundSymmetry("g")), dict(variance=VarIdent("s"))):
             LinearMixedModel("y ~ t + (1 | g)", df, **kw).fit()

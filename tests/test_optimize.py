@@ -23,3 +23,42 @@ def test_nan_and_inf_are_never_returned():
     rec = minimize_theta(f, np.array([1.5]), np.array([0.0]))
     assert np.isfinite(rec.objective)
     np.testing.assert_allclose(rec.theta, [1.0], atol=1e-5)
+
+
+# quasi_newton: Newton steps on an analytic gradient with BFGS updates of a starting Hessian
+
+def _quadratic(center, A):
+    def fun(x):
+        d = x - center
+        return float(0.5 * d @ A @ d + 0.25 * np.sum(d ** 4)) + 3.0
+
+    def grad(x):
+        d = x - center
+        return A @ d + d ** 3
+    return fun, grad
+
+
+def test_quasi_newton_converges_from_a_rough_hessian():
+    from bigmixed.optimize import quasi_newton
+
+    center = np.array([1.2, 0.7, 0.3])
+    A = np.array([[4.0, 1.0, 0.5], [1.0, 3.0, 0.2], [0.5, 0.2, 2.0]])
+    fun, grad = _quadratic(center, A)
+    rec = quasi_newton(fun, grad, np.array([1.0, 0.8, 0.35]), 1.3 * A, np.zeros(3))
+    assert rec is not None and rec.converged
+    np.testing.assert_allclose(rec.theta, center, rtol=1e-7)
+    assert rec.objective == fun(rec.theta)
+    assert rec.n_gradients >= 2 and rec.n_evaluations >= rec.n_gradients
+
+
+def test_quasi_newton_gives_up_at_a_bound_or_without_curvature():
+    from bigmixed.optimize import quasi_newton
+
+    A = np.diag([2.0, 1.0])
+    fun, grad = _quadratic(np.array([-0.5, 1.0]), A)  # minimum beyond theta_0 >= 0
+    assert quasi_newton(fun, grad, np.array([0.3, 0.9]), A, np.zeros(2)) is None
+    fun, grad = _quadratic(np.array([0.5, 1.0]), A)
+    assert quasi_newton(fun, grad, np.array([0.3, 0.9]), -A, np.zeros(2)) is None  # not PD
+    assert quasi_newton(fun, grad, np.array([0.0, 0.9]), A, np.zeros(2)) is None  # on the bound
+    rec = quasi_newton(fun, grad, np.array([0.3, 0.9]), A, np.zeros(2))
+    np.testing.assert_allclose(rec.theta, [0.5, 1.0], rtol=1e-8)

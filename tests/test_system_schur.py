@@ -248,3 +248,88 @@ def test_refined_start_is_never_worse_than_the_one_factor_start(monkeypatch):
     monkeypatch.setattr(start_mod, "REFINE_MIN_DENSE", 10**9)
     plain = start_mod.one_factor_start(m, LOOSE_TOLERANCES)
     assert m.objective(refined) <= m.objective(plain)
+
+
+# The analytic gradient (SchurSystem.criterion_gradient) and the quasi-Newton fit built on it
+
+@pytest.mark.parametrize("reml", [True, False])
+@pytest.mark.parametrize("formula,frame", [
+    ("y ~ x + (1 | g0) + (1 | g1) + (1 | g2)", dict(levels=(60, 15, 4))),
+    ("y ~ x + w + (1 | g0) + (1 | g1)", dict(n=700, levels=(50, 30))),
+    ("y ~ 1 + (1 | g0) + (1 | g1) + (1 | g2)", dict(n=4000, levels=(600, 300, 5))),
+])
+def test_gradient_equals_differences_of_the_dense_oracle(formula, frame, reml):
+    """The gradient against central differences of the slow dense criterion (V = Z G Z' +
+    sigma^2 I), at random interior theta."""
+    from oracle import dense_objective
+
+    df = _crossed_frame(21, **frame)
+    m = bm.lmm(formula, df, reml=reml, solver="schur")
+    assert m.has_gradient
+    design, st = m.design, m.structure
+    terms = [(design.terms[k].codes, design.terms[k].Z) for k in st.term_order]
+    small = len(df) <= 1000  # the oracle is O(n^3): differences of it on the small frames only
+    rng = np.random.default_rng(3)
+    for theta in rng.uniform(0.2, 1.8, size=(2, st.n_theta)):
+        m.objective(theta)
+        got = m.gradient(theta)
+        h = 1e-5 * theta
+        fun = ((lambda t: dense_objective(t, design.y, design.X, terms, reml=reml)) if small
+               else m.objective)
+        want = np.array([(fun(theta + h[k] * e) - fun(theta - h[k] * e)) / (2 * h[k])
+                         for k, e in enumerate(np.eye(st.n_theta))])
+        np.testing.assert_allclose(got, want, rtol=2e-5, atol=1e-6 * np.abs(want).max())
+
+
+def test_gradient_refuses_nonscalar_factors_and_the_boundary():
+    df = _crossed_frame(4, levels=(40, 25), slope=True)
+    m = bm.lmm("y ~ x + (1 | g0) + (1 + x | g1)", df, solver="schur")
+    assert not m.has_gradient
+    with pytest.raises(NotImplementedError):
+        m.gradient(np.ones(m.structure.n_theta))
+    m = bm.lmm("y ~ x + (1 | g0) + (1 | g1)", df, solver="schur")
+    with pytest.raises(ValueError):
+        m.gradient(np.array([0.5, 0.0]))
+
+
+def _fit_both_ways(m):
+    """The default fit and BOBYQA + Newton polish from lme4's start."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", bm.BigmixedWarning)
+        return m.fit(), m.fit(theta0=m.structure.initial_theta())
+
+
+@pytest.mark.parametrize("reml", [True, False])
+def test_quasi_newton_fit_agrees_with_bobyqa(reml):
+    """A crossed model with a dense block of 305 columns takes the quasi-Newton path; it ends
+    at BOBYQA's optimum (theta to 1e-6, criterion no worse beyond rounding), run after run."""
+    import bigmixed.start as start_mod
+
+    df = _crossed_frame(8, n=6000, levels=(500, 300, 5))
+    m = bm.lmm("y ~ x + (1 | g0) + (1 | g1) + (1 | g2)", df, reml=reml)
+    assert m.solver == "schur" and m.system.r >= start_mod.REFINE_MIN_DENSE
+    fit, ref = _fit_both_ways(m)
+    assert fit.optimizer.method.startswith("quasi-Newton") and ref.optimizer.method.startswith("nlopt")
+    assert fit.converged and not fit.warnings
+    np.testing.assert_allclose(fit.theta, ref.theta, rtol=1e-6)
+    assert fit.objective <= ref.objective + 1e-12 * abs(ref.objective)
+    np.testing.assert_allclose(fit.beta, ref.beta, rtol=1e-7)
+    np.testing.assert_allclose(fit.bse, ref.bse, rtol=1e-6)
+    # the gradient at the end is zero to the step tolerance
+    assert np.max(np.abs(fit.optimizer.gradient)) < 1e-3
+    again = bm.lmm("y ~ x + (1 | g0) + (1 | g1) + (1 | g2)", df, reml=reml).fit()
+    assert np.array_equal(again.theta, fit.theta) and again.objective == fit.objective
+
+
+def test_quasi_newton_falls_back_to_bobyqa_on_the_boundary():
+    """A factor without variance: the quasi-Newton steps reach the bound, the fit falls back to
+    BOBYQA and ends with an exact zero, as from lme4's start."""
+    df = _crossed_frame(8, n=6000, levels=(500, 300, 5))
+    rng = np.random.default_rng(1)
+    df["y"] = 0.5 * df["x"] + rng.normal(size=len(df)) + rng.normal(size=500)[df["g0"].cat.codes]
+    m = bm.lmm("y ~ x + (1 | g0) + (1 | g1) + (1 | g2)", df)
+    fit, ref = _fit_both_ways(m)
+    assert fit.optimizer.method.startswith("nlopt")
+    assert fit.is_singular and np.sum(fit.theta == 0) >= 1
+    np.testing.assert_allclose(fit.theta, ref.theta, rtol=1e-5, atol=1e-7)
+    assert fit.objective <= ref.objective + 1e-9 * abs(ref.objective)
