@@ -229,6 +229,12 @@ class LinearMixedModel:
         at the optimum are recorded. When the polish applies (at most 6 free parameters),
         BOBYQA's tolerances are looser (it only has to reach the neighbourhood); otherwise, or
         if the polish cannot take a step, BOBYQA runs to tight tolerances.
+
+        Crossed models whose system has an analytic gradient and a large dense block (see
+        `has_gradient` and bigmixed.start.approx_criterion) are fitted instead by quasi-Newton
+        steps on that gradient from the approximate criterion's minimum (same precision, a few
+        evaluations), when no tolerance or start is given; if the steps reach a bound or fail,
+        the fit falls back to BOBYQA as above.
         """
         from .results import LMMResults
 

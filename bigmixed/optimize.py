@@ -1,4 +1,6 @@
-"""The optimizer step: BOBYQA (nlopt) over theta with lme4's bounds, plus lme4's edge restart.
+"""The optimizer step: BOBYQA (nlopt) over theta with lme4's bounds, plus lme4's edge restart;
+Newton steps on difference derivatives to polish its end point; and, where the system has an
+analytic gradient (large crossed models), quasi-Newton steps on it instead.
 
 formula -> design -> structure -> cross-products -> factor -> objective -> **optimizer** -> results.
 """

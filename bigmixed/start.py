@@ -19,6 +19,10 @@ exact gradient (central differences: 2 k exact evaluations for k parameters) and
 approximate criterion's Hessian. On the crossed model of InstEval's shape this lands within
 1e-5 of the optimum (criterion within 1e-7) against 2-4% for the one-factor start, and the fit
 takes 20 fewer evaluations.
+
+When the system also has an analytic gradient (scalar factors), the model fits by quasi-Newton
+steps instead (bigmixed.optimize.quasi_newton), started by `approx_newton_start`: the minimum
+of the approximate criterion (its own quasi-Newton steps) and its Hessian there.
 """
 from __future__ import annotations
 

@@ -41,6 +41,7 @@ from .kernels import (
     schur_diag_blocks,
     schur_first_block,
     schur_first_condvar,
+    schur_first_inverse_trace,
     schur_pattern_nnz,
     schur_solve_lower,
     schur_solve_upper,
@@ -746,7 +747,7 @@ class SchurSystem:
         beta = state.beta_work()
         u = sol[:, -1] - sol[:, :-1] @ beta
         sigma2 = state.pwrss / (state.n_obs - p if reml else state.n_obs)
-        cinvs = self._inverse_diagonal_blocks()
+        traces = self._inverse_block_traces()
         Y = None
         if reml and p:
             Lx = state.chol_S[:p, :p]  # R_X'
@@ -756,12 +757,35 @@ class SchurSystem:
         for k in range(st.n_theta):
             fi = int(st.theta_factor[k])
             lo, n_levels = int(self.start[fi]), st.factors[fi].n_levels
-            tr = float(cinvs[fi].sum())
+            tr = traces[fi]
             if Y is not None:
                 tr += float(np.sum(Y[:, lo:lo + n_levels] ** 2))
             uk2 = float(np.sum(u[lo:lo + n_levels] ** 2))
             g[k] = 2.0 / theta[k] * (n_levels - tr - uk2 / sigma2)
         return g
+
+    def _inverse_block_traces(self) -> list:
+        """Per factor, the trace of its diagonal block of A^{-1} (scalar factors): the other
+        factors' from the diagonal of S^{-1} (dpotri), the leading one's by
+        `schur_first_inverse_trace`."""
+        from scipy.linalg import lapack
+
+        Sinv = np.zeros((0, 0), order="F")
+        if self.r:
+            with _BlasThreads(SCHUR_BLAS_THREADS):
+                Sinv, info = lapack.dpotri(np.array(self.S22, order="F"), lower=1, overwrite_c=1)
+            if info != 0:
+                raise np.linalg.LinAlgError("dpotri failed on the dense Schur complement")
+        diag = np.diagonal(Sinv)
+        traces = []
+        for fi, f in enumerate(self.structure.factors):
+            if fi == self.lead:
+                traces.append(schur_first_inverse_trace(self.L11, self.l21_indptr, self.l21_indices,
+                                                        self.l21, Sinv))
+            else:
+                lo = int(self.start[fi] - self.q1)
+                traces.append(float(diag[lo:lo + f.n_levels].sum()))
+        return traces
 
     def _inverse_diagonal_blocks(self):
         """Diagonal blocks of A^{-1}: S^{-1} = (L22 L22')^{-1} in full (dpotri) gives the other

@@ -350,6 +350,33 @@ def schur_first_condvar(L11, indptr, indices, data, Sinv, out):
 
 
 @njit(cache=True, nogil=True)
+def schur_first_inverse_trace(L11, indptr, indices, data, Sinv):
+    """Trace of the leading factor's block of A^{-1} when it has one effect per level (P = 1):
+    sum over levels l of (1 + w_l' S^{-1} w_l) / L11_l^2, w_l the column of L21 of level l
+    (`schur_first_condvar`'s blocks, summed without forming them).
+
+    Parameters
+    ----------
+    L11 : (n_levels, 1, 1) float64, the leading block's Cholesky factors (square roots)
+    indptr, indices, data : CSC arrays of L21 (r x n_levels), row indices sorted in each column
+    Sinv : (r, r) float64, S^{-1}; only its lower triangle is read (entries [i_t, i_u], i_t >= i_u)
+    """
+    total = 0.0
+    for c in range(L11.shape[0]):
+        q = 0.0
+        for u in range(indptr[c], indptr[c + 1]):
+            j = indices[u]
+            v = data[u]
+            acc = 0.5 * Sinv[j, j] * v  # the diagonal counted once in 2 * (lower part)
+            for t in range(u + 1, indptr[c + 1]):
+                acc += Sinv[indices[t], j] * data[t]
+            q += v * acc
+        d = L11[c, 0, 0]
+        total += (1.0 + 2.0 * q) / (d * d)
+    return total
+
+
+@njit(cache=True, nogil=True)
 def schur_diag_blocks(indptr, indices, data, diag_shift, col0, lo, hi, P, l21_indptr,
                       l21_indices, l21, out):
     """Diagonal P x P blocks of the Schur complement A22 - L21 L21' over rows [lo, hi).

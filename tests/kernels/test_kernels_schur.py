@@ -7,6 +7,7 @@ from bigmixed.kernels import (
     schur_diag_blocks,
     schur_first_block,
     schur_first_condvar,
+    schur_first_inverse_trace,
     schur_pattern_nnz,
     schur_solve_lower,
     schur_solve_upper,
@@ -205,6 +206,11 @@ def test_blocked_factor_solves_and_inverse_blocks_match_dense_linear_algebra():
         for lv in range(n_levels):
             blk = slice(lv * P, (lv + 1) * P)
             np.testing.assert_allclose(out[lv], Ainv[blk, blk], rtol=1e-9, atol=1e-12)
+        if P == 1:  # the trace of the leading block, without the blocks (upper triangle unread)
+            garbage = Sinv + np.triu(np.full_like(Sinv, np.nan), 1)
+            got = schur_first_inverse_trace(L11, l21_indptr, l21_indices, l21,
+                                            np.asfortranarray(garbage))
+            np.testing.assert_allclose(got, np.trace(Ainv[:q1, :q1]), rtol=1e-11)
 
 
 def test_schur_first_block_reports_a_matrix_that_is_not_positive_definite():
