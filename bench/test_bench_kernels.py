@@ -13,6 +13,8 @@ on-disk cache), and the inputs are built once per module.
 - ``fill_scaled_gram``: writing Lambda'Z'Z Lambda into the CSC array (crossed and nested).
 - ``SparseSystem.update``: fill + CHOLMOD numeric refactorization + solves, i.e. the whole
   cholmod evaluation minus the p x p criterion (``bm.lmm(...).system.update(theta)``).
+- ``schur_objective`` / ``schur_gradient`` / ``schur_approx_update``: crossed_73k through the
+  Schur system: one exact evaluation, the analytic gradient, one approximate update.
 """
 from __future__ import annotations
 
@@ -164,3 +166,48 @@ def test_objective_blockdiag_50k(benchmark):
     m.objective(theta)
     v = benchmark(m.objective, theta)
     assert np.isfinite(v)
+
+
+# ---------------------------------------------------------------------------- Schur system
+@pytest.fixture(scope="module")
+def model_crossed_schur():
+    """crossed_73k through the Schur system (its default): dense block of 1,142 columns."""
+    import bigmixed as bm
+    from problems import PROBLEMS, make_data
+
+    p = PROBLEMS["crossed_73k"]
+    return bm.lmm(p.formula, make_data("crossed_73k"), solver="schur")
+
+
+def test_schur_objective(benchmark, model_crossed_schur):
+    """One exact evaluation: level blocks, sparse product, one dpotrf of the bordered block."""
+    m = model_crossed_schur
+    theta = np.array([1.0, 0.5, 0.23])
+    m.objective(theta)
+
+    def evaluate():
+        m.system._cache.clear()  # the system keeps its last few evaluations: time a real one
+        m.system._factored = None
+        return m.objective(theta)
+
+    assert np.isfinite(benchmark(evaluate))
+
+
+def test_schur_gradient(benchmark, model_crossed_schur):
+    """The analytic gradient at a factored theta: dpotri of the dense block, the leading
+    factor's trace (schur_first_inverse_trace), one solve with p + 1 right-hand sides."""
+    m = model_crossed_schur
+    theta = np.array([1.0, 0.5, 0.23])
+    m.objective(theta)
+    m.gradient(theta)
+    g = benchmark(m.gradient, theta)
+    assert np.all(np.isfinite(g))
+
+
+def test_schur_approx_update(benchmark, model_crossed_schur):
+    """One evaluation of the approximate criterion's update (no dense factorization)."""
+    m = model_crossed_schur
+    theta = np.array([1.0, 0.5, 0.23])
+    m.system.approx_update(theta)
+    logdet, S = benchmark(m.system.approx_update, theta)
+    assert np.isfinite(logdet)

@@ -126,16 +126,18 @@ def approx_criterion(model):
 
 
 # approx_newton_start: stop on the approximate criterion when the next step is below this
-# (relative): its minimum is itself ~2e-3 from the exact one on InstEval's shape
+# (relative): its minimum is itself ~2e-3 from the exact one on crossed_73k (InstEval's shape)
 APPROX_NEWTON_XTOL = 5e-4
 
 
 def approx_newton_start(model, theta0: np.ndarray):
-    """(theta, H): the minimum of the approximate criterion, reached by quasi-Newton steps from
-    theta0 (central-difference gradients, BFGS updates from its forward-difference Hessian at
-    theta0), and that Hessian updated, an estimate of the exact one (within a few % on crossed
-    models) for `bigmixed.optimize.quasi_newton`. None when there is no approximate criterion,
-    theta0 is on a bound, or the steps fail (then the caller uses `refine_start` and BOBYQA)."""
+    """(theta, H): the minimum of the approximate criterion and its Hessian there, an estimate of
+    the exact one for `bigmixed.optimize.quasi_newton`. The minimum is reached by quasi-Newton
+    steps from theta0 on forward-difference gradients, from a forward-difference Hessian at
+    theta0; H is a fresh forward-difference Hessian at the end point (on crossed_73k the exact
+    steps then converge in two iterations, against four from the BFGS-updated one). None when
+    there is no approximate criterion, theta0 is on a bound, or the steps fail (the caller then
+    uses `refine_start` and BOBYQA)."""
     from .optimize import quasi_newton
 
     approx_objective = approx_criterion(model)
@@ -147,12 +149,20 @@ def approx_newton_start(model, theta0: np.ndarray):
     if not np.isfinite(f0):
         return None
     H = _forward_hessian(approx_objective, theta0, idx, f0, rel_step=1e-3)
+    if not np.all(np.isfinite(H)):
+        return None
+    last = [None, None]  # (theta, value) of the last evaluation: the gradient's base point
+
+    def remembered(theta):
+        value = approx_objective(theta)
+        last[0], last[1] = np.array(theta, dtype=np.float64), value
+        return value
 
     def gradient(theta):
         # forward differences: their O(h) error moves the end point by ~1e-4, within the
         # approximation's own error (~2e-3); quasi_newton evaluated f(theta) just before
         h = 1e-4 * np.maximum(np.abs(theta), 0.1)
-        f = approx_objective(theta) if last[0] is None or not np.array_equal(last[0], theta) else last[1]
+        f = last[1] if last[0] is not None and np.array_equal(last[0], theta) else approx_objective(theta)
         g = np.empty(len(theta))
         for a in idx:
             e = np.zeros_like(theta)
@@ -160,21 +170,10 @@ def approx_newton_start(model, theta0: np.ndarray):
             g[a] = (approx_objective(theta + e) - f) / h[a]
         return g
 
-    last = [None, None]
-
-    def remembered(theta):
-        value = approx_objective(theta)
-        last[0], last[1] = np.array(theta, dtype=np.float64), value
-        return value
-
-    if not np.all(np.isfinite(H)):
-        return None
     rec = quasi_newton(remembered, gradient, theta0, H, lower, xtol=APPROX_NEWTON_XTOL,
                        final_step=0.0, method="quasi-Newton (approximate criterion)")
     if rec is None:
         return None
-    # a fresh difference Hessian at the end point: on InstEval's shape the exact quasi-Newton
-    # steps then converge in two iterations against four from the BFGS-updated one
     H = _forward_hessian(approx_objective, rec.theta, idx, rec.objective, rel_step=1e-3)
     if not np.all(np.isfinite(H)):
         return None
