@@ -215,8 +215,11 @@ class LinearMixedModel:
         approx = approx_newton_start(self, guess)
         if approx is None:
             return None
-        theta_a, H = approx
-        return quasi_newton(self.objective, self.gradient, theta_a, H, lower)
+        theta_a, H, n_approx = approx
+        record = quasi_newton(self.objective, self.gradient, theta_a, H, lower)
+        if record is not None:
+            record.n_approx_evaluations = n_approx
+        return record
 
     def fit(self, *, theta0=None, restart_edge: bool = True, polish: bool = True,
             ftol_abs: float | None = None, ftol_rel: float | None = None,
@@ -259,8 +262,10 @@ class LinearMixedModel:
                     # lme4's start first: the factor of the optimum stays in the buffers
                     f_start = self.objective(start)
                     record = self._quasi_newton_fit(guess, lower)
-                    if record is not None and not record.objective <= f_start:
-                        record = None  # never worse than BOBYQA from lme4's start could be
+                    if record is not None:
+                        record.n_evaluations += 1  # (lme4's start)
+                        if not record.objective <= f_start:
+                            record = None  # never worse than BOBYQA from lme4's start could be
                     if record is None:  # fall back to BOBYQA from the refined start
                         guess = refine_start(self, guess)
                 if record is None and self.objective(guess) < self.objective(start):

@@ -27,6 +27,7 @@ class OptimizerRecord:
     restarts: int = 0
     polish_steps: int = 0
     n_gradients: int = 0  # analytic gradients (quasi_newton), each about two evaluations' cost
+    n_approx_evaluations: int = 0  # of an approximate criterion (start refinement), ~1/8 each
     gradient: np.ndarray | None = field(default=None, repr=False)  # at the end, free coordinates
     hessian: np.ndarray | None = field(default=None, repr=False)
     history: list = field(default_factory=list, repr=False)

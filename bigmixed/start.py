@@ -131,7 +131,7 @@ APPROX_NEWTON_XTOL = 5e-4
 
 
 def approx_newton_start(model, theta0: np.ndarray):
-    """(theta, H): the minimum of the approximate criterion and its Hessian there, an estimate of
+    """(theta, H, n_evaluations): the minimum of the approximate criterion and its Hessian there, an estimate of
     the exact one for `bigmixed.optimize.quasi_newton`. The minimum is reached by quasi-Newton
     steps from theta0 on forward-difference gradients, from a forward-difference Hessian at
     theta0; H is a fresh forward-difference Hessian at the end point (on crossed_73k the exact
@@ -140,10 +140,16 @@ def approx_newton_start(model, theta0: np.ndarray):
     uses `refine_start` and BOBYQA)."""
     from .optimize import quasi_newton
 
-    approx_objective = approx_criterion(model)
+    criterion = approx_criterion(model)
     lower = model.structure.lower_bounds
-    if approx_objective is None or np.any(theta0[lower == 0] <= 0):
+    if criterion is None or np.any(theta0[lower == 0] <= 0):
         return None
+    calls = [0]
+
+    def approx_objective(theta):
+        calls[0] += 1
+        return criterion(theta)
+
     idx = np.arange(len(theta0))
     f0 = approx_objective(theta0)
     if not np.isfinite(f0):
@@ -177,7 +183,7 @@ def approx_newton_start(model, theta0: np.ndarray):
     H = _forward_hessian(approx_objective, rec.theta, idx, rec.objective, rel_step=1e-3)
     if not np.all(np.isfinite(H)):
         return None
-    return rec.theta, H
+    return rec.theta, H, calls[0]
 
 
 def refine_start(model, theta0: np.ndarray) -> np.ndarray:
