@@ -291,7 +291,7 @@ def newton_polish(fun, x, lower, *, max_steps=2, max_free=6):
     fx = fun(x)
     g = H = None
     for _ in range(max_steps):
-        H = _forward_hessian(fun, x, free, fx, rel_step=1e-4)
+        H = forward_hessian(fun, x, np.flatnonzero(free), fx, rel_step=1e-4)
         _, g, _ = _gradient_only(fun, x, free, fx, rel_step=2e-5)
         evals += k + k * (k + 1) // 2 + 2 * k
         try:
@@ -329,20 +329,20 @@ def _gradient_only(fun, x, free, f0, rel_step):
     return f0, g, None
 
 
-def _forward_hessian(fun, x, free, f0, rel_step):
-    """Forward-difference Hessian: H_ab ~ (f(x+e_a+e_b) - f(x+e_a) - f(x+e_b) + f(x)) / (h_a h_b).
-
-    k + k(k+1)/2 evaluations; O(h) accurate, enough for a Newton step near the optimum."""
-    idx = np.flatnonzero(free)
+def forward_hessian(fun, x, idx, f0, rel_step):
+    """Forward-difference Hessian of fun at x over the coordinates idx (f0 = fun(x)):
+    H_ab = (f(x + e_a + e_b) - f(x + e_a) - f(x + e_b) + f0) / (h_a h_b), h = rel_step *
+    max(|x|, 0.1); k (k + 3) / 2 evaluations, O(h) accurate: enough for a Newton step."""
     k = len(idx)
     h = rel_step * np.maximum(np.abs(x[idx]), 0.1)
-    steps = [np.zeros_like(x) for _ in range(k)]
+    steps = []
     for a in range(k):
-        steps[a][idx[a]] = h[a]
-    f1 = np.array([fun(x + steps[a]) for a in range(k)])
+        e = np.zeros_like(x)
+        e[idx[a]] = h[a]
+        steps.append(e)
+    f1 = [fun(x + e) for e in steps]
     H = np.empty((k, k))
     for a in range(k):
         for b in range(a + 1):
-            fab = fun(x + steps[a] + steps[b])
-            H[a, b] = H[b, a] = (fab - f1[a] - f1[b] + f0) / (h[a] * h[b])
+            H[a, b] = H[b, a] = (fun(x + steps[a] + steps[b]) - f1[a] - f1[b] + f0) / (h[a] * h[b])
     return H

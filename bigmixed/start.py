@@ -31,7 +31,7 @@ from dataclasses import replace
 import numpy as np
 
 from .objective import NotPositiveDefinite, profiled_state
-from .optimize import minimize_theta
+from .optimize import forward_hessian, minimize_theta, quasi_newton
 from .structure import RandomEffectsStructure
 from .system import BlockDiagonalSystem
 
@@ -138,8 +138,6 @@ def approx_newton_start(model, theta0: np.ndarray):
     steps then converge in two iterations, against four from the BFGS-updated one). None when
     there is no approximate criterion, theta0 is on a bound, or the steps fail (the caller then
     uses `refine_start` and BOBYQA)."""
-    from .optimize import quasi_newton
-
     criterion = approx_criterion(model)
     lower = model.structure.lower_bounds
     if criterion is None or np.any(theta0[lower == 0] <= 0):
@@ -154,7 +152,7 @@ def approx_newton_start(model, theta0: np.ndarray):
     f0 = approx_objective(theta0)
     if not np.isfinite(f0):
         return None
-    H = _forward_hessian(approx_objective, theta0, idx, f0, rel_step=1e-3)
+    H = forward_hessian(approx_objective, theta0, idx, f0, rel_step=1e-3)
     if not np.all(np.isfinite(H)):
         return None
     last = [None, None]  # (theta, value) of the last evaluation: the gradient's base point
@@ -180,7 +178,7 @@ def approx_newton_start(model, theta0: np.ndarray):
                        final_step=0.0, method="quasi-Newton (approximate criterion)")
     if rec is None:
         return None
-    H = _forward_hessian(approx_objective, rec.theta, idx, rec.objective, rel_step=1e-3)
+    H = forward_hessian(approx_objective, rec.theta, idx, rec.objective, rel_step=1e-3)
     if not np.all(np.isfinite(H)):
         return None
     return rec.theta, H, calls[0]
@@ -203,7 +201,7 @@ def refine_start(model, theta0: np.ndarray) -> np.ndarray:
     if not free.any() or change < REFINE_MIN_CHANGE:
         return theta_a
     idx = np.flatnonzero(free)
-    H = _forward_hessian(approx_objective, theta_a, idx, rec.objective, rel_step=1e-3)
+    H = forward_hessian(approx_objective, theta_a, idx, rec.objective, rel_step=1e-3)
     h = 1e-4 * np.maximum(np.abs(theta_a[idx]), 0.1)
     g = np.empty(len(idx))
     best_value, best_theta = np.inf, theta_a
@@ -233,21 +231,3 @@ def refine_start(model, theta0: np.ndarray) -> np.ndarray:
     # the approximation did not hold (its Newton step is large or fails): keep the best point
     # evaluated, the one-factor start included
     return theta0 if model.objective(theta0) <= best_value else best_theta
-
-
-def _forward_hessian(fun, x, idx, f0, rel_step):
-    """Forward-difference Hessian of fun at x over the coordinates idx (f0 = fun(x)):
-    H_ab = (f(x + e_a + e_b) - f(x + e_a) - f(x + e_b) + f0) / (h_a h_b), k (k + 3) / 2 calls."""
-    k = len(idx)
-    h = rel_step * np.maximum(np.abs(x[idx]), 0.1)
-    steps = []
-    for a in range(k):
-        e = np.zeros_like(x)
-        e[idx[a]] = h[a]
-        steps.append(e)
-    f1 = [fun(x + e) for e in steps]
-    H = np.empty((k, k))
-    for a in range(k):
-        for b in range(a + 1):
-            H[a, b] = H[b, a] = (fun(x + steps[a] + steps[b]) - f1[a] - f1[b] + f0) / (h[a] * h[b])
-    return H
