@@ -79,7 +79,8 @@ def _warm_models(rng) -> None:
         warnings.simplefilter("ignore")
         crossed = LinearMixedModel("y ~ t + (1 | g) + (1 | h)", df, solver="schur")
         crossed.fit()
-        # the analytic gradient (the quasi-Newton path of large crossed models)
+        # the quasi-Newton path of large crossed models: approximate update, analytic gradient
+        crossed.system.approx_update(np.array([0.5, 0.5]))
         crossed.objective(np.array([0.5, 0.5]))
         crossed.gradient(np.array([0.5, 0.5]))
         for kw in (dict(residual=AR1("t", "g")), dict(residual=AR1("u", "g")),
