@@ -677,23 +677,12 @@ class SchurSystem:
         return logdet, 0.5 * (S + S.T)
 
     def modes(self, theta, beta, condvar=True):
-        from scipy.linalg import lapack
-
         theta = np.asarray(theta, dtype=np.float64)
         logdet, _ = self._factor(theta)
         if not np.isfinite(logdet):
             raise np.linalg.LinAlgError("Lambda'Z'Z Lambda + I is not positive definite")
         B = self._scaled_zxy(theta)
-        rhs = np.ascontiguousarray((B[:, -1] - B[:, :-1] @ beta)[:, None])
-        schur_solve_lower(self.L11, self.l21_indptr, self.l21_indices, self.l21, rhs)
-        if self.r:
-            L22 = np.asfortranarray(self.S22)
-            with _BlasThreads(SCHUR_BLAS_THREADS):
-                x, _ = lapack.dtrtrs(L22, rhs[self.q1:], lower=1)
-                x, _ = lapack.dtrtrs(L22, x, lower=1, trans=1)
-            rhs[self.q1:] = x
-        schur_solve_upper(self.L11, self.l21_indptr, self.l21_indices, self.l21, rhs)
-        u = rhs[:, 0]
+        u = self._solve(np.ascontiguousarray((B[:, -1] - B[:, :-1] @ beta)[:, None]))[:, 0]
         us = []
         for fi, f in enumerate(self.structure.factors):
             P = int(self.structure.P_of[fi])
@@ -705,11 +694,11 @@ class SchurSystem:
         """`criterion_gradient` applies: every factor has one effect per level (scalar theta)."""
         return self.scalar
 
-    def _solve_scaled_zxy(self, theta):
-        """A^{-1} Lambda'Z'[X y] (q, p + 1) with the factor of theta in the buffers."""
+    def _solve(self, B):
+        """A^{-1} B in place (B: (q, m), C order) with the factor in the buffers: through L11 and
+        L21, the dense L22, then back."""
         from scipy.linalg import lapack
 
-        B = self._scaled_zxy(theta)
         schur_solve_lower(self.L11, self.l21_indptr, self.l21_indices, self.l21, B)
         if self.r:
             L22 = np.asfortranarray(self.S22)
@@ -743,7 +732,7 @@ class SchurSystem:
         if not np.isfinite(logdet):
             raise np.linalg.LinAlgError("Lambda'Z'Z Lambda + I is not positive definite")
         p = self.cp.n_fixed
-        sol = self._solve_scaled_zxy(theta)
+        sol = self._solve(self._scaled_zxy(theta))  # A^{-1} Lambda'Z'[X y]
         beta = state.beta_work()
         u = sol[:, -1] - sol[:, :-1] @ beta
         sigma2 = state.pwrss / (state.n_obs - p if reml else state.n_obs)
