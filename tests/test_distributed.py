@@ -440,3 +440,17 @@ def test_transform_state_uses_every_row_once(transform_data):
     for m in (m1, m2):
         assert repr(sorted(transform_state(m.design).items())) == repr(sorted(s0.items()))
     same_estimates(f0, m1.fit())
+
+
+def test_large_crossed_model_takes_the_quasi_newton_path_and_matches_in_memory():
+    """A crossed model with a dense block of 305 columns is fitted by quasi-Newton steps on the
+    analytic gradient, from Dask data as in memory, with the same numbers."""
+    g = generate_hdp(500, seed=13, n_hospitals=300, mean_patients=12)
+    df = g.data
+    formula = "mobility ~ age + (1 | doctor) + (1 | hospital)"
+    f0 = bm.lmm(formula, df).fit()
+    assert f0.optimizer.method.startswith("quasi-Newton")
+    with dask.config.set(scheduler="synchronous"):
+        f1 = bm.lmm(formula, data=seven(df)).fit()
+    assert f1.optimizer.method == f0.optimizer.method
+    same_estimates(f0, f1)
