@@ -6,31 +6,12 @@ one P x P block per level, so its Cholesky factor is too. Everything is O(n_leve
 import numpy as np
 from numba import njit, prange
 
+from .dense import chol_lower_inplace
+
 
 def n_level_chunks(n_levels):
     """Fixed chunking over levels (depends on the level count only: thread-count invariant)."""
     return int(min(8, max(1, -(-n_levels // 20_000))))
-
-
-@njit(cache=True, inline="always")
-def _chol_lower_inplace(M, P):
-    """In-place lower Cholesky of a small SPD matrix; returns log det(L L') = 2 sum log diag."""
-    logdet = 0.0
-    for j in range(P):
-        s = M[j, j]
-        for k in range(j):
-            s -= M[j, k] * M[j, k]
-        d = np.sqrt(s)
-        M[j, j] = d
-        logdet += 2.0 * np.log(d)
-        for i in range(j + 1, P):
-            s = M[i, j]
-            for k in range(j):
-                s -= M[i, k] * M[j, k]
-            M[i, j] = s / d
-        for i in range(j):
-            M[i, j] = 0.0
-    return logdet
 
 
 @njit(cache=True, inline="always")
@@ -123,7 +104,7 @@ def _update_chunk(T, zz, zxy, lo, hi, c, schur_out):
             ld += _level_p2(T, zz, zxy, g, m, R)
         else:
             _scaled_block(T, zz, zxy, g, P, m, W, M, R)
-            ld += _chol_lower_inplace(M, P)
+            ld += chol_lower_inplace(M, P)
             _forward_solve(M, R, P, m)
         for a in range(m):
             for b in range(a + 1):
@@ -198,7 +179,7 @@ def blockdiag_modes(T, zz, zxy, beta, u_out, cinv_out):
         M = np.empty((P, P))
         R = np.empty((P, m))
         _scaled_block(T, zz, zxy, g, P, m, W, M, R)
-        _chol_lower_inplace(M, P)
+        chol_lower_inplace(M, P)
         rhs = np.empty((P, 1))
         for a in range(P):
             s = R[a, p]

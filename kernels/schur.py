@@ -19,6 +19,8 @@ arrays of lower(A) whose pattern is fixed once (see bigmixed.system), and those 
 import numpy as np
 from numba import njit, prange
 
+from .dense import chol_lower_inplace
+
 
 @njit(cache=True, nogil=True)
 def schur_first_block(indptr, indices, data, diag_shift, P, n_levels, l21_indptr, L11_out, l21_out):
@@ -47,23 +49,13 @@ def schur_first_block(indptr, indices, data, diag_shift, P, n_levels, l21_indptr
             for i in range(j, P):
                 D[i, j] = data[base + i - j]
             D[j, j] += diag_shift
-        for j in range(P):
-            s = D[j, j]
-            for k in range(j):
-                s -= D[j, k] * D[j, k]
-            if not s > 0.0:
-                return np.nan
-            d = np.sqrt(s)
-            D[j, j] = d
-            logdet += 2.0 * np.log(d)
-            for i in range(j + 1, P):
-                s = D[i, j]
-                for k in range(j):
-                    s -= D[i, k] * D[j, k]
-                D[i, j] = s / d
+        ld = chol_lower_inplace(D, P)
+        if not np.isfinite(ld):
+            return np.nan
+        logdet += ld
         for i in range(P):
             for j in range(P):
-                L11_out[lv, i, j] = D[i, j] if i >= j else 0.0
+                L11_out[lv, i, j] = D[i, j]
         nrow = l21_indptr[c0 + 1] - l21_indptr[c0]
         # W L11' = A21 (rows of the level's A21 block): forward substitution over the P columns
         for a in range(P):
