@@ -196,7 +196,7 @@ def main(argv=None):
     import dask.dataframe as dd
 
     import bigmixed as bm
-    from bigmixed.distributed import local_cluster
+    from bigmixed.distributed.cluster import local_cluster
 
     partitions = args.partitions or max(2, args.rows // 500_000)
     path = Path(args.data) if args.data else DATA / f"dask_{args.rows}"

@@ -94,8 +94,8 @@ def _load(problem: str, scenario: str):
 
 def worker(problem: str, scenario: str, mode: str) -> dict:
     import bigmixed as bm
-    from bigmixed.design import build_design
-    from bigmixed.model import LinearMixedModel
+    from bigmixed.spec.design import build_design
+    from bigmixed.fitting.model import LinearMixedModel
     from problems import make_data
 
     p, df = _load(problem, scenario)

@@ -29,15 +29,15 @@ from .errors import (
     ResponseTypeError,
     UnknownFunctionError,
 )
-from .compare import anova, format_anova
-from .model import LinearMixedModel, lmm
-from .residual import AR1, CompoundSymmetry, VarIdent
-from .results import LMMResults
+from .inference.compare import anova, format_anova
+from .fitting.model import LinearMixedModel, lmm
+from .spec.residual import AR1, CompoundSymmetry, VarIdent
+from .results.fit import LMMResults
 from .warmup import warmup
-from .batch import ManyFits, ResponseFit, fit_many, iter_fits
-from .io import load
-from .power import PowerResult, power_simulation
-from . import tidy
+from .fitting.batch import ManyFits, ResponseFit, fit_many, iter_fits
+from .io.modelfile import load
+from .inference.power import PowerResult, power_simulation
+from .io import tidy
 from .warnings import (
     BigmixedWarning,
     CollinearRandomEffectsWarning,
@@ -47,7 +47,7 @@ from .warnings import (
     SingularFitWarning,
 )
 
-__version__ = "0.1.0"
+from ._version import __version__  # noqa: E402
 
 __all__ = [
     "AR1",

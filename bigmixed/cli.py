@@ -258,7 +258,7 @@ def _csv_text(rows: list, header: bool) -> str:
 
 
 def _csv_rows_fit(response: str, fit) -> list:
-    from .tidy import tidy_rows
+    from .io.tidy import tidy_rows
 
     return [(response, "ok", *row, None) for row in tidy_rows(fit)]
 
@@ -284,7 +284,7 @@ def _strict_problems(fit) -> list:
 
 def _residual_structures(args) -> dict:
     """residual= / variance= keyword arguments from --ar1, --compound-symmetry, --var-ident."""
-    from .residual import AR1, CompoundSymmetry, VarIdent
+    from .spec.residual import AR1, CompoundSymmetry, VarIdent
 
     out = {}
     if getattr(args, "ar1", None):
@@ -301,7 +301,7 @@ def _residual_structures(args) -> dict:
 
 def _needed_columns(path: str, fmt: str, formula: str, responses: list | None, glob: str | None):
     """Columns to read: those named in the formula, the responses, the glob's matches."""
-    from .batch import _columns_named_in, match_responses
+    from .fitting.batch import _columns_named_in, match_responses
 
     try:
         cols = data_columns(path, fmt)
@@ -378,7 +378,7 @@ def _log_caught(caught) -> None:
 def cmd_fit(args) -> int:
     import bigmixed as bm
 
-    from .tidy import fit_document, jsonable
+    from .io.tidy import fit_document, jsonable
 
     t_start = time.perf_counter()
     many = bool(args.responses or args.responses_glob)
@@ -390,12 +390,12 @@ def cmd_fit(args) -> int:
             raise CLIError(EXIT_USAGE, "--responses: no column names given")
 
     # 1. the formula (fast, before touching any file)
-    from .batch import _split_formula
+    from .fitting.batch import _split_formula
 
     if many:
         _split_formula(args.formula, responses or ["_"])  # one-sided with --responses
     else:
-        from .formula import parse_formula
+        from .spec.formula import parse_formula
 
         if args.formula.strip().startswith("~"):
             raise CLIError(EXIT_USAGE, "a one-sided formula ('~ ...') needs --responses or --responses-glob")
@@ -422,7 +422,7 @@ def cmd_fit(args) -> int:
         dfmt = data_format(args.data) if not os.path.isdir(args.data) else "parquet"
         need, all_cols = _needed_columns(args.data, dfmt, args.formula, responses, args.responses_glob)
         if structures:
-            from .residual import residual_columns
+            from .spec.residual import residual_columns
 
             cols = residual_columns(structures.get("residual"), structures.get("variance"))
             need = list(dict.fromkeys(need + [c for c, _ in cols if c in all_cols]))
@@ -511,7 +511,7 @@ def _read_dask(path: str, fmt: str, address: str):
         from distributed import Client
     except ImportError:
         raise CLIError(EXIT_USAGE, "--dask needs dask: pip install 'bigmixed[dask]'") from None
-    from .distributed import local_cluster
+    from .distributed.cluster import local_cluster
 
     client = local_cluster(dashboard_address=None) if address == "local" else Client(address)
     try:
@@ -541,6 +541,7 @@ def _fit_many(args, data, responses, out, fmt, input_info, t_read, t_start) -> i
     import bigmixed as bm
 
     from .errors import MissingColumnError
+    from .fitting.batch import available_cores, match_responses
 
     spec = responses if responses else args.responses_glob
     try:
@@ -550,9 +551,9 @@ def _fit_many(args, data, responses, out, fmt, input_info, t_read, t_start) -> i
         full, _ = read_data(args.data, None)
         stream = bm.iter_fits(args.formula, full, spec, reml=not args.ml, n_jobs=args.jobs,
                               solver=args.solver)
-    total = len(responses) if responses else len(bm.batch.match_responses(data.columns, args.responses_glob))
+    total = len(responses) if responses else len(match_responses(data.columns, args.responses_glob))
     log.info("fitting %d responses on %s by %s (%s threads)", total, args.formula,
-             "ML" if args.ml else "REML", args.jobs or bm.batch.available_cores())
+             "ML" if args.ml else "REML", args.jobs or available_cores())
     progress = _Progress(total, not args.quiet)
     n_done = n_failed = n_strict = 0
     header = True
@@ -622,7 +623,7 @@ def _epilog() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
+    from ._version import __version__
 
     p = argparse.ArgumentParser(
         prog="bigmixed",

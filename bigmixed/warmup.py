@@ -63,8 +63,8 @@ def _warm_models(rng) -> None:
 
     import pandas as pd
 
-    from .model import LinearMixedModel
-    from .residual import AR1, CompoundSymmetry, VarIdent
+    from .fitting.model import LinearMixedModel
+    from .spec.residual import AR1, CompoundSymmetry, VarIdent
 
     n_pat, n_vis = 12, 4
     pid = np.repeat(np.arange(n_pat), n_vis)

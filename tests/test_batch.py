@@ -8,8 +8,8 @@ import pytest
 from bigmixed.data_gen import generate_hdp
 
 import bigmixed as bm
-from bigmixed.batch import _Batch
-from bigmixed.crossprod import CrossProducts
+from bigmixed.fitting.batch import _Batch
+from bigmixed.crossprods.crossprod import CrossProducts
 
 RHS = "~ age + sex + wbc + (1 | doctor)"
 

@@ -12,7 +12,7 @@ import pytest
 from scipy import stats
 
 import bigmixed as bm
-from bigmixed.compare import BOUNDARY, NAIVE, boundary_mixture, mixture_pvalue
+from bigmixed.inference.compare import BOUNDARY, NAIVE, boundary_mixture, mixture_pvalue
 
 from lme4_refs import INDEX, INFREF, REF, load_data
 
@@ -68,7 +68,7 @@ def test_refit_by_ml_matches_the_ml_fit():
     model = next(m for m in INDEX["models"] if m["name"] == "slope")
     ref = json.loads((REF / model["fits"]["ml"]).read_text())
     fit = fit_quiet(ref["formula"], model["data"], reml=True)
-    from bigmixed.compare import refit_ml
+    from bigmixed.inference.compare import refit_ml
 
     ml = refit_ml(fit)
     assert not ml.reml and refit_ml(fit) is ml  # cached

@@ -5,14 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from bigmixed.compensated import (
-    DD,
-    TRANSFORM_STATES,
-    add_compensated,
-    complete_state,
-    dd_sum,
-    merge_sums,
-)
+from bigmixed.crossprods.compensated import DD, add_compensated, dd_sum, merge_sums
+from bigmixed.spec.transform_state import TRANSFORM_STATES, complete_state
 
 
 def awkward_terms(seed, n=20_000):

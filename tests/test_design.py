@@ -9,15 +9,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bigmixed.design import (
+from bigmixed.spec.design import (
     Design,
     DesignError,
     RandomTerm,
     build_design,
-    contr_poly,
     design_matrices_for_newdata,
 )
-from bigmixed.formula import FormulaError
+from bigmixed.spec.rlabels import contr_poly
+from bigmixed.spec.formula import FormulaError
 
 
 # ---------------------------------------------------------------------------------------

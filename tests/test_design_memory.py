@@ -12,13 +12,13 @@ from formulaic.formula import SimpleFormula
 from formulaic.materializers.pandas import PandasMaterializer
 from formulaic.parser.types import Factor, Term
 
-import bigmixed.design as D
-from bigmixed.compensated import add_compensated
-from bigmixed.crossprod import CrossProducts
-from bigmixed.design import build_design
+import bigmixed.spec.materialize as D
+from bigmixed.crossprods.compensated import add_compensated
+from bigmixed.crossprods.crossprod import CrossProducts
+from bigmixed.spec.design import build_design
 from bigmixed.errors import NonFiniteValueError
 from bigmixed.kernels import factor_crossprod
-from bigmixed.structure import RandomEffectsStructure
+from bigmixed.spec.structure import RandomEffectsStructure
 
 
 def _bits(a):

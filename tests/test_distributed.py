@@ -27,8 +27,9 @@ dd = pytest.importorskip("dask.dataframe")
 
 import bigmixed as bm  # noqa: E402
 from bigmixed.data_gen import generate_hdp  # noqa: E402
-from bigmixed.distributed import DaskLMMResults, DaskLinearMixedModel, is_dask_dataframe  # noqa: E402
-from bigmixed.results import LMMResults  # noqa: E402
+from bigmixed.distributed.model import DaskLMMResults, DaskLinearMixedModel
+from bigmixed.distributed.plan import is_dask_dataframe
+from bigmixed.results.fit import LMMResults  # noqa: E402
 
 SLOPE = "mobility ~ age + sex + time + (1 + time | doctor)"
 CROSSED = "mobility ~ age + wbc + (1 | doctor) + (1 | hospital)"

@@ -11,11 +11,11 @@ import pandas as pd
 import pytest
 
 import bigmixed as bm
-import bigmixed.design
+import bigmixed.spec.design
 import bigmixed.errors as E
-import bigmixed.formula
-from bigmixed.crossprod import CrossProducts
-from bigmixed.design import build_design
+import bigmixed.spec.formula
+from bigmixed.crossprods.crossprod import CrossProducts
+from bigmixed.spec.design import build_design
 
 
 def base(n_groups=8, per_group=5):
@@ -200,8 +200,8 @@ def test_trap_is_effective(no_work):
 
 
 def test_hierarchy_and_aliases():
-    assert bigmixed.formula.FormulaError is E.FormulaError is bm.FormulaError
-    assert bigmixed.design.DesignError is E.DesignError is bm.DesignError
+    assert bigmixed.spec.formula.FormulaError is E.FormulaError is bm.FormulaError
+    assert bigmixed.spec.design.DesignError is E.DesignError is bm.DesignError
     for name in E.__all__:
         cls = getattr(E, name)
         assert issubclass(cls, E.BigmixedError) and getattr(bm, name) is cls

@@ -1,7 +1,7 @@
 """Parsing of lme4 formula syntax (bigmixed.formula)."""
 import pytest
 
-from bigmixed.formula import FormulaError, parse_formula, r_term_order
+from bigmixed.spec.formula import FormulaError, parse_formula, r_term_order
 
 
 def terms_of(text):

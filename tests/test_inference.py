@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 import bigmixed as bm
-from bigmixed import inference as inf
+from bigmixed.inference import between_within, derivatives, satterthwaite
 from bigmixed.data_gen import tablets
 
 from lme4_refs import INDEX, INFREF, REF, load_data, fit_quiet
@@ -93,7 +93,7 @@ def test_unprofiled_reml_criterion_is_lmertest_devfun_vp(ref_fit):
     model = next(m for m in INDEX["models"] if m["name"] == "slope")
     for kind in ("reml", "ml"):
         fit, _ = ref_fit(model, kind)
-        f = inf.VarparFunctions(fit.model, fit.reml).deviance
+        f = satterthwaite.VarparFunctions(fit.model, fit.reml).deviance
         vp = np.append(fit.theta, fit.sigma)
         assert f(vp) == pytest.approx(fit.objective, rel=1e-12)
         for s in (0.99, 1.01):
@@ -103,11 +103,11 @@ def test_unprofiled_reml_criterion_is_lmertest_devfun_vp(ref_fit):
 def test_richardson_matches_closed_forms():
     fun = lambda x: np.exp(x[0]) * np.sin(x[1]) + x[0] ** 2 * x[1]  # noqa: E731
     x = np.array([0.3, 1.1])
-    H = inf.richardson_hessian(fun, x)
+    H = derivatives.richardson_hessian(fun, x)
     e, s, c = np.exp(0.3), np.sin(1.1), np.cos(1.1)
     exact = np.array([[e * s + 2 * 1.1, e * c + 2 * 0.3], [e * c + 2 * 0.3, -e * s]])
     np.testing.assert_allclose(H, exact, rtol=1e-8)
-    J = inf.richardson_jacobian(lambda x: np.array([x[0] * x[1], x[1] ** 3]), x)
+    J = derivatives.richardson_jacobian(lambda x: np.array([x[0] * x[1], x[1] ** 3]), x)
     np.testing.assert_allclose(J, [[1.1, 0.3], [0.0, 3 * 1.1 ** 2]], rtol=1e-9, atol=1e-12)
 
 
@@ -148,7 +148,7 @@ def test_between_within_matches_nlme(label):
     np.testing.assert_allclose(tab["estimate"].to_numpy(), case["estimate"], rtol=1e-6)
     np.testing.assert_allclose(tab["std_error"].to_numpy(), case["se"], rtol=1e-4)
     np.testing.assert_allclose(tab["p_value"].to_numpy(), case["p"], rtol=1e-3, atol=1e-300)
-    bw = inf.between_within_df(fit)
+    bw = between_within.between_within_df(fit)
     terms = [t for t in case["anova_terms"] if t != "(Intercept)"]
     dendf = dict(zip(case["anova_terms"], case["anova_dendf"]))
     for t in terms:

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 
 import bigmixed as bm
-from bigmixed.design import design_matrices_for_newdata
-from bigmixed.io import FORMAT_VERSION, META
+from bigmixed.spec.design import design_matrices_for_newdata
+from bigmixed.io.modelfile import FORMAT_VERSION, META
 
 
 @pytest.fixture(scope="module")

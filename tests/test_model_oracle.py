@@ -7,7 +7,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 import bigmixed as bm
-from bigmixed.design import Design, RandomTerm
+from bigmixed.spec.design import Design, RandomTerm
 from oracle import dense_fit, dense_objective, dense_quantities
 
 

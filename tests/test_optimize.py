@@ -1,7 +1,7 @@
 """The optimizer wrapper: bounds, boundary snapping, restarts, never NaN."""
 import numpy as np
 
-from bigmixed.optimize import minimize_theta
+from bigmixed.fitting.optimize import minimize_theta
 
 
 def test_finds_interior_minimum():
@@ -39,7 +39,7 @@ def _quadratic(center, A):
 
 
 def test_quasi_newton_converges_from_a_rough_hessian():
-    from bigmixed.optimize import quasi_newton
+    from bigmixed.fitting.optimize import quasi_newton
 
     center = np.array([1.2, 0.7, 0.3])
     A = np.array([[4.0, 1.0, 0.5], [1.0, 3.0, 0.2], [0.5, 0.2, 2.0]])
@@ -52,7 +52,7 @@ def test_quasi_newton_converges_from_a_rough_hessian():
 
 
 def test_quasi_newton_gives_up_at_a_bound_or_without_curvature():
-    from bigmixed.optimize import quasi_newton
+    from bigmixed.fitting.optimize import quasi_newton
 
     A = np.diag([2.0, 1.0])
     fun, grad = _quadratic(np.array([-0.5, 1.0]), A)  # minimum beyond theta_0 >= 0

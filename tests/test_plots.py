@@ -10,7 +10,7 @@ from bigmixed.data_gen import generate_hdp, tablets
 from scipy import stats
 
 import bigmixed as bm
-from bigmixed import plots
+from bigmixed.io import plots
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

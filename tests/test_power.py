@@ -7,7 +7,7 @@ import pytest
 from scipy import stats
 
 import bigmixed as bm
-from bigmixed.power import binomial_ci, simulate_responses
+from bigmixed.inference.power import binomial_ci, simulate_responses
 
 G, M = 30, 6  # 30 groups of 6; x varies within groups, trt between (15 vs 15 groups)
 SD_G, SIGMA = 0.7, 1.0

@@ -22,13 +22,8 @@ import pandas as pd
 import pytest
 
 import bigmixed as bm
-from bigmixed.design import (
-    _aliased_columns,
-    _dqrdc2_rank,
-    _small_equivalent,
-    build_design,
-    design_matrices_for_newdata,
-)
+from bigmixed.spec.rank import aliased_columns, dqrdc2_rank, _small_equivalent
+from bigmixed.spec.design import build_design, design_matrices_for_newdata
 
 
 def rank_frame(n_groups=12, per_group=10):
@@ -159,11 +154,11 @@ R_QR = [
 
 @pytest.mark.parametrize("label, M, rank, pivot", R_QR, ids=[c[0] for c in R_QR])
 def test_dqrdc2_matches_r(label, M, rank, pivot):
-    r, p = _dqrdc2_rank(M)
+    r, p = dqrdc2_rank(M)
     assert r == rank and list(p + 1) == pivot
-    r2, p2 = _dqrdc2_rank(_small_equivalent(M, chunk_rows=1))  # one row per chunk
+    r2, p2 = dqrdc2_rank(_small_equivalent(M, chunk_rows=1))  # one row per chunk
     assert r2 == rank and list(p2[:r2] + 1) == pivot[:rank]
-    assert list(_aliased_columns(np.ascontiguousarray(M)) + 1) == pivot[:rank]
+    assert list(aliased_columns(np.ascontiguousarray(M)) + 1) == pivot[:rank]
 
 
 def test_chunked_reduction_keeps_the_decisions(frame):
@@ -172,6 +167,6 @@ def test_chunked_reduction_keeps_the_decisions(frame):
     M = _small_equivalent(D.X, chunk_rows=1)
     assert M.shape == (D.X.shape[1], D.X.shape[1])
     np.testing.assert_allclose(M.T @ M, D.X.T @ D.X, rtol=1e-10, atol=1e-9)
-    rank, pivot = _dqrdc2_rank(M)
+    rank, pivot = dqrdc2_rank(M)
     kept = [D.fixed_names[j] for j in pivot[:rank]]
     assert kept == ["(Intercept)", "x1", "s", "aa2", "aa3", "bb2", "aa2:bb2"]

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import bigmixed as bm
-import bigmixed.residual as residual_mod
+import bigmixed.crossprods.residual_weights as residual_mod
 from bigmixed.errors import DataTypeError, MissingColumnError, ResidualStructureError
 from oracle import dense_objective
 

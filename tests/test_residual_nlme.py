@@ -172,7 +172,7 @@ def test_intervals_match_nlme():
 def test_interval_width_is_the_observed_information():
     """The SE behind residual_intervals equals the one from an independent central-difference
     Hessian of the profiled criterion in (theta, eta)."""
-    from bigmixed.inference import satterthwaite_state
+    from bigmixed.inference.satterthwaite import satterthwaite_state
 
     fref, df = _load("ar1_ri", "reml")
     fit = _fit("ar1_ri", "reml", fref, df)

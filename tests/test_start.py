@@ -6,8 +6,8 @@ import pytest
 
 import bigmixed as bm
 from bigmixed.data_gen import generate_hdp
-from bigmixed.start import one_factor_start
-from bigmixed.model import LOOSE_TOLERANCES
+from bigmixed.fitting.start import one_factor_start
+from bigmixed.fitting.model import LOOSE_TOLERANCES
 
 
 @pytest.mark.parametrize("formula,gen,closer", [

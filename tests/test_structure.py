@@ -1,8 +1,8 @@
 """Random-effects structure: lme4's term order, theta layout, merged factors."""
 import numpy as np
 
-from bigmixed.design import RandomTerm
-from bigmixed.structure import RandomEffectsStructure, lme4_term_order
+from bigmixed.spec.design import RandomTerm
+from bigmixed.spec.structure import RandomEffectsStructure, lme4_term_order
 
 
 def term(group, n_levels, names, n=12):

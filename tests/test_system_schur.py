@@ -7,13 +7,9 @@ import pandas as pd
 import pytest
 
 import bigmixed as bm
-from bigmixed.system import (
-    BlockDiagonalSystem,
-    SchurSystem,
-    SparseSystem,
-    auto_solver,
-    schur_block_density,
-)
+from bigmixed.solvers.blockdiag import BlockDiagonalSystem
+from bigmixed.solvers.schur import SchurSystem, auto_solver, schur_block_density
+from bigmixed.solvers.cholmod import SparseSystem
 
 
 def _crossed_frame(seed, n=900, levels=(60, 15, 4), slope=False):
@@ -210,8 +206,8 @@ def test_refined_start_uses_the_approximation_and_lands_near_the_optimum(monkeyp
     """bigmixed.start refines the one-factor start on SchurSystem.approx_update when the dense
     block is large: the refined start is much closer to the optimum, and the fit ends at the
     same optimum as from lme4's start."""
-    import bigmixed.start as start_mod
-    from bigmixed.model import LOOSE_TOLERANCES
+    import bigmixed.fitting.start as start_mod
+    from bigmixed.fitting.model import LOOSE_TOLERANCES
 
     df = _crossed_frame(8, n=6000, levels=(500, 300, 8))
     formula = "y ~ x + (1 | g0) + (1 | g1) + (1 | g2)"
@@ -236,9 +232,9 @@ def test_refined_start_uses_the_approximation_and_lands_near_the_optimum(monkeyp
 def test_refined_start_is_never_worse_than_the_one_factor_start(monkeypatch):
     """When the approximation is poor (here forced: a 120-level factor approximated by its
     diagonal), its Newton step is refused and the one-factor start is kept."""
-    import bigmixed.start as start_mod
-    import bigmixed.system as system_mod
-    from bigmixed.model import LOOSE_TOLERANCES
+    import bigmixed.fitting.start as start_mod
+    import bigmixed.solvers.schur as system_mod
+    from bigmixed.fitting.model import LOOSE_TOLERANCES
 
     monkeypatch.setattr(system_mod, "SCHUR_APPROX_DENSE", 100)
     df = _crossed_frame(10, n=8000, levels=(600, 300, 120))
@@ -303,7 +299,7 @@ def _fit_both_ways(m):
 def test_quasi_newton_fit_agrees_with_bobyqa(reml):
     """A crossed model with a dense block of 305 columns takes the quasi-Newton path; it ends
     at BOBYQA's optimum (theta to 1e-6, criterion no worse beyond rounding), run after run."""
-    import bigmixed.start as start_mod
+    import bigmixed.fitting.start as start_mod
 
     df = _crossed_frame(8, n=6000, levels=(500, 300, 5))
     m = bm.lmm("y ~ x + (1 | g0) + (1 | g1) + (1 | g2)", df, reml=reml)

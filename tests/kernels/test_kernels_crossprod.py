@@ -48,7 +48,7 @@ def test_compensated_sums_do_not_depend_on_the_chunks():
     rounded sum of the rows' products (math.fsum) for any number of chunks."""
     import math
 
-    from bigmixed.compensated import add_compensated
+    from bigmixed.crossprods.compensated import add_compensated
 
     rng = np.random.default_rng(11)
     n, L, P, p = 400, 5, 2, 3

@@ -1,0 +1,140 @@
+"""Cross-products of [Z X y], computed once in one pass per grouping factor.
+
+formula -> design -> structure -> **cross-products** -> factor -> objective -> optimizer -> results.
+
+After this step the N rows are never read again by the optimizer: every evaluation of the
+objective works from these arrays, whose size depends on the number of levels, not of rows.
+
+Every sum is a double-double (the kernels' ``*_out`` + ``*_lo``, chunks added with
+`bigmixed.compensated.add_compensated`) rounded once at the end: the cross-products are the
+correctly rounded sums of the rows' products whatever the split into chunks or partitions
+and the row order (see bigmixed.compensated), so a fit from a partitioned Dask DataFrame
+(bigmixed.distributed) gets the same bits, hence the same optimizer path, as in memory.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .compensated import add_compensated
+from ..kernels import factor_crossprod, factor_crossprod_serial, n_row_chunks, pair_crossprod
+from ..spec.structure import RandomEffectsStructure
+
+_EMPTY_Z = np.ones((0, 1))
+
+
+@dataclass
+class PairBlocks:
+    """Co-occurrence blocks between a later factor (rows) and an earlier one (columns)."""
+
+    row_factor: int
+    col_factor: int
+    row_levels: np.ndarray  # (n_pairs,) int64
+    col_levels: np.ndarray  # (n_pairs,) int64
+    blocks: np.ndarray  # (n_pairs, P_row, P_col)
+
+
+@dataclass
+class CrossProducts:
+    """Everything the objective needs.
+
+    zz[f] : (n_levels_f, P_f, P_f)   Z_f,g' Z_f,g per level g
+    zxy[f] : (n_levels_f, P_f, p + 1) Z_f,g' [X y]
+    gram : (p + 1, p + 1)             [X y]'[X y]
+    pairs : list[PairBlocks]          Z_b' Z_a between factors (only with several factors)
+    """
+
+    n_obs: int
+    n_fixed: int
+    zz: list
+    zxy: list
+    gram: np.ndarray
+    pairs: list
+
+    @classmethod
+    def compute(cls, X: np.ndarray, y: np.ndarray, structure: RandomEffectsStructure) -> "CrossProducts":
+        n, p = X.shape
+        chunks = n_row_chunks(n)
+        zz, zxy = [], []
+        gram = None
+        for fi, f in enumerate(structure.factors):
+            zz_hi, zz_lo, zxy_hi, zxy_lo, gram_hi, gram_lo = factor_sums(f, X, y, fi == 0, chunks)
+            zz.append(round_sum(zz_hi, zz_lo))
+            zxy.append(round_sum(zxy_hi, zxy_lo))
+            if fi == 0:
+                gram = round_sum(gram_hi, gram_lo)
+        pairs = []
+        for b in range(len(structure.factors)):
+            for a in range(b):
+                pairs.append(_pair_blocks(structure, b, a))
+        return cls(n, p, zz, zxy, gram, pairs)
+
+
+def sum_chunks(hi: np.ndarray, lo: np.ndarray):
+    """Add the per-chunk double-doubles (hi[c], lo[c]) in chunk order (deterministic) ->
+    (hi, lo) of the total, not rounded.
+
+    The sum is accumulated in place in chunk 0 and the buffers are then shrunk in place to
+    that chunk, so that the memory of the other chunks is returned without a third copy at
+    the peak. `hi` and `lo` must own their data and have no views (the caller's freshly
+    allocated kernel buffers).
+    """
+    for c in range(1, hi.shape[0]):
+        add_compensated(hi[0], lo[0], hi[c], lo[c])
+    out = []
+    for arr in (hi, lo):
+        if arr.shape[0] > 1:
+            arr.resize((1,) + arr.shape[1:], refcheck=False)
+        out.append(arr.reshape(arr.shape[1:]))
+    return out[0], out[1]
+
+
+def round_sum(hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
+    """The double-double (hi, lo) rounded once to float64, in place in hi."""
+    hi += lo
+    return hi
+
+
+def factor_sums(f, X: np.ndarray, y: np.ndarray, with_gram: bool, chunks: int):
+    """One factor's blocks Z_g'Z_g, Z_g'[X y] and (with_gram) [X y]'[X y] as double-doubles
+    summed over `chunks` row chunks: (zz_hi, zz_lo, zxy_hi, zxy_lo, gram_hi, gram_lo), the gram
+    pair None without with_gram. `f` needs codes (0..n_levels-1), n_levels, n_columns, unit_z, Z.
+    """
+    m = X.shape[1] + 1
+    P = f.n_columns
+    zz_out = np.zeros((chunks, f.n_levels, P, P))
+    zxy_out = np.zeros((chunks, f.n_levels, P, m))
+    gram_out = np.zeros((chunks, m, m))
+    zz_lo, zxy_lo, gram_lo = np.zeros_like(zz_out), np.zeros_like(zxy_out), np.zeros_like(gram_out)
+    kernel = factor_crossprod if chunks > 1 else factor_crossprod_serial
+    kernel(f.codes, _EMPTY_Z if f.unit_z else f.Z, f.unit_z, X, y, with_gram, zz_out, zxy_out,
+           gram_out, zz_lo, zxy_lo, gram_lo)
+    gram = sum_chunks(gram_out, gram_lo) if with_gram else (None, None)
+    return sum_chunks(zz_out, zz_lo) + sum_chunks(zxy_out, zxy_lo) + gram
+
+
+def pair_sums(structure: RandomEffectsStructure, b: int, a: int):
+    """Co-occurrence blocks of factors b (rows) and a (columns) as double-doubles: (sorted
+    keys level_b * n_levels_a + level_a of the pairs that occur, blocks_hi, blocks_lo)."""
+    fb, fa = structure.factors[b], structure.factors[a]
+    key = fb.codes.astype(np.int64) * np.int64(fa.n_levels) + fa.codes.astype(np.int64)
+    uniq, ids = np.unique(key, return_inverse=True)
+    blocks = np.zeros((len(uniq), fb.n_columns, fa.n_columns))
+    lo = np.zeros_like(blocks)
+    pair_crossprod(
+        ids.astype(np.int64, copy=False),
+        _EMPTY_Z if fb.unit_z else fb.Z,
+        fb.unit_z,
+        _EMPTY_Z if fa.unit_z else fa.Z,
+        fa.unit_z,
+        blocks,
+        lo,
+    )
+    return uniq, blocks, lo
+
+
+def _pair_blocks(structure: RandomEffectsStructure, b: int, a: int) -> PairBlocks:
+    uniq, hi, lo = pair_sums(structure, b, a)
+    n_a = structure.factors[a].n_levels
+    return PairBlocks(b, a, uniq // n_a, uniq % n_a, round_sum(hi, lo))

@@ -1,0 +1,60 @@
+"""Tables of tests as lmerTest prints them."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from .satterthwaite import fixed_effects_test
+
+# ======================================================================================
+# Text output
+# ======================================================================================
+
+def format_p(p: float) -> str:
+    if not np.isfinite(p):
+        return "NA"
+    return "<2e-16" if p < 2e-16 else f"{p:.3g}"
+
+
+def format_fixed_effects_test(table: pd.DataFrame) -> list:
+    """lmerTest-style coefficient table lines (Estimate, Std. Error, df, t value, Pr(>|t|))."""
+    header = ["", "Estimate", "Std. Error", "df", "t value", "Pr(>|t|)"]
+    rows = [[r.term, f"{r.estimate:.6g}", f"{r.std_error:.6g}",
+             f"{r.df:.6g}" if np.isfinite(r.df) else "Inf", f"{r.t_value:.3f}", format_p(r.p_value)]
+            for r in table.itertuples()]
+    widths = [max(len(h), *(len(x[k]) for x in rows)) for k, h in enumerate(header)]
+    return [" ".join(c.ljust(widths[k]) if k == 0 else c.rjust(widths[k]) for k, c in enumerate(line))
+            for line in [header] + rows]
+
+
+def format_anova_terms(table: pd.DataFrame) -> str:
+    """lmerTest-style text of an `anova_terms` table."""
+    header = ["", "Sum Sq", "Mean Sq", "NumDF", "DenDF", "F value", "Pr(>F)"]
+    rows = [[r.term, f"{r.sum_sq:.5g}", f"{r.mean_sq:.5g}", f"{r.num_df:g}",
+             f"{r.den_df:.5g}" if np.isfinite(r.den_df) else "Inf", f"{r.F_value:.4f}", format_p(r.p_value)]
+            for r in table.itertuples()]
+    widths = [max(len(h), *(len(x[k]) for x in rows)) if rows else len(h) for k, h in enumerate(header)]
+    lines = [table.attrs.get("heading", "")]
+    lines += [" ".join(c.ljust(widths[k]) if k == 0 else c.rjust(widths[k]) for k, c in enumerate(line))
+              for line in [header] + rows]
+    return "\n".join(lines)
+
+
+def summary_with_df(fit, ddf: str = "satterthwaite") -> str:
+    """The fit's summary with lmerTest's coefficient table: df and p-values by `ddf`, and a
+    line naming the method."""
+    from ..io.summary import format_summary
+
+    base = format_summary(fit)
+    table = fixed_effects_test(fit, ddf=ddf)
+    block = ["Fixed effects:"] + format_fixed_effects_test(table)
+    block.append(f"(df and p-values: {table.attrs['ddf_method']})")
+    lines = base.split("\n")
+    try:
+        start = lines.index("Fixed effects:")
+        end = start + 1
+        while end < len(lines) and lines[end].strip():
+            end += 1
+        lines[start:end] = block
+    except ValueError:
+        lines += [""] + block
+    return "\n".join(lines)
