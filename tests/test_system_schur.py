@@ -8,7 +8,8 @@ import pytest
 
 import bigmixed as bm
 from bigmixed.solvers.blockdiag import BlockDiagonalSystem
-from bigmixed.solvers.schur import SchurSystem, auto_solver, schur_block_density
+from bigmixed.solvers.choose import auto_solver
+from bigmixed.solvers.schur import SchurSystem, schur_block_density
 from bigmixed.solvers.cholmod import SparseSystem
 
 

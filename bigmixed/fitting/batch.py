@@ -71,7 +71,6 @@ from ..spec.formula import parse_formula, quote_name
 from ..kernels import n_row_chunks
 from ..kernels.response import response_crossprod
 from .model import LinearMixedModel
-from ..solvers.cholmod import SparseSystem
 from ..warnings import BigmixedWarning, ConvergenceWarning, SingularFitWarning
 
 __all__ = ["ManyFits", "ResponseFit", "fit_many", "iter_fits", "match_responses"]
@@ -371,7 +370,6 @@ class _Batch:
             self.dummy += "_"
         self.dummy_formula = f"{self.dummy} ~ {rhs}"
         self.formula = f"~ {rhs}"
-        self._copy_lock = threading.Lock()
 
         # the columns the design needs, on a RangeIndex (row labels = positions)
         used = [c for c in _columns_named_in(rhs, data.columns) if c != self.dummy]
@@ -465,18 +463,6 @@ class _Batch:
         gram[p, p] = xy[p]
         return dataclasses.replace(base, zxy=zxy, gram=gram)
 
-    def system_like(self, base, cp, structure):
-        if isinstance(base, SparseSystem):
-            s = copy.copy(base)
-            s.cp = cp
-            with self._copy_lock:
-                s.A = base.A.copy()
-                s.factor = base.factor.copy()  # keeps the symbolic analysis
-            if hasattr(s, "_zxy_flat_cache"):
-                s._zxy_flat_cache = None
-            return s
-        return type(base)(cp, structure)
-
     def model_for(self, st: _State, name: str, y: np.ndarray) -> LinearMixedModel:
         t0 = time.perf_counter()
         tmpl = st.model
@@ -497,7 +483,7 @@ class _Batch:
         if basis is not None:  # the working basis of the fixed effects depends on X'y
             m.basis = type(basis).from_gram(cp.gram, cp.n_fixed)
             m.work_crossprods = system_cp = m.basis.apply(cp)
-        m.system = self.system_like(tmpl.system, system_cp, tmpl.structure)
+        m.system = tmpl.system.with_crossprods(system_cp)
         m.timings = {"design": st.seconds, "crossprod": time.perf_counter() - t0, "analyse": 0.0}
         return m
 

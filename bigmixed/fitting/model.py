@@ -19,7 +19,7 @@ from .objective import NotPositiveDefinite, ProfiledState, profiled_state
 from .optimize import INITIAL_STEP, minimize_theta, newton_polish, quasi_newton
 from .start import approx_newton_start, one_factor_start, refine_start
 from ..spec.structure import RandomEffectsStructure
-from ..solvers.schur import SYSTEMS, auto_solver
+from ..solvers.choose import SYSTEMS, auto_solver
 from ..warnings import CollinearRandomEffectsWarning, ConvergenceWarning, SingularFitWarning
 from ..spec.design import build_design
 
@@ -161,9 +161,7 @@ class LinearMixedModel:
         if self._loaded_eta is not None and np.array_equal(self._loaded_eta[0], eta):
             return self._loaded_eta[1]
         logdet = self.residual.load(eta)
-        refresh = getattr(self.system, "refresh", None)
-        if refresh is not None:
-            refresh()
+        self.system.refresh()
         self._loaded_eta = (np.array(eta, dtype=np.float64), logdet)
         return logdet
 
@@ -180,13 +178,12 @@ class LinearMixedModel:
         profiled over beta and sigma; inf if undefined."""
         reml = self.reml if reml is None else reml
         theta, eta = self.split_params(params)
-        fused = getattr(self.system, "objective", None)
-        if fused is not None:  # one grouping factor: the whole evaluation in compiled code
+        if self.system.has_fused_objective:  # one grouping factor: all in compiled code
             try:
                 logdet_R = self._load_residual(eta)
             except FloatingPointError:
                 return np.inf
-            value = fused(theta, bool(reml), self.n_obs, self.n_fixed, self.basis.logdet_W) + logdet_R
+            value = self.system.objective(theta, bool(reml), self.n_obs, self.n_fixed, self.basis.logdet_W) + logdet_R
             return value if np.isfinite(value) else np.inf
         try:
             value = self.state(params).criterion(reml)
@@ -198,7 +195,7 @@ class LinearMixedModel:
     def has_gradient(self) -> bool:
         """`gradient` applies: the system has an analytic gradient (SchurSystem with one effect
         per level of every factor) and there is no residual structure."""
-        return bool(getattr(self.system, "has_gradient", False)) and self.residual is None
+        return self.system.has_gradient and self.residual is None
 
     def gradient(self, params) -> np.ndarray:
         """Analytic gradient of the criterion in theta (see SchurSystem.criterion_gradient);

@@ -107,11 +107,11 @@ def approx_criterion(model):
     it does not pay: no approximation, a dense block below REFINE_MIN_DENSE columns (exact
     evaluations are cheap), more than REFINE_MAX_THETA parameters, or a residual structure."""
     system = model.system
-    approx = getattr(system, "approx_update", None)
     k = model.structure.n_theta
-    if (approx is None or getattr(system, "r", 0) < REFINE_MIN_DENSE or k > REFINE_MAX_THETA
-            or getattr(model, "n_params", k) != k):
+    if (not system.has_approx_update or system.dense_block_size < REFINE_MIN_DENSE
+            or k > REFINE_MAX_THETA or model.n_params != k):
         return None
+    approx = system.approx_update
     n, p, reml = model.n_obs, model.n_fixed, model.reml
 
     def approx_objective(theta):

@@ -1,1 +1,1 @@
-""""""
+"""The factor step: systems solving Lambda'Z'Z Lambda + I (the interface: `base`)."""

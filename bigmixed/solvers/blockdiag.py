@@ -12,15 +12,19 @@ from ..kernels import (
     profiled_criterion,
 )
 from ..spec.structure import RandomEffectsStructure
+from .base import System
 
-class BlockDiagonalSystem:
-    """One grouping factor: L is block diagonal with one P x P block per level."""
+
+class BlockDiagonalSystem(System):
+    """One grouping factor: L is block diagonal with one P x P block per level; the whole
+    evaluation of the criterion runs in compiled code (`objective`)."""
+
+    has_fused_objective = True
 
     def __init__(self, cp: CrossProducts, structure: RandomEffectsStructure):
         if len(structure.factors) != 1:
             raise ValueError("BlockDiagonalSystem needs exactly one grouping factor")
-        self.cp = cp
-        self.structure = structure
+        super().__init__(cp, structure)
         self.zz = cp.zz[0]
         self.zxy = cp.zxy[0]
         m = cp.n_fixed + 1
@@ -36,6 +40,9 @@ class BlockDiagonalSystem:
         self.zz = self.cp.zz[0]
         self.zxy = self.cp.zxy[0]
 
+    def _own_buffers(self) -> None:
+        self._schur_out = np.empty_like(self._schur_out)
+
     def objective(self, theta, reml, n_obs, n_fixed, logdet_W):
         """The profiled criterion at theta, all in compiled code (inf if undefined)."""
         theta = np.asarray(theta, dtype=np.float64)
@@ -50,6 +57,8 @@ class BlockDiagonalSystem:
     def update(self, theta):
         T = self.structure.T_of(theta, 0)
         logdet = self._update_kernel(T, self.zz, self.zxy, self.n_chunks, self._schur_out)
+        if not np.isfinite(logdet):
+            return self._failed_update()
         S = self.cp.gram.copy()
         for c in range(self.n_chunks):
             S -= self._schur_out[c]

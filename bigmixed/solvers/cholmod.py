@@ -1,6 +1,8 @@
 """Several grouping factors (crossed or nested): CHOLMOD on a pattern fixed once."""
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 from ..crossprods.crossprod import CrossProducts
 from ..kernels import (
@@ -9,9 +11,14 @@ from ..kernels import (
     selected_inverse,
 )
 from ..spec.structure import RandomEffectsStructure
+from .base import System
 from .pattern import adopt_pattern, gram_pattern, raw_values
 
-class SparseSystem:
+# CHOLMOD's factor copies are not safe to take from several threads at once
+_COPY_LOCK = threading.Lock()
+
+
+class SparseSystem(System):
     """Several grouping factors (crossed or nested): CHOLMOD on a pattern fixed once.
 
     Random effects are numbered factor by factor (lme4's order), level by level, then column
@@ -22,8 +29,7 @@ class SparseSystem:
     def __init__(self, cp: CrossProducts, structure: RandomEffectsStructure):
         from sksparse.cholmod import analyze
 
-        self.cp = cp
-        self.structure = structure
+        super().__init__(cp, structure)
         pat = gram_pattern(cp, structure, range(len(structure.factors)))
         adopt_pattern(self, pat)
         self.offsets = np.append(pat.start, pat.q)
@@ -31,14 +37,18 @@ class SparseSystem:
         # Symbolic analysis once (fill-reducing permutation fixed here). CHOLMOD picks simplicial
         # for sparse factors (block-diagonal: 15x faster) and supernodal (BLAS) for dense fill-in.
         self.factor = analyze(self.A, mode="auto", ordering_method="default")
-        self._zxy_flat_cache = None
 
     def refresh(self):
         """Re-read the cross-product values after the caller changed the arrays of `self.cp` in
         place (same shapes, same pattern): rebuild `raw` from cp.zz and the pair blocks (Z'[X y]
         and the Gram matrix are read at each update)."""
         self.raw[:] = raw_values(self.cp)
-        self._zxy_flat_cache = None
+
+    def _own_buffers(self) -> None:
+        self.raw = self.raw.copy()
+        with _COPY_LOCK:
+            self.A = self.A.copy()
+            self.factor = self.factor.copy()  # keeps the symbolic analysis
 
     def _fill(self, theta):
         T_all = self.structure.T_all(theta)
@@ -58,13 +68,21 @@ class SparseSystem:
         return out
 
     def update(self, theta):
+        from sksparse.cholmod import CholmodError
+
         self._fill(theta)
-        self.factor.cholesky_inplace(self.A, beta=1.0)
+        try:
+            self.factor.cholesky_inplace(self.A, beta=1.0)
+        except CholmodError:
+            return self._failed_update()
+        logdet = self.factor.logdet()
+        if not np.isfinite(logdet):  # e.g. a theta with non-finite entries
+            return self._failed_update()
         B = self._scaled_zxy(theta)
         # B'(L L')^{-1} B through solve_A: valid for both LL' and LDL' factors.
         BtAinvB = B.T @ self.factor.solve_A(B)
         S = self.cp.gram - 0.5 * (BtAinvB + BtAinvB.T)
-        return self.factor.logdet(), S
+        return logdet, S
 
     def modes(self, theta, beta, condvar=True):
         self._fill(theta)

@@ -1,24 +1,6 @@
-"""The factor step: Cholesky of Lambda'Z'Z Lambda + I for a given theta.
-
-formula -> design -> structure -> cross-products -> **factor** -> objective -> optimizer -> results.
-
-Every system exposes the same operations:
-- ``update(theta)`` -> (log det(L L'), S) where S = [X y]'[X y] - R_ZXY' R_ZXY is the (p+1)x(p+1)
-  Schur complement whose Cholesky gives R_X, c_beta and the penalized RSS (MixedModels.jl's
-  blocked factor: the last diagonal element is r).
-- ``modes(theta, beta, condvar)`` -> per factor the spherical modes u (n_levels, P) and, with
-  condvar, the diagonal blocks of (Lambda'Z'Z Lambda + I)^{-1} (n_levels, P, P) (else None).
-  beta is in the basis of the cross-products the system was built on (the model builds systems
-  on the well-conditioned working basis of basis.py: pass ProfiledState.beta_work()).
-
-- ``refresh()``: re-read the cross-products after the caller changed the arrays of ``cp`` in
-  place (same shapes, same pattern), e.g. a residual structure's weights.
-
-`BlockDiagonalSystem` serves one grouping factor (level-by-level Numba kernel);
-`SparseSystem` serves several (CHOLMOD, symbolic analysis once, numeric refactorization per theta);
-`SchurSystem` serves several when all but the largest factor have few effects and are crossed
-with it (a blocked Cholesky with a dense LAPACK block, as MixedModels.jl). `auto_solver` chooses.
-"""
+"""Several grouping factors, one of which has many levels and the others few in all: a
+blocked Cholesky with a dense LAPACK block, as MixedModels.jl. `schur_block_density` measures the
+dense block that `bigmixed.solvers.choose.auto_solver` weighs."""
 from __future__ import annotations
 
 import numpy as np
@@ -40,9 +22,8 @@ from ..kernels import (
     syrk_plan,
 )
 from ..spec.structure import RandomEffectsStructure
+from .base import System
 from .blas import BlasThreads, SCHUR_BLAS_THREADS
-from .blockdiag import BlockDiagonalSystem
-from .cholmod import SparseSystem
 from .pattern import adopt_pattern, gram_pattern, raw_values
 
 # SchurSystem.approx_update keeps the smallest other factors exactly, up to this many effects
@@ -118,7 +99,7 @@ def schur_block_density(cp: CrossProducts, structure: RandomEffectsStructure,
     return r, float(nnz_levels / full)
 
 
-class SchurSystem:
+class SchurSystem(System):
     """Several grouping factors, one of which has many levels and the others few in all: a
     blocked Cholesky as in MixedModels.jl.
 
@@ -137,11 +118,12 @@ class SchurSystem:
     twice.
     """
 
+    has_approx_update = True
+
     def __init__(self, cp: CrossProducts, structure: RandomEffectsStructure):
         if len(structure.factors) < 2:
             raise ValueError("SchurSystem needs at least two grouping factors")
-        self.cp = cp
-        self.structure = structure
+        super().__init__(cp, structure)
         lead = schur_leading_factor(structure)
         sizes = [f.n_levels * int(P) for f, P in zip(structure.factors, structure.P_of)]
         # the other factors by decreasing size: the small ones last (see approx_update)
@@ -229,6 +211,22 @@ class SchurSystem:
         self._factored = None
         self._result = None
         self._cache = []
+
+    def _own_buffers(self) -> None:
+        self.raw = self.raw.copy()
+        self.A = self.A.copy()
+        if self.scalar:
+            self.raw_csc = self.raw_csc.copy()
+        self.l21 = np.empty_like(self.l21)
+        self.L11 = np.empty_like(self.L11)
+        self.W = np.zeros_like(self.W, order="F")
+        self.S22 = self.W[:self.r, :self.r]
+        self._trailing_buffers = {}
+
+    @property
+    def dense_block_size(self) -> int:
+        """Columns of the dense Schur complement (what `approx_update` avoids factoring)."""
+        return self.r
 
     def _leading(self, theta):
         """Fill lower(A), factor the leading block (L11, L21) and forward-solve the right-hand
@@ -318,7 +316,7 @@ class SchurSystem:
                 return logdet, S.copy()
         logdet, S = self._factor(theta)
         if S is None:
-            return np.inf, np.full_like(self.cp.gram, np.nan)
+            return self._failed_update()
         self._cache = self._cache[-(self.CACHE_SIZE - 1):] + [(theta.copy(), logdet, S.copy())]
         return logdet, S
 
@@ -505,17 +503,3 @@ class SchurSystem:
             b = idx[:, None, :]
             cinvs.append(Sinv[np.maximum(a, b), np.minimum(a, b)])
         return cinvs
-
-
-SYSTEMS = {"blockdiag": BlockDiagonalSystem, "cholmod": SparseSystem, "schur": SchurSystem}
-
-
-def auto_solver(cp: CrossProducts, structure: RandomEffectsStructure) -> str:
-    """solver="auto": "blockdiag" for one grouping factor; "schur" for several when the other
-    factors than the one with most random effects have at most SCHUR_MAX_DENSE effects in all
-    and their Schur complement is not sparse (at least SCHUR_MIN_DENSITY of its lower triangle
-    structurally nonzero: crossed factors); "cholmod" otherwise (nested factors, many levels)."""
-    if len(structure.factors) == 1:
-        return "blockdiag"
-    r, density = schur_block_density(cp, structure, stop_early=True)
-    return "schur" if 0 < r <= SCHUR_MAX_DENSE and density >= SCHUR_MIN_DENSITY else "cholmod"
