@@ -7,13 +7,13 @@ from bigmixed.fitting.optimize import minimize_theta
 def test_finds_interior_minimum():
     rec = minimize_theta(lambda t: (t[0] - 1.3) ** 2 + (t[1] + 0.4) ** 2 + 5, np.array([1.0, 0.0]),
                          np.array([0.0, -np.inf]))
-    np.testing.assert_allclose(rec.theta, [1.3, -0.4], atol=1e-6)
+    np.testing.assert_allclose(rec.params, [1.3, -0.4], atol=1e-6)
     assert rec.converged and rec.objective == rec.objective  # finite
 
 
 def test_minimum_beyond_the_bound_ends_exactly_on_it():
     rec = minimize_theta(lambda t: (t[0] + 0.5) ** 2, np.array([1.0]), np.array([0.0]))
-    assert rec.theta[0] == 0.0
+    assert rec.params[0] == 0.0
     assert rec.objective == 0.25
 
 
@@ -22,7 +22,7 @@ def test_nan_and_inf_are_never_returned():
         return np.nan if t[0] > 2 else (t[0] - 1.0) ** 2
     rec = minimize_theta(f, np.array([1.5]), np.array([0.0]))
     assert np.isfinite(rec.objective)
-    np.testing.assert_allclose(rec.theta, [1.0], atol=1e-5)
+    np.testing.assert_allclose(rec.params, [1.0], atol=1e-5)
 
 
 # quasi_newton: Newton steps on an analytic gradient with BFGS updates of a starting Hessian
@@ -46,8 +46,8 @@ def test_quasi_newton_converges_from_a_rough_hessian():
     fun, grad = _quadratic(center, A)
     rec = quasi_newton(fun, grad, np.array([1.0, 0.8, 0.35]), 1.3 * A, np.zeros(3))
     assert rec is not None and rec.converged
-    np.testing.assert_allclose(rec.theta, center, rtol=1e-7)
-    assert rec.objective == fun(rec.theta)
+    np.testing.assert_allclose(rec.params, center, rtol=1e-7)
+    assert rec.objective == fun(rec.params)
     assert rec.n_gradients >= 2 and rec.n_evaluations >= rec.n_gradients
 
 
@@ -61,4 +61,4 @@ def test_quasi_newton_gives_up_at_a_bound_or_without_curvature():
     assert quasi_newton(fun, grad, np.array([0.3, 0.9]), -A, np.zeros(2)) is None  # not PD
     assert quasi_newton(fun, grad, np.array([0.0, 0.9]), A, np.zeros(2)) is None  # on the bound
     rec = quasi_newton(fun, grad, np.array([0.3, 0.9]), A, np.zeros(2))
-    np.testing.assert_allclose(rec.theta, [0.5, 1.0], rtol=1e-8)
+    np.testing.assert_allclose(rec.params, [0.5, 1.0], rtol=1e-8)

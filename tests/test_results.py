@@ -135,5 +135,5 @@ def test_singular_fit_warns_and_records():
 def test_optimizer_record(tablet_fit):
     rec = tablet_fit.optimizer
     assert rec.converged and rec.n_evaluations > 5
-    np.testing.assert_array_equal(rec.theta, tablet_fit.theta)
+    np.testing.assert_array_equal(rec.params, tablet_fit.theta)
     assert rec.objective == pytest.approx(tablet_fit.objective, rel=1e-14)

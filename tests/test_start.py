@@ -7,7 +7,7 @@ import pytest
 import bigmixed as bm
 from bigmixed.data_gen import generate_hdp
 from bigmixed.fitting.start import one_factor_start
-from bigmixed.fitting.model import LOOSE_TOLERANCES
+from bigmixed.fitting.control import FitControl
 
 
 @pytest.mark.parametrize("formula,gen,closer", [
@@ -23,7 +23,7 @@ from bigmixed.fitting.model import LOOSE_TOLERANCES
 def test_one_factor_start_is_near_the_optimum_and_changes_nothing_else(formula, gen, closer):
     df = generate_hdp(**gen).data
     m = bm.lmm(formula, df)
-    start = one_factor_start(m, LOOSE_TOLERANCES)
+    start = one_factor_start(m, FitControl())
     st = m.structure
     assert start.shape == (st.n_theta,) and np.all(np.isfinite(start))
     assert np.all(start >= st.lower_bounds)
@@ -41,4 +41,4 @@ def test_one_factor_start_is_near_the_optimum_and_changes_nothing_else(formula, 
 
 def test_single_factor_models_have_no_special_start():
     df = generate_hdp(50, seed=1).data
-    assert one_factor_start(bm.lmm("mobility ~ age + (1 | doctor)", df), LOOSE_TOLERANCES) is None
+    assert one_factor_start(bm.lmm("mobility ~ age + (1 | doctor)", df), FitControl()) is None

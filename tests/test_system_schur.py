@@ -208,19 +208,18 @@ def test_refined_start_uses_the_approximation_and_lands_near_the_optimum(monkeyp
     block is large: the refined start is much closer to the optimum, and the fit ends at the
     same optimum as from lme4's start."""
     import bigmixed.fitting.start as start_mod
-    from bigmixed.fitting.model import LOOSE_TOLERANCES
+    from bigmixed.fitting.control import FitControl
 
     df = _crossed_frame(8, n=6000, levels=(500, 300, 8))
     formula = "y ~ x + (1 | g0) + (1 | g1) + (1 | g2)"
     m = bm.lmm(formula, df)
-    assert m.solver == "schur" and m.system.r >= start_mod.REFINE_MIN_DENSE
+    assert m.solver == "schur" and m.system.dense_block_size >= FitControl().refine_min_dense
     calls = []
     approx = m.system.approx_update
     monkeypatch.setattr(m.system, "approx_update", lambda t: calls.append(1) or approx(t))
-    refined = start_mod.one_factor_start(m, LOOSE_TOLERANCES)
+    refined = start_mod.one_factor_start(m, FitControl())
     assert calls  # the approximation was used
-    monkeypatch.setattr(start_mod, "REFINE_MIN_DENSE", 10**9)
-    plain = start_mod.one_factor_start(m, LOOSE_TOLERANCES)
+    plain = start_mod.one_factor_start(m, FitControl(refine_min_dense=10**9))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", bm.BigmixedWarning)
         fit = m.fit(theta0=m.structure.initial_theta())
@@ -235,15 +234,14 @@ def test_refined_start_is_never_worse_than_the_one_factor_start(monkeypatch):
     diagonal), its Newton step is refused and the one-factor start is kept."""
     import bigmixed.fitting.start as start_mod
     import bigmixed.solvers.schur as system_mod
-    from bigmixed.fitting.model import LOOSE_TOLERANCES
+    from bigmixed.fitting.control import FitControl
 
     monkeypatch.setattr(system_mod, "SCHUR_APPROX_DENSE", 100)
     df = _crossed_frame(10, n=8000, levels=(600, 300, 120))
     m = bm.lmm("y ~ x + (1 | g0) + (1 | g1) + (1 | g2)", df)
     assert len(m.system.big_blocks) == 2
-    refined = start_mod.one_factor_start(m, LOOSE_TOLERANCES)
-    monkeypatch.setattr(start_mod, "REFINE_MIN_DENSE", 10**9)
-    plain = start_mod.one_factor_start(m, LOOSE_TOLERANCES)
+    refined = start_mod.one_factor_start(m, FitControl())
+    plain = start_mod.one_factor_start(m, FitControl(refine_min_dense=10**9))
     assert m.objective(refined) <= m.objective(plain)
 
 
@@ -300,11 +298,11 @@ def _fit_both_ways(m):
 def test_quasi_newton_fit_agrees_with_bobyqa(reml):
     """A crossed model with a dense block of 305 columns takes the quasi-Newton path; it ends
     at BOBYQA's optimum (theta to 1e-6, criterion no worse beyond rounding), run after run."""
-    import bigmixed.fitting.start as start_mod
+    from bigmixed.fitting.control import FitControl
 
     df = _crossed_frame(8, n=6000, levels=(500, 300, 5))
     m = bm.lmm("y ~ x + (1 | g0) + (1 | g1) + (1 | g2)", df, reml=reml)
-    assert m.solver == "schur" and m.system.r >= start_mod.REFINE_MIN_DENSE
+    assert m.solver == "schur" and m.system.dense_block_size >= FitControl().refine_min_dense
     fit, ref = _fit_both_ways(m)
     assert fit.optimizer.method.startswith("quasi-Newton") and ref.optimizer.method.startswith("nlopt")
     assert fit.converged and not fit.warnings

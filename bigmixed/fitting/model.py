@@ -16,8 +16,8 @@ import numpy as np
 from ..crossprods.basis import FixedEffectsBasis
 from ..crossprods.crossprod import CrossProducts
 from .objective import NotPositiveDefinite, ProfiledState, profiled_state
-from .optimize import INITIAL_STEP, minimize_theta, newton_polish, quasi_newton
-from .start import approx_newton_start, one_factor_start, refine_start
+from .control import FitControl
+from .stages import run_stages
 from ..spec.structure import RandomEffectsStructure
 from ..solvers.choose import SYSTEMS, auto_solver
 from ..warnings import CollinearRandomEffectsWarning, ConvergenceWarning, SingularFitWarning
@@ -26,18 +26,6 @@ from ..spec.design import build_design
 log = logging.getLogger("bigmixed")
 
 SOLVERS = ("auto", "blockdiag", "cholmod", "schur")
-
-# BOBYQA's stopping rules: tight ones match lme4's precision and more; loose ones only need to
-# reach the neighbourhood where one Newton step converges (tuned on bench/references and
-# slope_105k: fewest evaluations with row-order invariance below 1e-8). No relative tolerance on
-# the criterion: it carries an arbitrary additive constant (2 (n - p) log of the scale of y).
-TIGHT_TOLERANCES = dict(ftol_abs=1e-10, ftol_rel=0.0, xtol_abs=1e-8)
-LOOSE_TOLERANCES = dict(ftol_abs=1e-7, ftol_rel=0.0, xtol_abs=1e-5)
-POLISH_MAX_FREE = 6
-# BOBYQA's first trust radius (relative to |theta|) from a start that is already near the optimum
-# (one-factor fits, refined): a full-size first step wastes evaluations walking back
-NEAR_START_STEP = 0.05  # crossed_73k: 42 -> 34 evaluations; nested starts unaffected
-
 
 class LinearMixedModel:
     """A linear mixed model bound to data, ready to fit.
@@ -126,7 +114,7 @@ class LinearMixedModel:
         system_cls = SYSTEMS[solver]
         self.system = system_cls(self.work_crossprods, self.structure)
         if self.residual is not None:
-            self._load_residual(self.residual.eta0)
+            self.load_residual(self.residual.eta0)
         t3 = time.perf_counter()
         self.timings = {"design": design_time, "crossprod": t2 - t1, "analyse": t3 - t2}
         if design.n_dropped:
@@ -154,7 +142,7 @@ class LinearMixedModel:
                              f"{self.n_params - k}), got {len(params)}")
         return params[:k], params[k:]
 
-    def _load_residual(self, eta) -> float:
+    def load_residual(self, eta) -> float:
         """Put the residual structure's weighted cross-products for eta into the system."""
         if self.residual is None:
             return 0.0
@@ -169,7 +157,7 @@ class LinearMixedModel:
         """Factor the system at params (theta, then any residual parameters) and return the
         profiled quantities."""
         theta, eta = self.split_params(params)
-        logdet_R = self._load_residual(eta)
+        logdet_R = self.load_residual(eta)
         logdet, S = self.system.update(theta)
         return profiled_state(logdet, S, self.n_obs, self.n_fixed, self.basis, logdet_R)
 
@@ -180,7 +168,7 @@ class LinearMixedModel:
         theta, eta = self.split_params(params)
         if self.system.has_fused_objective:  # one grouping factor: all in compiled code
             try:
-                logdet_R = self._load_residual(eta)
+                logdet_R = self.load_residual(eta)
             except FloatingPointError:
                 return np.inf
             value = self.system.objective(theta, bool(reml), self.n_obs, self.n_fixed, self.basis.logdet_W) + logdet_R
@@ -205,112 +193,50 @@ class LinearMixedModel:
         theta = np.asarray(params, dtype=np.float64)
         return self.system.criterion_gradient(theta, self.state(theta), self.reml)
 
-    def _quasi_newton_fit(self, guess, lower):
-        """The fit by quasi-Newton steps on the analytic gradient from the minimum of the
-        approximate criterion (bigmixed.start.approx_newton_start), or None when that does not
-        apply (no approximation, a start or step on a bound, no convergence): BOBYQA then."""
-        approx = approx_newton_start(self, guess)
-        if approx is None:
-            return None
-        theta_a, H, n_approx = approx
-        # the approximation can be biased (on lme4's InstEval its minimum is 58% off in one
-        # variance, and worse than the one-factor start): start from the better of the two
-        f_guess = self.objective(guess)
-        start = theta_a if self.objective(theta_a) <= f_guess else guess
-        record = quasi_newton(self.objective, self.gradient, start, H, lower)
-        if record is not None:
-            record.n_approx_evaluations = n_approx
-        return record
-
-    def fit(self, *, theta0=None, restart_edge: bool = True, polish: bool = True,
+    def fit(self, *, theta0=None, restart_edge: bool | None = None, polish: bool | None = None,
             ftol_abs: float | None = None, ftol_rel: float | None = None,
-            xtol_abs: float | None = None, maxeval: int = 100_000):
+            xtol_abs: float | None = None, maxeval: int | None = None,
+            control: FitControl | None = None):
         """Optimize theta; solve beta, sigma and the conditional modes at the optimum.
 
-        BOBYQA finds the optimum's neighbourhood; with polish (default) Newton steps on
-        finite-difference derivatives then converge to ~1e-9 in theta, so results do not depend
-        on the optimizer's path (row order, level order, threads), and the gradient and Hessian
-        at the optimum are recorded. When the polish applies (at most 6 free parameters),
-        BOBYQA's tolerances are looser (it only has to reach the neighbourhood); otherwise, or
-        if the polish cannot take a step, BOBYQA runs to tight tolerances.
-
-        Crossed models whose system has an analytic gradient and a large dense block (see
-        `has_gradient` and bigmixed.start.approx_criterion) are fitted instead by quasi-Newton
-        steps on that gradient from the approximate criterion's minimum (same precision, a few
-        evaluations), when no tolerance or start is given; if the steps reach a bound or fail,
-        the fit falls back to BOBYQA as above.
+        The optimizer is a chain of stages (bigmixed.fitting.stages): one-factor start,
+        quasi-Newton on the analytic gradient (large crossed models), refined start, BOBYQA,
+        Newton polish, tight finish; each decides whether it applies. BOBYQA finds the
+        optimum's neighbourhood; with polish (default) Newton steps on finite-difference
+        derivatives then converge to ~1e-9 in theta, so results do not depend on the
+        optimizer's path (row order, level order, threads). The keywords are those of
+        `FitControl` (None: the control's value; defaults restart_edge=True, polish=True,
+        maxeval=100000), which also holds the tuned constants (`control=` to change them); the
+        optimizer record (``fit.optimizer``) keeps the tolerances used and a log of the stages.
         """
         from ..results.fit import LMMResults
 
-        st = self.structure
-        eta0 = self.residual.eta0 if self.residual is not None else np.zeros(0)
-        start = (np.concatenate((st.initial_theta(), eta0)) if theta0 is None
-                 else np.asarray(theta0, float))
-        initial_step = INITIAL_STEP
-        # residual parameters are unconstrained (nlme's scale)
-        lower = np.concatenate((st.lower_bounds, np.full(len(eta0), -np.inf)))
-        record = None
+        control = FitControl.from_options(
+            control, theta0=theta0, restart_edge=restart_edge, polish=polish, ftol_abs=ftol_abs,
+            ftol_rel=ftol_rel, xtol_abs=xtol_abs, maxeval=maxeval)
         t0 = time.perf_counter()
-        if theta0 is None and len(st.factors) > 1:
-            # several factors: start from one-factor fits when that is better than lme4's start
-            self._load_residual(eta0)
-            quasi = (polish and ftol_abs is None and ftol_rel is None and xtol_abs is None
-                     and self.has_gradient)
-            guess = one_factor_start(self, LOOSE_TOLERANCES, refine=not quasi)
-            if guess is not None:
-                guess = np.concatenate((guess, eta0))
-                if quasi:
-                    # lme4's start first: the factor of the optimum stays in the buffers
-                    f_start = self.objective(start)
-                    record = self._quasi_newton_fit(guess, lower)
-                    if record is not None:
-                        record.n_evaluations += 2  # (lme4's start, the one-factor start)
-                        if not record.objective <= f_start:
-                            record = None  # never worse than BOBYQA from lme4's start could be
-                    if record is None:  # fall back to BOBYQA from the refined start
-                        guess = refine_start(self, guess)
-                if record is None and self.objective(guess) < self.objective(start):
-                    start = guess
-                    initial_step = NEAR_START_STEP
-        loose = polish and self.n_params <= POLISH_MAX_FREE
-        tol = dict(LOOSE_TOLERANCES if loose else TIGHT_TOLERANCES)
-        tol.update({k: v for k, v in (("ftol_abs", ftol_abs), ("ftol_rel", ftol_rel),
-                                      ("xtol_abs", xtol_abs)) if v is not None})
-        run = dict(maxeval=maxeval, restart_edge=restart_edge, initial_step=initial_step,
-                   restartable=np.concatenate((st.multi_column_diagonal(), np.zeros(len(eta0), bool))))
-        if record is None:
-            record = minimize_theta(self.objective, start, lower, **tol, **run)
-        if polish and record.method == "nlopt LN_BOBYQA":
-            theta, value, grad, hess, n, steps = newton_polish(
-                self.objective, record.theta, lower, max_free=POLISH_MAX_FREE, max_steps=1)
-            record.n_evaluations += n
-            record.gradient, record.hessian = grad, hess
-            if value <= record.objective:
-                record.theta, record.objective, record.polish_steps = theta, value, steps
-            if steps == 0 and loose and np.any(record.theta != 0):
-                # no Newton step possible (e.g. a boundary): finish with BOBYQA's tight settings
-                tight = minimize_theta(self.objective, record.theta, lower, **TIGHT_TOLERANCES, **run)
-                tight.n_evaluations += record.n_evaluations
-                tight.restarts += record.restarts
-                tight.gradient, tight.hessian = record.gradient, record.hessian
-                if tight.objective <= record.objective:
-                    record = tight
+        record = run_stages(self, control)
         t1 = time.perf_counter()
-        caught = self._collinearity_warnings()
-        if not record.converged:
-            caught.append(ConvergenceWarning(
-                f"the optimizer did not converge ({record.message}) after {record.n_evaluations} evaluations"))
-        if st.is_singular(record.theta[:st.n_theta]):
-            caught.append(SingularFitWarning(
-                "boundary (singular) fit: a variance is estimated at zero or a correlation at +-1"))
+        caught = self._fit_warnings(record)
         results = LMMResults(self, record)
         results.timings = dict(self.timings, optimize=t1 - t0, finalize=time.perf_counter() - t1)
         # warnings raised when the design was built (e.g. RankDeficiencyWarning) are kept too
-        results.warnings = list(getattr(self.design, "warnings", [])) + caught
+        results.warnings = list(self.design.warnings) + caught
         for w in caught:
             _warnings.warn(w, stacklevel=2)
         return results
 
+    def _fit_warnings(self, record) -> list:
+        """Typed warnings of a fit: collinear random effects, no convergence, singular fit."""
+        st = self.structure
+        caught = self._collinearity_warnings()
+        if not record.converged:
+            caught.append(ConvergenceWarning(
+                f"the optimizer did not converge ({record.message}) after {record.n_evaluations} evaluations"))
+        if st.is_singular(record.params[:st.n_theta]):
+            caught.append(SingularFitWarning(
+                "boundary (singular) fit: a variance is estimated at zero or a correlation at +-1"))
+        return caught
 
     def _collinearity_warnings(self, max_condition: float = 1e7) -> list:
         """Warn when a factor's random-effects columns are nearly collinear (condition number of

@@ -6,36 +6,18 @@ formula -> design -> structure -> cross-products -> factor -> objective -> **opt
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import numpy as np
 
+from .control import FitControl
+from .record import OptimizerRecord
 
-INITIAL_STEP = 0.25  # BOBYQA's initial trust radius, relative to |theta| (0.1 to 0.75 all do alike)
-
-
-@dataclass
-class OptimizerRecord:
-    """What the optimizer did: evaluations, final theta and objective, convergence."""
-
-    method: str
-    n_evaluations: int
-    theta: np.ndarray
-    objective: float
-    converged: bool
-    message: str
-    restarts: int = 0
-    polish_steps: int = 0
-    n_gradients: int = 0  # analytic gradients (quasi_newton), each about two evaluations' cost
-    n_approx_evaluations: int = 0  # of an approximate criterion (start refinement), ~1/8 each
-    gradient: np.ndarray | None = field(default=None, repr=False)  # at the end, free coordinates
-    hessian: np.ndarray | None = field(default=None, repr=False)
-    history: list = field(default_factory=list, repr=False)
+_DEFAULTS = FitControl()  # the tuned constants (bigmixed.fitting.control)
+INITIAL_STEP = _DEFAULTS.initial_step
 
 
 def minimize_theta(fun, theta0, lower, *, ftol_abs=1e-10, ftol_rel=1e-13, xtol_abs=1e-8,
                    maxeval=100_000, restart_edge=True, restartable=None,
-                   initial_step=INITIAL_STEP) -> OptimizerRecord:
+                   initial_step=INITIAL_STEP, restart_step=INITIAL_STEP) -> OptimizerRecord:
     """Minimize fun(theta) subject to theta >= lower with nlopt's BOBYQA.
 
     Tolerances are tighter than lme4's defaults (1e-8) so that the result is never at a worse
@@ -44,7 +26,7 @@ def minimize_theta(fun, theta0, lower, *, ftol_abs=1e-10, ftol_rel=1e-13, xtol_a
     `restartable` (a boolean mask: diagonal elements of terms with several columns), a fit in
     which such an element ends at zero is also restarted from fresh interior points.
     `initial_step` is BOBYQA's first trust radius relative to |theta0| (smaller for a start
-    already near the optimum); restarts use the default.
+    already near the optimum); restarts use `restart_step`.
     """
     import nlopt
 
@@ -63,7 +45,7 @@ def minimize_theta(fun, theta0, lower, *, ftol_abs=1e-10, ftol_rel=1e-13, xtol_a
             best[1] = x.copy()
         return v
 
-    def run(start, rel_step=INITIAL_STEP):
+    def run(start, rel_step=restart_step):
         opt = nlopt.opt(nlopt.LN_BOBYQA, n)
         opt.set_min_objective(wrapped)
         lb = np.where(np.isfinite(lower), lower, -np.inf)
@@ -136,26 +118,19 @@ def minimize_theta(fun, theta0, lower, *, ftol_abs=1e-10, ftol_rel=1e-13, xtol_a
     return OptimizerRecord(
         method="nlopt LN_BOBYQA",
         n_evaluations=evals[0],
-        theta=best[1].copy(),
+        params=best[1].copy(),
         objective=float(best[0]),
         converged=bool(converged and res != 5),
         message=_RESULT_MESSAGES.get(res, str(res)),
         restarts=restarts,
+        tolerances={"ftol_abs": ftol_abs, "ftol_rel": ftol_rel, "xtol_abs": xtol_abs},
     )
 
 
 
-# quasi_newton's stopping rules, relative to max(|theta|, 0.1): stop when the next step is below
-# QN_XTOL; a step below QN_FINAL_STEP taken after at least one Hessian update is the last one
-# (its error is a small fraction of it: about 1e-2 of 1e-5 on crossed models), checked by the
-# criterion alone, without another gradient.
-QN_XTOL = 1e-7
-QN_FINAL_STEP = 1e-5
-QN_MAX_ITER = 25
-
-
-def quasi_newton(fun, grad, x0, H0, lower, *, xtol=QN_XTOL, final_step=QN_FINAL_STEP,
-                 max_iter=QN_MAX_ITER, method="quasi-Newton (analytic gradient)"):
+def quasi_newton(fun, grad, x0, H0, lower, *, xtol=_DEFAULTS.qn_xtol,
+                 final_step=_DEFAULTS.qn_final_step, max_iter=_DEFAULTS.qn_max_iter,
+                 method="quasi-Newton (analytic gradient)"):
     """Minimize fun from x0, an interior start near the optimum, by Newton steps on grad(x) and
     a Hessian that starts at H0 (e.g. an approximate criterion's) and gets BFGS updates.
 
@@ -218,9 +193,10 @@ def quasi_newton(fun, grad, x0, H0, lower, *, xtol=QN_XTOL, final_step=QN_FINAL_
         history.append((x.copy(), f))
     else:
         return None
-    return OptimizerRecord(method=method, n_evaluations=n_f, theta=x, objective=float(f),
+    return OptimizerRecord(method=method, n_evaluations=n_f, params=x, objective=float(f),
                            converged=True, message="converged", n_gradients=n_g,
-                           gradient=g, hessian=H, history=history)
+                           gradient=g, hessian=H, history=tuple(history),
+                           tolerances={"xtol": xtol, "final_step": final_step})
 
 
 _RESULT_MESSAGES = {

@@ -12,9 +12,9 @@ residual variance when that subtraction over-corrects (nested factors), and each
 rescaled to it. The model uses the start only when its criterion beats lme4's start.
 
 When every evaluation costs a large dense factorization (SchurSystem with a dense block of at
-least REFINE_MIN_DENSE columns), the start is then refined on SchurSystem.approx_update, an
+least FitControl.refine_min_dense columns), the start is then refined on SchurSystem.approx_update, an
 approximate criterion that costs no dense factorization (about a tenth of an evaluation): its
-minimum, then, when that moved the start by more than REFINE_MIN_CHANGE, one Newton step on the
+minimum, then, when that moved the start by more than FitControl.refine_min_change, one Newton step on the
 exact gradient (central differences: 2 k exact evaluations for k parameters) and the
 approximate criterion's Hessian. On the crossed model of InstEval's shape this lands within
 1e-5 of the optimum (criterion within 1e-7) against 2-4% for the one-factor start, and the fit
@@ -31,14 +31,17 @@ from dataclasses import replace
 import numpy as np
 
 from .objective import NotPositiveDefinite, profiled_state
+from .control import FitControl
 from .optimize import forward_hessian, minimize_theta, quasi_newton
 from ..spec.structure import RandomEffectsStructure
 from ..solvers.blockdiag import BlockDiagonalSystem
 
 
-def one_factor_start(model, tolerances: dict, refine: bool = True) -> np.ndarray | None:
-    """theta (lme4's order) assembled from one-factor fits, or None for a single factor; with
-    `refine`, improved by `refine_start`."""
+def one_factor_start(model, control: FitControl = FitControl(), refine: bool = True,
+                     objective=None) -> np.ndarray | None:
+    """theta (lme4's order) assembled from one-factor fits (BOBYQA to control.loose), or None
+    for a single factor; with `refine`, improved by `refine_start` (`objective`: the model's
+    criterion as the caller counts it; default model.objective)."""
     st = model.structure
     if len(st.factors) < 2:
         return None
@@ -50,17 +53,18 @@ def one_factor_start(model, tolerances: dict, refine: bool = True) -> np.ndarray
         sub = RandomEffectsStructure(terms)
         system = BlockDiagonalSystem(replace(cp, zz=[cp.zz[fi]], zxy=[cp.zxy[fi]], pairs=[]), sub)
 
-        def objective(theta, system=system):
+        def sub_objective(theta, system=system):
             value = system.objective(theta, model.reml, n, p, logdet_W)
             return value if np.isfinite(value) else np.inf
 
-        rec = minimize_theta(objective, sub.initial_theta(), sub.lower_bounds, **tolerances,
-                             restart_edge=False)
+        rec = minimize_theta(sub_objective, sub.initial_theta(), sub.lower_bounds,
+                             **control.loose.as_dict(), restart_edge=False,
+                             initial_step=control.initial_step, restart_step=control.initial_step)
         try:
-            sigma = profiled_state(*system.update(rec.theta), n, p, model.basis).sigma(model.reml)
+            sigma = profiled_state(*system.update(rec.params), n, p, model.basis).sigma(model.reml)
         except NotPositiveDefinite:
             return None
-        fits.append((sub, rec.theta, sigma))
+        fits.append((sub, rec.params, sigma))
 
     # intercept variance of each factor in its own fit (0 when the factor has no intercept)
     v = []
@@ -86,30 +90,18 @@ def one_factor_start(model, tolerances: dict, refine: bool = True) -> np.ndarray
             T_all[fi, full:full + pk, full:full + pk] = T_sub[part:part + pk, part:part + pk]
     start = T_all[st.theta_factor, st.theta_row, st.theta_col]
     start = np.where(st.lower_bounds == 0, np.maximum(start, 0.0), start)
-    return refine_start(model, start) if refine else start
+    return refine_start(model, start, control, objective) if refine else start
 
 
-# Refine only when the exact evaluation is expensive (dense block of at least this many columns)
-# and theta is short (the exact gradient costs 2 k evaluations, the approximate Hessian 2 k^2).
-REFINE_MIN_DENSE = 256
-REFINE_MAX_THETA = 6
-# The Newton step is taken only if it is small (relative to max(|theta|, 0.1)), and only when
-# the approximate minimum moved the start by more than REFINE_MIN_CHANGE (else the start was
-# already close and the 2 k exact evaluations would not pay).
-REFINE_MAX_STEP = 0.02
-REFINE_MIN_CHANGE = 0.005
-# BOBYQA's stopping rules on the approximate criterion (the Newton step corrects the rest).
-APPROX_TOLERANCES = dict(ftol_abs=1e-5, ftol_rel=0.0, xtol_abs=1e-4)
-
-
-def approx_criterion(model):
+def approx_criterion(model, control: FitControl = FitControl()):
     """The criterion on the system's approximate update (SchurSystem.approx_update), or None when
-    it does not pay: no approximation, a dense block below REFINE_MIN_DENSE columns (exact
-    evaluations are cheap), more than REFINE_MAX_THETA parameters, or a residual structure."""
+    it does not pay: no approximation, a dense block below control.refine_min_dense columns
+    (exact evaluations are cheap), more than control.refine_max_theta parameters, or a residual
+    structure."""
     system = model.system
     k = model.structure.n_theta
-    if (not system.has_approx_update or system.dense_block_size < REFINE_MIN_DENSE
-            or k > REFINE_MAX_THETA or model.n_params != k):
+    if (not system.has_approx_update or system.dense_block_size < control.refine_min_dense
+            or k > control.refine_max_theta or model.n_params != k):
         return None
     approx = system.approx_update
     n, p, reml = model.n_obs, model.n_fixed, model.reml
@@ -125,12 +117,7 @@ def approx_criterion(model):
     return approx_objective
 
 
-# approx_newton_start: stop on the approximate criterion when the next step is below this
-# (relative): its minimum is itself ~2e-3 from the exact one on crossed_73k (InstEval's shape)
-APPROX_NEWTON_XTOL = 5e-4
-
-
-def approx_newton_start(model, theta0: np.ndarray):
+def approx_newton_start(model, theta0: np.ndarray, control: FitControl = FitControl()):
     """(theta, H, n_evaluations): the minimum of the approximate criterion and its Hessian there, an estimate of
     the exact one for `bigmixed.optimize.quasi_newton`. The minimum is reached by quasi-Newton
     steps from theta0 on forward-difference gradients, from a forward-difference Hessian at
@@ -138,7 +125,7 @@ def approx_newton_start(model, theta0: np.ndarray):
     steps then converge in two iterations, against four from the BFGS-updated one). None when
     there is no approximate criterion, theta0 is on a bound, or the steps fail (the caller then
     uses `refine_start` and BOBYQA)."""
-    criterion = approx_criterion(model)
+    criterion = approx_criterion(model, control)
     lower = model.structure.lower_bounds
     if criterion is None or np.any(theta0[lower == 0] <= 0):
         return None
@@ -174,31 +161,35 @@ def approx_newton_start(model, theta0: np.ndarray):
             g[a] = (approx_objective(theta + e) - f) / h[a]
         return g
 
-    rec = quasi_newton(remembered, gradient, theta0, H, lower, xtol=APPROX_NEWTON_XTOL,
+    rec = quasi_newton(remembered, gradient, theta0, H, lower, xtol=control.approx_newton_xtol,
                        final_step=0.0, method="quasi-Newton (approximate criterion)")
     if rec is None:
         return None
-    H = forward_hessian(approx_objective, rec.theta, idx, rec.objective, rel_step=1e-3)
+    H = forward_hessian(approx_objective, rec.params, idx, rec.objective, rel_step=1e-3)
     if not np.all(np.isfinite(H)):
         return None
-    return rec.theta, H, calls[0]
+    return rec.params, H, calls[0]
 
 
-def refine_start(model, theta0: np.ndarray) -> np.ndarray:
+def refine_start(model, theta0: np.ndarray, control: FitControl = FitControl(),
+                 objective=None) -> np.ndarray:
     """theta0 improved on the system's approximate criterion (see the module docstring), or
     theta0 itself when the system has none or the refinement does not pay."""
-    approx_objective = approx_criterion(model)
+    approx_objective = approx_criterion(model, control)
     if approx_objective is None:
         return theta0
+    objective = model.objective if objective is None else objective
     lower = model.structure.lower_bounds
 
-    rec = minimize_theta(approx_objective, theta0, lower, **APPROX_TOLERANCES, restart_edge=False)
-    theta_a = rec.theta
+    rec = minimize_theta(approx_objective, theta0, lower, **control.approx_tolerances.as_dict(),
+                         restart_edge=False, initial_step=control.initial_step,
+                         restart_step=control.initial_step)
+    theta_a = rec.params
     free = ~((lower == 0) & (theta_a == 0))
     if not np.isfinite(rec.objective):
         return theta0
     change = np.max(np.abs(theta_a - theta0) / np.maximum(np.abs(theta0), 0.1))
-    if not free.any() or change < REFINE_MIN_CHANGE:
+    if not free.any() or change < control.refine_min_change:
         return theta_a
     idx = np.flatnonzero(free)
     H = forward_hessian(approx_objective, theta_a, idx, rec.objective, rel_step=1e-3)
@@ -210,7 +201,7 @@ def refine_start(model, theta0: np.ndarray) -> np.ndarray:
         for sign in (1.0, -1.0):
             t = theta_a.copy()
             t[i] += sign * h[a]
-            values.append(model.objective(t))
+            values.append(objective(t))
             if values[-1] < best_value:
                 best_value, best_theta = values[-1], t
         g[a] = (values[0] - values[1]) / (2.0 * h[a])
@@ -222,12 +213,12 @@ def refine_start(model, theta0: np.ndarray) -> np.ndarray:
     except np.linalg.LinAlgError:
         pass
     if step is not None and (np.max(np.abs(step) / np.maximum(np.abs(theta_a[idx]), 0.1))
-                             <= REFINE_MAX_STEP):
+                             <= control.refine_max_step):
         theta1 = theta_a.copy()
         theta1[idx] += step
         # (the model evaluates its start again: that evaluation is the system's cached one)
-        if np.all(theta1 >= lower) and model.objective(theta1) <= best_value:
+        if np.all(theta1 >= lower) and objective(theta1) <= best_value:
             return theta1
     # the approximation did not hold (its Newton step is large or fails): keep the best point
     # evaluated, the one-factor start included
-    return theta0 if model.objective(theta0) <= best_value else best_theta
+    return theta0 if objective(theta0) <= best_value else best_theta

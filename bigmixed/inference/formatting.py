@@ -39,12 +39,12 @@ def format_anova_terms(table: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def summary_with_df(fit, ddf: str = "satterthwaite") -> str:
+def summary_with_df(fit, ddf: str = "satterthwaite", optimizer_log: bool = False) -> str:
     """The fit's summary with lmerTest's coefficient table: df and p-values by `ddf`, and a
     line naming the method."""
     from ..io.summary import format_summary
 
-    base = format_summary(fit)
+    base = format_summary(fit, optimizer_log)
     table = fixed_effects_test(fit, ddf=ddf)
     block = ["Fixed effects:"] + format_fixed_effects_test(table)
     block.append(f"(df and p-values: {table.attrs['ddf_method']})")

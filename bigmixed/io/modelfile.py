@@ -40,6 +40,7 @@ import math
 import os
 import tempfile
 import zipfile
+import dataclasses
 from dataclasses import fields as _dc_fields
 
 import numpy as np
@@ -237,9 +238,11 @@ def model_meta(fit) -> tuple:
     opt_meta = {}
     for f in _dc_fields(opt):
         v = getattr(opt, f.name)
-        if f.name in ("theta", "history"):
+        if f.name in ("params", "theta", "history"):
             continue
-        if isinstance(v, np.ndarray):
+        if f.name == "stages":
+            opt_meta[f.name] = [_enc(dataclasses.asdict(r)) for r in v]
+        elif isinstance(v, np.ndarray):
             arrays[f"optimizer/{f.name}"] = np.asarray(v, dtype=np.float64)
             opt_meta[f.name] = {"__array__": f"optimizer/{f.name}"}
         else:
@@ -599,7 +602,7 @@ class LoadedResults(LMMResults):
     _condvar = _Saved("the conditional covariances of the BLUPs were not saved (save(..., condvar=True))")
 
     def __init__(self, meta: dict, read):
-        from ..fitting.optimize import OptimizerRecord
+        from ..fitting.record import OptimizerRecord, StageRecord
         from ..spec.structure import RandomEffectsStructure
 
         design = _rebuild_design(meta, read)
@@ -633,7 +636,9 @@ class LoadedResults(LMMResults):
                 kwargs[k] = np.asarray(read(v["__array__"]), dtype=np.float64)
             else:
                 kwargs[k] = _dec(v)
-        kwargs["theta"] = self.optimizer_params.copy()
+        kwargs["params"] = self.optimizer_params.copy()
+        kwargs["stages"] = tuple(StageRecord(**r) for r in kwargs.get("stages") or ())
+        kwargs["history"] = ()
         self.optimizer = OptimizerRecord(**kwargs)
         self.warnings = _warning_objects(meta.get("warnings") or [])
         self.timings = dict(meta.get("timings") or {})

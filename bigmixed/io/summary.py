@@ -17,7 +17,7 @@ def _fmt_table(header, rows, align_left_cols=1):
     return lines
 
 
-def format_summary(fit) -> str:
+def format_summary(fit, optimizer_log: bool = False) -> str:
     kind = "REML" if fit.reml else "maximum likelihood"
     out = [f"Linear mixed model fit by {kind} (bigmixed)", f"Formula: {fit.formula}"]
     if fit.reml:
@@ -64,6 +64,20 @@ def format_summary(fit) -> str:
         out += _fmt_table([""] + abbrev[:-1], rows, 1)
     opt = fit.optimizer
     out += ["", f"optimizer ({opt.method}): {opt.n_evaluations} evaluations, {opt.message}"]
+    if optimizer_log:
+        out += _stage_log(opt)
     for w in fit.warnings:
         out.append(f"warning: {type(w).__name__}: {w}")
     return "\n".join(out)
+
+
+def _stage_log(opt) -> list:
+    """The optimizer's stages (bigmixed.fitting.stages) and the tolerances of its last run."""
+    rows = [[r.stage, str(r.n_evaluations), f"{r.objective:.10g}" if np.isfinite(r.objective) else "",
+             f"{r.seconds:.3f}", r.note]
+            for r in opt.stages]
+    out = [" " + line for line in _fmt_table(["stage", "evaluations", "objective", "seconds", "note"],
+                                               rows, 1)]
+    if opt.tolerances:
+        out.append(" tolerances: " + ", ".join(f"{k} = {v:g}" for k, v in opt.tolerances.items()))
+    return out

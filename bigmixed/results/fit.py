@@ -10,7 +10,7 @@ from functools import cached_property
 import numpy as np
 import pandas as pd
 
-from ..fitting.optimize import OptimizerRecord
+from ..fitting.record import OptimizerRecord
 
 
 class LMMResults:
@@ -27,7 +27,7 @@ class LMMResults:
         self.reml = model.reml
         self.formula = model.formula
         # the optimizer's vector: theta, then a residual structure's unconstrained parameters
-        self.theta, self._residual_eta = (a.copy() for a in model.split_params(record.theta))
+        self.theta, self._residual_eta = (a.copy() for a in model.split_params(record.params))
         state = model.state(self.optimizer_params)
         self._state = state
         self.objective = float(state.criterion(self.reml))
@@ -181,7 +181,7 @@ class LMMResults:
     def _modes(self):
         """Conditional modes b per factor (n_levels, P): cheap, no inverse needed."""
         st = self.model.structure
-        self.model._load_residual(self._residual_eta)
+        self.model.load_residual(self._residual_eta)
         us, _ = self.model.system.modes(self.theta, self._state.beta_work(), condvar=False)
         return [us[fi] @ st.T_of(self.theta, fi).T for fi in range(len(st.factors))]
 
@@ -189,7 +189,7 @@ class LMMResults:
     def _condvar(self):
         """Var(b_g | y) per factor (n_levels, P, P): needs the selected inverse on crossed designs."""
         st = self.model.structure
-        self.model._load_residual(self._residual_eta)
+        self.model.load_residual(self._residual_eta)
         _, cinvs = self.model.system.modes(self.theta, self._state.beta_work(), condvar=True)
         out = []
         for fi in range(len(st.factors)):
@@ -383,16 +383,17 @@ class LMMResults:
         return plot_profile(self, path, **kwargs)
 
     # ---- printing ----------------------------------------------------------------------
-    def summary(self, ddf: str | None = None) -> str:
+    def summary(self, ddf: str | None = None, optimizer_log: bool = False) -> str:
         """lme4's summary; with ddf ("satterthwaite", "between-within") lmerTest's coefficient
-        table with df and p-values."""
+        table with df and p-values; with optimizer_log, the optimizer's stages (evaluations,
+        objective, seconds) and tolerances."""
         if ddf is not None:
             from ..inference.formatting import summary_with_df
 
-            return summary_with_df(self, ddf)
+            return summary_with_df(self, ddf, optimizer_log)
         from ..io.summary import format_summary
 
-        return format_summary(self)
+        return format_summary(self, optimizer_log)
 
     def __repr__(self) -> str:
         kind = "REML" if self.reml else "ML"
