@@ -30,12 +30,13 @@ from .errors import (
     UnknownFunctionError,
 )
 from .inference.compare import anova, format_anova
-from .fitting.model import LinearMixedModel, lmm
+from .api import lmm
+from .fitting.model import LinearMixedModel
 from .spec.residual import AR1, CompoundSymmetry, VarIdent
 from .results.fit import LMMResults
 from .warmup import warmup
 from .fitting.batch import ManyFits, ResponseFit, fit_many, iter_fits
-from .io.modelfile import load
+from .results.saved import load
 from .inference.power import PowerResult, power_simulation
 from .io import tidy
 from .warnings import (

@@ -63,7 +63,7 @@ def test_equals_individual_fits(data, n_jobs):
     for name in names:
         assert_same_fit(res[name], one_fit(name, data))
         assert res[name].formula == f"{name} {RHS}"
-        assert res[name].model.design.response == name
+        assert res[name].design.response == name
     st = res.statistics.set_index("response")
     assert st.loc["y2", "nobs"] == len(data) - 30 and st.loc["y4", "n_dropped"] == 7
     # fitted values and residuals use the response's own y
@@ -92,7 +92,7 @@ def test_response_crossproducts_are_exact(data):
     batch = _Batch(RHS, data, ["y1"], reml=True, solver="auto", fit_kwargs={})
     st = batch.groups[None].state
     y = data["y1"].to_numpy(dtype=float)[st.rows]
-    cp = batch.crossprods(st.model, y)
+    cp = st.model.crossprods.with_response(st.design.X, y, st.model.structure)
     ref = CrossProducts.compute(st.design.X, y, st.model.structure)
     assert np.array_equal(cp.gram, ref.gram)
     for a, b in zip(cp.zxy, ref.zxy):

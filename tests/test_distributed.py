@@ -27,7 +27,6 @@ dd = pytest.importorskip("dask.dataframe")
 
 import bigmixed as bm  # noqa: E402
 from bigmixed.data_gen import generate_hdp  # noqa: E402
-from bigmixed.distributed.model import DaskLMMResults, DaskLinearMixedModel
 from bigmixed.distributed.plan import is_dask_dataframe
 from bigmixed.results.fit import LMMResults  # noqa: E402
 
@@ -88,7 +87,7 @@ def compare(f0, model, f1):
         assert rel(p1.blocks, p0.blocks) < 1e-15
 
     # same theta -> same estimates
-    r1 = LMMResults(model, f0.optimizer)
+    r1 = model.results_at(f0.optimizer_params)
     assert rel(r1.objective, f0.objective) < 1e-10
     assert rel(r1.beta, f0.beta) < 1e-10
     assert rel(r1.bse, f0.bse) < 1e-10
@@ -125,24 +124,22 @@ def test_synchronous_matches_in_memory(formula, data, request):
     assert ddf.npartitions == 7 and is_dask_dataframe(ddf) and not is_dask_dataframe(df)
     with dask.config.set(scheduler="synchronous"):
         model = bm.lmm(formula, data=ddf)
-        assert isinstance(model, DaskLinearMixedModel)
+        assert type(model) is bm.LinearMixedModel and model.rows.kind == "dask"
         f1 = model.fit()
-    assert isinstance(f1, DaskLMMResults)
+    assert type(f1) is LMMResults and f1.rows.kind == "dask"
     compare(f0, model, f1)
     # fitted values and residuals per partition, dropped rows absent, same index
     with dask.config.set(scheduler="synchronous"):
         fitted = f1.fitted_dask().compute()
         resid = f1.resid_dask().compute()
         marginal = f1.fitted_dask(level="population").compute()
-    assert fitted.index.equals(f0.model.design.row_index)
-    r0 = LMMResults(model, f0.optimizer)  # same theta: fitted values to rounding
+    assert fitted.index.equals(f0.design.row_index)
+    fitted_same = model.results_at(f0.optimizer_params)  # same theta: fitted values to rounding
     with dask.config.set(scheduler="synchronous"):
-        fitted_same = DaskLMMResults.__new__(DaskLMMResults)
-        fitted_same.__dict__.update(r0.__dict__)
         fs = fitted_same.fitted_dask().compute().to_numpy()
     assert rel(fs, f0.fittedvalues) < 1e-10
     assert rel(fitted.to_numpy(), f0.fittedvalues) < 1e-10
-    assert rel(resid.to_numpy() + fitted.to_numpy(), f0.model.design.y) < 1e-14
+    assert rel(resid.to_numpy() + fitted.to_numpy(), f0.design.y) < 1e-14
     assert rel(marginal.to_numpy(), f0.fitted_marginal) < 1e-10
 
 
@@ -167,7 +164,7 @@ def test_local_cluster_bitwise_equal_to_synchronous(slope_data, crossed_data):
         assert all(np.array_equal(x.blocks, y.blocks) for x, y in zip(ca.pairs, cb.pairs))
     f0 = bm.lmm(CROSSED, crossed_data).fit()
     compare(f0, mc2, f2)
-    assert fitted.index.equals(f0.model.design.row_index)
+    assert fitted.index.equals(f0.design.row_index)
     for formula, model in ((SLOPE, ms2), (TRANSFORMED, mt2)):
         f0 = bm.lmm(formula, slope_data).fit()
         compare(f0, model, model.fit())
@@ -237,7 +234,7 @@ def test_rank_deficient_columns_dropped_like_in_memory(awkward):
         f1 = model.fit()
     msg = lambda ws: [str(w.message) for w in ws if issubclass(w.category, bm.RankDeficiencyWarning)]  # noqa: E731
     assert msg(w1) == msg(w0)
-    assert model.design.dropped_fixed == f0.model.design.dropped_fixed == ["x2"]
+    assert model.design.dropped_fixed == f0.design.dropped_fixed == ["x2"]
     compare(f0, model, f1)
     with dask.config.set(scheduler="synchronous"):
         fitted = f1.fitted_dask().compute()
@@ -290,7 +287,7 @@ def test_rows_are_not_collected(slope_data):
         with pytest.raises(AttributeError, match="fitted_dask"):
             getattr(f1, name)
     with pytest.raises(AttributeError, match="fitted_dask"):
-        f1.model.design.X
+        f1.rows.X
 
 
 def test_cli_fit_dask(tmp_path, slope_data):
@@ -416,7 +413,7 @@ def test_data_dependent_transforms(transform_data, formula):
             model = bm.lmm(formula, uneven(df, AWKWARD_CUTS))
             f1 = model.fit()
             fitted = f1.fitted_dask().compute()
-    s0, s1 = transform_state(f0.model.design), transform_state(model.design)
+    s0, s1 = transform_state(f0.design), transform_state(model.design)
     assert s0 and repr(sorted(s1.items())) == repr(sorted(s0.items()))  # bit for bit
     assert f1.fixed_names == f0.fixed_names and f1.nobs == f0.nobs
     compare(f0, model, f1)
@@ -437,7 +434,7 @@ def test_transform_state_uses_every_row_once(transform_data):
         with dask.config.set(scheduler="synchronous"):
             m1 = bm.lmm(formula, uneven(df, cuts))
             m2 = bm.lmm(formula, even(df.iloc[perm], 4))
-    s0 = transform_state(f0.model.design)
+    s0 = transform_state(f0.design)
     for m in (m1, m2):
         assert repr(sorted(transform_state(m.design).items())) == repr(sorted(s0.items()))
     same_estimates(f0, m1.fit())

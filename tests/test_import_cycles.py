@@ -10,8 +10,6 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = {"bigmixed": ROOT / "bigmixed", "bigmixed.kernels": ROOT / "kernels",
            "bigmixed.data_gen": ROOT / "data_gen"}
@@ -96,7 +94,6 @@ def test_the_graph_sees_the_package():
     assert "bigmixed.results.fit" in graph["bigmixed.fitting.model"]
 
 
-@pytest.mark.xfail(strict=True, reason="the remaining cycles (lmm/Dask model, results/io/inference) go with fits as data")
 def test_no_import_cycles():
     modules = _modules()
     graph = {m: _edges(m, p, modules) for m, p in modules.items() if m != "bigmixed"}

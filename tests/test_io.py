@@ -81,8 +81,8 @@ def test_round_trip(formula, frame, newdata, tmp_path):
         assert np.array_equal(lf.conditional_variances()[g], fit.conditional_variances()[g])
     pd.testing.assert_frame_equal(bm.tidy.ranef(lf), bm.tidy.ranef(fit))
     # new data are encoded identically
-    X1, t1 = design_matrices_for_newdata(fit.model.design, newdata)
-    X2, t2 = design_matrices_for_newdata(lf.model.design, newdata)
+    X1, t1 = design_matrices_for_newdata(fit.design, newdata)
+    X2, t2 = design_matrices_for_newdata(lf.design, newdata)
     assert np.array_equal(X1, X2, equal_nan=True)
     for (c1, z1), (c2, z2) in zip(t1, t2):
         assert np.array_equal(c1, c2) and c1.dtype == c2.dtype
@@ -100,12 +100,12 @@ def test_round_trip(formula, frame, newdata, tmp_path):
 
 def test_rank_deficient_columns_survive(frame, tmp_path):
     fit = fitted("y ~ x + x2 + (1 | g)", frame)
-    assert fit.model.design.dropped_fixed == ["x2"]
+    assert fit.design.dropped_fixed == ["x2"]
     fit.save(tmp_path / "m.bmfit")
     lf = bm.load(tmp_path / "m.bmfit")
-    assert lf.model.design.dropped_fixed == ["x2"] and lf.fixed_names == ["(Intercept)", "x"]
-    X1, _ = design_matrices_for_newdata(fit.model.design, frame.head(20))
-    X2, _ = design_matrices_for_newdata(lf.model.design, frame.head(20))
+    assert lf.design.dropped_fixed == ["x2"] and lf.fixed_names == ["(Intercept)", "x"]
+    X1, _ = design_matrices_for_newdata(fit.design, frame.head(20))
+    X2, _ = design_matrices_for_newdata(lf.design, frame.head(20))
     assert X2.shape[1] == 2 and np.array_equal(X1, X2, equal_nan=True)
 
 
@@ -223,4 +223,4 @@ def test_to_dict_and_tidy(frame):
     np.testing.assert_array_equal(sub.estimate.to_numpy(), h["fb"].to_numpy())
     np.testing.assert_array_equal(sub.cond_sd.to_numpy(), h["fb_sd"].to_numpy())
     assert len(rl) == sum(df.shape[0] * len(f.column_names)
-                          for df, f in zip(fit.ranef().values(), fit.model.structure.factors))
+                          for df, f in zip(fit.ranef().values(), fit.structure.factors))

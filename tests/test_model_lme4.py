@@ -57,7 +57,7 @@ def test_matches_lme4(fits, model, kind):
     # theta in lme4's order and names
     th_names = list(precise["theta"].keys())
     th_ref = np.array(list(precise["theta"].values()))
-    assert fit.model.structure.theta_names == th_names
+    assert fit.structure.theta_names == th_names
     assert np.all(np.abs(fit.theta - th_ref) < 1e-3), (fit.theta, th_ref)
     # conditional modes, matched by level name
     ranef = fit.ranef()

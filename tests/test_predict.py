@@ -57,7 +57,7 @@ def test_predict_on_fitting_rows_equals_fitted_values():
 
 def _dense_pieces(fit):
     """Z (n x q), Lambda (q x q, relative) and Var(b | y) = sigma^2 Lambda (Lambda'Z'Z Lambda + I)^-1 Lambda'."""
-    st = fit.model.structure
+    st = fit.structure
     n = fit.nobs
     blocks_Z, blocks_L = [], []
     for fi, f in enumerate(st.factors):
@@ -82,7 +82,7 @@ def test_prediction_standard_errors_dense_formulas():
     d = generate_hdp(n_doctors=12, seed=3, mean_patients=6, n_hospitals=4, hospital_sd=0.7).data
     fit = fit_quiet("mobility ~ age + sex + (1 | doctor) + (1 | hospital)", d)
     Z, Lam, condvar = _dense_pieces(fit)
-    X, V, s2 = fit.model.design.X, fit.vcov, fit.sigma ** 2
+    X, V, s2 = fit.design.X, fit.vcov, fit.sigma ** 2
     xvx = np.einsum("ij,jk,ik->i", X, V, X)
     # population-level confidence: sqrt(diag(X V X'))
     pc = fit.predict_interval(d, level="population", interval="confidence")
@@ -118,7 +118,7 @@ def test_prediction_standard_errors_dense_formulas():
 
 def zcz_part(fit, condvar, Z, row, group):
     """The part of z'Var(b|y)z at `row` that belongs to `group` (blocks of one factor)."""
-    st = fit.model.structure
+    st = fit.structure
     off = 0
     for f in st.factors:
         width = f.n_levels * f.n_columns
@@ -154,7 +154,7 @@ def test_simulate_is_deterministic_and_has_the_model_moments():
     se_mean = np.sqrt((s_b + s_e) / Y.shape[1])
     assert np.all(np.abs(Y.mean(axis=1) - fit.fitted_marginal) < 5 * se_mean)
     C = np.cov(Y)
-    codes = fit.model.structure.factors[0].codes
+    codes = fit.structure.factors[0].codes
     same = codes[:, None] == codes[None, :]
     want = np.where(same, s_b, 0.0) + np.eye(20) * s_e
     assert np.max(np.abs(C - want)) < 0.06 * (s_b + s_e)

@@ -64,11 +64,11 @@ def test_statsmodels_names_agree_with_lme4_names(tablet_fit):
     assert fit.llf == pytest.approx(-fit.objective / 2)
     assert fit.aic == pytest.approx(fit.objective + 2 * 4)
     assert fit.bic == pytest.approx(fit.objective + 4 * np.log(20))
-    np.testing.assert_allclose(fit.fittedvalues + fit.resid, fit.model.design.y)
+    np.testing.assert_allclose(fit.fittedvalues + fit.resid, fit.design.y)
     np.testing.assert_allclose(fit.resid_scaled, fit.resid / fit.sigma)
     # marginal fitted values are X beta; conditional add the tablet's BLUP
     b = fit.ranef()["tablet"]["(Intercept)"]
-    codes = fit.model.structure.factors[0].codes
+    codes = fit.structure.factors[0].codes
     np.testing.assert_allclose(fit.fittedvalues - fit.fitted_marginal, b.to_numpy()[codes])
     # coef() = fixed + random per level
     coef = fit.coef()["tablet"]

@@ -13,12 +13,13 @@ and the row order (see bigmixed.compensated), so a fit from a partitioned Dask D
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from .compensated import add_compensated
 from ..kernels import factor_crossprod, factor_crossprod_serial, n_row_chunks, pair_crossprod
+from ..kernels.response import response_crossprod
 from ..spec.structure import RandomEffectsStructure
 
 _EMPTY_Z = np.ones((0, 1))
@@ -69,6 +70,32 @@ class CrossProducts:
             for a in range(b):
                 pairs.append(_pair_blocks(structure, b, a))
         return cls(n, p, zz, zxy, gram, pairs)
+
+    def with_response(self, X: np.ndarray, y: np.ndarray,
+                      structure: RandomEffectsStructure) -> "CrossProducts":
+        """These cross-products with another response on the same rows: one pass computing
+        Z'y, X'y and y'y (kernels/response.py); Z'Z, Z'X and X'X are shared. The same bits as
+        `compute(X, y, structure)` (every sum is correctly rounded)."""
+        n, p = X.shape
+        chunks = n_row_chunks(n)
+        zxy = []
+        xy = None
+        for fi, f in enumerate(structure.factors):
+            zy_out = np.zeros((chunks, f.n_levels, f.n_columns))
+            xy_out = np.zeros((chunks, p + 1))
+            zy_lo, xy_lo = np.zeros_like(zy_out), np.zeros_like(xy_out)
+            response_crossprod(f.codes, _EMPTY_Z if f.unit_z else f.Z, f.unit_z, X, y, fi == 0,
+                               zy_out, xy_out, zy_lo, xy_lo)
+            z = self.zxy[fi].copy()
+            z[:, :, p] = round_sum(*sum_chunks(zy_out, zy_lo))
+            zxy.append(z)
+            if fi == 0:
+                xy = round_sum(*sum_chunks(xy_out, xy_lo))
+        gram = self.gram.copy()
+        gram[p, :p] = xy[:p]
+        gram[:p, p] = xy[:p]
+        gram[p, p] = xy[p]
+        return replace(self, zxy=zxy, gram=gram)
 
 
 def sum_chunks(hi: np.ndarray, lo: np.ndarray):

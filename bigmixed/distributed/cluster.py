@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import os
-from .plan import _require_dask
+from .plan import require_dask
 
 # ======================================================================================
 # A local cluster sized to the machine
@@ -27,7 +27,7 @@ def local_cluster(memory_limit=None, n_workers: int | None = None, threads_per_w
     cluster), or the LocalCluster with client=False. Close it with ``.close()`` (and
     ``client.cluster.close()``) or use it as a context manager.
     """
-    _require_dask()
+    require_dask()
     from dask.utils import parse_bytes
     from distributed import Client, LocalCluster
 

@@ -9,8 +9,8 @@ import pandas as pd
 from ..crossprods.compensated import add_compensated
 from ..crossprods.crossprod import CrossProducts, PairBlocks, factor_sums, pair_sums
 from ..spec.structure import RandomEffectsStructure
-from .levels import _Encoding
-from .plan import _Plan, _kept_rows, _validate_partition
+from .levels import GlobalEncoding
+from .plan import Plan, kept_rows, validate_partition
 from ..spec.design import RandomTerm, design_matrices_for_newdata
 from ..spec.checks import check_finite
 from ..spec.rank import clearly_full_rank, dqrdc2_rank
@@ -32,9 +32,9 @@ class _Partial:
     R: Any  # (<= p, p) R factor of a QR of X: R'R = X'X
 
 
-def _encode_partition(part: pd.DataFrame, plan: _Plan, enc: _Encoding, check: bool = True):
+def encode_partition(part: pd.DataFrame, plan: Plan, enc: GlobalEncoding, check: bool = True):
     """Kept rows of a partition -> (kept frame, y, X, [(codes, Z) per term]) in the global encoding."""
-    keep, _ = _kept_rows(part, plan)
+    keep, _ = kept_rows(part, plan)
     kept = part if keep.all() else part[keep]
     if len(kept) == 0:
         return kept, None, None, None
@@ -60,9 +60,9 @@ def _encode_partition(part: pd.DataFrame, plan: _Plan, enc: _Encoding, check: bo
     return kept, y, X, per_term
 
 
-def _pass2_partition(part: pd.DataFrame, plan: _Plan, enc: _Encoding) -> _Partial:
-    _validate_partition(part, plan)
-    kept, y, X, per_term = _encode_partition(part, plan, enc)
+def pass2_partition(part: pd.DataFrame, plan: Plan, enc: GlobalEncoding) -> _Partial:
+    validate_partition(part, plan)
+    kept, y, X, per_term = encode_partition(part, plan, enc)
     if y is None:
         return _Partial(0, None, [], [], None)
     terms = [
@@ -140,7 +140,7 @@ def _merge_keyed(items: list):
     return (ids,) + tuple(out)
 
 
-def _merge_partials(*parts: _Partial) -> _Partial:
+def merge_partials(*parts: _Partial) -> _Partial:
     """Sum partials in double-double, in the order given (partition order)."""
     parts = [p for p in parts if p.n_obs > 0] or [parts[0]]
     if len(parts) == 1:
@@ -160,7 +160,7 @@ def _merge_partials(*parts: _Partial) -> _Partial:
     return _Partial(sum(p.n_obs for p in parts), gram, factors, pairs, R)
 
 
-def _assemble(total: _Partial, structure: RandomEffectsStructure) -> CrossProducts:
+def assemble(total: _Partial, structure: RandomEffectsStructure) -> CrossProducts:
     """The reduced partials as the CrossProducts of the whole data (dense per-level blocks),
     each double-double rounded once (as `CrossProducts.compute` does)."""
     p = total.gram[0].shape[0] - 1
@@ -183,7 +183,7 @@ def _assemble(total: _Partial, structure: RandomEffectsStructure) -> CrossProduc
 # ======================================================================================
 
 
-def _kept_columns(gram: np.ndarray, R: np.ndarray, n_obs: int) -> np.ndarray:
+def kept_columns(gram: np.ndarray, R: np.ndarray, n_obs: int) -> np.ndarray:
     """Columns of X lme4 keeps: `design._aliased_columns` from X'X and M (M'M = X'X)."""
     p = gram.shape[0] - 1
     if p == 0:
@@ -194,7 +194,7 @@ def _kept_columns(gram: np.ndarray, R: np.ndarray, n_obs: int) -> np.ndarray:
     return pivot[:rank]
 
 
-def _drop_columns(cp: CrossProducts, keep: np.ndarray) -> CrossProducts:
+def drop_columns(cp: CrossProducts, keep: np.ndarray) -> CrossProducts:
     cols = np.r_[keep, cp.n_fixed]
     return CrossProducts(
         cp.n_obs, len(keep), cp.zz, [np.ascontiguousarray(z[:, :, cols]) for z in cp.zxy],

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from ..errors import DesignError, EmptyDataError
-from .plan import _Plan, _kept_rows, _validate_partition
+from .plan import Plan, kept_rows, validate_partition
 from ..spec.design import RandomTerm, build_design
 from ..spec.encoding import VarInfo, classify_column, code_dtype, factorize, group_codes, numeric_column
 from ..spec.checks import check_group_column
@@ -31,9 +31,9 @@ class _Levels:
     first_row: Any = None  # one kept row of the used columns (values for the template)
 
 
-def _pass1_partition(part: pd.DataFrame, plan: _Plan) -> _Levels:
-    _validate_partition(part, plan)
-    keep, n_expr = _kept_rows(part, plan)
+def pass1_partition(part: pd.DataFrame, plan: Plan) -> _Levels:
+    validate_partition(part, plan)
+    keep, n_expr = kept_rows(part, plan)
     out = _Levels(n_rows=len(part), n_kept=int(keep.sum()), n_expr_nan=n_expr)
     out.na_counts = {v: int(part[v].isna().sum()) for v in plan.used}
     kept = part if out.n_kept == len(part) else part[keep]
@@ -62,7 +62,7 @@ def _concat_unique(a, b):
     return pd.concat([a, b], ignore_index=True).drop_duplicates().reset_index(drop=True)
 
 
-def _merge_levels(*parts: _Levels) -> _Levels:
+def merge_levels(*parts: _Levels) -> _Levels:
     """Fold partials left to right (partition order)."""
     out = _Levels()
     for p in parts:
@@ -88,13 +88,13 @@ def _merge_levels(*parts: _Levels) -> _Levels:
 
 
 @dataclass
-class _Encoding:
+class GlobalEncoding:
     template: Any  # a Design whose fixed_spec / term_specs encode new rows globally
     terms: list  # RandomTerm with global levels, no rows (codes empty, Z (0, P))
     var_info: dict
 
 
-def _global_encoding(plan: _Plan, lv: _Levels) -> _Encoding:
+def global_encoding(plan: Plan, lv: _Levels) -> GlobalEncoding:
     if lv.n_kept == 0:
         detail = ", ".join(f"{v!r}: {c}" for v, c in lv.na_counts.items() if c)
         raise EmptyDataError(
@@ -149,10 +149,10 @@ def _global_encoding(plan: _Plan, lv: _Levels) -> _Encoding:
             Z=np.empty((0, tt.n_columns)), group_vars=t.group_vars, correlated=t.correlated,
         ))
     template.terms = terms
-    return _Encoding(template, terms, var_info)
+    return GlobalEncoding(template, terms, var_info)
 
 
-def _template_design(plan: _Plan, lv: _Levels, var_info: dict):
+def _template_design(plan: Plan, lv: _Levels, var_info: dict):
     """build_design on a small frame holding every level of every factor covariate.
 
     Numeric columns repeat one kept row (expressions such as log(x) stay finite); factor

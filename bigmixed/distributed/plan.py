@@ -13,7 +13,7 @@ from ..spec.checks import check_column_names, check_duplicates, check_group_colu
 from ..spec.expressions import evaluate_expressions, factor_columns, has_expressions
 from ..spec.formula import expression_names, parse_formula, r_term_order
 
-_NO_ROWS = (
+NO_ROWS_MESSAGE = (
     "a model fitted from a Dask DataFrame keeps no rows in memory; {what} are computed per "
     "partition: use fit.fitted_dask(), fit.resid_dask() or fit.write_fitted(path)"
 )
@@ -31,7 +31,7 @@ def is_dask_dataframe(data) -> bool:
     return isinstance(data, dd.DataFrame)
 
 
-def _require_dask():
+def require_dask():
     try:
         import dask  # noqa: F401
         import dask.dataframe  # noqa: F401
@@ -47,7 +47,7 @@ def _require_dask():
 
 
 @dataclass
-class _Plan:
+class Plan:
     formula: str
     response: str
     covariates: list
@@ -101,7 +101,7 @@ class _Plan:
         return state
 
 
-def _make_plan(formula: str, meta: pd.DataFrame) -> _Plan:
+def make_plan(formula: str, meta: pd.DataFrame) -> Plan:
     """The column bookkeeping of `build_design`, on the Dask frame's (empty) metadata."""
     parsed = parse_formula(formula)
     check_column_names(meta)
@@ -139,7 +139,7 @@ def _make_plan(formula: str, meta: pd.DataFrame) -> _Plan:
     group_exprs = list(dict.fromkeys(t.group_vars for t in parsed.terms))
     stateful = any(_stateful_calls(f.expr) for facs in all_terms for f in facs
                    if f.eval_method.value != "lookup")
-    return _Plan(formula, response, covariates, group_vars, used, group_exprs,
+    return Plan(formula, response, covariates, group_vars, used, group_exprs,
                  has_expressions(all_terms), _level_columns(all_terms, covariates), stateful)
 
 
@@ -195,7 +195,7 @@ def _check_row_local(terms) -> None:
                         "center() and poly() are supported")
 
 
-def _kept_rows(part: pd.DataFrame, plan: _Plan):
+def kept_rows(part: pd.DataFrame, plan: Plan):
     """-> (boolean mask of the rows build_design keeps, rows dropped for NaN expressions)."""
     na = np.zeros(len(part), dtype=bool)
     for v in plan.used:
@@ -211,14 +211,14 @@ def _kept_rows(part: pd.DataFrame, plan: _Plan):
     return ~na, n_expr
 
 
-def _validate_partition(part: pd.DataFrame, plan: _Plan) -> None:
+def validate_partition(part: pd.DataFrame, plan: Plan) -> None:
     """The per-column input checks build_design makes on all rows (response, grouping ids)."""
     check_response(part[plan.response], plan.response)
     for v in plan.group_vars:
         check_group_column(part[v], v)
 
 
-def _shared(obj):
+def share(obj):
     """`obj` as one graph key: scattered to every worker when a distributed Client is the
     active scheduler (a Future: sent once, not inside the graph), else a Delayed literal."""
     from dask import delayed
@@ -230,7 +230,7 @@ def _shared(obj):
     return delayed(obj, pure=True, traverse=False)
 
 
-def _tree(delayed_parts: list, combine, split_every: int):
+def reduce_tree(delayed_parts: list, combine, split_every: int):
     """A fixed reduction tree over the partials in partition order (deterministic)."""
     from dask import delayed
 

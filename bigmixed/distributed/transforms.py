@@ -9,7 +9,7 @@ import pandas as pd
 from ..spec.transform_state import TRANSFORM_STATES
 from ..crossprods.compensated import merge_sums
 from ..errors import DesignError
-from .plan import _Plan, _shared, _tree
+from .plan import Plan, share, reduce_tree
 from ..spec.transforms import FORMULA_CONTEXT, r_center, r_poly, r_scale
 from ..spec.materialize import RMaterializer
 from ..spec.encoding import prepare_covariate
@@ -85,7 +85,7 @@ def _collectors(flags: _RoundFlags) -> dict:
     }
 
 
-def _state_round_partition(part: pd.DataFrame, plan: _Plan, state: dict, active) -> tuple:
+def _state_round_partition(part: pd.DataFrame, plan: Plan, state: dict, active) -> tuple:
     """One round on one partition -> ({transform call: (kind, args, op, sums) or None (waiting)}
     for the calls whose state is not complete, {expression: its incomplete calls}). `active`:
     the expressions that still have incomplete calls (None: all)."""
@@ -146,19 +146,19 @@ def _merge_reports(*parts: tuple) -> tuple:
 _MAX_ROUNDS = 64
 
 
-def _global_transform_state(frame, plan: _Plan, split_every: int) -> dict:
+def global_transform_state(frame, plan: Plan, split_every: int) -> dict:
     """Pass 0: the transforms' state over all rows of all partitions (one pass per round)."""
     from dask import compute, delayed
 
     cols = plan.state_columns()
     parts = (frame[cols] if cols else frame).to_delayed()
-    plan_d = _shared(plan)
+    plan_d = share(plan)
     state: dict = {}
     active = None
     for _ in range(_MAX_ROUNDS):
         state_d = delayed((state, active), pure=True, traverse=False)
         rounds = [delayed(_state_round_task, pure=True)(p, plan_d, state_d) for p in parts]
-        (reports, calls) = compute(_tree(rounds, _merge_reports, split_every))[0]
+        (reports, calls) = compute(reduce_tree(rounds, _merge_reports, split_every))[0]
         incomplete = set()
         for key, r in reports.items():
             if r is None:

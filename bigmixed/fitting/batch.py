@@ -39,7 +39,6 @@ summary warning when some fits are singular or did not converge.
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 import fnmatch
 import math
@@ -56,7 +55,6 @@ import numpy as np
 import pandas as pd
 
 from ..io import tidy as _tidy
-from ..crossprods.crossprod import CrossProducts, round_sum, sum_chunks
 from ..spec.design import build_design
 from ..errors import (
     BigmixedError,
@@ -68,8 +66,6 @@ from ..errors import (
     ResponseTypeError,
 )
 from ..spec.formula import parse_formula, quote_name
-from ..kernels import n_row_chunks
-from ..kernels.response import response_crossprod
 from .model import LinearMixedModel
 from ..warnings import BigmixedWarning, ConvergenceWarning, SingularFitWarning
 
@@ -438,53 +434,10 @@ class _Batch:
         except (TypeError, ValueError) as e:
             raise ResponseTypeError(f"response column {name!r} cannot be converted to numbers: {e}") from e
 
-    def crossprods(self, model: LinearMixedModel, y: np.ndarray) -> CrossProducts:
-        """The template's cross-products with the y-column parts of `y`."""
-        base = model.crossprods
-        X = model.design.X
-        n, p = X.shape
-        chunks = n_row_chunks(n)
-        zxy = []
-        xy = None
-        for fi, f in enumerate(model.structure.factors):
-            zy_out = np.zeros((chunks, f.n_levels, f.n_columns))
-            xy_out = np.zeros((chunks, p + 1))
-            zy_lo, xy_lo = np.zeros_like(zy_out), np.zeros_like(xy_out)
-            response_crossprod(f.codes, _EMPTY_Z if f.unit_z else f.Z, f.unit_z, X, y, fi == 0,
-                               zy_out, xy_out, zy_lo, xy_lo)
-            z = base.zxy[fi].copy()
-            z[:, :, p] = round_sum(*sum_chunks(zy_out, zy_lo))
-            zxy.append(z)
-            if fi == 0:
-                xy = round_sum(*sum_chunks(xy_out, xy_lo))
-        gram = base.gram.copy()
-        gram[p, :p] = xy[:p]
-        gram[:p, p] = xy[:p]
-        gram[p, p] = xy[p]
-        return dataclasses.replace(base, zxy=zxy, gram=gram)
-
     def model_for(self, st: _State, name: str, y: np.ndarray) -> LinearMixedModel:
-        t0 = time.perf_counter()
-        tmpl = st.model
-        cp = self.crossprods(tmpl, y)
-        formula = f"{quote_name(name)} ~ {self.rhs}"
-        design = st.design
-        changes = {"y": y, "response": name, "formula": formula}
-        parsed = getattr(design, "parsed", None)
-        if dataclasses.is_dataclass(parsed):
-            changes["parsed"] = dataclasses.replace(parsed, text=formula, response=name)
-        m = copy.copy(tmpl)
-        m.design = dataclasses.replace(design, **changes)
-        m.formula = formula
-        # what LinearMixedModel._setup does after its pass over the rows, on our cross-products
-        m.crossprods = cp
-        system_cp = cp
-        basis = getattr(tmpl, "basis", None)
-        if basis is not None:  # the working basis of the fixed effects depends on X'y
-            m.basis = type(basis).from_gram(cp.gram, cp.n_fixed)
-            m.work_crossprods = system_cp = m.basis.apply(cp)
-        m.system = tmpl.system.with_crossprods(system_cp)
-        m.timings = {"design": st.seconds, "crossprod": time.perf_counter() - t0, "analyse": 0.0}
+        """The template's model with this response (one pass for Z'y, X'y, y'y)."""
+        m = st.model.with_response(y, response=name, formula=f"{quote_name(name)} ~ {self.rhs}")
+        m.timings = dict(m.timings, design=st.seconds)
         return m
 
     def fit_one(self, j: int) -> ResponseFit:

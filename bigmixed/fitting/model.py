@@ -16,7 +16,9 @@ import numpy as np
 from ..crossprods.basis import FixedEffectsBasis
 from ..crossprods.crossprod import CrossProducts
 from .objective import NotPositiveDefinite, ProfiledState, profiled_state
+from ..results.rows import InMemoryRows, RowSource
 from .control import FitControl
+from .record import OptimizerRecord
 from .stages import run_stages
 from ..spec.structure import RandomEffectsStructure
 from ..solvers.choose import SYSTEMS, auto_solver
@@ -68,18 +70,19 @@ class LinearMixedModel:
 
     @classmethod
     def from_crossproducts(cls, design, crossprods, structure=None, *, reml: bool = True,
-                           solver: str = "auto") -> "LinearMixedModel":
+                           solver: str = "auto", rows=None) -> "LinearMixedModel":
         """Build from precomputed cross-products (e.g. summed over the partitions of a Dask
-        DataFrame, see bigmixed.distributed) and a Design-like object that needs no row arrays:
-        formula, fixed_names, terms (levels and column names; codes and Z may be empty),
-        n_dropped and warnings. `structure` defaults to RandomEffectsStructure(design.terms)."""
+        DataFrame, see bigmixed.distributed) and a Design that needs no row arrays: formula,
+        fixed_names, terms (levels and column names; codes and Z may be empty), n_dropped and
+        warnings. `structure` defaults to RandomEffectsStructure(design.terms); `rows` says where
+        the rows are (a bigmixed.results.rows.RowSource; default: none)."""
         self = cls.__new__(cls)
         self._setup(design, reml, solver, design_time=0.0, crossprods=crossprods,
-                    structure=structure)
+                    structure=structure, rows=rows if rows is not None else RowSource())
         return self
 
     def _setup(self, design, reml, solver, design_time, crossprods=None, structure=None,
-               residual=None, variance=None):
+               residual=None, variance=None, rows=None, template_system=None):
         if solver not in SOLVERS:
             raise ValueError(f"solver must be one of {SOLVERS}, not {solver!r}")
         t1 = time.perf_counter()
@@ -87,6 +90,7 @@ class LinearMixedModel:
         self.formula = design.formula
         self.reml = bool(reml)
         self.structure = RandomEffectsStructure(design.terms) if structure is None else structure
+        self.rows = InMemoryRows(design, self.structure) if rows is None else rows
         if crossprods is None:
             crossprods = CrossProducts.compute(design.X, design.y, self.structure)
         self.crossprods = crossprods
@@ -111,14 +115,82 @@ class LinearMixedModel:
         if solver == "blockdiag" and len(self.structure.factors) != 1:
             raise ValueError("solver='blockdiag' needs a single grouping factor")
         self.solver = solver
-        system_cls = SYSTEMS[solver]
-        self.system = system_cls(self.work_crossprods, self.structure)
+        if template_system is not None:  # same pattern: keep its symbolic analysis
+            self.system = template_system.with_crossprods(self.work_crossprods)
+        else:
+            self.system = SYSTEMS[solver](self.work_crossprods, self.structure)
         if self.residual is not None:
             self.load_residual(self.residual.eta0)
         t3 = time.perf_counter()
         self.timings = {"design": design_time, "crossprod": t2 - t1, "analyse": t3 - t2}
         if design.n_dropped:
             log.info("dropped %d rows with missing values", design.n_dropped)
+
+    # ---- new models on the same design, and refits -------------------------------------
+    def _derived(self, *, design=None, crossprods=None, reml=None) -> "LinearMixedModel":
+        """A new, independent model sharing this one's structure and (unless given) design and
+        cross-products; its system has the same pattern and buffers of its own."""
+        new = type(self).__new__(type(self))
+        spec = self.residual
+        new._setup(self.design if design is None else design,
+                   self.reml if reml is None else reml, self.solver, design_time=0.0,
+                   crossprods=self.crossprods if crossprods is None else crossprods,
+                   structure=self.structure,
+                   residual=None if spec is None else spec.residual,
+                   variance=None if spec is None else spec.variance,
+                   rows=self.rows if design is None else None, template_system=self.system)
+        return new
+
+    def with_response(self, y, *, response: str | None = None,
+                      formula: str | None = None) -> "LinearMixedModel":
+        """A new model for another response on the same rows: one pass over the rows for Z'y,
+        X'y and y'y; the design, Z'Z, Z'X, X'X and the symbolic factorization are reused. The
+        fit is bit-identical to building the model from the data with that response.
+        `response` and `formula` rename the response (default: unchanged)."""
+        from dataclasses import is_dataclass
+
+        y = np.ascontiguousarray(y, dtype=np.float64)
+        X = self.rows.X
+        if y.shape != (X.shape[0],):
+            raise ValueError(f"y must have one value per row used ({X.shape[0]}), got shape {y.shape}")
+        changes = {"y": y}
+        if response is not None:
+            changes["response"] = response
+        if formula is not None:
+            changes["formula"] = formula
+            parsed = self.design.parsed
+            if is_dataclass(parsed):
+                changes["parsed"] = replace(parsed, text=formula, response=response or parsed.response)
+        design = replace(self.design, **changes)
+        t0 = time.perf_counter()
+        cp = self.crossprods.with_response(X, y, self.structure)
+        new = self._derived(design=design, crossprods=cp)
+        new.timings = dict(new.timings, crossprod=time.perf_counter() - t0)
+        return new
+
+    def refit(self, y=None, reml: bool | None = None, theta0=None, **fit_options):
+        """A new, independent fit of this model: to another response `y` (same rows; see
+        `with_response`), by REML or ML (`reml`), from `theta0` (theta, then any residual
+        parameters), with `fit` keywords. This model and every fit made from it are
+        unchanged."""
+        if reml is not None and not isinstance(reml, (bool, np.bool_)):
+            raise TypeError(f"reml must be True or False, not {reml!r}")
+        model = self.with_response(y) if y is not None else self
+        if reml is not None and bool(reml) != model.reml or model is self:
+            model = model._derived(reml=reml)
+        return model.fit(theta0=theta0, **fit_options)
+
+    def results_at(self, params):
+        """The fit record of this model at `params` (theta, then any residual parameters)
+        instead of at the optimum: estimates, BLUPs and criterion there (e.g. to check
+        convergence away from the optimum)."""
+        from ..results.fit import LMMResults
+
+        params = np.array(params, dtype=np.float64)
+        record = OptimizerRecord(method="evaluated at given parameters", n_evaluations=1,
+                                 params=params, objective=float(self.objective(params)),
+                                 converged=False, message="not optimized")
+        return LMMResults.from_model(self, record, warnings=(), timings=self.timings)
 
     @property
     def n_obs(self) -> int:
@@ -218,10 +290,9 @@ class LinearMixedModel:
         record = run_stages(self, control)
         t1 = time.perf_counter()
         caught = self._fit_warnings(record)
-        results = LMMResults(self, record)
-        results.timings = dict(self.timings, optimize=t1 - t0, finalize=time.perf_counter() - t1)
         # warnings raised when the design was built (e.g. RankDeficiencyWarning) are kept too
-        results.warnings = list(self.design.warnings) + caught
+        results = LMMResults.from_model(self, record, warnings=list(self.design.warnings) + caught,
+                                        timings=dict(self.timings, optimize=t1 - t0))
         for w in caught:
             _warnings.warn(w, stacklevel=2)
         return results
@@ -256,23 +327,3 @@ class LinearMixedModel:
                     "weakly identified; consider dropping or combining columns"))
         return out
 
-
-def lmm(formula: str, data, *, reml: bool = True, solver: str = "auto", residual=None,
-        variance=None) -> LinearMixedModel:
-    """Set up a linear mixed model; call ``.fit()`` on the result.
-
-    `data` is a pandas DataFrame, or a Dask DataFrame (e.g. ``dd.read_parquet(...)``): then the
-    cross-products are computed per partition on the active Dask scheduler and summed (see
-    bigmixed.distributed). `residual` (bm.AR1, bm.CompoundSymmetry) and `variance`
-    (bm.VarIdent) add nlme's residual structures (see bigmixed.residual)."""
-    from ..distributed.plan import is_dask_dataframe
-
-    if is_dask_dataframe(data):
-        if residual is not None or variance is not None:
-            raise NotImplementedError("residual structures (residual=, variance=) are not "
-                                      "supported with Dask data yet; fit from a pandas DataFrame")
-        from ..distributed.model import lmm_dask
-
-        return lmm_dask(formula, data, reml=reml, solver=solver)
-    return LinearMixedModel(formula, data, reml=reml, solver=solver, residual=residual,
-                            variance=variance)

@@ -25,7 +25,7 @@ def between_within_df(fit) -> BetweenWithinDF:
 
     Needs nested grouping factors (or a single one); crossed factors raise ValueError.
     """
-    st = fit.model.structure
+    st = fit.structure
     factors = sorted(st.factors, key=lambda f: f.n_levels)
     for outer, inner in zip(factors, factors[1:]):
         pairs = np.unique(np.stack([inner.codes.astype(np.int64), outer.codes.astype(np.int64)]), axis=1)
@@ -33,7 +33,7 @@ def between_within_df(fit) -> BetweenWithinDF:
             raise ValueError(
                 f"between-within df need nested grouping factors, but {inner.group!r} is not nested "
                 f"in {outer.group!r}; use ddf='satterthwaite'")
-    X = fit.model.design.X
+    X = fit.rows.X
     N, p = X.shape
     names = [f.group for f in factors] + ["Residual"]
     ngrps = np.array([f.n_levels for f in factors], dtype=float)

@@ -35,7 +35,7 @@ def check_convergence(fit, *, grad_tol: float = 2e-3, hess_tol: float = 1e-6,
     """
     from ..fitting.optimize import finite_difference_derivatives
 
-    model = fit.model
+    model = fit._require_model("a convergence check (it evaluates the objective)")
     theta = np.asarray(fit.optimizer_params, dtype=np.float64)
     if model.structure.is_singular(fit.theta):
         return ConvergenceCheck(True, True, None, None, None, 0.0, None, None,

@@ -20,7 +20,7 @@ def fixed_terms(fit) -> tuple[bool, list]:
     Returns (has_intercept, [FixedTerm, ...]) in R's term order; terms whose columns were all
     dropped as aliased keep an empty column list.
     """
-    ms = fit.model.design.fixed_spec.matrix
+    ms = fit.design.fixed_spec.matrix
     names_all = ms.all_names if ms.all_names is not None else ms.names
     keep = list(range(len(names_all))) if ms.keep is None else list(ms.keep)
     new_index = {old: new for new, old in enumerate(keep)}

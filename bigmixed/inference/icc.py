@@ -19,7 +19,7 @@ def icc(fit, interval: str | None = None, *, nsim: int = 200, seed=0, level: flo
     ignores the other factors. Models with random slopes raise ValueError (the ICC then
     depends on the covariates).
     """
-    if fit.model.residual is not None:
+    if fit.residual is not None:
         raise NotImplementedError(
             "the ICC of a model with a residual structure (AR1, CompoundSymmetry, VarIdent) is "
             "not defined here: the within-group correlation then also depends on the residual "

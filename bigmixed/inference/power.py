@@ -339,7 +339,7 @@ def _resolve_terms(design, term, effects) -> list:
             raise ValueError("name the term to test: term='x' (or give its effect in `effects`)")
     if isinstance(term, str):
         term = [term]
-    shim = types.SimpleNamespace(model=types.SimpleNamespace(design=design))
+    shim = types.SimpleNamespace(design=design)
     try:
         _, fterms = fixed_terms(shim)
     except Exception:  # noqa: BLE001 - no term structure available: coefficients only
@@ -474,6 +474,10 @@ def power_simulation(formula: str, data: pd.DataFrame, effects: dict, variance_c
     theta0 = _start_theta(structure, design, sim.factors, sim.sigma)
     L_rows = {label: np.eye(p)[cols] for label, cols in tested}
 
+    # one model per design, refitted to each simulated response (one pass for y; the
+    # symbolic factorization reused)
+    full_model = LinearMixedModel.from_design(design, reml=fit_reml)
+    reduced_models = {label: LinearMixedModel.from_design(d, reml=False) for label, d in reduced.items()}
     pvals = np.full((nsim, len(tested)), np.nan)
     ests = np.full((nsim, p), np.nan)
     failures, n_failed, n_singular = [], 0, 0
@@ -482,14 +486,11 @@ def power_simulation(formula: str, data: pd.DataFrame, effects: dict, variance_c
         try:
             with _warnings.catch_warnings(record=True) as caught:
                 _warnings.simplefilter("always", BigmixedWarning)
-                m = LinearMixedModel.from_design(dataclasses.replace(design, y=y), reml=fit_reml)
-                fit = m.fit(theta0=theta0)
+                fit = full_model.refit(y=y, theta0=theta0)
                 ests[s] = fit.beta
                 for k, (label, cols) in enumerate(tested):
                     if test == "lrt":
-                        m0 = LinearMixedModel.from_design(dataclasses.replace(reduced[label], y=y),
-                                                          reml=False)
-                        fit0 = m0.fit(theta0=np.asarray(fit.theta))
+                        fit0 = reduced_models[label].refit(y=y, theta0=np.asarray(fit.theta))
                         tab = anova(fit0, fit)
                         pvals[s, k] = float(tab["Pr(>Chisq)"].iloc[-1])
                     else:

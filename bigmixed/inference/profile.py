@@ -144,7 +144,7 @@ class Profiler:
     def __init__(self, fit):
         from .compare import refit_ml
 
-        if fit.model.residual is not None:
+        if fit.residual is not None:
             raise NotImplementedError(
                 "likelihood profiles of models with a residual structure (AR1, CompoundSymmetry, "
                 "VarIdent) are not implemented; use method='wald' or 'satterthwaite' for the "

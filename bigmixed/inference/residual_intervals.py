@@ -16,12 +16,12 @@ def residual_intervals(fit, level: float = 0.95) -> pd.DataFrame:
     """
     from scipy import stats
 
-    r = fit.model.residual
+    r = fit.residual
     if r is None:
         raise ValueError("the fit has no residual structure (AR1, CompoundSymmetry, VarIdent)")
     st = satterthwaite_state(fit)
-    k0 = fit.model.structure.n_theta
-    eta = np.asarray(fit._residual_eta, dtype=np.float64)
+    k0 = fit.structure.n_theta
+    eta = np.asarray(fit.residual_eta, dtype=np.float64)
     se = np.sqrt(np.diag(st.vcov_varpar)[k0:k0 + len(eta)])
     z = float(stats.norm.ppf(0.5 + level / 2))
     lower, upper = [], []

@@ -93,11 +93,14 @@ class SatterthwaiteState:
 
 
 def satterthwaite_state(fit, *, tol: float = 1e-8) -> SatterthwaiteState:
-    """lmerTest's ``as_lmerModLT``: Hessian of f(theta, sigma) and the Jacobian of Var(beta)."""
-    cached = getattr(fit, "_satterthwaite_state", None)
-    if cached is not None:
-        return cached
-    fns = VarparFunctions(fit.model, fit.reml)
+    """lmerTest's ``as_lmerModLT``: Hessian of f(theta, sigma) and the Jacobian of Var(beta);
+    computed once per fit (``fit.derived``)."""
+    return fit.derived(f"satterthwaite(tol={tol!r})", lambda: _satterthwaite_state(fit, tol))
+
+
+def _satterthwaite_state(fit, tol: float) -> SatterthwaiteState:
+    fns = VarparFunctions(fit._require_model("denominator degrees of freedom (they need the "
+                                              "cross-products)"), fit.reml)
     varpar = np.append(np.asarray(fit.optimizer_params, dtype=np.float64), fit.sigma)
     H = richardson_hessian(fns.deviance, varpar)
     H = 0.5 * (H + H.T)
@@ -114,12 +117,11 @@ def satterthwaite_state(fit, *, tol: float = 1e-8) -> SatterthwaiteState:
                         f"Hessian close to zero: " + " ".join(f"{x:.1e}" for x in w[zero]))
     pos = w > tol
     Hinv = (V[:, pos] / w[pos]) @ V[:, pos].T
-    p = fit.model.n_fixed
+    p = len(fit.beta)
     jac = richardson_jacobian(lambda vp: fns.vcov_beta(vp).ravel(), varpar)
     jac_list = [jac[:, i].reshape(p, p) for i in range(jac.shape[1])]
     jac_list = [0.5 * (J + J.T) for J in jac_list]
     st = SatterthwaiteState(varpar, np.array(fit.vcov), H, 2.0 * Hinv, jac_list, messages)
-    fit._satterthwaite_state = st
     for msg in messages:
         _warnings.warn(ConvergenceWarning(msg), stacklevel=3)
     return st
@@ -135,7 +137,7 @@ def contest1d(fit, L, *, rhs: float = 0.0, ddf: str = "satterthwaite", level: fl
     beta = np.asarray(fit.beta)
     est = float(L @ beta)
     var_con = _qform(L, np.asarray(fit.vcov))
-    method = _ddf_method(ddf)
+    method = resolve_ddf(ddf)
     if method == "satterthwaite":
         st = satterthwaite_state(fit)
         grad = np.array([_qform(L, J) for J in st.jacobian])
@@ -184,7 +186,7 @@ def contest_md(fit, L, *, ddf: str = "satterthwaite", eps: float = math.sqrt(np.
 
     L = np.atleast_2d(np.asarray(L, dtype=np.float64))
     sigma2 = fit.sigma ** 2
-    method = _ddf_method(ddf)
+    method = resolve_ddf(ddf)
 
     def table(F, q, df):
         ms = F * sigma2
@@ -227,7 +229,7 @@ def contest_md(fit, L, *, ddf: str = "satterthwaite", eps: float = math.sqrt(np.
     return table(F, q, df)
 
 
-def _ddf_method(ddf: str) -> str:
+def resolve_ddf(ddf: str) -> str:
     key = str(ddf).lower().replace("_", "-").replace(" ", "-")
     aliases = {"satterthwaite": "satterthwaite", "satt": "satterthwaite",
                "between-within": "between-within", "betweenwithin": "between-within",
@@ -256,7 +258,7 @@ def fixed_effects_test(fit, ddf: str = "satterthwaite", level: float | None = No
     ddf: "satterthwaite" (lmerTest's summary), "between-within" (nlme's df), or
     "asymptotic" (z tests). ``table.attrs["ddf_method"]`` names the method.
     """
-    method = _ddf_method(ddf)
+    method = resolve_ddf(ddf)
     p = len(fit.beta)
     if method == "between-within":
         bw = between_within_df(fit)

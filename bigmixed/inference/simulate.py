@@ -20,7 +20,7 @@ def simulate(fit, nsim: int = 1, seed=None, *, use_fitted_effects: bool = False)
     VarIdent). Deterministic for a given seed (numpy's default_rng).
     """
     rng = np.random.default_rng(seed)
-    st = fit.model.structure
+    st = fit.structure
     n = fit.nobs
     base = np.array(fit.fittedvalues if use_fitted_effects else fit.fitted_marginal)
     out = np.empty((n, int(nsim)))
@@ -34,10 +34,11 @@ def simulate(fit, nsim: int = 1, seed=None, *, use_fitted_effects: bool = False)
                     y += b[f.codes, 0]
                 else:
                     y += np.einsum("ij,ij->i", f.Z, b[f.codes])
-        if fit.model.residual is None:
+        if fit.residual is None:
             y += fit.sigma * rng.standard_normal(n)
-        else:  # correlated or heteroscedastic residuals (bigmixed.residual)
-            y += fit.model.residual.simulate_errors(fit._residual_eta, fit.sigma, rng)
+        else:  # correlated or heteroscedastic residuals, drawn per series
+            model = fit._require_model("simulated responses with a residual structure")
+            y += model.residual.simulate_errors(fit.residual_eta, fit.sigma, rng)
         out[:, s] = y
     return out
 
@@ -88,33 +89,27 @@ class BootstrapResult:
 
 def bootstrap(fit, nsim: int = 100, seed=None, func=None, *, use_fitted_effects: bool = False,
               progress=None, n_jobs: int | None = None) -> BootstrapResult:
-    """Parametric bootstrap: simulate responses from the fit, refit the same design to each
-    (``LinearMixedModel.from_design`` with the new y, started at the fitted theta) and apply
-    func(refit) -> number, sequence or Series (default: `default_statistics`). Deterministic
-    for a given seed: the responses are drawn up front and each replicate's result is stored at
-    its own index, so the thread count (n_jobs, default: all cores) does not change the numbers.
+    """Parametric bootstrap: simulate responses from the fit, refit the model to each
+    (``fit.model.refit(y=...)``: one pass over the rows for the new response, the symbolic
+    factorization reused; started at the fitted theta) and apply func(refit) -> number,
+    sequence or Series (default: `default_statistics`). Deterministic for a given seed: the
+    responses are drawn up front and each replicate's result is stored at its own index, so the
+    thread count (n_jobs, default: all cores) does not change the numbers.
     """
     import os
     from concurrent.futures import ThreadPoolExecutor
 
-    from ..fitting.model import LinearMixedModel
-
+    model = fit._require_model("a bootstrap")
     func = default_statistics if func is None else func
     observed = _as_series(func(fit))
     ysim = simulate(fit, nsim, seed, use_fitted_effects=use_fitted_effects)
-    design = fit.model.design
     theta0 = np.asarray(fit.optimizer_params, dtype=np.float64)
-    r = fit.model.residual
-    structures = {} if r is None else dict(residual=r.residual, variance=r.variance)
 
     def replicate(s):
-        d = dataclasses.replace(design, y=np.ascontiguousarray(ysim[:, s]), warnings=[])
         try:
             with _warnings.catch_warnings():
                 _warnings.simplefilter("ignore", BigmixedWarning)
-                m = LinearMixedModel.from_design(d, reml=fit.reml, solver=fit.model.solver,
-                                                 **structures)
-                r = m.fit(theta0=theta0)
+                r = model.refit(y=ysim[:, s], reml=fit.reml, theta0=theta0)
             return _as_series(func(r)).reindex(observed.index), False
         except Exception:  # noqa: BLE001 - a failed replicate is counted, not fatal
             return pd.Series(np.nan, index=observed.index), True

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import numpy as np
 import pandas as pd
-from .satterthwaite import DDF_LABEL, _ddf_method, contest_md
+from .satterthwaite import DDF_LABEL, resolve_ddf, contest_md
 from .between_within import between_within_df
 from .fixed_terms import fixed_terms
 
@@ -46,7 +46,7 @@ def contrasts_type1(fit) -> dict:
     """lmerTest's Type I (sequential) hypotheses: rows of t(doolittle(X'X)$L) per term."""
     _, terms = fixed_terms(fit)
     p = len(fit.beta)
-    XtX = np.asarray(fit.model.crossprods.gram)[:p, :p]
+    XtX = np.asarray(fit._require_model("Type I hypotheses (X'X)").crossprods.gram)[:p, :p]
     Lt = np.eye(1) if p == 1 else doolittle(XtX)[0].T
     return {t.label: Lt[t.columns] for t in terms if t.columns}
 
@@ -64,7 +64,7 @@ def contrasts_type3(fit) -> dict:
     has_icpt, terms = fixed_terms(fit)
     if not terms or len(fit.beta) <= 1 or len(terms) <= 1:
         return contrasts_type1(fit)
-    design = fit.model.design
+    design = fit.design
     fs = design.fixed_spec
     for info in fs.variables.values():
         if info.kind == "factor" and info.ordered:
@@ -150,7 +150,7 @@ def anova_terms(fit, type: int | str = 3, ddf: str = "satterthwaite") -> pd.Data
     (nlme's term df) or "asymptotic" (chi-square / q). The method is in
     ``table.attrs["heading"]``.
     """
-    method = _ddf_method(ddf)
+    method = resolve_ddf(ddf)
     kind = str(type).lower()
     if kind in ("3", "iii"):
         Ls, label = contrasts_type3(fit), "Type III"

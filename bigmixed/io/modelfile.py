@@ -20,10 +20,11 @@ evaluating it on a few prototype rows (factors as pandas Categoricals with the s
 categories) with the stored encoder and transform states, and checks that the columns come
 out with the stored names.
 
-`load` returns a `LoadedResults`: an `LMMResults` whose estimates, BLUPs, tables, summary
-and predictions (``bigmixed.predict``) work as on the original; what needs the data or the
-cross-products (fitted values, residuals, profiles, bootstrap, refits) raises an
-AttributeError saying so.
+`bm.load` (bigmixed.results.saved) reads a file back into an `LMMResults` without a model:
+its estimates, BLUPs, tables, summary and predictions work as on the original; what needs the
+data or the cross-products (fitted values, residuals, profiles, bootstrap, refits) raises an
+AttributeError saying so. This module writes and reads the file; it knows nothing of the
+results classes.
 
 Versions. ``format_version`` grows when the layout changes; this bigmixed reads versions up to
 `FORMAT_VERSION` and raises `bigmixed.ModelFormatError` for a newer file (or a file that is
@@ -47,9 +48,8 @@ import numpy as np
 import pandas as pd
 
 from ..errors import ModelFormatError
-from ..results.fit import LMMResults
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "LoadedResults", "load", "save"]
+__all__ = ["FORMAT", "FORMAT_VERSION", "read_model", "rebuild_design", "save"]
 
 FORMAT = "bigmixed.model"
 FORMAT_VERSION = 2
@@ -172,13 +172,13 @@ def _numeric_prototypes(variables: dict, specs: list) -> dict:
     return out
 
 
-def model_meta(fit) -> tuple:
-    """(metadata dict, arrays dict) describing `fit` (an LMMResults or a LoadedResults)."""
+def model_meta(fit, with_condvar: bool = True) -> tuple:
+    """(metadata dict, arrays dict) describing `fit` (an LMMResults)."""
     from .._version import __version__
     from . import tidy as _tidy
 
-    design = fit.model.design
-    st = fit.model.structure
+    design = fit.design
+    st = fit.structure
     arrays: dict = {}
     fs = design.fixed_spec
     variables = []
@@ -222,18 +222,18 @@ def model_meta(fit) -> tuple:
         })
 
     arrays["theta"] = np.asarray(fit.theta, dtype=np.float64)
-    residual = getattr(fit.model, "residual", None)
+    residual = fit.residual
     if residual is not None:
-        arrays["residual_eta"] = np.asarray(fit._residual_eta, dtype=np.float64)
+        arrays["residual_eta"] = np.asarray(fit.residual_eta, dtype=np.float64)
     arrays["beta"] = np.asarray(fit.beta, dtype=np.float64)
     arrays["vcov"] = np.asarray(fit.vcov, dtype=np.float64)
-    modes = fit._modes
+    modes = fit.conditional_modes
     for fi in range(len(st.factors)):
         arrays[f"ranef/{fi}"] = np.asarray(modes[fi], dtype=np.float64)
-    condvar = _maybe_condvar(fit)
+    condvar = _maybe_condvar(fit) if with_condvar else None
     if condvar is not None:
-        for fi in range(len(st.factors)):
-            arrays[f"condvar/{fi}"] = np.asarray(condvar[fi], dtype=np.float64)
+        for fi, f in enumerate(st.factors):
+            arrays[f"condvar/{fi}"] = np.asarray(condvar[f.group], dtype=np.float64)
     opt = fit.optimizer
     opt_meta = {}
     for f in _dc_fields(opt):
@@ -247,12 +247,12 @@ def model_meta(fit) -> tuple:
             opt_meta[f.name] = {"__array__": f"optimizer/{f.name}"}
         else:
             opt_meta[f.name] = _enc(v)
-    rq = getattr(fit, "_resid_quantiles", None)
-    if rq is None:
-        try:
-            rq = np.quantile(np.asarray(fit.resid_scaled), [0.0, 0.25, 0.5, 0.75, 1.0])
-        except Exception:  # noqa: BLE001 - e.g. a fit without its data
+    try:
+        rq = np.asarray(fit.resid_quantiles(), dtype=np.float64)
+        if not np.all(np.isfinite(rq)):
             rq = None
+    except Exception:  # noqa: BLE001 - e.g. a fit without its data
+        rq = None
     meta = {
         "format": FORMAT,
         "format_version": 1 if residual is None else 2,
@@ -261,7 +261,7 @@ def model_meta(fit) -> tuple:
         "formula": design.formula,
         "response": design.response,
         "reml": bool(fit.reml),
-        "solver": getattr(fit.model, "solver", None),
+        "solver": fit.solver,
         "n_obs": int(fit.nobs),
         "n_dropped": int(fit.n_dropped),
         "fixed": {
@@ -290,7 +290,7 @@ def model_meta(fit) -> tuple:
         },
         "optimizer": opt_meta,
         "warnings": _tidy.warning_records(fit),
-        "timings": {k: float(v) for k, v in (getattr(fit, "timings", None) or {}).items()},
+        "timings": {k: float(v) for k, v in fit.timings.items()},
         # for people reading the JSON; load() recomputes these from the arrays
         "summary": _tidy.jsonable({
             "statistics": _tidy.fit_statistics(fit),
@@ -305,7 +305,7 @@ def model_meta(fit) -> tuple:
 
 def _maybe_condvar(fit):
     try:
-        return fit._condvar
+        return fit.conditional_variances()
     except AttributeError:
         return None
 
@@ -326,9 +326,9 @@ def save(fit, path, *, condvar: bool = True) -> str:
     the BLUPs (they need a selected inverse on crossed designs); the loaded fit's
     ``ranef(condvar=True)`` then raises.
     """
-    meta, arrays = model_meta(fit) if condvar else _without_condvar(fit)
+    meta, arrays = model_meta(fit, with_condvar=condvar)
     # the encodings must be re-creatable before anything is written
-    _rebuild_design(meta, _ArrayReader(arrays))
+    rebuild_design(meta, _ArrayReader(arrays))
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".bigmixed-", suffix=".tmp", dir=directory)
@@ -360,19 +360,6 @@ def _file_mode(path: str) -> int:
         mask = os.umask(0)
         os.umask(mask)
         return 0o666 & ~mask
-
-
-def _without_condvar(fit):
-    class _NoCondvar:
-        def __init__(self, f):
-            self._f = f
-
-        def __getattr__(self, name):
-            if name == "_condvar":
-                raise AttributeError(name)
-            return getattr(self._f, name)
-
-    return model_meta(_NoCondvar(fit))
 
 
 # ======================================================================================
@@ -471,7 +458,7 @@ def _rebuild_matrix(mm: dict, frame: pd.DataFrame, what: str):
     return spec
 
 
-def _rebuild_design(meta: dict, read):
+def rebuild_design(meta: dict, read):
     """-> (Design with specs but no rows, list of RandomTerm with levels but no rows)."""
     from ..spec.design import Design, FixedSpec, RandomTerm, TermSpec
     from ..spec.encoding import GroupSpec, VarInfo
@@ -527,39 +514,20 @@ def _rebuild_design(meta: dict, read):
     return design
 
 
-class _LoadedModel:
-    """What a loaded fit keeps of its model: the design's encodings and the structure."""
-
-    def __init__(self, design, structure, reml, solver, n_obs):
-        self.design = design
-        self.structure = structure
-        self.formula = design.formula
-        self.reml = reml
-        self.solver = solver
-        self._n_obs = n_obs
-        self.timings = {}
-
-    @property
-    def n_obs(self) -> int:
-        return self._n_obs
-
-    @property
-    def n_fixed(self) -> int:
-        return len(self.design.fixed_names)
-
-    residual = None  # bigmixed.residual.ResidualParameters of a fit with a residual structure
-
-    @property
-    def n_params(self) -> int:
-        return self.structure.n_theta + (0 if self.residual is None else self.residual.n_params)
-
-    def __getattr__(self, name):
-        raise AttributeError(
-            f"a loaded model has no {name!r}: saved models keep the estimates and the encodings, "
-            "not the data or the cross-products; refit with bm.lmm(formula, data) for this")
+def optimizer_fields(meta: dict, read, names) -> dict:
+    """The saved optimizer record's fields among `names`, decoded (arrays read)."""
+    out = {}
+    for k, v in (meta.get("optimizer") or {}).items():
+        if k not in names:
+            continue
+        if isinstance(v, dict) and "__array__" in v:
+            out[k] = np.asarray(read(v["__array__"]), dtype=np.float64)
+        else:
+            out[k] = _dec(v)
+    return out
 
 
-def _warning_objects(records):
+def warning_objects(records):
     from .. import warnings as W
 
     out = []
@@ -571,137 +539,9 @@ def _warning_objects(records):
     return out
 
 
-class _Saved:
-    """A non-data descriptor: the value stored in the instance dict when the file had it,
-    else AttributeError (instead of LMMResults' cached_property, which needs the system)."""
-
-    def __init__(self, message):
-        self.message = message
-
-    def __set_name__(self, owner, name):
-        self.name = name
-
-    def __get__(self, obj, owner=None):
-        if obj is None:
-            return self
-        raise AttributeError(self.message)
-
-
-class LoadedResults(LMMResults):
-    """A fit read back by `bm.load`: an LMMResults without the data.
-
-    Available as on the original fit: theta, beta, sigma, vcov, params / bse / tvalues,
-    fixed_effects, variance_components, term_covariances(), objective, llf, aic, bic,
-    deviance, nobs, n_dropped, n_groups, converged, is_singular, warnings, ranef(), coef(),
-    conditional_variances(), summary(), predict() / predict_interval() on new data, save(),
-    to_dict(). Not available (AttributeError): fitted values and residuals of the fitting data,
-    and everything that re-evaluates the objective (profiles, bootstrap, Satterthwaite df).
-    """
-
-    _modes = _Saved("the BLUPs were not saved")
-    _condvar = _Saved("the conditional covariances of the BLUPs were not saved (save(..., condvar=True))")
-
-    def __init__(self, meta: dict, read):
-        from ..fitting.record import OptimizerRecord, StageRecord
-        from ..spec.structure import RandomEffectsStructure
-
-        design = _rebuild_design(meta, read)
-        structure = RandomEffectsStructure(design.terms)
-        if structure.theta_names != list(meta["theta_names"]):
-            raise ModelFormatError("the saved random-effects structure does not match its terms")
-        self.model = _LoadedModel(design, structure, bool(meta["reml"]), meta.get("solver"), int(meta["n_obs"]))
-        est = meta["estimates"]
-        self.reml = bool(meta["reml"])
-        self.formula = meta["formula"]
-        self.theta = np.asarray(read("theta"), dtype=np.float64)
-        self._residual_eta = np.zeros(0)
-        if meta.get("residual_structure"):
-            from ..spec.residual import ResidualParameters
-
-            self.model.residual = ResidualParameters.from_meta(meta["residual_structure"])
-            self._residual_eta = np.asarray(read("residual_eta"), dtype=np.float64)
-        self.beta = np.asarray(read("beta"), dtype=np.float64)
-        self.vcov = np.asarray(read("vcov"), dtype=np.float64)
-        self.sigma = float(est["sigma"])
-        self.objective = float(est["objective"])
-        self._deviance = est.get("deviance")
-        self.fixed_names = list(meta["fixed"]["names"])
-        self._resid_quantiles = None if est.get("resid_quantiles") is None else np.asarray(est["resid_quantiles"])
-        kwargs = {}
-        names = {f.name for f in _dc_fields(OptimizerRecord)}
-        for k, v in (meta.get("optimizer") or {}).items():
-            if k not in names:
-                continue
-            if isinstance(v, dict) and "__array__" in v:
-                kwargs[k] = np.asarray(read(v["__array__"]), dtype=np.float64)
-            else:
-                kwargs[k] = _dec(v)
-        kwargs["params"] = self.optimizer_params.copy()
-        kwargs["stages"] = tuple(StageRecord(**r) for r in kwargs.get("stages") or ())
-        kwargs["history"] = ()
-        self.optimizer = OptimizerRecord(**kwargs)
-        self.warnings = _warning_objects(meta.get("warnings") or [])
-        self.timings = dict(meta.get("timings") or {})
-        nf = len(meta["factors"])
-        self.__dict__["_modes"] = [np.asarray(read(f"ranef/{fi}"), dtype=np.float64) for fi in range(nf)]
-        if est.get("condvar"):
-            self.__dict__["_condvar"] = [np.asarray(read(f"condvar/{fi}"), dtype=np.float64) for fi in range(nf)]
-        self.meta = meta
-
-    @property
-    def deviance(self) -> float:
-        if self._deviance is None:
-            raise AttributeError("the deviance was not saved")
-        return float(self._deviance)
-
-    def _no_data(self, what):
-        raise AttributeError(f"a loaded model has no {what}: the data are not saved")
-
-    @property
-    def fitted_marginal(self):
-        self._no_data("fitted values")
-
-    @property
-    def fittedvalues(self):
-        self._no_data("fitted values")
-
-    @property
-    def resid(self):
-        self._no_data("residuals")
-
-    @property
-    def resid_scaled(self):
-        self._no_data("residuals (the summary uses their saved quantiles)")
-
-    def summary(self, ddf=None) -> str:
-        from .summary import format_summary
-
-        if ddf is not None:
-            self._no_data("denominator degrees of freedom (they need the cross-products)")
-        return format_summary(_SummaryView(self))
-
-    def __repr__(self) -> str:
-        kind = "REML" if self.reml else "ML"
-        return f"<LoadedResults {kind} {self.formula!r}: objective {self.objective:.4f}, nobs {self.nobs}>"
-
-
-class _SummaryView:
-    """The loaded fit as format_summary sees it: scaled residuals = their saved quantiles."""
-
-    def __init__(self, fit):
-        self._fit = fit
-
-    @property
-    def resid_scaled(self):
-        q = self._fit._resid_quantiles
-        return np.full(5, np.nan) if q is None else q
-
-    def __getattr__(self, name):
-        return getattr(self._fit, name)
-
-
-def load(path) -> LoadedResults:
-    """Read a model written by ``fit.save(path)`` / `save`.
+def read_model(path, build):
+    """Open a model written by `save` and return ``build(meta, read)`` (read(name) -> array),
+    with the file still open; errors of `build` are reported as a damaged file.
 
     Raises ModelFormatError for a file that is not a bigmixed model, is damaged, or was
     written in a newer format version (with ``format_version`` / ``supported_version``).
@@ -733,7 +573,7 @@ def load(path) -> LoadedResults:
                 f"up to {FORMAT_VERSION}: upgrade bigmixed to load it",
                 format_version=version, supported_version=FORMAT_VERSION)
         try:
-            return LoadedResults(meta, _ArrayReader(zf))
+            return build(meta, _ArrayReader(zf))
         except ModelFormatError:
             raise
         except (KeyError, TypeError, ValueError, IndexError) as e:

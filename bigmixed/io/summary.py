@@ -26,7 +26,7 @@ def format_summary(fit, optimizer_log: bool = False) -> str:
         out += ["", *_fmt_table(["AIC", "BIC", "logLik", "deviance", "df.resid"],
                                 [[f"{fit.aic:.1f}", f"{fit.bic:.1f}", f"{fit.llf:.1f}",
                                   f"{fit.objective:.1f}", str(fit.nobs - fit.n_params)]], 0)]
-    q = np.quantile(fit.resid_scaled, [0, 0.25, 0.5, 0.75, 1.0])
+    q = fit.resid_quantiles()
     out += ["", "Scaled residuals:"]
     out += ["    " + l for l in _fmt_table(["Min", "1Q", "Median", "3Q", "Max"], [[f"{v:.4f}" for v in q]], 0)]
 
@@ -49,8 +49,8 @@ def format_summary(fit, optimizer_log: bool = False) -> str:
     out.append(f"Number of obs: {fit.nobs}, groups:  {groups}")
     if fit.n_dropped:
         out.append(f"({fit.n_dropped} observations deleted due to missingness)")
-    if fit.model.residual is not None:
-        out += [""] + fit.model.residual.describe(fit._residual_eta)
+    if fit.residual is not None:
+        out += [""] + fit.residual.describe(fit.residual_eta)
 
     out += ["", "Fixed effects:"]
     rows = [[name, f"{b:.6g}", f"{s:.6g}", f"{t:.3f}"] for name, b, s, t in

@@ -121,7 +121,7 @@ def ranef(fit, condvar: bool = True) -> pd.DataFrame:
     postVar diagonal), NaN without condvar.
     """
     parts = []
-    names = {f.group: list(f.column_names) for f in fit.model.structure.factors}
+    names = {f.group: list(f.column_names) for f in fit.structure.factors}
     for group, df in fit.ranef(condvar=condvar).items():
         cols = names[group]
         levels = np.asarray(df.index, dtype=object).astype(str)
@@ -215,13 +215,13 @@ def fit_document(fit, *, include_versions: bool = True, extra: dict | None = Non
     include_versions=False), and the entries of `extra`. Missing numbers (an undefined
     correlation, the sd of a covariance row) are null.
     """
-    design = getattr(fit.model, "design", None)
+    design = fit.design
     doc: dict = {
         "format": DOCUMENT_FORMAT,
         "format_version": DOCUMENT_VERSION,
         "model": {
             "formula": fit.formula,
-            "response": getattr(design, "response", None),
+            "response": design.response,
             "reml": bool(fit.reml),
         },
         "fixed_effects": [
@@ -233,11 +233,11 @@ def fit_document(fit, *, include_versions: bool = True, extra: dict | None = Non
         ],
         "residual_structure": residual_structure(fit),
         "theta": [float(x) for x in fit.theta],
-        "theta_names": list(getattr(fit.model.structure, "theta_names", [])),
+        "theta_names": list(fit.structure.theta_names),
         "statistics": fit_statistics(fit),
         "convergence": convergence(fit),
         "warnings": warning_records(fit),
-        "timings": {k: float(v) for k, v in (getattr(fit, "timings", None) or {}).items()},
+        "timings": {k: float(v) for k, v in fit.timings.items()},
     }
     if include_versions:
         doc["versions"] = versions()
@@ -248,7 +248,7 @@ def fit_document(fit, *, include_versions: bool = True, extra: dict | None = Non
 
 def residual_structure(fit) -> dict | None:
     """The residual structure (AR1, CompoundSymmetry, VarIdent) and its estimates, or None."""
-    r = getattr(fit.model, "residual", None)
+    r = fit.residual
     if r is None:
         return None
     doc = {"parameters": {k: float(v) for k, v in fit.residual_parameters.items()}}

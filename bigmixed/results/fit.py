@@ -1,56 +1,162 @@
-"""The results step: estimates at the optimum, tidy tables, and lme4-style summary.
+"""The results step: a fit is data -- estimates at the optimum, the fitted specification, where
+its rows are, and (for refit-based inference) the model that made it.
 
 formula -> design -> structure -> cross-products -> factor -> objective -> optimizer -> **results**.
+
+One class serves fits of in-memory data, of Dask data and fits loaded from a file; what
+differs is the row source (bigmixed.results.rows) and whether a live model is attached. A fit
+is immutable: its attributes cannot be reassigned and its arrays are read-only; quantities
+derived from it on request (conditional variances, fitted values, a Satterthwaite state) are
+computed once and kept in a memo the class owns.
 """
 from __future__ import annotations
 
 import math
-from functools import cached_property
+import threading
+from types import MappingProxyType
 
 import numpy as np
 import pandas as pd
 
-from ..fitting.record import OptimizerRecord
+from .base import FittedModel
 
 
-class LMMResults:
+def _frozen(a) -> np.ndarray:
+    """A read-only copy of a float64 array."""
+    out = np.array(a, dtype=np.float64, copy=True)
+    out.flags.writeable = False
+    return out
+
+
+class LMMResults(FittedModel):
     """A fitted linear mixed model.
 
     lme4 names: theta, sigma, beta, vcov, objective (REML criterion or deviance), ranef(), coef(),
     variance_components, fitted / residuals; statsmodels names: params, bse, tvalues,
     cov_params(), llf, aic, bic, fittedvalues, resid, nobs.
+
+    Attributes (read-only)
+    ----------------------
+    theta, residual_eta, beta, vcov, sigma, objective, reml, formula, fixed_names,
+    conditional_modes (per factor, lme4's b), optimizer (OptimizerRecord), warnings,
+    timings, design (the encodings predict uses; rows too for in-memory data), structure,
+    residual (the residual structure's parameter mapping, or None), solver, rows (where the
+    rows are: bigmixed.results.rows), model (the LinearMixedModel that made the fit, for
+    refit-based inference; None for a loaded fit).
     """
 
-    def __init__(self, model, record: OptimizerRecord):
-        self.model = model
-        self.optimizer = record
-        self.reml = model.reml
-        self.formula = model.formula
-        # the optimizer's vector: theta, then a residual structure's unconstrained parameters
-        self.theta, self._residual_eta = (a.copy() for a in model.split_params(record.params))
-        state = model.state(self.optimizer_params)
-        self._state = state
-        self.objective = float(state.criterion(self.reml))
-        self.sigma = state.sigma(self.reml)
-        d = model.design
-        self.fixed_names = list(d.fixed_names)
-        self.beta = state.beta()
-        self.vcov = self.sigma ** 2 * state.unscaled_vcov()
-        self.warnings: list = []
-        self.timings: dict = {}
+    _fields = ("_model", "rows", "design", "structure", "residual", "solver", "reml", "formula",
+               "_fixed_names", "theta", "residual_eta", "beta", "vcov", "sigma", "objective",
+               "_deviance", "conditional_modes", "_condvar_saved", "_beta_work", "n_obs",
+               "n_dropped_rows", "optimizer", "_warnings", "timings")
+
+    def __init__(self, **fields):
+        missing = set(self._fields) - set(fields)
+        if missing or set(fields) - set(self._fields):
+            raise TypeError(f"LMMResults fields: missing {sorted(missing)}, "
+                            f"unknown {sorted(set(fields) - set(self._fields))}")
+        for name in ("theta", "residual_eta", "beta", "vcov"):
+            fields[name] = _frozen(fields[name])
+        fields["conditional_modes"] = tuple(_frozen(b) for b in fields["conditional_modes"])
+        if fields["_condvar_saved"] is not None:
+            fields["_condvar_saved"] = tuple(_frozen(c) for c in fields["_condvar_saved"])
+        fields["_warnings"] = tuple(fields["_warnings"])
+        fields["timings"] = MappingProxyType(dict(fields["timings"]))
+        fields["_fixed_names"] = tuple(fields["_fixed_names"])
+        for name, value in fields.items():
+            object.__setattr__(self, name, value)
+        object.__setattr__(self, "_memo", {})
+        object.__setattr__(self, "_memo_lock", threading.RLock())
+
+    # ---- construction -------------------------------------------------------------------
+    @classmethod
+    def from_model(cls, model, record, *, warnings=(), timings=None) -> "LMMResults":
+        """The fit of `model` at the optimizer's end point `record.params`."""
+        import time
+
+        from ..spec.residual import ResidualParameters
+
+        t0 = time.perf_counter()
+        theta, eta = model.split_params(record.params)
+        state = model.state(record.params)
+        reml = model.reml
+        objective = float(state.criterion(reml))
+        sigma = state.sigma(reml)
+        beta_work = state.beta_work()
+        # conditional modes b per factor (n_levels, P): cheap, no inverse needed
+        st = model.structure
+        model.load_residual(eta)
+        us, _ = model.system.modes(theta, beta_work, condvar=False)
+        modes = [us[fi] @ st.T_of(theta, fi).T for fi in range(len(st.factors))]
+        residual = (None if model.residual is None
+                    else ResidualParameters.from_meta(model.residual.to_meta()))
+        timings = dict(timings or {}, finalize=time.perf_counter() - t0)
+        return cls(
+            _model=model, rows=model.rows, design=model.design, structure=st, residual=residual,
+            solver=model.solver, reml=reml, formula=model.formula,
+            _fixed_names=model.design.fixed_names, theta=theta, residual_eta=eta,
+            beta=state.beta(), vcov=sigma ** 2 * state.unscaled_vcov(), sigma=sigma,
+            objective=objective,
+            # for REML fits: -2 log-likelihood at the REML estimates
+            _deviance=float(state.criterion(False)) if reml else objective,
+            conditional_modes=modes, _condvar_saved=None, _beta_work=beta_work,
+            n_obs=model.n_obs, n_dropped_rows=model.design.n_dropped, optimizer=record,
+            _warnings=warnings, timings=timings,
+        )
+
+    def __setattr__(self, name, value):
+        raise AttributeError(
+            f"a fit is immutable: {name!r} cannot be set; refit the model for other estimates "
+            "(fit.model.refit(...)) or evaluate it elsewhere (fit.model.results_at(params))")
+
+    def __delattr__(self, name):
+        raise AttributeError(f"a fit is immutable: {name!r} cannot be deleted")
+
+    def derived(self, key: str, compute):
+        """A quantity derived from this (immutable) fit, computed once: `compute()` the first
+        time, the same object afterwards (e.g. the Satterthwaite state, a Dask pass)."""
+        memo = self._memo
+        if key not in memo:
+            with self._memo_lock:
+                if key not in memo:
+                    memo[key] = compute()
+        return memo[key]
+
+    @property
+    def model(self):
+        """The LinearMixedModel that made this fit (for refits: ``fit.model.refit(...)``)."""
+        return self._require_model("its model")
+
+    def _require_model(self, what: str):
+        if self._model is None:
+            raise AttributeError(
+                f"a loaded model cannot give {what}: it keeps the estimates and the encodings, "
+                "not the data or the cross-products; refit with bm.lmm(formula, data) for this")
+        return self._model
+
+    @property
+    def fixed_names(self) -> list:
+        """Names of the fixed-effects coefficients (R's model.matrix names)."""
+        return list(self._fixed_names)
+
+    @property
+    def warnings(self) -> list:
+        """Typed warnings of the design and the fit (RankDeficiencyWarning, SingularFitWarning,
+        ConvergenceWarning, ...), as raised."""
+        return list(self._warnings)
 
     # ---- sizes -------------------------------------------------------------------------
     @property
     def nobs(self) -> int:
-        return self.model.n_obs
+        return int(self.n_obs)
 
     @property
     def n_dropped(self) -> int:
-        return self.model.design.n_dropped
+        return int(self.n_dropped_rows)
 
     @property
     def n_groups(self) -> dict:
-        return {f.group: f.n_levels for f in self.model.structure.factors}
+        return {f.group: f.n_levels for f in self.structure.factors}
 
     @property
     def converged(self) -> bool:
@@ -58,35 +164,37 @@ class LMMResults:
 
     @property
     def is_singular(self) -> bool:
-        return self.model.structure.is_singular(self.theta)
+        return self.structure.is_singular(self.theta)
 
     # ---- fixed effects -----------------------------------------------------------------
     @property
     def params(self) -> pd.Series:
-        return pd.Series(self.beta, index=self.fixed_names, name="estimate")
+        return pd.Series(self.beta, index=list(self.fixed_names), name="estimate")
 
     @property
     def bse(self) -> pd.Series:
-        return pd.Series(np.sqrt(np.diag(self.vcov)), index=self.fixed_names, name="std_error")
+        return pd.Series(np.sqrt(np.diag(self.vcov)), index=list(self.fixed_names), name="std_error")
 
     @property
     def tvalues(self) -> pd.Series:
-        return pd.Series(self.beta / self.bse.to_numpy(), index=self.fixed_names, name="t_value")
+        return pd.Series(self.beta / self.bse.to_numpy(), index=list(self.fixed_names), name="t_value")
 
     def cov_params(self) -> pd.DataFrame:
-        return pd.DataFrame(self.vcov, index=self.fixed_names, columns=self.fixed_names)
+        names = list(self.fixed_names)
+        return pd.DataFrame(np.array(self.vcov), index=names, columns=names)
 
     @property
     def corr_fixed(self) -> pd.DataFrame:
         """Correlation of the fixed-effect estimates (lme4's 'Correlation of Fixed Effects')."""
         s = np.sqrt(np.diag(self.vcov))
-        return pd.DataFrame(self.vcov / np.outer(s, s), index=self.fixed_names, columns=self.fixed_names)
+        names = list(self.fixed_names)
+        return pd.DataFrame(self.vcov / np.outer(s, s), index=names, columns=names)
 
     @property
     def fixed_effects(self) -> pd.DataFrame:
         return pd.DataFrame({
-            "term": self.fixed_names,
-            "estimate": self.beta,
+            "term": list(self.fixed_names),
+            "estimate": np.array(self.beta),
             "std_error": self.bse.to_numpy(),
             "t_value": self.tvalues.to_numpy(),
         })
@@ -94,7 +202,7 @@ class LMMResults:
     # ---- variance components -----------------------------------------------------------
     def term_covariances(self) -> list:
         """Per random-effects term (user order): (group, column names, covariance matrix)."""
-        st = self.model.structure
+        st = self.structure
         out = []
         for k, term in enumerate(st.terms):
             fi = st.term_factor[k]
@@ -124,18 +232,18 @@ class LMMResults:
     def optimizer_params(self) -> np.ndarray:
         """The optimizer's parameter vector: theta, then a residual structure's unconstrained
         parameters (what ``model.objective`` takes)."""
-        return np.concatenate((self.theta, self._residual_eta))
+        return np.concatenate((self.theta, self.residual_eta))
 
-    # ---- residual structure (bigmixed.residual) ----------------------------------------
+    # ---- residual structure (bigmixed.spec.residual) -----------------------------------
     @property
     def residual_parameters(self) -> pd.Series:
         """Estimated parameters of the residual structure on nlme's scale: "Phi" (AR(1)),
         "Rho" (compound symmetry), "<column>=<level>" SD ratios to the reference stratum
         (VarIdent). Empty without a residual structure."""
-        r = self.model.residual
+        r = self.residual
         if r is None:
             return pd.Series([], dtype=float, name="estimate")
-        return pd.Series(r.natural(self._residual_eta), index=r.names, name="estimate")
+        return pd.Series(r.natural(self.residual_eta), index=r.names, name="estimate")
 
     def residual_intervals(self, level: float = 0.95) -> pd.DataFrame:
         """Approximate intervals of the residual structure's parameters on nlme's scale, as
@@ -146,18 +254,23 @@ class LMMResults:
 
     def residual_sd(self) -> pd.Series:
         """Residual SD per VarIdent stratum (sigma times its ratio); sigma alone otherwise."""
-        r = self.model.residual
+        r = self.residual
         if r is None or r.variance is None:
             return pd.Series([self.sigma], index=["Residual"], name="sd")
-        return pd.Series(self.sigma * r.stratum_sd_ratio(self._residual_eta),
+        return pd.Series(self.sigma * r.stratum_sd_ratio(self.residual_eta),
                          index=pd.Index(r.stratum_levels, name=r.variance.by), name="sd")
 
     # ---- likelihood and information criteria ------------------------------------------
     @property
+    def n_optimizer_params(self) -> int:
+        """Length of the optimizer's vector: theta, then the residual structure's parameters."""
+        return self.structure.n_theta + (0 if self.residual is None else self.residual.n_params)
+
+    @property
     def n_params(self) -> int:
         """lme4's df for logLik: length(theta) + p + 1 (sigma), plus the residual structure's
         parameters (nlme's count)."""
-        return self.model.n_params + len(self.beta) + 1
+        return self.n_optimizer_params + len(self.beta) + 1
 
     @property
     def llf(self) -> float:
@@ -174,28 +287,29 @@ class LMMResults:
     @property
     def deviance(self) -> float:
         """ML deviance at the fitted theta (for REML fits: -2 log-likelihood at the REML estimates)."""
-        return self.model.state(self.optimizer_params).criterion(False) if self.reml else self.objective
+        if self._deviance is None:
+            raise AttributeError("the deviance was not saved")
+        return self._deviance
 
     # ---- conditional modes -------------------------------------------------------------
-    @cached_property
-    def _modes(self):
-        """Conditional modes b per factor (n_levels, P): cheap, no inverse needed."""
-        st = self.model.structure
-        self.model.load_residual(self._residual_eta)
-        us, _ = self.model.system.modes(self.theta, self._state.beta_work(), condvar=False)
-        return [us[fi] @ st.T_of(self.theta, fi).T for fi in range(len(st.factors))]
-
-    @cached_property
-    def _condvar(self):
+    def _condvar(self) -> tuple:
         """Var(b_g | y) per factor (n_levels, P, P): needs the selected inverse on crossed designs."""
-        st = self.model.structure
-        self.model.load_residual(self._residual_eta)
-        _, cinvs = self.model.system.modes(self.theta, self._state.beta_work(), condvar=True)
+        if self._condvar_saved is not None:
+            return self._condvar_saved
+        if self._model is None:
+            raise AttributeError("the conditional covariances of the BLUPs were not saved "
+                                 "(save(..., condvar=True))")
+        return self.derived("condvar", self._compute_condvar)
+
+    def _compute_condvar(self) -> tuple:
+        model, st = self.model, self.structure
+        model.load_residual(self.residual_eta)
+        _, cinvs = model.system.modes(self.theta, self._beta_work, condvar=True)
         out = []
         for fi in range(len(st.factors)):
             T = st.T_of(self.theta, fi)
-            out.append(self.sigma ** 2 * np.einsum("ij,ljk,mk->lim", T, cinvs[fi], T))
-        return out
+            out.append(_frozen(self.sigma ** 2 * np.einsum("ij,ljk,mk->lim", T, cinvs[fi], T)))
+        return tuple(out)
 
     def ranef(self, condvar: bool = True) -> dict:
         """Conditional modes per grouping factor: {group: DataFrame indexed by level}.
@@ -203,12 +317,12 @@ class LMMResults:
         With condvar, columns ``<name>_sd`` hold the conditional SDs (sqrt of lme4's postVar
         diagonal); the full conditional covariances are in ``conditional_variances()``.
         """
-        b = self._modes
         out = {}
-        for fi, f in enumerate(self.model.structure.factors):
-            df = pd.DataFrame(b[fi], index=pd.Index(f.levels, name=f.group), columns=f.column_names)
+        for fi, f in enumerate(self.structure.factors):
+            df = pd.DataFrame(np.array(self.conditional_modes[fi]),
+                              index=pd.Index(f.levels, name=f.group), columns=f.column_names)
             if condvar:
-                cv = self._condvar
+                cv = self._condvar()
                 sds = np.sqrt(np.maximum(np.diagonal(cv[fi], axis1=1, axis2=2), 0.0))
                 for i, name in enumerate(f.column_names):
                     df[f"{name}_sd"] = sds[:, i]
@@ -217,40 +331,33 @@ class LMMResults:
 
     def conditional_variances(self) -> dict:
         """{group: (n_levels, P, P) array}: Var(b_g | y) at the estimates (lme4's condVar)."""
-        cv = self._condvar
-        return {f.group: cv[fi] for fi, f in enumerate(self.model.structure.factors)}
+        cv = self._condvar()
+        return {f.group: cv[fi] for fi, f in enumerate(self.structure.factors)}
 
     def coef(self) -> dict:
         """Fixed plus random effects per level (lme4's coef()): {group: DataFrame}."""
-        b = self._modes
         out = {}
-        for fi, f in enumerate(self.model.structure.factors):
+        for fi, f in enumerate(self.structure.factors):
+            b = self.conditional_modes[fi]
             df = pd.DataFrame(np.tile(self.beta, (f.n_levels, 1)), index=pd.Index(f.levels, name=f.group),
-                              columns=self.fixed_names)
+                              columns=list(self.fixed_names))
             for i, name in enumerate(f.column_names):
                 if name in df.columns:
-                    df[name] = df[name].to_numpy() + b[fi][:, i]
+                    df[name] = df[name].to_numpy() + b[:, i]
                 else:
-                    df[name] = b[fi][:, i]
+                    df[name] = b[:, i]
             out[f.group] = df
         return out
 
     # ---- fitted values and residuals (one pass over the rows, on request) ---------------
-    @cached_property
+    @property
     def fitted_marginal(self) -> np.ndarray:
-        return self.model.design.X @ self.beta
+        return self.derived("fitted_marginal", lambda: _frozen(self.rows.fitted(self, False)))
 
-    @cached_property
+    @property
     def fittedvalues(self) -> np.ndarray:
         """Conditional fitted values X beta + Z b."""
-        b = self._modes
-        fit = self.fitted_marginal.copy()
-        for fi, f in enumerate(self.model.structure.factors):
-            if f.unit_z:
-                fit += b[fi][f.codes, 0]
-            else:
-                fit += np.einsum("ij,ij->i", f.Z, b[fi][f.codes])
-        return fit
+        return self.derived("fitted", lambda: _frozen(self.rows.fitted(self, True)))
 
     @property
     def fitted(self) -> np.ndarray:
@@ -259,18 +366,46 @@ class LMMResults:
     @property
     def resid(self) -> np.ndarray:
         """Conditional residuals y - X beta - Z b."""
-        return self.model.design.y - self.fittedvalues
+        return self.rows.y - self.fittedvalues
 
     @property
     def resid_marginal(self) -> np.ndarray:
-        return self.model.design.y - self.fitted_marginal
+        return self.rows.y - self.fitted_marginal
 
     @property
     def resid_scaled(self) -> np.ndarray:
         """Conditional residuals divided by sigma (lme4's residuals(fit, scaled = TRUE))."""
         return self.resid / self.sigma
 
-    # ---- inference, prediction, simulation (bigmixed/inference.py, predict.py, compare.py) --
+    def resid_quantiles(self) -> np.ndarray:
+        """Min, quartiles and max of the scaled residuals (the summary's): from the rows in
+        memory, one pass over Dask partitions (approximate quartiles), or as saved."""
+        return self.derived("resid_quantiles", lambda: self.rows.scaled_residual_quantiles(self))
+
+    # ---- fits from Dask data: fitted values per partition, never collected -------------
+    def fitted_dask(self, level: str = "conditional"):
+        """Fitted values as a dask Series (X beta + Z b; level="population": X beta)."""
+        if level not in ("conditional", "population"):
+            raise ValueError("level must be 'conditional' or 'population'")
+        col = "fitted" if level == "conditional" else "fitted_marginal"
+        return self.rows.dask_frame(self, "all")[col].rename("fitted")
+
+    def resid_dask(self, level: str = "conditional"):
+        """Residuals y - fitted as a dask Series."""
+        if level not in ("conditional", "population"):
+            raise ValueError("level must be 'conditional' or 'population'")
+        col = "resid" if level == "conditional" else "resid_marginal"
+        return self.rows.dask_frame(self, "all")[col].rename("resid")
+
+    def fitted_frame_dask(self):
+        """A dask DataFrame with columns fitted, resid, fitted_marginal, resid_marginal."""
+        return self.rows.dask_frame(self, "all")
+
+    def write_fitted(self, path, **to_parquet_kwargs):
+        """Write fitted values and residuals (columns fitted, resid) per partition to Parquet."""
+        return self.rows.dask_frame(self, "fitted_resid").to_parquet(path, **to_parquet_kwargs)
+
+    # ---- inference, prediction, simulation (bigmixed/inference, results/predict.py) --------
     def fixed_effects_test(self, ddf: str = "satterthwaite", level=None) -> pd.DataFrame:
         """t tests per coefficient with denominator df: "satterthwaite", "between-within" or
         "asymptotic" (see bigmixed.inference)."""
@@ -305,13 +440,13 @@ class LMMResults:
         return check_convergence(self, **kwargs)
 
     def predict(self, newdata=None, level: str = "conditional", unseen: str = "population") -> np.ndarray:
-        """Predicted means (see bigmixed.predict.predict)."""
+        """Predicted means (see bigmixed.results.predict.predict)."""
         from .predict import predict
 
         return predict(self, newdata, level=level, unseen=unseen)
 
     def predict_interval(self, newdata=None, **kwargs) -> pd.DataFrame:
-        """Predictions with SEs and confidence / prediction intervals (bigmixed.predict)."""
+        """Predictions with SEs and confidence / prediction intervals (bigmixed.results.predict)."""
         from .predict import predict_interval
 
         return predict_interval(self, newdata, **kwargs)
@@ -336,10 +471,10 @@ class LMMResults:
             return anova(self, *others, **kwargs)
         return self.anova_terms(**kwargs)
 
-    # ---- saving and tidy outputs (bigmixed/io.py, bigmixed/tidy.py) ---------------------
+    # ---- saving and tidy outputs (bigmixed/io) ------------------------------------------
     def save(self, path, *, condvar: bool = True) -> str:
         """Write the fit to one portable file (no pickle); read it back with ``bm.load(path)``.
-        See bigmixed.io for the format."""
+        See bigmixed.io.modelfile for the format."""
         from ..io.modelfile import save
 
         return save(self, path, condvar=condvar)
@@ -350,7 +485,7 @@ class LMMResults:
 
         return fit_document(self, include_versions=include_versions)
 
-    # ---- diagnostic plots (bigmixed/plots.py; needs matplotlib: pip install bigmixed[plots]) --
+    # ---- diagnostic plots (bigmixed/io/plots.py; needs matplotlib: pip install bigmixed[plots]) --
     def plot_caterpillar(self, path=None, **kwargs):
         """BLUPs with conditional-SD intervals per grouping factor and column; returns the Figure."""
         from ..io.plots import plot_caterpillar
@@ -397,4 +532,5 @@ class LMMResults:
 
     def __repr__(self) -> str:
         kind = "REML" if self.reml else "ML"
-        return f"<LMMResults {kind} {self.formula!r}: objective {self.objective:.4f}, nobs {self.nobs}>"
+        where = {"memory": "", "saved": ", loaded", "dask": ", from Dask data"}.get(self.rows.kind, "")
+        return f"<LMMResults {kind} {self.formula!r}: objective {self.objective:.4f}, nobs {self.nobs}{where}>"

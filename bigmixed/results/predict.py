@@ -38,8 +38,8 @@ def _factor_blocks(fit, newdata):
     columns in the factor's order)."""
     from ..spec.design import design_matrices_for_newdata
 
-    X_new, per_term = design_matrices_for_newdata(fit.model.design, newdata)
-    st = fit.model.structure
+    X_new, per_term = design_matrices_for_newdata(fit.design, newdata)
+    st = fit.structure
     blocks = []
     for f in st.factors:
         codes = None
@@ -54,8 +54,8 @@ def _factor_blocks(fit, newdata):
 
 
 def _unseen_error(fit, newdata, fi, rows):
-    f = fit.model.structure.factors[fi]
-    term = next(t for t in fit.model.structure.terms if t.group == f.group)
+    f = fit.structure.factors[fi]
+    term = next(t for t in fit.structure.terms if t.group == f.group)
     cols = list(term.group_vars)
     shown = newdata.iloc[rows[:5]][cols].astype(str).agg(":".join, axis=1).tolist()
     raise ValueError(
@@ -79,7 +79,7 @@ def predict(fit, newdata=None, *, level: str = "conditional", unseen: str = "pop
     mu = X_new @ fit.beta
     if level == "population":
         return mu
-    b = fit._modes
+    b = fit.conditional_modes
     for fi, (codes, Z) in enumerate(blocks):
         seen = codes >= 0
         if not seen.all():
@@ -110,9 +110,9 @@ def predict_interval(fit, newdata=None, *, level: str = "conditional", unseen: s
         raise ValueError(f"interval must be 'prediction' or 'confidence', not {interval!r}")
     if not 0 < coverage < 1:
         raise ValueError("coverage must be in (0, 1)")
-    st = fit.model.structure
+    st = fit.structure
     if newdata is None:
-        d = fit.model.design
+        d = fit.design
         X_new = d.X
         blocks = [(np.asarray(f.codes, dtype=np.int64),
                    np.ones((len(f.codes), 1)) if f.unit_z else f.Z) for f in st.factors]
@@ -124,7 +124,7 @@ def predict_interval(fit, newdata=None, *, level: str = "conditional", unseen: s
     V = np.asarray(fit.vcov)
     var_fixed = np.einsum("ij,jk,ik->i", X_new, V, X_new)
     var_re = np.zeros(len(mu))
-    cv = fit._condvar if level == "conditional" else None
+    cv = fit._condvar() if level == "conditional" else None
     for fi, (codes, Z) in enumerate(blocks):
         T = st.T_of(fit.theta, fi)
         G = fit.sigma ** 2 * T @ T.T
@@ -151,10 +151,10 @@ def predict_interval(fit, newdata=None, *, level: str = "conditional", unseen: s
 def _residual_ratio_sq(fit, newdata, n) -> np.ndarray:
     """Residual variance of each row over sigma^2: 1, or the squared VarIdent SD ratio of the
     row's stratum (NaN for a stratum not seen in the fit)."""
-    r = fit.model.residual
+    r = fit.residual
     if r is None or r.variance is None:
         return np.ones(n)
-    ratios = r.stratum_sd_ratio(fit._residual_eta)
+    ratios = r.stratum_sd_ratio(fit.residual_eta)
     if newdata is None:
         return ratios[r.strata] ** 2
     by = r.variance.by

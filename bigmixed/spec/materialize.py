@@ -24,7 +24,7 @@ from ..errors import (
 from .formula import expression_names
 from .rlabels import r_var_name
 from .transforms import FORMULA_CONTEXT
-from .rlabels import _RPolyContrasts
+from .rlabels import RPolyContrasts
 
 
 
@@ -97,7 +97,7 @@ class RMaterializer(PandasMaterializer):
         if isinstance(dtype, pd.CategoricalDtype) and dtype.ordered:
             enc = encode_contrasts(
                 values,
-                contrasts=_RPolyContrasts(),
+                contrasts=RPolyContrasts(),
                 reduced_rank=reduced_rank,
                 _metadata=metadata,
                 _state=encoder_state,

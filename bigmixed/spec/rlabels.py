@@ -105,7 +105,7 @@ def r_labels(uniques) -> np.ndarray:
     return np.array([r_label_scalar(x) for x in vals], dtype=object)
 
 
-class _RPolyContrasts(PolyContrasts):
+class RPolyContrasts(PolyContrasts):
     """formulaic's PolyContrasts with R's exact contr.poly coding matrix."""
 
     @override

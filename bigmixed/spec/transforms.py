@@ -12,7 +12,7 @@ from .transform_state import complete_state  # noqa: E402
 from ..errors import (
     DesignError,
 )
-from .rlabels import _RPolyContrasts
+from .rlabels import RPolyContrasts
 from .encoding import as_categorical
 from .encoding import factorize
 
@@ -26,7 +26,7 @@ def r_ordered(x):
     """R's ``ordered(x)`` inside a formula: sorted levels, polynomial contrasts."""
     s = pd.Series(getattr(x, "__wrapped__", x))
     codes, labels, _ = factorize(s)
-    return C(as_categorical(codes, labels, True), contrasts=_RPolyContrasts())
+    return C(as_categorical(codes, labels, True), contrasts=RPolyContrasts())
 
 
 @stateful_transform

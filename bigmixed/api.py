@@ -1,0 +1,24 @@
+"""The entry points that pick a model for the data: in memory or Dask."""
+from __future__ import annotations
+
+from .distributed.plan import is_dask_dataframe
+from .fitting.model import LinearMixedModel
+
+
+def lmm(formula: str, data, *, reml: bool = True, solver: str = "auto", residual=None,
+        variance=None) -> LinearMixedModel:
+    """Set up a linear mixed model; call ``.fit()`` on the result.
+
+    `data` is a pandas DataFrame, or a Dask DataFrame (e.g. ``dd.read_parquet(...)``): then the
+    cross-products are computed per partition on the active Dask scheduler and summed (see
+    bigmixed.distributed). `residual` (bm.AR1, bm.CompoundSymmetry) and `variance`
+    (bm.VarIdent) add nlme's residual structures (see bigmixed.residual)."""
+    if is_dask_dataframe(data):
+        if residual is not None or variance is not None:
+            raise NotImplementedError("residual structures (residual=, variance=) are not "
+                                      "supported with Dask data yet; fit from a pandas DataFrame")
+        from .distributed.model import lmm_dask
+
+        return lmm_dask(formula, data, reml=reml, solver=solver)
+    return LinearMixedModel(formula, data, reml=reml, solver=solver, residual=residual,
+                            variance=variance)

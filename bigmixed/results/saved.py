@@ -1,0 +1,63 @@
+"""A fit read back from a file: ``bm.load(path)`` (the format: bigmixed.io.modelfile)."""
+from __future__ import annotations
+
+from dataclasses import fields
+
+import numpy as np
+
+from ..errors import ModelFormatError
+from ..fitting.record import OptimizerRecord, StageRecord
+from ..io.modelfile import optimizer_fields, read_model, rebuild_design, warning_objects
+from ..spec.residual import ResidualParameters
+from ..spec.structure import RandomEffectsStructure
+from .fit import LMMResults
+from .rows import SavedRows
+
+
+def load(path) -> LMMResults:
+    """Read a model written by ``fit.save(path)``: an `LMMResults` without a model or rows.
+
+    Available as on the original fit: theta, beta, sigma, vcov, params / bse / tvalues,
+    fixed_effects, variance_components, term_covariances(), objective, llf, aic, bic,
+    deviance, nobs, n_dropped, n_groups, converged, is_singular, warnings, ranef(), coef(),
+    conditional_variances(), summary(), predict() / predict_interval() on new data, save(),
+    to_dict(). Not available (AttributeError): fitted values and residuals of the fitting data,
+    and everything that re-evaluates the objective (profiles, bootstrap, Satterthwaite df).
+
+    Raises ModelFormatError for a file that is not a bigmixed model, is damaged, or was
+    written in a newer format version (with ``format_version`` / ``supported_version``).
+    """
+    return read_model(path, _fit_from_file)
+
+
+def _fit_from_file(meta: dict, read) -> LMMResults:
+    design = rebuild_design(meta, read)
+    structure = RandomEffectsStructure(design.terms)
+    if structure.theta_names != list(meta["theta_names"]):
+        raise ModelFormatError("the saved random-effects structure does not match its terms")
+    est = meta["estimates"]
+    theta = np.asarray(read("theta"), dtype=np.float64)
+    residual, eta = None, np.zeros(0)
+    if meta.get("residual_structure"):
+        residual = ResidualParameters.from_meta(meta["residual_structure"])
+        eta = np.asarray(read("residual_eta"), dtype=np.float64)
+    record = optimizer_fields(meta, read, {f.name for f in fields(OptimizerRecord)})
+    record.update(params=np.concatenate((theta, eta)), history=(),
+                  stages=tuple(StageRecord(**r) for r in record.get("stages") or ()))
+    n_factors = len(meta["factors"])
+    condvar = None
+    if est.get("condvar"):
+        condvar = [np.asarray(read(f"condvar/{fi}"), dtype=np.float64) for fi in range(n_factors)]
+    deviance = est.get("deviance")
+    return LMMResults(
+        _model=None, rows=SavedRows(est.get("resid_quantiles")), design=design, structure=structure,
+        residual=residual, solver=meta.get("solver"), reml=bool(meta["reml"]),
+        formula=meta["formula"], _fixed_names=list(meta["fixed"]["names"]), theta=theta,
+        residual_eta=eta, beta=read("beta"), vcov=read("vcov"), sigma=float(est["sigma"]),
+        objective=float(est["objective"]), _deviance=None if deviance is None else float(deviance),
+        conditional_modes=[read(f"ranef/{fi}") for fi in range(n_factors)],
+        _condvar_saved=condvar, _beta_work=None, n_obs=int(meta["n_obs"]),
+        n_dropped_rows=int(meta["n_dropped"]), optimizer=OptimizerRecord(**record),
+        _warnings=warning_objects(meta.get("warnings") or []),
+        timings=dict(meta.get("timings") or {}),
+    )
