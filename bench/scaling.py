@@ -74,7 +74,7 @@ def worker(model: str, n_rows: int, n_groups: int, solver: str) -> dict:
     t = fit.timings
     return {
         "model": model, "N": int(fit.nobs), "groups": int(fit.n_groups["doctor"]),
-        "rows_per_group": fit.nobs / fit.n_groups["doctor"], "solver": fit.model.solver,
+        "rows_per_group": fit.nobs / fit.n_groups["doctor"], "solver": fit.solver,
         "wall_s": wall, "design_s": t["design"], "crossprod_s": t["crossprod"],
         "optimize_s": t["optimize"], "finalize_s": t["finalize"],
         "n_evals": int(fit.optimizer.n_evaluations),

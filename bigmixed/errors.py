@@ -23,14 +23,17 @@ value) and, where there is one, the usual fix.
     │   ├── ResidualStructureError      a residual structure (AR1, CompoundSymmetry, VarIdent)
     │   │                               that the data do not fit: repeated times in a series,
     │   │                               series not nested in a grouping factor, ...
-    │   └── IdentifiabilityError        lme4's checks: levels >= observations, or
-    │                                   random effects >= observations for a term
+    │   ├── IdentifiabilityError        lme4's checks: levels >= observations, or
+    │   │                               random effects >= observations for a term
+    │   ├── ResponseSupportError        a GLMM response outside its family's support
+    │   └── WeightsError                prior weights that are negative, zero or not numeric
+    ├── FamilyError (ValueError)        an unknown GLMM family or link
     └── ModelFormatError (ValueError)   a saved model (bm.load) that cannot be read: not a
                                         bigmixed file, damaged, or from a newer format version
 
 Both families derive from ValueError, so ``except ValueError`` keeps working; catch
 `BigmixedError` for everything bigmixed raises on bad input. `FormulaError` and
-`DesignError` are also importable from `bigmixed.formula` and `bigmixed.design`.
+`DesignError` are also importable from `bigmixed.spec.formula` and `bigmixed.spec.design`.
 """
 from __future__ import annotations
 
@@ -50,6 +53,9 @@ __all__ = [
     "GroupingError",
     "ResidualStructureError",
     "IdentifiabilityError",
+    "ResponseSupportError",
+    "WeightsError",
+    "FamilyError",
     "ModelFormatError",
 ]
 
@@ -135,6 +141,22 @@ class IdentifiabilityError(DesignError):
     """The random effects cannot be told apart from the residual (lme4's checks
     check.nobs.vs.nlev and check.nobs.vs.nRE): a grouping factor with as many levels as
     observations, or a term with at least as many random effects as observations."""
+
+
+class ResponseSupportError(DesignError):
+    """A GLMM response outside its family's support: a binomial response outside [0, 1] or
+    with fractional successes, successes above the trials, negative or non-integer counts."""
+
+
+class WeightsError(DesignError):
+    """Prior weights that cannot be used: negative, zero where not allowed, or not numeric."""
+
+
+# ---- model options -----------------------------------------------------------------------
+
+
+class FamilyError(BigmixedError, ValueError):
+    """An unknown GLMM family or a link the family does not offer."""
 
 
 # ---- saved models ------------------------------------------------------------------------

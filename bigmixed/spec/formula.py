@@ -615,3 +615,8 @@ def expression_names(expr: str) -> list:
             if n not in names:
                 names.append(n)
     return names
+
+
+def split_top_level(text: str, ch: str) -> list:
+    """Split `text` at the characters `ch` outside brackets and quotes (parts stripped)."""
+    return _split_top(text, ch)
