@@ -13,6 +13,7 @@ import warnings as _warnings
 
 import numpy as np
 
+from .. import progress
 from ..crossprods.basis import FixedEffectsBasis
 from ..crossprods.crossprod import CrossProducts
 from .objective import NotPositiveDefinite, ProfiledState, profiled_state
@@ -64,6 +65,7 @@ class LinearMixedModel:
         from ..spec.residual import residual_columns
 
         t0 = time.perf_counter()
+        progress.report("design", rows=getattr(data, "shape", (None,))[0])  # progress hook
         design = build_design(formula, data,
                                       extra_columns=residual_columns(residual, variance))
         self._setup(design, reml, solver, design_time=time.perf_counter() - t0,
@@ -100,6 +102,7 @@ class LinearMixedModel:
         self.reml = bool(reml)
         self.structure = RandomEffectsStructure(design.terms) if structure is None else structure
         if crossprods is None:
+            progress.report("cross-products", rows=len(design.y))  # progress hook
             crossprods = CrossProducts.compute(design.X, design.y, self.structure)
         self.crossprods = crossprods
         # The systems work in a well-conditioned basis of the fixed effects (see basis.py).
@@ -208,7 +211,7 @@ class LinearMixedModel:
         theta = np.asarray(params, dtype=np.float64)
         return self.system.criterion_gradient(theta, self.state(theta), self.reml)
 
-    def _quasi_newton_fit(self, guess, lower):
+    def _quasi_newton_fit(self, guess, lower, objective=None):
         """The fit by quasi-Newton steps on the analytic gradient from the minimum of the
         approximate criterion (bigmixed.start.approx_newton_start), or None when that does not
         apply (no approximation, a start or step on a bound, no convergence): BOBYQA then."""
@@ -218,9 +221,10 @@ class LinearMixedModel:
         theta_a, H, n_approx = approx
         # the approximation can be biased (on lme4's InstEval its minimum is 58% off in one
         # variance, and worse than the one-factor start): start from the better of the two
-        f_guess = self.objective(guess)
-        start = theta_a if self.objective(theta_a) <= f_guess else guess
-        record = quasi_newton(self.objective, self.gradient, start, H, lower)
+        objective = self.objective if objective is None else objective  # (progress-counted)
+        f_guess = objective(guess)
+        start = theta_a if objective(theta_a) <= f_guess else guess
+        record = quasi_newton(objective, self.gradient, start, H, lower)
         if record is not None:
             record.n_approx_evaluations = n_approx
         return record
@@ -245,6 +249,8 @@ class LinearMixedModel:
         """
         from ..results.fit import LMMResults
 
+        # progress hook: reports stage "optimizer" (evaluations, best objective) on each call
+        objective = progress.counted(self.objective, "optimizer")
         st = self.structure
         eta0 = self.residual.eta0 if self.residual is not None else np.zeros(0)
         start = (np.concatenate((st.initial_theta(), eta0)) if theta0 is None
@@ -264,15 +270,15 @@ class LinearMixedModel:
                 guess = np.concatenate((guess, eta0))
                 if quasi:
                     # lme4's start first: the factor of the optimum stays in the buffers
-                    f_start = self.objective(start)
-                    record = self._quasi_newton_fit(guess, lower)
+                    f_start = objective(start)
+                    record = self._quasi_newton_fit(guess, lower, objective)
                     if record is not None:
                         record.n_evaluations += 2  # (lme4's start, the one-factor start)
                         if not record.objective <= f_start:
                             record = None  # never worse than BOBYQA from lme4's start could be
                     if record is None:  # fall back to BOBYQA from the refined start
                         guess = refine_start(self, guess)
-                if record is None and self.objective(guess) < self.objective(start):
+                if record is None and objective(guess) < objective(start):
                     start = guess
                     initial_step = NEAR_START_STEP
         loose = polish and self.n_params <= POLISH_MAX_FREE
@@ -282,17 +288,17 @@ class LinearMixedModel:
         run = dict(maxeval=maxeval, restart_edge=restart_edge, initial_step=initial_step,
                    restartable=np.concatenate((st.multi_column_diagonal(), np.zeros(len(eta0), bool))))
         if record is None:
-            record = minimize_theta(self.objective, start, lower, **tol, **run)
+            record = minimize_theta(objective, start, lower, **tol, **run)
         if polish and record.method == "nlopt LN_BOBYQA":
             theta, value, grad, hess, n, steps = newton_polish(
-                self.objective, record.theta, lower, max_free=POLISH_MAX_FREE, max_steps=1)
+                objective, record.theta, lower, max_free=POLISH_MAX_FREE, max_steps=1)
             record.n_evaluations += n
             record.gradient, record.hessian = grad, hess
             if value <= record.objective:
                 record.theta, record.objective, record.polish_steps = theta, value, steps
             if steps == 0 and loose and np.any(record.theta != 0):
                 # no Newton step possible (e.g. a boundary): finish with BOBYQA's tight settings
-                tight = minimize_theta(self.objective, record.theta, lower, **TIGHT_TOLERANCES, **run)
+                tight = minimize_theta(objective, record.theta, lower, **TIGHT_TOLERANCES, **run)
                 tight.n_evaluations += record.n_evaluations
                 tight.restarts += record.restarts
                 tight.gradient, tight.hessian = record.gradient, record.hessian
