@@ -320,6 +320,8 @@ class _Signals:
             return
         for s in _EXIT_FOR_SIGNAL:
             try:
+                if signal.getsignal(s) is signal.SIG_IGN:
+                    continue  # nohup, a background job: the caller wants it ignored
                 self._old[s] = signal.signal(s, self._handler)
             except (OSError, ValueError):  # pragma: no cover - not allowed here
                 pass
@@ -1384,6 +1386,7 @@ def _run_fit(args, display, interval) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     global _SIGNALS
+    entry_point = argv is None  # the process's command (not a call from Python code)
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "simulate":
         return cmd_simulate(argv[1:])
@@ -1409,7 +1412,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             _SIGNALS.finished = True
             return code
     finally:
-        _SIGNALS.restore()
+        if not entry_point:  # as the process's command the handlers stay: a signal that
+            _SIGNALS.restore()  # arrives once the run has finished is ignored (exit code kept)
 
 
 if __name__ == "__main__":  # pragma: no cover
