@@ -459,6 +459,23 @@ def clean_stale_temps(directory: str) -> list:
     return removed
 
 
+def _std_fd(path: str) -> int | None:
+    """The file descriptor that path names (/dev/stdout, /dev/stderr, /dev/fd/N,
+    /proc/self/fd/N, or a chain of symlinks reaching one), else None."""
+    for _ in range(40):
+        if path in ("/dev/stdout", "/dev/stderr", "/dev/stdin"):
+            return {"/dev/stdin": 0, "/dev/stdout": 1, "/dev/stderr": 2}[path]
+        m = _STD_FD.match(path)
+        if m and (m.group("pid") is None or int(m.group("pid")) == os.getpid()):
+            return int(m.group("fd"))
+        try:
+            target = os.readlink(path)
+        except OSError:  # not a symlink (or gone)
+            return None
+        path = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(path)), target))
+    return None
+
+
 def output_kind(path: str | None) -> tuple:
     """(kind, target) for --out: ("stdout", None) for none or "-"; ("fd", n) for /dev/stdout,
     /dev/stderr, /dev/fd/n, /proc/self/fd/n; ("through", path) for an existing FIFO or
@@ -468,11 +485,9 @@ def output_kind(path: str | None) -> tuple:
     socket."""
     if path is None or path == "-":
         return "stdout", None
-    if path in ("/dev/stdout", "/dev/stderr"):
-        return "fd", 1 if path == "/dev/stdout" else 2
-    m = _STD_FD.match(path)
-    if m and (m.group("pid") is None or int(m.group("pid")) == os.getpid()):
-        return "fd", int(m.group("fd"))
+    fd = _std_fd(path)
+    if fd is not None:
+        return "fd", fd
     try:
         st = os.stat(path)  # follows symlinks
     except FileNotFoundError:
@@ -971,6 +986,13 @@ def _needed_columns(path: str, fmt: str, formula: str, responses: list | None, g
         raise
     except Exception as e:  # noqa: BLE001 - any reader error means the file cannot be read
         raise CLIError(EXIT_DATA, f"cannot read data file {path!r}: {type(e).__name__}: {e}") from None
+    if fmt != "parquet" and len(cols) == 1:
+        others = [c for c in SEPARATORS if c != sep and c in cols[0]]
+        if others:
+            hint = "tab" if others[0] == "\t" else repr(others[0])
+            raise CLIError(EXIT_DATA, f"the header of {path!r} is one column {cols[0][:80]!r} when split "
+                                      f"at {sep or ','!r}; its separator looks like "
+                                      f"{SEPARATORS[others[0]]}: pass --sep {hint}")
     need = _columns_named_in(formula, cols)
     if responses:
         need += [r for r in responses if r in cols]
