@@ -1113,7 +1113,8 @@ def cmd_fit(args, display=None, interval=None) -> int:
                 if dfmt != "parquet" and sep:
                     input_info["separator"] = sep
             meta["input"] = input_info
-            meta["versions"] = versions()
+            if fmt == "parquet":
+                meta["versions"] = versions()
 
             if many:
                 code = _fit_many(args, data, responses, out, results, t_start, sep)
