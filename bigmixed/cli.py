@@ -830,6 +830,7 @@ def resolve_format(fmt: str | None, out: str | None) -> str:
 # ======================================================================================
 
 _STDERR_LOCK = threading.RLock()
+BAR_INTERVAL = 0.2  # seconds between redraws of the progress bar on a terminal
 
 
 def _progress_text(ev: dict) -> str:
@@ -895,7 +896,7 @@ def _display_for(args):
     if args.quiet or not interval > 0:
         return None, None
     if args.log_format == "text" and _isatty(sys.stderr):
-        return _Display("bar"), min(0.2, interval)
+        return _Display("bar"), min(BAR_INTERVAL, interval)
     return _Display("lines"), interval
 
 

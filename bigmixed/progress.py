@@ -79,7 +79,7 @@ def _deliver(force: bool = False) -> None:
         for lst in _listeners:
             if force or now >= lst.due:
                 lst.due = now + lst.interval
-                event = {"stage": _stage, "elapsed": now - lst.start, **fields}
+                event = {"stage": _stage, "elapsed": round(now - lst.start, 3), **fields}
                 lst.last_event = event
                 lst.n_events += 1
                 try:
