@@ -332,6 +332,11 @@ class _Signals:
                 signal.signal(s, old)
         self._old = {}
 
+    def ignore_all(self) -> None:
+        for s in self._old:
+            with contextlib.suppress(OSError, ValueError):
+                signal.signal(s, signal.SIG_IGN)
+
     def _handler(self, signum, frame):
         if self.received is not None:
             if self.finished:
@@ -1436,8 +1441,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             _SIGNALS.finished = True
             return code
     finally:
-        if not entry_point:  # as the process's command the handlers stay: a signal that
-            _SIGNALS.restore()  # arrives once the run has finished is ignored (exit code kept)
+        if entry_point:
+            # the run is over, only Python's exit is left (module teardown: ~0.5 s): a signal
+            # now would kill the process with its default action although the outcome is
+            # decided; ignore them so that the exit code tells it (SIGKILL still works)
+            _SIGNALS.ignore_all()
+        else:
+            _SIGNALS.restore()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -86,11 +86,18 @@ OUTPUTS = [("fit.json", "one"), ("fits.ndjson", "many"), ("fit.csv", "one"), ("f
 
 
 def run_to_end(data, out, kind):
+    """A run left alone: (seconds to the end, seconds from the first log line -- the output
+    open, the data read -- to the last one, "wrote ...")."""
     t0 = time.monotonic()
-    r = subprocess.run(command(data, out, kind), capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stderr
+    p = subprocess.Popen(command(data, out, kind), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                         text=True)
+    stamps = [(time.monotonic(), line) for line in p.stderr]
+    p.wait(timeout=120)
+    assert p.returncode == 0, "".join(x for _, x in stamps)
     assert valid(out)
-    return time.monotonic() - t0
+    read = next(t for t, x in stamps if x.startswith("bigmixed: read"))
+    wrote = next(t for t, x in stamps if x.startswith("bigmixed: wrote"))
+    return time.monotonic() - t0, wrote - read
 
 
 def test_random_signals_never_leave_partial_outputs(data, tmp_path):
@@ -99,8 +106,9 @@ def test_random_signals_never_leave_partial_outputs(data, tmp_path):
     out_dir.mkdir()
     (out_dir / "unrelated.tmp").write_text("not ours")  # never touched
     # calibration: how long a run takes here (Python's imports, read, fit, write)
-    duration = {"one": run_to_end(data, out_dir / "fit.json", "one"),
-                "many": run_to_end(data, out_dir / "fits.ndjson", "many")}
+    duration, work = {}, {}
+    for name, kind in (("fit.json", "one"), ("fits.ndjson", "many")):
+        duration[kind], work[kind] = run_to_end(data, out_dir / name, kind)
     signals = [signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGKILL]
     seen = []
     left_by_kill: set = set()
@@ -121,14 +129,15 @@ def test_random_signals_never_leave_partial_outputs(data, tmp_path):
             delay = float(rng.uniform(0.05, 1.2 * duration[kind]))
         else:
             # at a random moment once bigmixed has opened its output and read the data (the
-            # first log line): fitting, streaming results, renaming, or finished
+            # first log line): building the design, fitting, streaming results, renaming, or
+            # finished (the calibrated time from the first log line to the last, + 30%)
             when = "after start"
             line = "removed"
             while line.startswith("bigmixed: removed") or line == "removed":  # stale files cleaned
                 line = p.stderr.readline()
             assert "bigmixed: read" in line, line
             ready = time.monotonic() - t0
-            delay = ready + float(rng.uniform(0.0, 1.2 * max(0.1, duration[kind] - ready)))
+            delay = ready + float(rng.uniform(0.0, 1.3 * work[kind]))
         time.sleep(max(0.0, t0 + delay - time.monotonic()))
         p.send_signal(sig)
         _, err = p.communicate(timeout=120)
@@ -158,8 +167,9 @@ def test_random_signals_never_leave_partial_outputs(data, tmp_path):
                 assert temps(out_dir) == [], "stale temporary files not cleaned"
                 left_by_kill.clear()
         assert set(temps(out_dir)) <= left_by_kill
-    print(f"\nfault runs (a run takes {duration['one']:.2f} s / {duration['many']:.2f} s with "
-          f"{N_MARKERS} responses): (signal, moment, delay s, exit code)")
+    print(f"\nfault runs (a run takes {duration['one']:.2f} s, {work['one']:.2f} s after its first "
+          f"log line / {duration['many']:.2f} s, {work['many']:.2f} s with {N_MARKERS} responses): "
+          "(signal, moment, delay s, exit code)")
     for s in seen:
         print("   ", s)
     assert len(seen) >= 4
