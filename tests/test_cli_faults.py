@@ -28,7 +28,7 @@ TEMP = re.compile(r"^\..*\.bigmixed-(\d+)-[A-Za-z0-9_]+\.tmp$")
 EXPECTED = {signal.SIGINT: {130, -signal.SIGINT}, signal.SIGTERM: {143, -signal.SIGTERM},
             signal.SIGHUP: {129, -signal.SIGHUP}, signal.SIGKILL: {-signal.SIGKILL}}
 MAX_RUNS = 12
-MAX_SECONDS = 25.0  # for the random runs (after two calibration runs; a last clean run follows)
+MAX_SECONDS = 20.0  # for the random runs (after two calibration runs; a last clean run follows)
 
 
 N_MARKERS = 120
