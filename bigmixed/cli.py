@@ -5,26 +5,32 @@
     bigmixed simulate --n-doctors 407 --seed 1 --out hdp.parquet
     bigmixed --version
 
-Results go to --out (or stdout), logs to stderr (the "bigmixed" logger; the root logger is never
-touched). Files are written atomically: a temporary file in the target's directory, renamed
-into place when complete, so a failed run leaves no partial file. Exit codes (see README,
-"Command line"): 0 success, 1 internal error, 2 usage, 3 unreadable data, 4 formula or column
-error, 5 numerical failure, 6 --strict and a warning (singular fit, no convergence, a failed
-response), 7 output not writable.
+Results go to --out (or stdout), logs and progress to stderr (the "bigmixed" logger; the root
+logger is never touched). A regular file is written atomically: a temporary file in the
+target's directory, renamed into place when complete, so a failed or interrupted run leaves no
+partial file; stdout, FIFOs and character devices (/dev/null) are written through. Exit codes
+(see README, "Command line"): 0 success, 1 internal error, 2 usage, 3 unreadable data, 4
+formula or column error, 5 numerical failure, 6 --strict and a warning (singular fit, no
+convergence, a failed response), 7 output not writable, 129 / 130 / 143 SIGHUP / SIGINT /
+SIGTERM (nothing written).
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
 import csv
+import datetime
 import io
 import json
 import logging
 import math
 import os
 import re
+import signal
+import stat
 import sys
 import tempfile
+import threading
 import time
 import traceback
 import warnings
@@ -38,7 +44,9 @@ EXIT_MODEL = 4
 EXIT_NUMERIC = 5
 EXIT_STRICT = 6
 EXIT_OUTPUT = 7
-EXIT_INTERRUPTED = 130
+EXIT_HANGUP = 128 + 1        # SIGHUP
+EXIT_INTERRUPTED = 128 + 2   # SIGINT (Ctrl-C)
+EXIT_TERMINATED = 128 + 15   # SIGTERM
 
 EXIT_CODES = {
     EXIT_OK: "success",
@@ -49,10 +57,20 @@ EXIT_CODES = {
     EXIT_NUMERIC: "numerical failure while fitting",
     EXIT_STRICT: "--strict: a singular fit, a fit that did not converge, or a failed response",
     EXIT_OUTPUT: "an output file cannot be written",
-    EXIT_INTERRUPTED: "interrupted (Ctrl-C); nothing written",
+    EXIT_HANGUP: "hung up (SIGHUP); nothing written",
+    EXIT_INTERRUPTED: "interrupted (SIGINT, Ctrl-C); nothing written",
+    EXIT_TERMINATED: "terminated (SIGTERM); nothing written",
 }
 
 CSV_COLUMNS = ["response", "status", "effect", "group", "term", "estimate", "std_error", "t_value", "error"]
+
+# --format: json (one response: an indented document; several: NDJSON lines), ndjson (one line
+# per response), csv / parquet (the tidy table of CSV_COLUMNS)
+FORMATS = ("json", "ndjson", "csv", "parquet")
+_EXT_FORMAT = {".json": "json", ".ndjson": "ndjson", ".jsonl": "ndjson", ".csv": "csv",
+               ".parquet": "parquet", ".pq": "parquet", ".parq": "parquet"}
+TABLE_FORMAT = "bigmixed.fit.tidy"  # the Parquet table's key-value metadata
+TABLE_VERSION = 1
 
 log = logging.getLogger("bigmixed")
 
@@ -65,12 +83,24 @@ class CLIError(Exception):
         self.code = code
 
 
+class SignalExit(BaseException):
+    """SIGTERM or SIGHUP received: unwinds like KeyboardInterrupt (temporary files removed)."""
+
+    def __init__(self, signum: int):
+        super().__init__(f"received {signal.Signals(signum).name}")
+        self.signum = signum
+
+
 # ======================================================================================
 # Reading data
 # ======================================================================================
 
 _PARQUET_EXT = (".parquet", ".pq", ".parq")
 _COMPRESSION_EXT = (".gz", ".bz2", ".xz", ".zst", ".zip")
+SEPARATORS = {",": "comma", ";": "semicolon", "\t": "tab", "|": "pipe"}
+_SEP_NAMES = {"comma": ",", "semicolon": ";", "tab": "\t", "\\t": "\t", "pipe": "|"}
+_SNIFF_BYTES = 1 << 16
+_SNIFF_LINES = 100
 
 
 def data_format(path: str) -> str:
@@ -91,7 +121,104 @@ def data_format(path: str) -> str:
     return "parquet" if head == b"PAR1" else "csv"
 
 
-def data_columns(path: str, fmt: str) -> list:
+def parse_sep(text: str) -> str:
+    """--sep: one character, or comma / semicolon / tab / pipe / \\t."""
+    sep = _SEP_NAMES.get(text.lower(), text)
+    if len(sep) != 1 or sep in "\r\n\"":
+        raise CLIError(EXIT_USAGE, f"--sep takes one character or comma, semicolon, tab, pipe; not {text!r}")
+    return sep
+
+
+def _head_text(path: str) -> str | None:
+    """The first bytes of a (possibly compressed) text file, decoded; None if unknown."""
+    low = path.lower()
+    try:
+        if low.endswith(".gz"):
+            import gzip
+
+            with gzip.open(path, "rb") as fh:
+                raw = fh.read(_SNIFF_BYTES)
+        elif low.endswith(".bz2"):
+            import bz2
+
+            with bz2.open(path, "rb") as fh:
+                raw = fh.read(_SNIFF_BYTES)
+        elif low.endswith(".xz"):
+            import lzma
+
+            with lzma.open(path, "rb") as fh:
+                raw = fh.read(_SNIFF_BYTES)
+        elif low.endswith(".zip"):
+            import zipfile
+
+            with zipfile.ZipFile(path) as zf:
+                names = [n for n in zf.namelist() if not n.endswith("/")]
+                if not names:
+                    return None
+                with zf.open(names[0]) as fh:
+                    raw = fh.read(_SNIFF_BYTES)
+        elif low.endswith(".zst"):
+            try:
+                import zstandard
+            except ImportError:
+                return None
+            with open(path, "rb") as f, zstandard.ZstdDecompressor().stream_reader(f) as fh:
+                raw = fh.read(_SNIFF_BYTES)
+        else:
+            with open(path, "rb") as fh:
+                raw = fh.read(_SNIFF_BYTES)
+    except (OSError, EOFError, ValueError) as e:
+        raise CLIError(EXIT_DATA, f"cannot read data file {path!r}: {type(e).__name__}: {e}") from None
+    return raw.decode("utf-8", errors="replace").lstrip("\ufeff")
+
+
+def sniff_separator(path: str) -> str:
+    """The column separator of a CSV file: comma, semicolon, tab or pipe, from its first lines.
+
+    The candidate that splits the header into two or more fields and every row into as many
+    wins (the most fields, then comma, tab, semicolon, pipe); a file of one column is read with
+    commas. Raises CLIError(EXIT_DATA) naming the field counts when no candidate fits."""
+    text = _head_text(path)
+    if not text:
+        return ","
+    if len(text.encode("utf-8", errors="replace")) >= _SNIFF_BYTES and "\n" in text:
+        text = text[: text.rindex("\n")]  # complete lines only
+    lines = text.splitlines()[:_SNIFF_LINES]
+    sample = "\n".join(lines)
+    widths = {}
+    for sep in (",", "\t", ";", "|"):
+        try:
+            rows = [len(r) for r in csv.reader(io.StringIO(sample), delimiter=sep) if r]
+        except csv.Error:
+            continue
+        if rows:
+            widths[sep] = rows
+    consistent = [s for s, w in widths.items() if w[0] >= 2 and all(x == w[0] for x in w)]
+    if consistent:
+        return max(consistent, key=lambda s: widths[s][0])  # ties: the order above (stable)
+    if all(w[0] == 1 for w in widths.values()):
+        return ","
+    mostly = [s for s, w in widths.items() if w[0] >= 2 and sum(x == w[0] for x in w) > len(w) / 2]
+    if len(mostly) == 1:
+        return mostly[0]  # a few ragged rows: the reader names them
+    detail = "; ".join(
+        f"{SEPARATORS[s]} {s!r} splits the header into {w[0]} field(s) and the rows into "
+        f"{', '.join(str(x) for x in sorted(set(w[1:]))) or 'none'}"
+        for s, w in widths.items() if w[0] >= 2)
+    raise CLIError(EXIT_DATA, f"cannot tell the column separator of {path!r} from its first "
+                              f"{len(lines)} line(s): {detail}; pass --sep (e.g. --sep ';')")
+
+
+def csv_separator(path: str, fmt: str, sep: str | None = None) -> str:
+    """--sep if given, a tab for .tsv / .tab, else sniffed (sniff_separator)."""
+    if sep is not None:
+        return sep
+    if fmt == "tsv":
+        return "\t"
+    return sniff_separator(path)
+
+
+def data_columns(path: str, fmt: str, sep: str | None = None) -> list:
     """The column names of a data file, without reading its rows."""
     if fmt == "parquet":
         if os.path.isdir(path):  # a partitioned data set
@@ -103,14 +230,34 @@ def data_columns(path: str, fmt: str) -> list:
         return list(pq.read_schema(path).names)
     import pandas as pd
 
-    return [str(c) for c in pd.read_csv(path, nrows=0, sep="\t" if fmt == "tsv" else ",").columns]
+    return [str(c) for c in pd.read_csv(path, nrows=0, sep=csv_separator(path, fmt, sep)).columns]
 
 
-def read_data(path: str, columns: Sequence[str] | None = None):
+_DECIMAL_COMMA = re.compile(r"^\s*[-+]?(\d+|\d{1,3}(\.\d{3})+),\d+([eE][-+]?\d+)?\s*$")
+
+
+def _check_decimal_commas(df, path: str, sep: str) -> None:
+    """A column of a ';' / tab / '|' file whose values all look like numbers with a decimal
+    comma ('1,5') would be read as strings: say so (decimal commas are not supported)."""
+    for col in df.columns:
+        s = df[col]
+        if s.dtype.kind in "biufcmM":
+            continue
+        sample = s.dropna().astype(str).head(1000)
+        if len(sample) and all(_DECIMAL_COMMA.match(v) for v in sample):
+            raise CLIError(
+                EXIT_DATA,
+                f"column {str(col)!r} of {path!r} ({SEPARATORS.get(sep, repr(sep))}-separated) holds "
+                f"numbers written with a decimal comma (e.g. {sample.iloc[0]!r}); bigmixed reads '.' "
+                "as the decimal mark: convert the file first (e.g. pandas.read_csv(path, sep="
+                f"{sep!r}, decimal=',').to_parquet(...))")
+
+
+def read_data(path: str, columns: Sequence[str] | None = None, sep: str | None = None):
     """Read CSV / TSV (optionally compressed) or Parquet into a DataFrame.
 
-    `columns`: read only these (None: all). Raises CLIError(EXIT_DATA) if the file cannot be
-    read.
+    `columns`: read only these (None: all). `sep`: the CSV separator (None: csv_separator).
+    Raises CLIError(EXIT_DATA) if the file cannot be read.
     """
     import pandas as pd
 
@@ -122,7 +269,10 @@ def read_data(path: str, columns: Sequence[str] | None = None):
         if fmt == "parquet":
             df = pd.read_parquet(path, columns=cols)
         else:
-            df = pd.read_csv(path, usecols=cols, sep="\t" if fmt == "tsv" else ",")
+            sep = csv_separator(path, fmt, sep)
+            df = pd.read_csv(path, usecols=cols, sep=sep)
+            if sep != ",":
+                _check_decimal_commas(df, path, sep)
     except CLIError:
         raise
     except MemoryError:
@@ -133,8 +283,99 @@ def read_data(path: str, columns: Sequence[str] | None = None):
 
 
 # ======================================================================================
-# Writing outputs atomically
+# Signals: SIGINT, SIGTERM and SIGHUP unwind the command (temporary files removed)
 # ======================================================================================
+
+_EXIT_FOR_SIGNAL = {signal.SIGINT: EXIT_INTERRUPTED, signal.SIGTERM: EXIT_TERMINATED}
+if hasattr(signal, "SIGHUP"):
+    _EXIT_FOR_SIGNAL[signal.SIGHUP] = EXIT_HANGUP
+
+_LIVE_TEMPS: set = set()  # temporary files of this process not yet renamed or removed
+
+
+def _remove_live_temps() -> None:
+    for path in list(_LIVE_TEMPS):
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        _LIVE_TEMPS.discard(path)
+
+
+class _Signals:
+    """The command's handlers of SIGINT, SIGTERM and SIGHUP (main thread only).
+
+    The first signal raises KeyboardInterrupt (SIGINT) or SignalExit in the main thread, which
+    unwinds the command: outputs discarded, temporary files removed, exit 128 + signal. While
+    an output is being renamed into place the signal waits; once the output is complete the
+    run counts as finished and the signal is ignored. A second signal while unwinding removes
+    the temporary files and leaves at once (os._exit)."""
+
+    def __init__(self):
+        self.received = None
+        self.deferring = 0
+        self.finished = False
+        self._old = {}
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for s in _EXIT_FOR_SIGNAL:
+            try:
+                if signal.getsignal(s) is signal.SIG_IGN:
+                    continue  # nohup, a background job: the caller wants it ignored
+                self._old[s] = signal.signal(s, self._handler)
+            except (OSError, ValueError):  # pragma: no cover - not allowed here
+                pass
+
+    def restore(self) -> None:
+        for s, old in self._old.items():
+            with contextlib.suppress(OSError, ValueError, TypeError):
+                signal.signal(s, old)
+        self._old = {}
+
+    def ignore_all(self) -> None:
+        for s in self._old:
+            with contextlib.suppress(OSError, ValueError):
+                signal.signal(s, signal.SIG_IGN)
+
+    def _handler(self, signum, frame):
+        if self.received is not None:
+            if self.finished:
+                return
+            _remove_live_temps()
+            os._exit(_EXIT_FOR_SIGNAL.get(signum, 128 + signum))
+        self.received = signum
+        if self.finished or self.deferring:
+            return
+        self._raise()
+
+    def _raise(self):
+        if self.received == signal.SIGINT:
+            raise KeyboardInterrupt
+        raise SignalExit(self.received)
+
+    @contextlib.contextmanager
+    def deferred(self):
+        """Signals arriving inside are acted on at the end of the block (unless finished)."""
+        self.deferring += 1
+        try:
+            yield
+        finally:
+            self.deferring -= 1
+        if not self.deferring and self.received is not None and not self.finished:
+            self._raise()
+
+
+_SIGNALS = _Signals()
+
+
+# ======================================================================================
+# Writing outputs
+# ======================================================================================
+
+# temporary files: .<name>.bigmixed-<pid>-<random>.tmp beside the target, locked (flock) while
+# the process writing it lives
+_TEMP_NAME = re.compile(r"^\..*\.bigmixed-(?P<pid>\d+)-[A-Za-z0-9_]+\.tmp$")
+_STD_FD = re.compile(r"^/(?:dev/fd|proc/self/fd|proc/(?P<pid>\d+)/fd)/(?P<fd>\d+)$")
 
 
 def file_mode(path: str) -> int:
@@ -148,37 +389,198 @@ def file_mode(path: str) -> int:
     return 0o666 & ~mask
 
 
-class AtomicOutput:
-    """A text output written to a temporary file in the target's directory, then renamed.
+def _pid_alive(pid: int) -> bool:
+    """The process exists on this machine and is not a zombie."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except OSError:  # pragma: no cover
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            state = fh.read().rsplit(b")", 1)[1].split()[0]
+        return state not in (b"Z", b"X")
+    except (OSError, IndexError):
+        return True
 
-    Created before any work, so that an unwritable target is reported (exit 7) before the
-    data are read or anything is fitted. ``path=None`` writes to stdout (streamed).
+
+def _try_lock(fd: int) -> bool:
+    """An exclusive flock on fd without waiting (True where flock does not exist)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except OSError:
+        return False
+
+
+def clean_stale_temps(directory: str) -> list:
+    """Remove the temporary files that killed bigmixed runs left in `directory`.
+
+    A file is removed only if its name is ours (``.<name>.bigmixed-<pid>-<random>.tmp``), it is
+    a regular file owned by this user, the process <pid> is gone (or a zombie) and nobody holds
+    its lock (the writer keeps an flock on it: a live writer in another PID namespace is never
+    touched). Returns the paths removed."""
+    removed = []
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return removed
+    me = os.getpid()
+    uid = os.getuid() if hasattr(os, "getuid") else None
+    for entry in entries:
+        m = _TEMP_NAME.match(entry.name)
+        if m is None:
+            continue
+        pid = int(m.group("pid"))
+        try:
+            st = entry.stat(follow_symlinks=False)
+        except OSError:
+            continue
+        if not stat.S_ISREG(st.st_mode) or (uid is not None and st.st_uid != uid):
+            continue
+        if pid == me or _pid_alive(pid):
+            continue
+        try:
+            fd = os.open(entry.path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
+        except OSError:
+            continue
+        try:
+            if _try_lock(fd) and os.fstat(fd).st_ino == st.st_ino:
+                os.unlink(entry.path)
+                removed.append(entry.path)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+    for path in removed:
+        log.info("removed %s, a temporary file left by a killed bigmixed run", path)
+    return removed
+
+
+def _std_fd(path: str) -> int | None:
+    """The file descriptor that path names (/dev/stdout, /dev/stderr, /dev/fd/N,
+    /proc/self/fd/N, or a chain of symlinks reaching one), else None."""
+    for _ in range(40):
+        if path in ("/dev/stdout", "/dev/stderr", "/dev/stdin"):
+            return {"/dev/stdin": 0, "/dev/stdout": 1, "/dev/stderr": 2}[path]
+        m = _STD_FD.match(path)
+        if m and (m.group("pid") is None or int(m.group("pid")) == os.getpid()):
+            return int(m.group("fd"))
+        try:
+            target = os.readlink(path)
+        except OSError:  # not a symlink (or gone)
+            return None
+        path = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(path)), target))
+    return None
+
+
+def output_kind(path: str | None) -> tuple:
+    """(kind, target) for --out: ("stdout", None) for none or "-"; ("fd", n) for /dev/stdout,
+    /dev/stderr, /dev/fd/n, /proc/self/fd/n; ("through", path) for an existing FIFO or
+    character device (also through a symlink): opened and written, never replaced; ("atomic",
+    real path) for a regular file or a new name -- a symlink is followed and its final target
+    replaced (the link stays). Raises CLIError(EXIT_OUTPUT) for a directory, a block device, a
+    socket."""
+    if path is None or path == "-":
+        return "stdout", None
+    fd = _std_fd(path)
+    if fd is not None:
+        return "fd", fd
+    try:
+        st = os.stat(path)  # follows symlinks
+    except FileNotFoundError:
+        st = None
+    except OSError as e:
+        raise CLIError(EXIT_OUTPUT, f"cannot write to {path!r}: {e.strerror or e}") from None
+    if st is None:
+        return "atomic", os.path.realpath(path)  # new, or a dangling symlink's target
+    mode = st.st_mode
+    if stat.S_ISDIR(mode):
+        raise CLIError(EXIT_OUTPUT, f"output path {path!r} is a directory")
+    if stat.S_ISREG(mode):
+        return "atomic", os.path.realpath(path)
+    if stat.S_ISFIFO(mode) or stat.S_ISCHR(mode):
+        return "through", path
+    what = "a block device" if stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode) else "not a file"
+    raise CLIError(EXIT_OUTPUT, f"output path {path!r} is {what}; refusing to write to it")
+
+
+class AtomicOutput:
+    """The output of a command, opened before any work (an unwritable target: exit 7 before
+    the data are read or anything is fitted).
+
+    A regular file (or a new name, or a symlink to one) is written to a temporary file in the
+    target's directory, ``.<name>.bigmixed-<pid>-<random>.tmp`` (flock-ed while written), and
+    renamed onto the target by `commit`; `discard` removes it. Stale temporary files of killed
+    runs in that directory are removed first (`clean_stale_temps`). Stdout (``None`` or "-"),
+    /dev/stdout, FIFOs and character devices are written through as the results come.
+    ``binary=True`` for Parquet.
     """
 
-    def __init__(self, path: str | None, *, stdout=None):
-        self.path = path
+    def __init__(self, path: str | None, *, stdout=None, binary: bool = False):
+        self.path = None if path == "-" else path
         self.tmp = None
+        self.target = None
         self._fh = None
+        self._close = False
+        self.binary = binary
         self._stdout = stdout if stdout is not None else sys.stdout
-        if path is None:
-            return
-        if os.path.isdir(path):
-            raise CLIError(EXIT_OUTPUT, f"output path {path!r} is a directory")
-        directory = os.path.dirname(os.path.abspath(path))
+        self.kind, target = output_kind(path)
+        mode = "wb" if binary else "w"
+        text = {} if binary else {"encoding": "utf-8", "newline": ""}
         try:
-            fd, self.tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
-            os.chmod(self.tmp, file_mode(path))  # mkstemp's 0600 -> what open() would give
-            self._fh = os.fdopen(fd, "w", encoding="utf-8", newline="")
+            if self.kind == "stdout":
+                return
+            if self.kind == "fd":
+                self._fh = os.fdopen(os.dup(target), mode, **text)
+                self._close = True
+            elif self.kind == "through":
+                self._fh = open(target, mode, **text)  # noqa: SIM115 - closed by commit/discard
+                self._close = True
+            else:
+                self.target = target
+                directory = os.path.dirname(target)
+                clean_stale_temps(directory)
+                base = os.path.basename(target)[:100]
+                fd, tmp = tempfile.mkstemp(prefix=f".{base}.bigmixed-{os.getpid()}-", suffix=".tmp",
+                                           dir=directory)
+                self.tmp = tmp
+                _LIVE_TEMPS.add(tmp)
+                _try_lock(fd)
+                os.chmod(tmp, file_mode(target))  # mkstemp's 0600 -> what open() would give
+                self._fh = os.fdopen(fd, mode, **text)
+                self._close = True
         except OSError as e:
+            self.discard()
             raise CLIError(EXIT_OUTPUT, f"cannot write to {path!r}: {e.strerror or e}") from None
 
     @property
-    def stream(self):
-        return self._fh if self._fh is not None else self._stdout
+    def streamed(self) -> bool:
+        """Results reach the reader as they are written (no temporary file)."""
+        return self.kind != "atomic"
 
-    def write(self, text: str) -> None:
+    @property
+    def stream(self):
+        if self._fh is not None:
+            return self._fh
+        if self.binary:
+            self._stdout.flush()
+            return getattr(self._stdout, "buffer", self._stdout)
+        return self._stdout
+
+    def isatty(self) -> bool:
+        return _isatty(self.stream)
+
+    def write(self, data) -> None:
         try:
-            self.stream.write(text)
+            self.stream.write(data)
         except OSError as e:
             raise CLIError(EXIT_OUTPUT, f"cannot write to {self.path or 'stdout'}: {e.strerror or e}") from None
 
@@ -187,28 +589,47 @@ class AtomicOutput:
             self.stream.flush()
 
     def commit(self) -> None:
-        if self._fh is None:
-            self.flush()
+        """Make the output complete: rename the temporary file onto the target (signals wait
+        for the rename; once it is done the run counts as finished), or flush the stream."""
+        if self.tmp is None:
+            try:
+                self.stream.flush()
+                if self._close and self._fh is not None:
+                    self._fh.close()
+                self._fh = None
+            except OSError as e:
+                raise CLIError(EXIT_OUTPUT, f"cannot write to {self.path or 'stdout'}: {e.strerror or e}") from None
+            _SIGNALS.finished = True
             return
         try:
             self._fh.flush()
             os.fsync(self._fh.fileno())
-            self._fh.close()
+            with _SIGNALS.deferred():
+                os.replace(self.tmp, self.target)
+                _LIVE_TEMPS.discard(self.tmp)
+                self.tmp = None
+                _SIGNALS.finished = True
+            self._fh.close()  # releases the lock
             self._fh = None
-            os.replace(self.tmp, self.path)
-            self.tmp = None
+            with contextlib.suppress(OSError):  # the rename itself on disk
+                dfd = os.open(os.path.dirname(self.target), os.O_RDONLY)
+                try:
+                    os.fsync(dfd)
+                finally:
+                    os.close(dfd)
         except OSError as e:
             self.discard()
             raise CLIError(EXIT_OUTPUT, f"cannot write {self.path!r}: {e.strerror or e}") from None
 
     def discard(self) -> None:
-        if self._fh is not None:
+        if self._fh is not None and self._close:
             with contextlib.suppress(OSError):
                 self._fh.close()
-            self._fh = None
+        self._fh = None
         if self.tmp is not None:
             with contextlib.suppress(OSError):
                 os.unlink(self.tmp)
+            _LIVE_TEMPS.discard(self.tmp)
             self.tmp = None
 
 
@@ -277,6 +698,267 @@ def _strict_problems(fit) -> list:
     return out
 
 
+_FLOAT_COLUMNS = ("estimate", "std_error", "t_value")
+
+
+class _ParquetTable:
+    """The tidy table (CSV_COLUMNS: strings, and float64 estimate / std_error / t_value, NaN
+    as null) streamed to a binary stream in row groups; the file's key-value metadata
+    ``bigmixed`` holds a JSON object (format "bigmixed.fit.tidy", format_version, formula,
+    reml, input, versions)."""
+
+    ROW_GROUP = 100_000
+
+    def __init__(self, stream, meta: dict):
+        self.stream = stream
+        self.meta = meta
+        self.rows: list = []
+        self.writer = None
+
+    def add(self, rows: list) -> None:
+        self.rows.extend(rows)
+        if len(self.rows) >= self.ROW_GROUP:
+            self._flush()
+
+    def _flush(self) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        from .io.tidy import jsonable
+
+        fields = [pa.field(c, pa.float64() if c in _FLOAT_COLUMNS else pa.string()) for c in CSV_COLUMNS]
+        schema = pa.schema(fields, metadata={"bigmixed": json.dumps(jsonable(self.meta), allow_nan=False)})
+        cols = {}
+        for k, c in enumerate(CSV_COLUMNS):
+            vals = [r[k] for r in self.rows]
+            if c in _FLOAT_COLUMNS:
+                vals = [None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v) for v in vals]
+            else:
+                vals = [None if v is None else str(v) for v in vals]
+            cols[c] = pa.array(vals, type=schema.field(c).type)
+        table = pa.Table.from_pydict(cols, schema=schema)
+        if self.writer is None:
+            self.writer = pq.ParquetWriter(self.stream, schema)
+        self.writer.write_table(table)
+        self.rows = []
+
+    def close(self) -> None:
+        if self.rows or self.writer is None:
+            self._flush()
+        self.writer.close()
+
+
+class _Results:
+    """Writes results to the output in the chosen format (see FORMATS)."""
+
+    def __init__(self, out: AtomicOutput, fmt: str, many: bool, meta: dict):
+        self.out = out
+        self.fmt = fmt
+        self.many = many
+        self.meta = meta
+        self.header = True
+        self.table = None
+
+    def _rows(self, rows: list) -> None:
+        if self.fmt == "csv":
+            self.out.write(_csv_text(rows, self.header))
+        else:
+            if self.table is None:
+                self.table = _ParquetTable(self.out.stream, self.meta)
+            try:
+                self.table.add(rows)
+            except OSError as e:
+                raise CLIError(EXIT_OUTPUT, f"cannot write to {self.out.path or 'stdout'}: {e.strerror or e}") from None
+        self.header = False
+
+    def single(self, response: str, fit, doc: dict) -> None:
+        """One response: `doc` is its fit_document."""
+        from .io.tidy import jsonable, ndjson_record
+
+        if self.fmt in ("csv", "parquet"):
+            self._rows(_csv_rows_fit(response, fit))
+        elif self.fmt == "ndjson":
+            body = {k: v for k, v in doc.items() if k not in ("format", "format_version")}
+            line = ndjson_record({"response": response, "index": 0, "status": "ok", **body})
+            self.out.write(json.dumps(jsonable(line), allow_nan=False) + "\n")
+        else:
+            self.out.write(json.dumps(jsonable(doc), indent=1, allow_nan=False) + "\n")
+
+    def record(self, r) -> None:
+        """One response of several (a ResponseFit)."""
+        from .io.tidy import ndjson_record
+
+        if self.fmt in ("csv", "parquet"):
+            self._rows(_csv_rows_fit(r.response, r.fit) if r.ok else
+                       _csv_rows_error(r.response, r.error_type, r.error))
+        else:  # json and ndjson: one line per response
+            self.out.write(json.dumps(ndjson_record(r.to_record()), allow_nan=False) + "\n")
+        if self.out.streamed:
+            self.out.flush()
+
+    def finish(self) -> None:
+        if self.fmt == "parquet":
+            if self.table is None:
+                self.table = _ParquetTable(self.out.stream, self.meta)
+            try:
+                self.table.close()
+            except OSError as e:
+                raise CLIError(EXIT_OUTPUT, f"cannot write to {self.out.path or 'stdout'}: {e.strerror or e}") from None
+        elif self.fmt == "csv" and self.header:
+            self.out.write(_csv_text([], True))
+
+
+def _format_from_name(path: str | None) -> str | None:
+    """The output format an --out name implies (FORMATS), or None (no known extension)."""
+    if not path or path == "-":
+        return None
+    return _EXT_FORMAT.get(os.path.splitext(path.lower())[1])
+
+
+def _family(fmt: str) -> str:
+    return "json" if fmt in ("json", "ndjson") else fmt
+
+
+def resolve_format(fmt: str | None, out: str | None) -> str:
+    """--format, else --out's extension, else json. A --format that contradicts the extension
+    (json / ndjson vs csv vs parquet) is a usage error."""
+    implied = _format_from_name(out)
+    if fmt and implied and _family(fmt) != _family(implied):
+        ext = os.path.splitext(out)[1]
+        raise CLIError(EXIT_USAGE, f"--format {fmt} does not match --out {out!r}: the extension {ext} "
+                                   f"means {implied}; change the file name or drop --format")
+    return fmt or implied or "json"
+
+
+# ======================================================================================
+# Progress and logs on stderr
+# ======================================================================================
+
+_STDERR_LOCK = threading.RLock()
+BAR_INTERVAL = 0.2  # seconds between redraws of the progress bar on a terminal
+
+
+def _progress_text(ev: dict) -> str:
+    parts = []
+    if ev.get("responses_total") is not None:
+        parts.append(f"{ev.get('responses_done', 0)}/{ev['responses_total']} responses "
+                     f"({ev.get('responses_failed', 0)} failed)")
+    stage = ev.get("stage")
+    if stage == "read":
+        parts.append(f"reading {ev.get('path')}")
+    elif stage == "optimizer":
+        s = f"optimizer: {ev.get('evaluations') or 0} evaluations"
+        if ev.get("objective") is not None:
+            s += f", objective {ev['objective']:.6f}"
+        parts.append(s)
+    elif stage and stage != "responses":
+        parts.append(f"{stage}" + (f": {ev['rows']} rows" if ev.get("rows") is not None else ""))
+    parts.append(f"{ev.get('elapsed', 0.0):.1f} s elapsed")
+    return ", ".join(parts)
+
+
+class _Display:
+    """The progress events (bigmixed.progress) on stderr: a bar redrawn in place on a terminal
+    ("bar"), else log lines (text or JSON) at the interval ("lines")."""
+
+    def __init__(self, mode: str):
+        self.mode = mode
+        self.shown = False
+
+    def __call__(self, ev: dict) -> None:
+        if self.mode == "lines":
+            log.info("progress: %s", _progress_text(ev), extra={"bigmixed_event": {"event": "progress", **ev}})
+            return
+        text = _progress_text(ev)
+        total = ev.get("responses_total")
+        if total:
+            width = 24
+            k = int(width * min(1.0, ev.get("responses_done", 0) / total))
+            text = f"[{'#' * k}{'-' * (width - k)}] {text}"
+        with _STDERR_LOCK:
+            try:
+                sys.stderr.write(f"\rbigmixed: {text}\x1b[K")
+                sys.stderr.flush()
+                self.shown = True
+            except (OSError, ValueError):
+                pass
+
+    def clear(self) -> None:
+        """Erase the bar (before a log line)."""
+        if self.shown:
+            with _STDERR_LOCK, contextlib.suppress(OSError, ValueError):
+                sys.stderr.write("\r\x1b[K")
+                self.shown = False
+
+    def close(self) -> None:
+        self.clear()
+
+
+def _display_for(args):
+    """(display, interval) for this run, or (None, None): no progress with -q or
+    --progress-interval 0; a bar on a terminal (text logs), log lines otherwise."""
+    interval = args.progress_interval
+    if args.quiet or not interval > 0:
+        return None, None
+    if args.log_format == "text" and _isatty(sys.stderr):
+        return _Display("bar"), min(BAR_INTERVAL, interval)
+    return _Display("lines"), interval
+
+
+def _isatty(stream) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+class _JSONFormatter(logging.Formatter):
+    """One JSON object per line: time (UTC, ISO 8601), level, logger, message, and for progress
+    lines event="progress" with the event's fields; traceback for internal errors."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        from .io.tidy import jsonable
+
+        doc = {
+            "time": datetime.datetime.fromtimestamp(record.created, datetime.timezone.utc)
+            .isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        ev = getattr(record, "bigmixed_event", None)
+        if ev:
+            doc.update({k: v for k, v in ev.items() if k not in doc})
+        tb = getattr(record, "bigmixed_traceback", None)
+        if tb:
+            doc["traceback"] = tb
+        return json.dumps(jsonable(doc), allow_nan=False)
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Log lines on stderr; erases a progress bar first."""
+
+    def __init__(self, display):
+        super().__init__(sys.stderr)
+        self.display = display
+
+    def emit(self, record):
+        with _STDERR_LOCK:
+            if self.display is not None and self.display.mode == "bar":
+                self.display.clear()
+            super().emit(record)
+
+
+def _log_caught(caught) -> None:
+    seen = set()
+    for w in caught:
+        key = (w.category.__name__, str(w.message))
+        if key in seen:
+            continue
+        seen.add(key)
+        log.warning("%s: %s", w.category.__name__, w.message)
+
+
 # ======================================================================================
 # Commands
 # ======================================================================================
@@ -299,14 +981,24 @@ def _residual_structures(args) -> dict:
     return out
 
 
-def _needed_columns(path: str, fmt: str, formula: str, responses: list | None, glob: str | None):
+def _needed_columns(path: str, fmt: str, formula: str, responses: list | None, glob: str | None,
+                    sep: str | None = None):
     """Columns to read: those named in the formula, the responses, the glob's matches."""
     from .fitting.batch import _columns_named_in, match_responses
 
     try:
-        cols = data_columns(path, fmt)
+        cols = data_columns(path, fmt, sep)
+    except CLIError:
+        raise
     except Exception as e:  # noqa: BLE001 - any reader error means the file cannot be read
         raise CLIError(EXIT_DATA, f"cannot read data file {path!r}: {type(e).__name__}: {e}") from None
+    if fmt != "parquet" and len(cols) == 1:
+        others = [c for c in SEPARATORS if c != sep and c in cols[0]]
+        if others:
+            hint = "tab" if others[0] == "\t" else repr(others[0])
+            raise CLIError(EXIT_DATA, f"the header of {path!r} is one column {cols[0][:80]!r} when split "
+                                      f"at {sep or ','!r}; its separator looks like "
+                                      f"{SEPARATORS[others[0]]}: pass --sep {hint}")
     need = _columns_named_in(formula, cols)
     if responses:
         need += [r for r in responses if r in cols]
@@ -334,55 +1026,25 @@ def _exit_for(e: BaseException) -> tuple:
     return EXIT_INTERNAL, f"internal error: {type(e).__name__}: {e}"
 
 
-class _Progress:
-    """A one-line progress display on stderr, only on a terminal."""
-
-    def __init__(self, total: int, enabled: bool):
-        self.total = total
-        self.enabled = enabled and _isatty(sys.stderr)
-        self.last = 0.0
-
-    def update(self, done: int, failed: int, force: bool = False) -> None:
-        if not self.enabled:
-            return
-        now = time.monotonic()
-        if not force and now - self.last < 0.2 and done < self.total:
-            return
-        self.last = now
-        sys.stderr.write(f"\rbigmixed: fitted {done}/{self.total} ({failed} failed)")
-        sys.stderr.flush()
-
-    def close(self) -> None:
-        if self.enabled:
-            sys.stderr.write("\n")
-            sys.stderr.flush()
-
-
-def _isatty(stream) -> bool:
+def _same_file(a: str, b: str) -> bool:
     try:
-        return stream.isatty()
-    except (AttributeError, ValueError):
-        return False
+        if os.path.exists(a) and os.path.exists(b):
+            return os.path.samefile(a, b)
+    except OSError:
+        pass
+    return os.path.realpath(a) == os.path.realpath(b)
 
 
-def _log_caught(caught) -> None:
-    seen = set()
-    for w in caught:
-        key = (w.category.__name__, str(w.message))
-        if key in seen:
-            continue
-        seen.add(key)
-        log.warning("%s: %s", w.category.__name__, w.message)
-
-
-def cmd_fit(args) -> int:
+def cmd_fit(args, display=None, interval=None) -> int:
     import bigmixed as bm
 
-    from .io.tidy import fit_document, jsonable
+    from . import progress
+    from .io.tidy import fit_document, jsonable, versions
 
     t_start = time.perf_counter()
     many = bool(args.responses or args.responses_glob)
-    fmt = args.format or _format_from_name(args.out) or "json"
+    fmt = resolve_format(args.format, args.out)
+    sep = parse_sep(args.sep) if args.sep is not None else None
     responses = None
     if args.responses:
         responses = [r.strip() for r in args.responses.split(",") if r.strip()]
@@ -407,90 +1069,64 @@ def cmd_fit(args) -> int:
                                    "memory; drop --responses / --responses-glob / --dask")
 
     # 2. the outputs: writable before any work
-    if args.out is not None and os.path.abspath(args.out) == os.path.abspath(args.data):
+    if args.out not in (None, "-") and _same_file(args.out, args.data):
         raise CLIError(EXIT_USAGE, "--out is the input data file; refusing to overwrite it")
-    out = AtomicOutput(args.out)
+    if fmt == "parquet" and args.out in (None, "-") and _isatty(sys.stdout):
+        raise CLIError(EXIT_USAGE, "refusing to write Parquet to a terminal: pass --out FILE.parquet")
+    out = AtomicOutput(args.out, binary=fmt == "parquet")
+    meta = {"format": TABLE_FORMAT, "format_version": TABLE_VERSION, "formula": args.formula,
+            "reml": not args.ml}
+    results = _Results(out, fmt, many, meta)
     dask_client = None
+    listen = (progress.listening(display, interval) if display is not None else contextlib.nullcontext())
     try:
-        if args.save:
-            _check_save_target(args.save, many)
-
-        # 3. the data: only the columns the formula and the responses need
-        t0 = time.perf_counter()
-        if not os.path.exists(args.data):
-            raise CLIError(EXIT_DATA, f"data file {args.data!r} does not exist")
-        dfmt = data_format(args.data) if not os.path.isdir(args.data) else "parquet"
-        need, all_cols = _needed_columns(args.data, dfmt, args.formula, responses, args.responses_glob)
-        if structures:
-            from .spec.residual import residual_columns
-
-            cols = residual_columns(structures.get("residual"), structures.get("variance"))
-            need = list(dict.fromkeys(need + [c for c, _ in cols if c in all_cols]))
-        if getattr(args, "dask", None) is not None:  # partitions through Dask, never collected
-            if many:
-                raise CLIError(EXIT_USAGE, "--dask fits one response; drop --responses / --responses-glob")
-            data, dask_client = _read_dask(args.data, dfmt, args.dask)
-            need = all_cols  # lazily all columns: a missing column is reported from the schema
-            t_read = time.perf_counter() - t0
-            input_info = {"path": args.data, "format": dfmt, "partitions": data.npartitions,
-                          "dask_scheduler": args.dask}
-        else:
-            data, dfmt = read_data(args.data, need)
-            t_read = time.perf_counter() - t0
-            log.info("read %d rows x %d of %d columns from %s (%s) in %.2f s", len(data), data.shape[1],
-                     len(all_cols), args.data, dfmt, t_read)
-            input_info = {"path": args.data, "format": dfmt, "rows": len(data),
-                          "columns_read": [str(c) for c in data.columns]}
-
-        if many:
-            code = _fit_many(args, data, responses, out, fmt, input_info, t_read, t_start)
-        else:
-            # 4. fit
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                try:
-                    model = bm.lmm(args.formula, data, reml=not args.ml, solver=args.solver,
-                                   **structures)
-                except bm.MissingColumnError:
-                    if len(need) == len(all_cols):
-                        raise
-                    data, _ = read_data(args.data, None)  # the full file names the close matches
-                    model = bm.lmm(args.formula, data, reml=not args.ml, solver=args.solver,
-                                   **structures)
-                log.info("fitting %s by %s: %d observations, groups %s", args.formula,
-                         "ML" if args.ml else "REML", model.n_obs,
-                         ", ".join(f"{f.group} {f.n_levels}" for f in model.structure.factors))
-                fit = model.fit()
-            _log_caught(caught)
-            log.info("objective %.6f after %d evaluations (%s)", fit.objective,
-                     fit.optimizer.n_evaluations, "converged" if fit.converged else "NOT converged")
-            problems = _strict_problems(fit)
-            if args.strict and problems:
-                for p in problems:
-                    log.error("--strict: %s", p)
-                out.discard()
-                log.error("--strict: no output written")
-                return EXIT_STRICT
-            t_write = time.perf_counter()
-            response = model.design.response
-            if fmt == "csv":
-                out.write(_csv_text(_csv_rows_fit(response, fit), header=True))
-            else:
-                doc = fit_document(fit, extra={"input": input_info})
-                doc["timings"] = dict(doc.get("timings", {}), read=t_read,
-                                      total=time.perf_counter() - t_start)
-                out.write(json.dumps(jsonable(doc), indent=1, allow_nan=False) + "\n")
+        with listen:
             if args.save:
-                target = _save_path(args.save, response, False)
-                try:
-                    fit.save(target)
-                except OSError as e:
-                    raise CLIError(EXIT_OUTPUT, f"cannot write the saved model {target!r}: {e}") from None
-                log.info("saved the model to %s", target)
-            out.commit()
-            if args.out:
-                log.info("wrote %s in %.2f s", args.out, time.perf_counter() - t_write)
-            code = EXIT_OK
+                _check_save_target(args.save, many)
+
+            # 3. the data: only the columns the formula and the responses need
+            t0 = time.perf_counter()
+            progress.report("read", path=args.data)
+            if not os.path.exists(args.data):
+                raise CLIError(EXIT_DATA, f"data file {args.data!r} does not exist")
+            dfmt = data_format(args.data) if not os.path.isdir(args.data) else "parquet"
+            if dfmt != "parquet" and os.path.isfile(args.data):
+                sep = csv_separator(args.data, dfmt, sep)
+            need, all_cols = _needed_columns(args.data, dfmt, args.formula, responses,
+                                             args.responses_glob, sep)
+            if structures:
+                from .spec.residual import residual_columns
+
+                cols = residual_columns(structures.get("residual"), structures.get("variance"))
+                need = list(dict.fromkeys(need + [c for c, _ in cols if c in all_cols]))
+            if getattr(args, "dask", None) is not None:  # partitions through Dask, never collected
+                if many:
+                    raise CLIError(EXIT_USAGE, "--dask fits one response; drop --responses / --responses-glob")
+                data, dask_client = _read_dask(args.data, dfmt, args.dask, sep)
+                need = all_cols  # lazily all columns: a missing column is reported from the schema
+                t_read = time.perf_counter() - t0
+                input_info = {"path": args.data, "format": dfmt, "partitions": data.npartitions,
+                              "dask_scheduler": args.dask}
+            else:
+                data, dfmt = read_data(args.data, need, sep)
+                t_read = time.perf_counter() - t0
+                log.info("read %d rows x %d of %d columns from %s (%s%s) in %.2f s", len(data),
+                         data.shape[1], len(all_cols), args.data, dfmt,
+                         f", {SEPARATORS.get(sep, repr(sep))}-separated" if dfmt != "parquet" and sep else "",
+                         t_read)
+                input_info = {"path": args.data, "format": dfmt, "rows": len(data),
+                              "columns_read": [str(c) for c in data.columns]}
+                if dfmt != "parquet" and sep:
+                    input_info["separator"] = sep
+            meta["input"] = input_info
+            if fmt == "parquet":
+                meta["versions"] = versions()
+
+            if many:
+                code = _fit_many(args, data, responses, out, results, t_start, sep)
+            else:
+                code = _fit_one(args, bm, data, need, all_cols, structures, out, results,
+                                input_info, t_read, t_start, sep, fit_document, jsonable)
     except BaseException:
         out.discard()
         raise
@@ -503,7 +1139,54 @@ def cmd_fit(args) -> int:
     return code
 
 
-def _read_dask(path: str, fmt: str, address: str):
+def _fit_one(args, bm, data, need, all_cols, structures, out, results, input_info, t_read,
+             t_start, sep, fit_document, jsonable) -> int:
+    # 4. fit
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            model = bm.lmm(args.formula, data, reml=not args.ml, solver=args.solver, **structures)
+        except bm.MissingColumnError:
+            if len(need) == len(all_cols):
+                raise
+            data, _ = read_data(args.data, None, sep)  # the full file names the close matches
+            model = bm.lmm(args.formula, data, reml=not args.ml, solver=args.solver, **structures)
+        log.info("fitting %s by %s: %d observations, groups %s", args.formula,
+                 "ML" if args.ml else "REML", model.n_obs,
+                 ", ".join(f"{f.group} {f.n_levels}" for f in model.structure.factors))
+        fit = model.fit()
+    _log_caught(caught)
+    log.info("objective %.6f after %d evaluations (%s)", fit.objective,
+             fit.optimizer.n_evaluations, "converged" if fit.converged else "NOT converged")
+    problems = _strict_problems(fit)
+    if args.strict and problems:
+        for p in problems:
+            log.error("--strict: %s", p)
+        out.discard()
+        log.error("--strict: no output written")
+        return EXIT_STRICT
+    t_write = time.perf_counter()
+    response = model.design.response
+    doc = None
+    if results.fmt in ("json", "ndjson"):
+        doc = fit_document(fit, extra={"input": input_info})
+        doc["timings"] = dict(doc.get("timings", {}), read=t_read, total=time.perf_counter() - t_start)
+    results.single(response, fit, doc)
+    if args.save:
+        target = _save_path(args.save, response, False)
+        try:
+            fit.save(target)
+        except OSError as e:
+            raise CLIError(EXIT_OUTPUT, f"cannot write the saved model {target!r}: {e}") from None
+        log.info("saved the model to %s", target)
+    results.finish()
+    out.commit()
+    if args.out and args.out != "-":
+        log.info("wrote %s in %.2f s", args.out, time.perf_counter() - t_write)
+    return EXIT_OK
+
+
+def _read_dask(path: str, fmt: str, address: str, sep: str | None = None):
     """A lazy Dask DataFrame of `path` and a Client: to `address`, or ("local") a LocalCluster
     sized to this machine (bigmixed.distributed.local_cluster)."""
     try:
@@ -518,7 +1201,7 @@ def _read_dask(path: str, fmt: str, address: str):
         if fmt == "parquet":
             data = dd.read_parquet(path)
         else:
-            data = dd.read_csv(path, sep="\t" if fmt == "tsv" else ",")
+            data = dd.read_csv(path, sep=sep or ("\t" if fmt == "tsv" else ","))
     except Exception as e:  # noqa: BLE001 - reader errors
         client.close()
         raise CLIError(EXIT_DATA, f"cannot read data file {path!r}: {type(e).__name__}: {e}") from None
@@ -526,18 +1209,7 @@ def _read_dask(path: str, fmt: str, address: str):
     return data, client
 
 
-def _format_from_name(path: str | None) -> str | None:
-    if not path:
-        return None
-    low = path.lower()
-    if low.endswith(".csv"):
-        return "csv"
-    if low.endswith((".json", ".ndjson", ".jsonl")):
-        return "json"
-    return None
-
-
-def _fit_many(args, data, responses, out, fmt, input_info, t_read, t_start) -> int:
+def _fit_many(args, data, responses, out, results, t_start, sep=None) -> int:
     import bigmixed as bm
 
     from .errors import MissingColumnError
@@ -548,15 +1220,13 @@ def _fit_many(args, data, responses, out, fmt, input_info, t_read, t_start) -> i
         stream = bm.iter_fits(args.formula, data, spec, reml=not args.ml, n_jobs=args.jobs,
                               solver=args.solver)
     except MissingColumnError:
-        full, _ = read_data(args.data, None)
+        full, _ = read_data(args.data, None, sep)
         stream = bm.iter_fits(args.formula, full, spec, reml=not args.ml, n_jobs=args.jobs,
                               solver=args.solver)
     total = len(responses) if responses else len(match_responses(data.columns, args.responses_glob))
     log.info("fitting %d responses on %s by %s (%s threads)", total, args.formula,
              "ML" if args.ml else "REML", args.jobs or available_cores())
-    progress = _Progress(total, not args.quiet)
     n_done = n_failed = n_strict = 0
-    header = True
     t0 = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -564,12 +1234,8 @@ def _fit_many(args, data, responses, out, fmt, input_info, t_read, t_start) -> i
             for r in stream:
                 n_done += 1
                 if r.ok:
-                    problems = _strict_problems(r.fit)
-                    n_strict += bool(problems)
-                    if fmt == "csv":
-                        out.write(_csv_text(_csv_rows_fit(r.response, r.fit), header))
-                    else:
-                        out.write(json.dumps(r.to_record(), allow_nan=False) + "\n")
+                    n_strict += bool(_strict_problems(r.fit))
+                    results.record(r)
                     if args.save:
                         target = _save_path(args.save, r.response, True)
                         try:
@@ -579,30 +1245,27 @@ def _fit_many(args, data, responses, out, fmt, input_info, t_read, t_start) -> i
                 else:
                     n_failed += 1
                     log.debug("%s failed: %s: %s", r.response, r.error_type, r.error)
-                    if fmt == "csv":
-                        out.write(_csv_text(_csv_rows_error(r.response, r.error_type, r.error), header))
-                    else:
-                        out.write(json.dumps(r.to_record(), allow_nan=False) + "\n")
-                header = False
-                if out.path is None:
-                    out.flush()
-                progress.update(n_done, n_failed)
+                    results.record(r)
         finally:
-            progress.close()
+            close = getattr(stream, "close", None)
+            if close is not None:
+                close()
     from .warnings import BigmixedWarning
 
     _log_caught([w for w in caught if not issubclass(w.category, BigmixedWarning)])
     log.info("%d responses in %.2f s: %d ok, %d failed, %d singular or not converged",
              n_done, time.perf_counter() - t0, n_done - n_failed, n_failed, n_strict)
     if n_failed:
-        log.warning("%d of %d responses failed (lines with status \"error\")", n_failed, n_done)
+        log.warning("%d of %d responses failed (%s with status \"error\")", n_failed, n_done,
+                    "rows" if results.fmt in ("csv", "parquet") else "lines")
     if args.strict and (n_failed or n_strict):
         log.error("--strict: %d failed and %d singular / not converged responses; no output written",
                   n_failed, n_strict)
         out.discard()
         return EXIT_STRICT
+    results.finish()
     out.commit()
-    if args.out:
+    if args.out and args.out != "-":
         log.info("wrote %s", args.out)
     return EXIT_OK
 
@@ -622,6 +1285,16 @@ def _epilog() -> str:
     return "exit codes:\n" + "\n".join(f"  {k}  {v}" for k, v in EXIT_CODES.items())
 
 
+def _interval(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, not {text!r}") from None
+    if not value >= 0 or math.isinf(value):
+        raise argparse.ArgumentTypeError(f"expected seconds >= 0, not {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     from ._version import __version__
 
@@ -638,15 +1311,22 @@ def build_parser() -> argparse.ArgumentParser:
         "fit", help="fit a model (or one model per response) and write the results",
         description="Fit a linear mixed model by REML (default) or ML. With --responses or "
                     "--responses-glob and a one-sided formula ('~ x + (1 | g)'), fit one model per "
-                    "response on a shared design and stream one result per response (NDJSON lines "
-                    "or CSV rows).",
+                    "response on a shared design and stream one result per response (NDJSON lines, "
+                    "CSV or Parquet rows).",
         epilog=_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
     f.add_argument("--data", required=True, help="CSV/TSV (optionally compressed) or Parquet file")
     f.add_argument("--formula", required=True, help='lme4 formula, e.g. "y ~ age + sex + (1 | doctor)"')
-    f.add_argument("--out", default=None, help="output file (default: stdout); written atomically")
-    f.add_argument("--format", choices=("json", "csv"), default=None,
-                   help="json (one response: a document; several: NDJSON lines) or csv (a tidy table "
-                        "of fixed effects and variance components); default from --out's extension, else json")
+    f.add_argument("--sep", default=None, metavar="CHAR",
+                   help="CSV column separator (one character, or comma, semicolon, tab, pipe); "
+                        "default: sniffed from the first lines (a tab for .tsv)")
+    f.add_argument("--out", default=None,
+                   help="output file (default or '-': stdout). A regular file is written atomically "
+                        "(temporary file + rename); a FIFO, character device or /dev/stdout is written through")
+    f.add_argument("--format", choices=FORMATS, default=None,
+                   help="json (one response: a document; several: NDJSON lines), ndjson (one line per "
+                        "response), csv or parquet (the tidy table of fixed effects and variance "
+                        "components); default from --out's extension (.json, .ndjson, .jsonl, .csv, "
+                        ".parquet), else json")
     f.add_argument("--ml", action="store_true", help="maximum likelihood instead of REML")
     f.add_argument("--strict", action="store_true",
                    help="exit 6 and write nothing if a fit is singular, did not converge, or a response failed")
@@ -672,8 +1352,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a separate residual SD per level of COLUMN (nlme's varIdent)")
     f.add_argument("--solver", choices=("auto", "blockdiag", "cholmod", "schur"), default="auto", help=argparse.SUPPRESS)
     v = f.add_mutually_exclusive_group()
-    v.add_argument("-q", "--quiet", action="store_true", help="log errors only, no progress display")
+    v.add_argument("-q", "--quiet", action="store_true", help="log errors only, no progress")
     v.add_argument("-v", "--verbose", action="store_true", help="log details (debug level)")
+    f.add_argument("--log-format", choices=("text", "json"), default="text",
+                   help="stderr lines as text (default) or as JSON objects, one per line (logs and progress)")
+    f.add_argument("--progress-interval", type=_interval, default=5.0, metavar="SECONDS",
+                   help="seconds between progress lines when stderr is not a terminal (default 5; "
+                        "0: none); on a terminal a progress bar")
 
     sub.add_parser("simulate", help="generate an hdp-style data set (python -m bigmixed.data_gen; "
                                     "'bigmixed simulate --help' for its options)", add_help=False)
@@ -681,11 +1366,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 @contextlib.contextmanager
-def _logging(quiet: bool, verbose: bool):
+def _logging(quiet: bool, verbose: bool, log_format: str = "text", display=None):
     """A stderr handler on the "bigmixed" logger only, for the duration of the command."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("bigmixed: %(levelname)s: %(message)s"
-                                           if verbose else "bigmixed: %(message)s"))
+    handler = _StderrHandler(display)
+    if log_format == "json":
+        handler.setFormatter(_JSONFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("bigmixed: %(levelname)s: %(message)s"
+                                               if verbose else "bigmixed: %(message)s"))
     old_level, old_propagate = log.level, log.propagate
     log.addHandler(handler)
     log.setLevel(logging.ERROR if quiet else logging.DEBUG if verbose else logging.INFO)
@@ -693,12 +1381,41 @@ def _logging(quiet: bool, verbose: bool):
     try:
         yield
     finally:
+        if display is not None:
+            display.close()
         log.removeHandler(handler)
         log.setLevel(old_level)
         log.propagate = old_propagate
 
 
+def _signal_exit(signum: int) -> int:
+    _remove_live_temps()
+    name = signal.Signals(signum).name
+    log.error("%s; no output written", "interrupted (SIGINT)" if signum == signal.SIGINT else
+              f"received {name}")
+    return _EXIT_FOR_SIGNAL.get(signum, 128 + signum)
+
+
+def _run_fit(args, display, interval) -> int:
+    try:
+        return cmd_fit(args, display, interval)
+    except CLIError as e:
+        log.error("%s", e)
+        return e.code
+    except Exception as e:  # noqa: BLE001
+        code, msg = _exit_for(e)
+        tb = traceback.format_exc()
+        log.error("%s", msg, extra={"bigmixed_traceback": tb if code == EXIT_INTERNAL else None})
+        if code == EXIT_INTERNAL or args.verbose:
+            log.debug("%s", tb)
+            if code == EXIT_INTERNAL and args.log_format != "json":
+                sys.stderr.write(tb)
+        return code
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    global _SIGNALS
+    entry_point = argv is None  # the process's command (not a call from Python code)
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "simulate":
         return cmd_simulate(argv[1:])
@@ -710,23 +1427,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
-    with _logging(args.quiet, args.verbose):
-        try:
-            return cmd_fit(args)
-        except CLIError as e:
-            log.error("%s", e)
-            return e.code
-        except KeyboardInterrupt:
-            log.error("interrupted; no output written")
-            return EXIT_INTERRUPTED
-        except Exception as e:  # noqa: BLE001
-            code, msg = _exit_for(e)
-            log.error("%s", msg)
-            if code == EXIT_INTERNAL or args.verbose:
-                log.debug("%s", traceback.format_exc())
-                if code == EXIT_INTERNAL:
-                    sys.stderr.write(traceback.format_exc())
+    _SIGNALS = _Signals()
+    _SIGNALS.install()
+    try:
+        display, interval = _display_for(args)
+        with _logging(args.quiet, args.verbose, args.log_format, display):
+            try:
+                code = _run_fit(args, display, interval)
+            except KeyboardInterrupt:
+                code = _signal_exit(signal.SIGINT)
+            except SignalExit as e:
+                code = _signal_exit(e.signum)
+            _SIGNALS.finished = True
             return code
+    finally:
+        if entry_point:
+            # the run is over, only Python's exit is left (module teardown: ~0.5 s): a signal
+            # now would kill the process with its default action although the outcome is
+            # decided; ignore them so that the exit code tells it (SIGKILL still works)
+            _SIGNALS.ignore_all()
+        else:
+            _SIGNALS.restore()
 
 
 if __name__ == "__main__":  # pragma: no cover

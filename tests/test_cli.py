@@ -3,8 +3,12 @@ import csv
 import json
 import logging
 import os
+import re
+import stat
 import subprocess
 import sys
+import threading
+import time
 import warnings
 
 import numpy as np
@@ -276,3 +280,273 @@ def test_fit_with_residual_structures(tmp_path):
     assert run("fit", "--data", path, "--formula", formula, "--ar1", "treat,patient", "--out", bad,
                "-q") == 4
     assert not bad.exists()
+
+
+# ======================================================================================
+# Output safety: devices, FIFOs and symlinks; formats; CSV separators; progress and logs
+# ======================================================================================
+
+
+def test_out_dev_null_is_written_through_not_replaced(files):
+    d, _, _ = files
+    before = os.stat("/dev/null")
+    assert run("fit", "--data", d / "data.csv", "--formula", FORMULA, "--out", "/dev/null", "-q") == 0
+    after = os.stat("/dev/null")
+    assert stat.S_ISCHR(after.st_mode) and after.st_rdev == before.st_rdev and after.st_ino == before.st_ino
+
+
+def test_out_fifo_is_written_through(files, tmp_path):
+    d, df, _ = files
+    fifo = tmp_path / "fit.fifo"
+    os.mkfifo(fifo)
+    got = {}
+
+    def reader():
+        with open(fifo) as fh:
+            got["text"] = fh.read()
+
+    t = threading.Thread(target=reader)
+    t.start()
+    assert run("fit", "--data", d / "data.csv", "--formula", FORMULA, "--out", fifo, "-q") == 0
+    t.join(30)
+    assert json.loads(got["text"])["statistics"]["objective"] == direct(FORMULA, df).objective
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode) and listing(tmp_path) == ["fit.fifo"]
+
+
+def test_out_dash_and_dev_stdout_through_a_symlink(files, tmp_path, capfd):
+    d, _, _ = files
+    assert run("fit", "--data", d / "data.csv", "--formula", FORMULA, "--out", "-", "-q") == 0
+    assert json.loads(capfd.readouterr().out)["format"] == "bigmixed.fit"
+    link = tmp_path / "out.json"
+    link.symlink_to("/dev/stdout")  # fd 1 is capfd's regular file here: written through, kept
+    assert run("fit", "--data", d / "data.csv", "--formula", FORMULA, "--out", link, "-q") == 0
+    assert json.loads(capfd.readouterr().out)["format"] == "bigmixed.fit"
+    assert os.readlink(link) == "/dev/stdout" and listing(tmp_path) == ["out.json"]
+
+
+def test_symlink_to_a_regular_file_replaces_the_target_atomically(files, tmp_path):
+    d, _, _ = files
+    real = tmp_path / "results"
+    real.mkdir()
+    (real / "fit.json").write_text("previous")
+    link = tmp_path / "fit.json"
+    link.symlink_to(real / "fit.json")
+    dangling = tmp_path / "new.json"
+    dangling.symlink_to(real / "new.json")
+    assert run("fit", "--data", d / "data.csv", "--formula", FORMULA, "--out", link, "-q") == 0
+    assert run("fit", "--data", d / "data.csv", "--formula", FORMULA, "--out", dangling, "-q") == 0
+    assert link.is_symlink() and dangling.is_symlink()
+    assert json.loads((real / "fit.json").read_text())["format"] == "bigmixed.fit"
+    assert json.loads((real / "new.json").read_text())["format"] == "bigmixed.fit"
+    assert listing(tmp_path) == ["fit.json", "new.json", "results"]
+    assert listing(real) == ["fit.json", "new.json"]
+    # --out reaching the data through a symlink: refused
+    data_link = tmp_path / "data_link.csv"
+    data_link.symlink_to(d / "data.csv")
+    assert run("fit", "--data", d / "data.csv", "--formula", FORMULA, "--out", data_link) == 2
+
+
+def test_format_and_extension_must_agree(files, tmp_path, capsys):
+    d, _, _ = files
+    for fmt, name in (("json", "res.parquet"), ("csv", "res.json"), ("parquet", "res.csv"),
+                      ("ndjson", "res.csv")):
+        assert run("fit", "--data", d / "data.csv", "--formula", FORMULA, "--format", fmt,
+                   "--out", tmp_path / name) == 2
+        err = capsys.readouterr().err
+        assert f"--format {fmt} does not match" in err and name in err
+    assert listing(tmp_path) == []
+    # json and ndjson are one family; an unknown extension takes --format
+    assert run("fit", "--data", d / "data.csv", "--formula", FORMULA, "--format", "ndjson",
+               "--out", tmp_path / "one.json", "-q") == 0
+    assert run("fit", "--data", d / "data.csv", "--formula", FORMULA, "--format", "csv",
+               "--out", tmp_path / "res.txt", "-q") == 0
+    assert (tmp_path / "res.txt").read_text().startswith("response,status,effect")
+
+
+def test_parquet_output_is_the_tidy_table(files, tmp_path):
+    import pyarrow.parquet as pq
+
+    d, df, _ = files
+    assert run("fit", "--data", d / "data.parquet", "--formula", FORMULA, "--out", tmp_path / "fit.parquet",
+               "-q") == 0
+    assert run("fit", "--data", d / "data.parquet", "--formula", FORMULA, "--out", tmp_path / "fit.csv",
+               "-q") == 0
+    t = pq.read_table(tmp_path / "fit.parquet")
+    assert t.column_names == cli.CSV_COLUMNS
+    assert str(t.schema.field("estimate").type) == "double" and str(t.schema.field("term").type) == "string"
+    got = t.to_pandas()
+    want = pd.read_csv(tmp_path / "fit.csv")
+    assert list(got["term"]) == list(want["term"])
+    assert list(got["estimate"]) == list(want["estimate"])  # exact (CSV holds repr())
+    fit = direct(FORMULA, df)
+    assert list(got.loc[got["effect"] == "fixed", "estimate"]) == list(fit.beta)
+    meta = json.loads(t.schema.metadata[b"bigmixed"])
+    assert meta["format"] == "bigmixed.fit.tidy" and meta["format_version"] == 1
+    assert meta["formula"] == FORMULA and meta["input"]["rows"] == len(df) and "pyarrow" in meta["versions"]
+    # several responses, one failing: an error row, written in row groups
+    out = tmp_path / "many.parquet"
+    assert run("fit", "--data", d / "data.parquet", "--formula", "~ age + (1 | doctor)", "--responses-glob",
+               "marker_*", "--out", out, "-q") == 0
+    many = pq.read_table(out).to_pandas()
+    assert list(dict.fromkeys(many["response"])) == ["marker_0", "marker_1", "marker_2", "marker_bad"]
+    bad = many[many["response"] == "marker_bad"]
+    assert len(bad) == 1 and bad["status"].iloc[0] == "error" and bad["error"].iloc[0].startswith("ResponseTypeError")
+    assert listing(tmp_path) == ["fit.csv", "fit.parquet", "many.parquet"]
+
+
+def test_ndjson_lines_carry_format_and_version(files, tmp_path):
+    from bigmixed.io.tidy import NDJSON_FORMAT, NDJSON_VERSION
+
+    d, df, _ = files
+    out = tmp_path / "fits.ndjson"
+    assert run("fit", "--data", d / "data.parquet", "--formula", "~ age + (1 | doctor)", "--responses",
+               "marker_0,marker_bad", "--out", out, "-q") == 0
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [(x["format"], x["format_version"]) for x in lines] == [(NDJSON_FORMAT, NDJSON_VERSION)] * 2
+    assert NDJSON_FORMAT == "bigmixed.fit.ndjson" and list(lines[0])[:5] == [
+        "format", "format_version", "response", "index", "status"]
+    assert lines[1]["status"] == "error"
+    # one response as NDJSON: one line of the same shape
+    one = tmp_path / "one.ndjson"
+    assert run("fit", "--data", d / "data.parquet", "--formula", FORMULA, "--out", one, "-q") == 0
+    text = one.read_text()
+    assert text.count("\n") == 1
+    line = json.loads(text)
+    assert (line["format"], line["response"], line["status"]) == (NDJSON_FORMAT, "mobility", "ok")
+    assert line["statistics"]["objective"] == direct(FORMULA, df).objective
+
+
+@pytest.mark.parametrize("sep,name", [(";", "semicolon"), ("\t", "tab"), ("|", "pipe")])
+def test_csv_separators_are_sniffed(files, tmp_path, sep, name):
+    d, df, _ = files
+    path = tmp_path / "data.csv"
+    df.to_csv(path, index=False, sep=sep)
+    out = tmp_path / "fit.json"
+    assert run("fit", "--data", path, "--formula", FORMULA, "--out", out, "-q") == 0
+    doc = json.loads(out.read_text())
+    assert doc["input"]["separator"] == sep
+    assert doc["statistics"]["objective"] == direct(FORMULA, df).objective
+    # --sep forces it (names or the character)
+    assert run("fit", "--data", path, "--formula", FORMULA, "--sep", name, "--out", out, "-q") == 0
+    assert json.loads(out.read_text())["statistics"]["objective"] == doc["statistics"]["objective"]
+
+
+def test_csv_separator_errors_name_the_problem(files, tmp_path, capsys):
+    d, df, _ = files
+    semi = tmp_path / "semi.csv"
+    df.to_csv(semi, index=False, sep=";")
+    # a forced wrong separator
+    assert run("fit", "--data", semi, "--formula", FORMULA, "--sep", ",") == 3
+    assert "its separator looks like semicolon: pass --sep ';'" in capsys.readouterr().err
+    # decimal commas in a semicolon file
+    dec = tmp_path / "dec.csv"
+    df.head(200).to_csv(dec, index=False, sep=";", decimal=",")
+    assert run("fit", "--data", dec, "--formula", FORMULA) == 3
+    err = capsys.readouterr().err
+    assert "holds numbers written with a decimal comma (e.g. '" in err and "dec.csv" in err
+    assert re.search(r"column '(mobility|age|sex)'", err)
+    # no separator fits the first lines
+    bad = tmp_path / "bad.csv"
+    bad.write_text("a,b;c\n1;2;3\n4,5,6\n")
+    assert run("fit", "--data", bad, "--formula", "a ~ 1 + (1 | b)") == 3
+    err = capsys.readouterr().err
+    assert "cannot tell the column separator" in err and "--sep" in err
+    assert run("fit", "--data", semi, "--formula", FORMULA, "--sep", "ab") == 2
+    assert listing(tmp_path) == ["bad.csv", "dec.csv", "semi.csv"]
+
+
+def test_stale_temp_files_of_dead_runs_are_removed_others_kept(files, tmp_path):
+    import fcntl
+
+    d, _, _ = files
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        stale = tmp_path / f".fit.json.bigmixed-{dead.pid}-abcd1234.tmp"
+        other_live = tmp_path / f".fit.json.bigmixed-{live.pid}-abcd1234.tmp"
+        locked = tmp_path / f".other.csv.bigmixed-{dead.pid}-zz_99.tmp"  # pid reused elsewhere: locked
+        foreign = tmp_path / ".fit.json.tmp"
+        for p in (stale, other_live, locked, foreign):
+            p.write_text("partial")
+        with open(locked) as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            assert run("fit", "--data", d / "data.csv", "--formula", FORMULA, "--out",
+                       tmp_path / "fit.json", "-q") == 0
+        assert sorted(listing(tmp_path)) == sorted([other_live.name, locked.name, foreign.name, "fit.json"])
+    finally:
+        live.kill()
+        live.wait()
+    assert run("fit", "--data", d / "data.csv", "--formula", FORMULA, "--out", tmp_path / "fit.json",
+               "-q") == 0
+    assert sorted(listing(tmp_path)) == [foreign.name, "fit.json"]
+
+
+@pytest.fixture
+def slow_objective(monkeypatch):
+    real = bm.LinearMixedModel.objective
+
+    def slow(self, *a, **k):
+        time.sleep(0.002)
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(bm.LinearMixedModel, "objective", slow)
+
+
+def test_progress_lines_when_not_on_a_terminal(files, tmp_path, capsys, slow_objective):
+    d, _, _ = files
+    assert run("fit", "--data", d / "data.csv", "--formula", FORMULA, "--out", tmp_path / "f.json",
+               "--progress-interval", "0.01") == 0
+    lines = capsys.readouterr().err.splitlines()
+    prog = [x for x in lines if x.startswith("bigmixed: progress: ")]
+    assert prog and any("optimizer: " in x and " evaluations, objective " in x for x in prog)
+    assert all(x.endswith(" s elapsed") for x in prog)
+    assert "\r" not in "".join(lines)
+    # several responses: responses done / total
+    assert run("fit", "--data", d / "data.csv", "--formula", "~ age + (1 | doctor)", "--responses-glob",
+               "marker_*", "--out", tmp_path / "m.ndjson", "--progress-interval", "0.01", "--jobs", "2") == 0
+    prog = [x for x in capsys.readouterr().err.splitlines() if "progress:" in x]
+    assert any(re.search(r"\d/4 responses \(\d failed\)", x) for x in prog), prog
+    # -q or --progress-interval 0: none
+    assert run("fit", "--data", d / "data.csv", "--formula", FORMULA, "--out", tmp_path / "f.json",
+               "--progress-interval", "0.01", "-q") == 0
+    assert capsys.readouterr().err == ""
+    assert run("fit", "--data", d / "data.csv", "--formula", FORMULA, "--out", tmp_path / "f.json",
+               "--progress-interval", "0") == 0
+    assert "bigmixed: progress:" not in capsys.readouterr().err
+    assert run("fit", "--data", d / "data.csv", "--formula", FORMULA, "--progress-interval", "-1") == 2
+
+
+def test_log_format_json(files, tmp_path, capsys, slow_objective):
+    d, _, _ = files
+    assert run("fit", "--data", d / "data.csv", "--formula", FORMULA, "--out", tmp_path / "f.json",
+               "--progress-interval", "0.01", "--log-format", "json") == 0
+    recs = [json.loads(x) for x in capsys.readouterr().err.splitlines()]
+    assert all({"time", "level", "logger", "message"} <= set(r) for r in recs)
+    logs = [r for r in recs if r.get("event") != "progress"]
+    assert logs[0]["message"].startswith("read ") and logs[-1]["message"].startswith("wrote ")
+    prog = [r for r in recs if r.get("event") == "progress"]
+    assert prog and all(isinstance(r["elapsed"], float) and r["stage"] for r in prog)
+    opt = [r for r in prog if r["stage"] == "optimizer" and r["evaluations"]]
+    assert opt and opt[-1]["rows"] == 840 and isinstance(opt[-1]["objective"], float)
+    # errors too
+    assert run("fit", "--data", tmp_path / "nope.csv", "--formula", FORMULA, "--log-format", "json") == 3
+    (rec,) = [json.loads(x) for x in capsys.readouterr().err.splitlines()]
+    assert rec["level"] == "error" and "nope.csv" in rec["message"]
+
+
+def test_progress_bar_on_a_terminal(files, tmp_path, capsys, monkeypatch, slow_objective):
+    d, _, _ = files
+    monkeypatch.setattr(cli, "_isatty", lambda stream: stream is sys.stderr)
+    monkeypatch.setattr(cli, "BAR_INTERVAL", 0.001)  # redrawn every 0.2 s on a real terminal
+    assert run("fit", "--data", d / "data.csv", "--formula", "~ age + (1 | doctor)", "--responses-glob",
+               "marker_*", "--out", tmp_path / "m.ndjson", "--jobs", "1") == 0
+    err = capsys.readouterr().err
+    assert "\rbigmixed: [" in err and "/4 responses" in err
+    assert "bigmixed: progress:" not in err  # no progress log lines on a terminal
+    assert "\r\x1b[K" in err and "bigmixed: wrote" in err  # the bar is erased before log lines
+
+
+def test_exit_code_table():
+    assert cli.EXIT_CODES[129].startswith("hung up") and cli.EXIT_CODES[130].startswith("interrupted")
+    assert cli.EXIT_CODES[143].startswith("terminated")

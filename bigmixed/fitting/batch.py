@@ -54,6 +54,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from .. import progress
 from ..io import tidy as _tidy
 from ..spec.design import build_design
 from ..errors import (
@@ -408,6 +409,7 @@ class _Batch:
         if missing_pos is not None:
             y[missing_pos] = np.nan
         frame = self.frame.assign(**{self.dummy: y})
+        progress.report("design", rows=len(frame))  # progress hook
         design = build_design(self.dummy_formula, frame)
         rows = np.asarray(design.row_index, dtype=np.int64)
         design = dataclasses.replace(design, row_index=self.data.index[rows])
@@ -562,7 +564,8 @@ def iter_fits(formula: str, data: pd.DataFrame, responses: Sequence[str] | str |
     exist) raise here, before anything is fitted; the fits run as the iterator is consumed.
     """
     batch = _Batch(formula, data, responses, reml=reml, solver=solver, fit_kwargs=fit_kwargs)
-    return batch.run(_n_jobs(n_jobs), ordered)
+    # progress hook: reports stage "responses" (responses_done / _total / _failed) per result
+    return progress.iterate(batch.run(_n_jobs(n_jobs), ordered), total=len(batch.responses))
 
 
 def fit_many(formula: str, data: pd.DataFrame, responses: Sequence[str] | str | None = None, *,

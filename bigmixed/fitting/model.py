@@ -13,6 +13,7 @@ import warnings as _warnings
 
 import numpy as np
 
+from .. import progress
 from ..crossprods.basis import FixedEffectsBasis
 from ..crossprods.crossprod import CrossProducts
 from .objective import NotPositiveDefinite, ProfiledState, profiled_state
@@ -54,6 +55,7 @@ class LinearMixedModel:
         from ..spec.residual import residual_columns
 
         t0 = time.perf_counter()
+        progress.report("design", rows=getattr(data, "shape", (None,))[0])  # progress hook
         design = build_design(formula, data,
                                       extra_columns=residual_columns(residual, variance))
         self._setup(design, reml, solver, design_time=time.perf_counter() - t0,
@@ -92,6 +94,7 @@ class LinearMixedModel:
         self.structure = RandomEffectsStructure(design.terms) if structure is None else structure
         self.rows = InMemoryRows(design, self.structure) if rows is None else rows
         if crossprods is None:
+            progress.report("cross-products", rows=len(design.y))  # progress hook
             crossprods = CrossProducts.compute(design.X, design.y, self.structure)
         self.crossprods = crossprods
         # The systems work in a well-conditioned basis of the fixed effects (see basis.py).

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from .. import progress
 from .control import FitControl
 from .optimize import minimize_theta, newton_polish, quasi_newton
 from .record import OptimizerRecord, StageRecord
@@ -60,6 +61,7 @@ class FitState:
         value = self.model.objective(params)
         if value < self.best:
             self.best = value
+        progress.report("optimizer", evaluations=self.n_calls, objective=self.best)
         return value
 
 

@@ -23,10 +23,13 @@ import pandas as pd
 __all__ = [
     "DOCUMENT_FORMAT",
     "DOCUMENT_VERSION",
+    "NDJSON_FORMAT",
+    "NDJSON_VERSION",
     "fit_document",
     "fit_statistics",
     "fixed_effects",
     "jsonable",
+    "ndjson_record",
     "ranef",
     "tidy",
     "variance_components",
@@ -36,6 +39,10 @@ __all__ = [
 
 DOCUMENT_FORMAT = "bigmixed.fit"
 DOCUMENT_VERSION = 1
+# one line of an NDJSON stream of fits (`bigmixed fit --responses ...`): response, index,
+# status, then the document's entries (ok) or error: {type, message}
+NDJSON_FORMAT = "bigmixed.fit.ndjson"
+NDJSON_VERSION = 1
 
 TIDY_COLUMNS = ["effect", "group", "term", "estimate", "std_error", "t_value"]
 
@@ -244,6 +251,13 @@ def fit_document(fit, *, include_versions: bool = True, extra: dict | None = Non
     if extra:
         doc.update(extra)
     return jsonable(doc)
+
+
+def ndjson_record(record: dict) -> dict:
+    """A per-response record (``ResponseFit.to_record()``) as an NDJSON line's object: ``format``
+    and ``format_version`` first, then the record's entries."""
+    return {"format": NDJSON_FORMAT, "format_version": NDJSON_VERSION,
+            **{k: v for k, v in record.items() if k not in ("format", "format_version")}}
 
 
 def residual_structure(fit) -> dict | None:
