@@ -34,7 +34,10 @@ from .errors import (
 )
 from .inference.compare import anova, format_anova
 from .api import lmm
+from .fitting.glmm import GeneralizedLinearMixedModel, glmm
 from .fitting.model import LinearMixedModel
+from .results.glmm_fit import GLMMResults
+from .spec.family import Binomial, Poisson
 from .spec.residual import AR1, CompoundSymmetry, VarIdent
 from .results.fit import LMMResults
 from .warmup import warmup
@@ -55,6 +58,7 @@ from ._version import __version__  # noqa: E402
 
 __all__ = [
     "AR1",
+    "Binomial",
     "BigmixedError",
     "BigmixedWarning",
     "CollinearRandomEffectsWarning",
@@ -70,12 +74,15 @@ __all__ = [
     "GroupingError",
     "GroupingExpressionError",
     "IdentifiabilityError",
+    "GLMMResults",
+    "GeneralizedLinearMixedModel",
     "ManyFits",
     "ModelFormatError",
     "LMMResults",
     "LinearMixedModel",
     "MissingColumnError",
     "NonFiniteValueError",
+    "Poisson",
     "RankDeficiencyWarning",
     "ResidualStructureError",
     "ResponseFit",
@@ -88,6 +95,7 @@ __all__ = [
     "WeightsError",
     "__version__",
     "lmm",
+    "glmm",
     "anova",
     "format_anova",
     "warmup",

@@ -125,8 +125,10 @@ def check_finite(values: np.ndarray, what: str, row_labels) -> None:
     )
 
 
-def check_grouping(flist: dict, terms: list, n: int) -> None:
-    """lme4's checkNlevels and checkZdims (lmerControl defaults: "stop")."""
+def check_grouping(flist: dict, terms: list, n: int, allow_n: bool = False) -> None:
+    """lme4's checkNlevels and checkZdims (lmerControl defaults: "stop"). allow_n: as many
+    levels (random effects) as observations is allowed, as glmer does for families without a
+    scale parameter (an observation-level random effect of a Poisson model)."""
     for name, n_levels, levels in flist.values():
         if n_levels < 2:
             lv = f" ({levels[0]!r})" if n_levels == 1 else ""
@@ -135,7 +137,7 @@ def check_grouping(flist: dict, terms: list, n: int) -> None:
                 "used: a random effect needs at least 2 levels (lme4: grouping factors must "
                 "have > 1 sampled level)"
             )
-    bad = [(name, k) for name, k, _ in flist.values() if k >= n]
+    bad = [(name, k) for name, k, _ in flist.values() if k > n or (k == n and not allow_n)]
     if bad:
         detail = "; ".join(f"{name!r} has {k} levels" for name, k in bad)
         raise IdentifiabilityError(
@@ -145,7 +147,7 @@ def check_grouping(flist: dict, terms: list, n: int) -> None:
         )
     for t in terms:
         n_re = t.n_levels * t.n_columns
-        if n_re >= n:
+        if n_re > n or (n_re == n and not allow_n):
             raise IdentifiabilityError(
                 f"number of observations (={n}) <= number of random effects (={n_re}) for "
                 f"term ({t.expr} | {t.group}); the random-effects parameters and the residual "

@@ -202,7 +202,8 @@ class TermSpec:
 
 
 def build_design(formula: str, data: pd.DataFrame, *, lme4_checks: bool = True,
-                 extra_columns: tuple = (), transform_state=None) -> Design:
+                 extra_columns: tuple = (), transform_state=None,
+                 scale_free: bool = False) -> Design:
     """Evaluate an lme4 formula on a DataFrame.
 
     Rows with a missing value in any column the model uses are dropped (lme4's na.omit);
@@ -228,6 +229,8 @@ def build_design(formula: str, data: pd.DataFrame, *, lme4_checks: bool = True,
         keeps it (``{"scale(x)": {"center": ..., "scale": ...}, ...}``), found beforehand on
         other data (bigmixed.distributed: over all partitions); by default it is found on
         `data`, as R's model.frame does.
+    scale_free : the model has no residual scale (a binomial or Poisson GLMM): as many levels of
+        a grouping factor as observations are allowed, as glmer allows them.
     """
     if not isinstance(data, pd.DataFrame):
         raise DataTypeError(f"data must be a pandas DataFrame, got {type(data).__name__}")
@@ -403,7 +406,7 @@ def build_design(formula: str, data: pd.DataFrame, *, lme4_checks: bool = True,
     design_warnings: list = []
     fixed_names, dropped, w = list(fixed_mspec.names), [], None
     if lme4_checks:
-        check_grouping(flist, terms, n_keep)
+        check_grouping(flist, terms, n_keep, allow_n=scale_free)
         X, fixed_names, dropped, kept_cols, w = drop_aliased(X, fixed_names, xtx)
     if w is not None:
         design_warnings.append(w)

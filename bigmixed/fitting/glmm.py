@@ -1,0 +1,398 @@
+"""Generalized linear mixed models as lme4's glmer fits them: the Laplace approximation
+(nAGQ = 1) or adaptive Gauss-Hermite quadrature (nAGQ > 1, one scalar random-effect term),
+with PIRLS for the conditional modes on the same sparse Henderson system as the LMM.
+
+formula -> design -> structure -> **PIRLS (weighted cross-products, factor)** -> objective ->
+optimizer -> results.
+
+glmer's two stages:
+
+1. nAGQ = 0: BOBYQA over theta; at each theta PIRLS finds beta and the modes jointly
+   (bigmixed.fitting.pirls, joint flavour); the criterion is dev + ||u||^2 + log det + c.
+2. BOBYQA over (theta, beta) from stage 1's end, at each point PIRLS for the modes only and
+   the Laplace (or quadrature) value. beta is searched in a well-conditioned basis: beta =
+   beta_1 + C gamma, C = W R_X^{-1} from stage 1 (gamma in units of standard errors), which is
+   what makes the ill-scaled covariates of registry data harmless (glmer's "failed to converge"
+   on wbc ~ 6000). Newton steps on finite differences then converge to ~1e-8, and the
+   Hessian there gives lme4's default Var(beta) (vcov with use.hessian).
+
+With one grouping factor the modes of different levels do not interact and stage 2 runs level
+by level in one compiled kernel over rows sorted by level (kernels/glmm.py): one pass over the
+rows per evaluation.
+"""
+from __future__ import annotations
+
+import time
+import warnings as _warnings
+
+import numpy as np
+
+from ..crossprods.basis import FixedEffectsBasis
+from ..crossprods.weighted import pair_plans
+from ..errors import BigmixedError
+from ..kernels.ghrule import MAX_AGQ, gauss_hermite_rule
+from ..kernels.glm import glm_aic_constant
+from ..kernels.glmm import blockdiag_agq, blockdiag_laplace, blockdiag_pirls
+from ..results.rows import InMemoryRows
+from ..spec import glm_inputs
+from ..spec.design import build_design
+from ..spec.family import family_from
+from ..spec.structure import RandomEffectsStructure
+from ..warnings import ConvergenceWarning, SingularFitWarning
+from .control import FitControl
+from .optimize import minimize_theta, newton_polish
+from .pirls import PIRLS_TOL, PirlsError, WorkingSystem, linear_predictor, pirls
+from .record import OptimizerRecord, StageRecord
+
+SOLVERS = ("auto", "blockdiag", "cholmod", "schur")
+LEVEL_TOL = 1e-13  # per-level PIRLS convergence of the one-factor kernel
+LEVEL_MAXIT = 60
+LME4_TOL = 1e-7  # glmerControl's tolPwrss
+_EMPTY_Z = np.ones((0, 1))
+
+
+def _link_eta(mu: np.ndarray, link: str) -> np.ndarray:
+    """The link function g(mu) (for the start only)."""
+    from scipy import special, stats
+
+    if link == "logit":
+        return special.logit(mu)
+    if link == "probit":
+        return stats.norm.ppf(mu)
+    if link == "cloglog":
+        return np.log(-np.log1p(-mu))
+    return np.log(mu)
+
+
+class GeneralizedLinearMixedModel:
+    """A GLMM bound to data, ready to fit (see the module docstring; build with `bm.glmm`).
+
+    Parameters
+    ----------
+    formula : str
+        lme4 syntax; the response may be ``cbind(successes, failures)``, the fixed part may hold
+        ``offset(...)`` terms.
+    data : pandas.DataFrame
+    family : "binomial", "poisson", bm.Binomial(link=...), bm.Poisson()
+    link : str, optional: the family's link (logit, probit, cloglog; log)
+    weights : column name, expression or array, optional: prior weights (binomial: trials for a
+        proportion response)
+    offset : column name, expression or array, optional: added to the linear predictor
+    nAGQ : int: 1 (Laplace, default), 0 (stage 1 only, as glmer's nAGQ = 0), or up to 25
+        quadrature points for a single scalar random-effect term
+    solver : as `bm.lmm` ("auto", "blockdiag", "cholmod", "schur")
+    pirls : "lme4" (default) or "exact". "lme4" evaluates the criterion as glmer does: each
+        evaluation restarts PIRLS from the same linear predictor (lme4's lp0), stops at a
+        relative change of 1e-7 in the penalized deviance and takes the determinant with the
+        weights of the iterate before the last; the optimum is then glmer's (which differs
+        from the exact Laplace optimum by ~1e-4 in beta on small data). "exact" converges the
+        modes to 1e-13 and takes everything at them: the Laplace approximation itself.
+    """
+
+    def __init__(self, formula: str, data, *, family="binomial", link=None, weights=None,
+                 offset=None, nAGQ: int = 1, solver: str = "auto", pirls: str = "lme4"):
+        t0 = time.perf_counter()
+        self.family = family_from(family, link)
+        self.family_id, self.link_id = self.family.ids
+        if solver not in SOLVERS:
+            raise ValueError(f"solver must be one of {SOLVERS}, not {solver!r}")
+        if isinstance(nAGQ, bool) or not isinstance(nAGQ, (int, np.integer)) or not 0 <= nAGQ <= MAX_AGQ:
+            raise ValueError(f"nAGQ must be an integer from 0 to {MAX_AGQ}, not {nAGQ!r}")
+        self.nAGQ = int(nAGQ)
+        if pirls not in ("lme4", "exact"):
+            raise ValueError(f"pirls must be 'lme4' or 'exact', not {pirls!r}")
+        self.pirls_mode = pirls
+        inputs = glm_inputs.prepare(formula, data, weights=weights, offset=offset)
+        self.inputs = inputs
+        label = inputs.response_label
+        try:
+            design = build_design(inputs.formula, inputs.data, extra_columns=inputs.extra_columns,
+                                  scale_free=True)
+        except BigmixedError as e:
+            if glm_inputs.RESPONSE in str(e):
+                raise type(e)(str(e).replace(f"'{glm_inputs.RESPONSE}'", repr(label))
+                              .replace(glm_inputs.RESPONSE, label)) from None
+            raise
+        self.formula = formula
+        self.response_label = label
+        self.design = design
+        self.structure = RandomEffectsStructure(design.terms)
+        self.rows = InMemoryRows(design, self.structure)
+        n, p = design.X.shape
+        self.n_obs, self.n_fixed = n, p
+        self.y = np.ascontiguousarray(design.y, dtype=np.float64)
+        self.prior_weights = self._extra(glm_inputs.WEIGHTS, 1.0)
+        self.offset = self._extra(glm_inputs.OFFSET, 0.0)
+        self.family.check_response(self.y, self.prior_weights, f"response {label!r}")
+        hi, lo, _ = glm_aic_constant(self.y, self.prior_weights, np.zeros(0), self.family_id)
+        self.aic_constant = float(hi + lo)
+        st = self.structure
+        self.unit_Z = [_EMPTY_Z if f.unit_z else f.Z for f in st.factors]
+        self.pair_plans = pair_plans(st)
+        # a well-conditioned basis of X (from X'X alone: the working response changes)
+        gram = np.zeros((p + 1, p + 1))
+        gram[:p, :p] = design.X.T @ design.X
+        gram[p, p] = 1.0
+        self.basis = FixedEffectsBasis.from_gram(gram, p)
+        self.eta_start = _link_eta(self.family.start_mu(self.y, self.prior_weights), self.family.link)
+        if self.nAGQ > 1 and not (len(st.factors) == 1 and st.factors[0].n_columns == 1):
+            raise ValueError("nAGQ > 1 is only available for models with a single, scalar "
+                             "random-effects term (as in lme4)")
+        self.solver_option = solver
+        self.use_level_kernels = True
+        self._joint = None
+        self._modes = None
+        self._one_factor = None
+        self.timings = {"design": time.perf_counter() - t0}
+
+    def _extra(self, name, default):
+        cols = {c for c, _ in self.inputs.extra_columns}
+        key = next((c for c in cols if c.startswith(name)), None)
+        if key is None:
+            return np.full(self.design.y.shape[0], default)
+        return np.ascontiguousarray(self.design.extra[key].to_numpy(dtype=np.float64))
+
+    # ---- the two PIRLS systems, built on first use ------------------------------------
+    @property
+    def joint_system(self) -> WorkingSystem:
+        if self._joint is None:
+            solver = self.solver_option
+            self._joint = WorkingSystem(self, True, solver, self.eta_start)
+        return self._joint
+
+    @property
+    def modes_system(self) -> WorkingSystem:
+        if self._modes is None:
+            self._modes = WorkingSystem(self, False, self.joint_system.solver, self.eta_start)
+        return self._modes
+
+    @property
+    def solver(self) -> str:
+        return self.joint_system.solver
+
+    @property
+    def one_factor(self):
+        """Rows sorted by level for the one-factor kernels (None with several factors, or when
+        use_level_kernels is off: then PIRLS runs on the solver as for several factors)."""
+        if len(self.structure.factors) != 1 or not self.use_level_kernels:
+            return None
+        if self._one_factor is None:
+            f = self.structure.factors[0]
+            order = np.argsort(f.codes, kind="stable")
+            counts = np.bincount(f.codes, minlength=f.n_levels)
+            indptr = np.zeros(f.n_levels + 1, dtype=np.int64)
+            np.cumsum(counts, out=indptr[1:])
+            Z = _EMPTY_Z if f.unit_z else np.ascontiguousarray(f.Z[order])
+            self._one_factor = dict(order=order, indptr=indptr, Z=Z, unit=f.unit_z,
+                                    y=np.ascontiguousarray(self.y[order]),
+                                    w=np.ascontiguousarray(self.prior_weights[order]),
+                                    u=np.zeros((f.n_levels, f.n_columns)),
+                                    L=np.empty((f.n_levels, f.n_columns, f.n_columns)))
+        return self._one_factor
+
+    # ---- stage 1: nAGQ = 0 ------------------------------------------------------------
+    def _pirls_options(self) -> dict:
+        return (dict(lme4=True, tol=LME4_TOL) if self.pirls_mode == "lme4"
+                else dict(lme4=False, tol=PIRLS_TOL))
+
+    def objective0(self, theta):
+        """glmer's nAGQ = 0 criterion at theta (beta and the modes jointly by PIRLS from the
+        stage's lp0), or inf."""
+        theta = np.asarray(theta, dtype=np.float64)
+        u0 = [np.zeros((f.n_levels, f.n_columns)) for f in self.structure.factors]
+        if self.pirls_mode == "lme4":
+            eta0 = self.lp0
+        else:  # warm start from the last modes: the exact value does not depend on it
+            eta0 = self._eta0 if getattr(self, "_eta0", None) is not None else self.lp0
+        try:
+            r = pirls(self, self.joint_system, theta, eta0, u0, **self._pirls_options())
+        except PirlsError:
+            return np.inf
+        self._eta0 = r.eta
+        self._last0 = (theta.copy(), r)
+        value = r.laplace + self.aic_constant
+        return value if np.isfinite(value) else np.inf
+
+    @property
+    def lp0(self) -> np.ndarray:
+        """glmer's lp0: where every evaluation's PIRLS starts. Stage 1: the joint PIRLS at
+        lme4's start theta from the family's starting means; stage 2: the linear predictor
+        at stage 1's optimum (set by `fit`)."""
+        if getattr(self, "_lp0", None) is None:
+            u0 = [np.zeros((f.n_levels, f.n_columns)) for f in self.structure.factors]
+            r = pirls(self, self.joint_system, self.structure.initial_theta(), self.eta_start,
+                      u0, **self._pirls_options())
+            self._lp0 = r.eta
+        return self._lp0
+
+    # ---- stage 2: (theta, beta) -------------------------------------------------------
+    def beta_of(self, gamma) -> np.ndarray:
+        return self._beta_ref + self._C @ np.asarray(gamma, dtype=np.float64)
+
+    def objective(self, params) -> float:
+        """The Laplace (nAGQ = 1) or quadrature criterion at params = (theta, gamma), beta =
+        beta_ref + C gamma (see `set_beta_basis`); inf if undefined."""
+        params = np.asarray(params, dtype=np.float64)
+        k = self.structure.n_theta
+        theta, gamma = params[:k], params[k:]
+        beta = self.beta_of(gamma)
+        try:
+            value = self._criterion(theta, beta)
+        except PirlsError:
+            return np.inf
+        return value if np.isfinite(value) else np.inf
+
+    def _criterion(self, theta, beta) -> float:
+        fixed = self.offset + self.design.X @ beta
+        of = self.one_factor
+        if of is not None:
+            st = self.structure
+            T = np.ascontiguousarray(st.T_of(theta, 0))
+            eta_fixed = np.ascontiguousarray(fixed[of["order"]])
+            if self.pirls_mode == "lme4":
+                of["u"][...] = 0.0
+                dev_hi, dev_lo, u2, logdet, status, _ = blockdiag_pirls(
+                    of["indptr"], eta_fixed, of["Z"], of["unit"], of["y"], of["w"], T,
+                    self.family_id, self.link_id, of["lp0"], of["u"], of["L"], LME4_TOL, 100)
+                if status != 0:
+                    raise PirlsError(f"PIRLS failed (status {status})")
+            else:
+                dev_hi, dev_lo, u2, logdet, n_bad, _ = blockdiag_laplace(
+                    of["indptr"], eta_fixed, of["Z"], of["unit"], of["y"], of["w"], T,
+                    self.family_id, self.link_id, np.zeros(0), of["u"], of["L"], LEVEL_TOL,
+                    LEVEL_MAXIT)
+                if n_bad:
+                    raise PirlsError(f"the conditional modes of {n_bad} level(s) did not converge")
+            if self.nAGQ > 1:
+                z, w, ld = self._gh_rule
+                out = np.empty(st.factors[0].n_levels)
+                hi, lo = blockdiag_agq(of["indptr"], eta_fixed, of["Z"], of["unit"], of["y"],
+                                       of["w"], float(T[0, 0]), self.family_id, self.link_id,
+                                       np.ascontiguousarray(of["u"][:, 0]),
+                                       np.ascontiguousarray(of["L"][:, 0, 0]), z, w, ld, out)
+                # (glmer reports the quadrature without the family's constant: lme4's glmerAGQ)
+                return float(hi + lo)
+            return float(dev_hi + dev_lo) + u2 + logdet + self.aic_constant
+        ws = self.modes_system
+        if self.pirls_mode == "lme4":
+            u0 = [np.zeros((f.n_levels, f.n_columns)) for f in self.structure.factors]
+            r = pirls(self, ws, theta, self.lp0, u0, fixed_eta=fixed, **self._pirls_options())
+            return r.laplace + self.aic_constant
+        u0 = self._u_warm if getattr(self, "_u_warm", None) is not None else [
+            np.zeros((f.n_levels, f.n_columns)) for f in self.structure.factors]
+        eta0 = linear_predictor(self, fixed, theta, u0)
+        r = pirls(self, ws, theta, eta0, u0, fixed_eta=fixed, consistent_start=True)
+        self._u_warm = r.u
+        return r.laplace + self.aic_constant
+
+    @property
+    def _gh_rule(self):
+        return gauss_hermite_rule(self.nAGQ)
+
+    def set_beta_basis(self, beta_ref: np.ndarray, C: np.ndarray) -> None:
+        """Stage 2 searches beta = beta_ref + C gamma."""
+        self._beta_ref = np.asarray(beta_ref, dtype=np.float64)
+        self._C = np.asarray(C, dtype=np.float64)
+
+    # ---- the fit ----------------------------------------------------------------------
+    def fit(self, *, control: FitControl | None = None):
+        """glmer's two stages (module docstring), then Newton steps; returns a GLMMResults."""
+
+        control = FitControl() if control is None else control
+        st = self.structure
+        k = st.n_theta
+        log = []
+        t0 = time.perf_counter()
+        calls = [0]
+
+        def counted(fun):
+            def f(x):
+                calls[0] += 1
+                return fun(x)
+            return f
+
+        # stage 1: theta with beta from PIRLS
+        obj0 = counted(self.objective0)
+        self._lp0 = None
+        rec1 = minimize_theta(obj0, st.initial_theta(), st.lower_bounds, **control.tight.as_dict(),
+                              restart_edge=True, restartable=st.multi_column_diagonal())
+        theta1 = rec1.params
+        self.objective0(theta1)
+        _, r1 = self._last0
+        beta_work1 = r1.beta_work
+        W = self.basis.W
+        beta1 = W @ beta_work1
+        p = self.n_fixed
+        RX = r1.state.chol_S[:p, :p].T  # R_X (working basis): Var(beta_work) ~ (R_X'R_X)^{-1}
+        C = W @ np.linalg.solve(RX, np.eye(p)) if p else np.zeros((0, 0))
+        self.set_beta_basis(beta1, C)
+        self._lp0 = r1.eta  # stage 2 restarts from stage 1's linear predictor (glmer's lp0)
+        if self.one_factor is not None:
+            self.one_factor["lp0"] = np.ascontiguousarray(r1.eta[self.one_factor["order"]])
+        log.append(StageRecord("stage 1 (nAGQ = 0)", rec1.n_evaluations, rec1.objective,
+                               time.perf_counter() - t0))
+        if self.nAGQ == 0:
+            record = OptimizerRecord("nlopt LN_BOBYQA (nAGQ = 0)", rec1.n_evaluations,
+                                     np.concatenate((theta1, np.zeros(p))), rec1.objective,
+                                     rec1.converged, rec1.message, stages=tuple(log),
+                                     tolerances=rec1.tolerances)
+            return self._results(record, control, t0)
+        # stage 2: theta and beta (in the gamma basis) jointly
+        t1 = time.perf_counter()
+        start = np.concatenate((theta1, np.zeros(p)))
+        lower = np.concatenate((st.lower_bounds, np.full(p, -np.inf)))
+        restartable = np.concatenate((st.multi_column_diagonal(), np.zeros(p, bool)))
+        obj = counted(self.objective)
+        rec2 = minimize_theta(obj, start, lower, **control.tight.as_dict(), restart_edge=True,
+                              restartable=restartable)
+        log.append(StageRecord(f"stage 2 (nAGQ = {self.nAGQ})", rec2.n_evaluations,
+                               rec2.objective, time.perf_counter() - t1))
+        t2 = time.perf_counter()
+        x, value, grad, hess, n, steps = newton_polish(obj, rec2.params, lower,
+                                                       max_free=k + p, max_steps=3)
+        if value <= rec2.objective:
+            rec2 = OptimizerRecord(rec2.method, rec2.n_evaluations + n, x, value, rec2.converged,
+                                   rec2.message, restarts=rec2.restarts, polish_steps=steps,
+                                   gradient=grad, hessian=hess, tolerances=rec2.tolerances)
+        log.append(StageRecord("Newton polish", n, rec2.objective, time.perf_counter() - t2,
+                               f"{steps} step(s)"))
+        record = OptimizerRecord(
+            rec2.method, rec1.n_evaluations + rec2.n_evaluations, rec2.params, rec2.objective,
+            rec2.converged, rec2.message, restarts=rec1.restarts + rec2.restarts,
+            polish_steps=rec2.polish_steps, gradient=rec2.gradient, hessian=rec2.hessian,
+            tolerances=rec2.tolerances, stages=tuple(log))
+        return self._results(record, control, t0)
+
+    def _results(self, record, control, t0):
+        from ..results.glmm_fit import GLMMResults
+
+        caught = []
+        if not record.converged:
+            caught.append(ConvergenceWarning(
+                f"the optimizer did not converge ({record.message}) after {record.n_evaluations} evaluations"))
+        if self.structure.is_singular(record.params[:self.structure.n_theta]):
+            caught.append(SingularFitWarning(
+                "boundary (singular) fit: a variance is estimated at zero or a correlation at +-1"))
+        fit = GLMMResults.from_model(self, record, warnings=list(self.design.warnings) + caught,
+                                     timings=dict(self.timings, optimize=time.perf_counter() - t0))
+        for w in caught:
+            _warnings.warn(w, stacklevel=3)
+        return fit
+
+    def modes_at(self, theta, beta):
+        """PIRLS at (theta, beta) on the solver: (PirlsResult, fixed part eta) with the
+        modes system holding the weights at the modes (for conditional variances)."""
+        fixed = self.offset + self.design.X @ beta
+        ws = self.modes_system
+        u0 = [np.zeros((f.n_levels, f.n_columns)) for f in self.structure.factors]
+        start = self.lp0 if self.pirls_mode == "lme4" else fixed.copy()
+        r = pirls(self, ws, theta, start, u0, fixed_eta=fixed, **self._pirls_options())
+        return r, fixed
+
+
+def glmm(formula: str, data, *, family="binomial", link=None, weights=None, offset=None,
+         nAGQ: int = 1, solver: str = "auto", pirls: str = "lme4") -> GeneralizedLinearMixedModel:
+    """Set up a generalized linear mixed model (lme4's glmer); call ``.fit()`` on the result.
+    See `GeneralizedLinearMixedModel` for the arguments."""
+    return GeneralizedLinearMixedModel(formula, data, family=family, link=link, weights=weights,
+                                       offset=offset, nAGQ=nAGQ, solver=solver, pirls=pirls)
