@@ -1,9 +1,14 @@
-"""Synthetic data for bigmixed: the seeds' hdp-style example at any size,
-the seeds' tablet data (:mod:`bigmixed.data_gen.generate`), and longitudinal
+"""Synthetic data for bigmixed: the seeds' hdp-style example at any size
+(optionally with binary / count outcomes for GLMMs), the seeds' tablet data
+(:mod:`bigmixed.data_gen.generate`), and longitudinal
 data with AR(1) / CAR(1) / compound-symmetry residuals and arm-specific residual
 SDs (:mod:`bigmixed.data_gen.longitudinal`)."""
 
 from .generate import (
+    BINARY_BETA,
+    BINARY_DOCTOR_SD,
+    BINARY_LINKS,
+    COUNT_BETA,
     SEED_BETA,
     SEED_N_DOCTORS,
     SEED_N_PATIENTS,
@@ -24,6 +29,10 @@ __all__ = [
     "SEED_BETA",
     "SEED_N_DOCTORS",
     "SEED_N_PATIENTS",
+    "BINARY_BETA",
+    "BINARY_DOCTOR_SD",
+    "BINARY_LINKS",
+    "COUNT_BETA",
     "LongitudinalData",
     "generate_longitudinal",
     "LONGITUDINAL_BETA",

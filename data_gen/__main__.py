@@ -57,6 +57,20 @@ def build_parser() -> argparse.ArgumentParser:
       help="share of NaN cells in age, wbc, rbc, mobility")
     a("--residual-sd", type=float, default=1.0, help="residual SD (1)")
     a("--time-effect", type=float, default=0.0, help="fixed effect of time")
+    a("--binary", action="store_true",
+      help="add a 0/1 outcome 'remission' (binomial GLMM, doctor intercept)")
+    a("--binary-link", default="logit", choices=["logit", "probit", "cloglog"],
+      help="link of the binary outcome (logit)")
+    a("--binary-doctor-sd", type=float, default=None,
+      help="doctor intercept SD of the binary outcome (link default: 1/0.6/0.8)")
+    a("--binary-hospital-sd", type=float, default=0.5,
+      help="hospital intercept SD of the binary outcome (0.5)")
+    a("--counts", action="store_true",
+      help="add 'exposure' (years) and a Poisson count 'n_events' (offset log(exposure))")
+    a("--count-doctor-sd", type=float, default=0.5,
+      help="doctor intercept SD of the count outcome (0.5)")
+    a("--count-hospital-sd", type=float, default=0.3,
+      help="hospital intercept SD of the count outcome (0.3)")
     a("--out", default=None, help="output file, .parquet/.pq or .csv")
     a("--truth", default=None, help="write the truth (parameters, random effects) as JSON")
     a("--tablets", action="store_true", help="write the seeds' tablet data instead")
@@ -88,7 +102,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             n_hospitals=args.n_hospitals, hospital_sd=args.hospital_sd,
             nested_in=args.nested_in, missing_share=args.missing_share,
             residual_sd=args.residual_sd, doctor_sd=args.doctor_sd,
-            time_effect=args.time_effect)
+            time_effect=args.time_effect, binary=args.binary,
+            binary_link=args.binary_link, binary_doctor_sd=args.binary_doctor_sd,
+            binary_hospital_sd=args.binary_hospital_sd, counts=args.counts,
+            count_doctor_sd=args.count_doctor_sd,
+            count_hospital_sd=args.count_hospital_sd)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

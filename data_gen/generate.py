@@ -29,6 +29,27 @@ residual SD 1.  Covariates are drawn to look like the notes' example rows::
 Age, married and sex belong to the patient (constant across visits); wbc and
 rbc are measured at every visit.
 
+Binary and count outcomes (opt-in, for GLMMs; ``binary=True`` / ``counts=True``)::
+
+    remission ~ Bernoulli(p),   g(p) = c0 + c_age*age + c_married*married + c_sex*sex
+                                       + c_wbc*wbc + c_rbc*rbc
+                                       + v_doctor + v_hospital
+        g = logit (default), probit or cloglog (``binary_link``),
+        v_doctor ~ N(0, binary_doctor_sd^2), v_hospital ~ N(0, binary_hospital_sd^2)
+
+    n_events ~ Poisson(mu),     log(mu) = log(exposure) + d0 + d_age*age + ...
+                                          + w_doctor + w_hospital
+        exposure ~ U(0.5, 3) follow-up years, 2 decimals (the offset),
+        w_doctor ~ N(0, count_doctor_sd^2), w_hospital ~ N(0, count_hospital_sd^2)
+
+The coefficients are on the link scale (defaults in ``BINARY_BETA[link]`` and
+``COUNT_BETA``: about 30% events for every link, mean count about 2).  Hospital
+effects enter only when the frame has hospitals.  The outcomes use the visit's
+covariates (before ``missing_share`` blanks any) and are never blanked
+themselves.  Both come from their own random streams, which are drawn after
+and independently of every other ingredient: turning them on leaves every
+other column (and every other truth entry) bit for bit the same.
+
 Determinism: every ingredient (group sizes, patient covariates, visit
 covariates, doctor / patient / hospital effects, residuals, missingness, visit
 times) has its own random stream spawned from ``np.random.SeedSequence(seed)``.
@@ -52,7 +73,8 @@ import numpy as np
 import pandas as pd
 
 __all__ = ["GeneratedData", "generate_hdp", "tablets", "SEED_BETA",
-           "SEED_N_DOCTORS", "SEED_N_PATIENTS"]
+           "SEED_N_DOCTORS", "SEED_N_PATIENTS", "BINARY_BETA", "BINARY_DOCTOR_SD",
+           "COUNT_BETA", "BINARY_LINKS"]
 
 #: True fixed effects of the seeds' hdp example, by predictor name.
 SEED_BETA: dict[str, float] = {
@@ -66,6 +88,26 @@ SEED_BETA: dict[str, float] = {
 SEED_N_DOCTORS = 407
 SEED_N_PATIENTS = 8525
 
+#: Links of the binary outcome.
+BINARY_LINKS = ("logit", "probit", "cloglog")
+#: Default fixed effects (link scale) of the binary outcome ``remission``, per link.
+#: With the default doctor SDs each gives about 30% events at the seeds' covariates.
+BINARY_BETA: dict[str, dict[str, float]] = {
+    "logit": {"intercept": -3.9, "age": 0.03, "married": 0.3, "sex": -0.4,
+              "wbc": -0.0002, "rbc": 0.5},
+    "probit": {"intercept": -2.3, "age": 0.018, "married": 0.18, "sex": -0.24,
+               "wbc": -0.00012, "rbc": 0.3},
+    "cloglog": {"intercept": -3.4, "age": 0.025, "married": 0.25, "sex": -0.35,
+                "wbc": -0.00017, "rbc": 0.4},
+}
+#: Default doctor random-intercept SD of the binary outcome, per link.
+BINARY_DOCTOR_SD: dict[str, float] = {"logit": 1.0, "probit": 0.6, "cloglog": 0.8}
+#: Default fixed effects (log scale, events per year of exposure) of ``n_events``.
+COUNT_BETA: dict[str, float] = {"intercept": -0.25, "age": 0.01, "married": -0.1,
+                                "sex": 0.15, "wbc": 0.0001, "rbc": -0.2}
+# follow-up years: U(EXPOSURE_RANGE), rounded to 2 decimals
+EXPOSURE_RANGE = (0.5, 3.0)
+
 COVARIATES = ("age", "married", "sex", "wbc", "rbc")
 # Columns that ``missing_share`` may blank out.
 MISSABLE = ("age", "wbc", "rbc", "mobility")
@@ -73,8 +115,10 @@ MISSABLE = ("age", "wbc", "rbc", "mobility")
 # Fixed roles of the spawned random streams (never reorder: it would change
 # every generated data set).
 _S_SIZES, _S_PATIENT, _S_VISIT, _S_DOCTOR, _S_PATIENT_RE, _S_HOSPITAL, \
-    _S_RESID, _S_MISSING, _S_TIME = range(9)
-_N_STREAMS = 9
+    _S_RESID, _S_MISSING, _S_TIME, _S_BINARY, _S_COUNT = range(11)
+# SeedSequence.spawn(n) gives children 0..n-1 whatever n is, so the binary and
+# count streams (9, 10) were added without moving streams 0..8.
+_N_STREAMS = 11
 
 
 def _jsonable(v: Any) -> Any:
@@ -118,6 +162,11 @@ class GeneratedData(TruthIO):
     the matching id column, or None when absent), ``n_per_doctor`` (patients
     per doctor), and bookkeeping (``n_rows``, ``n_doctors``, ``n_patients``,
     ``n_visits``, ``hospital_design``, ``seed``, ``missing_share``).
+    With ``binary=True`` it also has ``binary`` and with ``counts=True``
+    ``count``: dicts with ``outcome`` (column name), ``family``, ``link``,
+    ``beta`` (link scale, by predictor name), ``sd_doctor``, ``hospital_sd``
+    (0.0 without hospitals) and the realised ``u_doctor`` / ``u_hospital`` of
+    that outcome (``count`` adds ``offset`` and ``exposure_range``).
     """
 
     data: pd.DataFrame
@@ -196,6 +245,26 @@ def _clip_round(x: np.ndarray, lo: float, hi: float, decimals: int) -> np.ndarra
     return np.round(x, decimals, out=x)
 
 
+def _linear_predictor(b: Mapping[str, float], covs, n: int) -> np.ndarray:
+    eta = np.full(n, b["intercept"], dtype=np.float64)
+    for name, x in covs:
+        if b[name] != 0.0:
+            eta += b[name] * x
+    return eta
+
+
+def _inverse_link(link: str, eta: np.ndarray) -> np.ndarray:
+    """Mean (probability) of the binary outcome for a linear predictor."""
+    from scipy.special import expit, ndtr
+    if link == "logit":
+        return expit(eta)
+    if link == "probit":
+        return ndtr(eta)
+    if link == "cloglog":
+        return -np.expm1(-np.exp(eta))
+    raise ValueError(f"unknown link {link!r}")
+
+
 def _check(cond: bool, msg: str) -> None:
     if not cond:
         raise ValueError(msg)
@@ -225,6 +294,15 @@ def generate_hdp(
     doctor_sd: float = 1.0,
     time_effect: float = 0.0,
     beta: Mapping[str, float] | None = None,
+    binary: bool = False,
+    binary_link: str = "logit",
+    binary_beta: Mapping[str, float] | None = None,
+    binary_doctor_sd: float | None = None,
+    binary_hospital_sd: float = 0.5,
+    counts: bool = False,
+    count_beta: Mapping[str, float] | None = None,
+    count_doctor_sd: float = 0.5,
+    count_hospital_sd: float = 0.3,
 ) -> GeneratedData:
     """Simulate the seeds' hdp-style data (see the module docstring).
 
@@ -261,6 +339,19 @@ def generate_hdp(
         other SDs 0 gives a plain linear model.
     time_effect : fixed effect of ``time`` (only with n_visits > 1).
     beta : overrides of the fixed effects by name (keys of SEED_BETA).
+    binary : add a 0/1 int64 column ``remission`` (see the module docstring).
+    binary_link : "logit" (default), "probit" or "cloglog".
+    binary_beta : overrides of ``BINARY_BETA[binary_link]`` by name (link scale).
+    binary_doctor_sd : SD of the doctor intercept on the link scale (default
+        ``BINARY_DOCTOR_SD[binary_link]``: 1 / 0.6 / 0.8).  0 gives a plain GLM
+        (plus the hospital effect, if any).
+    binary_hospital_sd : SD of the hospital intercept of ``remission`` (only
+        with hospitals).
+    counts : add ``exposure`` (float64 follow-up years, U(0.5, 3), 2 decimals)
+        and ``n_events`` (int64, Poisson with log link and offset log(exposure)).
+    count_beta : overrides of ``COUNT_BETA`` by name (log scale, per year).
+    count_doctor_sd, count_hospital_sd : SDs of the doctor / hospital
+        intercepts of ``n_events`` (hospital only with hospitals).
 
     Returns
     -------
@@ -289,6 +380,24 @@ def generate_hdp(
         _check(slope_sd == 0, "slope_sd > 0 needs n_visits > 1 (a time covariate)")
         _check(patient_sd == 0, "patient_sd > 0 needs n_visits > 1")
         _check(time_effect == 0, "time_effect needs n_visits > 1")
+    _check(binary_link in BINARY_LINKS, f"binary_link must be one of {BINARY_LINKS}")
+    if binary_doctor_sd is None:
+        binary_doctor_sd = BINARY_DOCTOR_SD[binary_link]
+    for name, v in (("binary_doctor_sd", binary_doctor_sd),
+                    ("binary_hospital_sd", binary_hospital_sd),
+                    ("count_doctor_sd", count_doctor_sd),
+                    ("count_hospital_sd", count_hospital_sd)):
+        _check(v >= 0 and math.isfinite(v), f"{name} must be finite and >= 0")
+    b_bin = dict(BINARY_BETA[binary_link])
+    if binary_beta is not None:
+        unknown = set(binary_beta) - set(b_bin)
+        _check(not unknown, f"unknown binary_beta names: {sorted(unknown)}")
+        b_bin.update({k: float(v) for k, v in binary_beta.items()})
+    b_cnt = dict(COUNT_BETA)
+    if count_beta is not None:
+        unknown = set(count_beta) - set(b_cnt)
+        _check(not unknown, f"unknown count_beta names: {sorted(unknown)}")
+        b_cnt.update({k: float(v) for k, v in count_beta.items()})
     b = dict(SEED_BETA)
     if beta is not None:
         unknown = set(beta) - set(b)
@@ -406,6 +515,48 @@ def generate_hdp(
     if u_hospital is not None and hospital_sd > 0:
         y += u_hospital[hosp_row]
 
+    # ---- binary and count outcomes (own streams, drawn last) ----------------
+    glmm_cols: dict[str, Any] = {}
+    glmm_truth: dict[str, Any] = {}
+    covs = (("age", age), ("married", married), ("sex", sex), ("wbc", wbc), ("rbc", rbc))
+    if binary:
+        rng = streams[_S_BINARY]
+        v_doctor = binary_doctor_sd * rng.standard_normal(n_doctors)
+        v_hospital = (binary_hospital_sd * rng.standard_normal(n_hosp)
+                      if n_hosp > 0 else None)
+        unif = rng.random(n_rows)
+        eta = _linear_predictor(b_bin, covs, n_rows)
+        eta += v_doctor[doc_row]
+        if v_hospital is not None:
+            eta += v_hospital[hosp_row]
+        glmm_cols["remission"] = (unif < _inverse_link(binary_link, eta)).astype(np.int64)
+        glmm_truth["binary"] = {
+            "outcome": "remission", "family": "binomial", "link": binary_link,
+            "beta": b_bin, "sd_doctor": float(binary_doctor_sd),
+            "hospital_sd": float(binary_hospital_sd) if n_hosp > 0 else 0.0,
+            "u_doctor": v_doctor, "u_hospital": v_hospital,
+        }
+    if counts:
+        rng = streams[_S_COUNT]
+        w_doctor = count_doctor_sd * rng.standard_normal(n_doctors)
+        w_hospital = (count_hospital_sd * rng.standard_normal(n_hosp)
+                      if n_hosp > 0 else None)
+        exposure = np.round(rng.uniform(*EXPOSURE_RANGE, size=n_rows), 2)
+        eta = _linear_predictor(b_cnt, covs, n_rows)
+        eta += w_doctor[doc_row]
+        if w_hospital is not None:
+            eta += w_hospital[hosp_row]
+        eta += np.log(exposure)
+        glmm_cols["exposure"] = exposure
+        glmm_cols["n_events"] = rng.poisson(np.exp(eta)).astype(np.int64)
+        glmm_truth["count"] = {
+            "outcome": "n_events", "family": "poisson", "link": "log",
+            "offset": "log(exposure)", "exposure_range": list(EXPOSURE_RANGE),
+            "beta": b_cnt, "sd_doctor": float(count_doctor_sd),
+            "hospital_sd": float(count_hospital_sd) if n_hosp > 0 else 0.0,
+            "u_doctor": w_doctor, "u_hospital": w_hospital,
+        }
+
     # ---- missingness -------------------------------------------------------
     cov = {"age": age, "married": married, "sex": sex, "wbc": wbc, "rbc": rbc,
            "mobility": y}
@@ -414,6 +565,7 @@ def generate_hdp(
         for name in MISSABLE:
             cov[name][rng.random(n_rows) < missing_share] = np.nan
     columns.update(cov)
+    columns.update(glmm_cols)
 
     data = pd.DataFrame(columns, copy=False)
 
@@ -440,6 +592,7 @@ def generate_hdp(
         "missing_share": float(missing_share),
         "seed": seed,
     }
+    truth.update(glmm_truth)   # "binary" / "count" only when asked for
     return GeneratedData(data=data, truth=truth)
 
 
