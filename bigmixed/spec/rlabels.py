@@ -58,10 +58,13 @@ def r_syntactic(name: str) -> bool:
 
 
 def r_var_name(expr: str, is_column: bool) -> str:
-    """How R's model.matrix names a variable: `my var` backquoted, I(x^2) as R deparses."""
+    """How R's model.matrix names a variable: a column by its name (`my var` backquoted), an
+    expression as R deparses it (I(x^2), I(x/2), sin(2 * pi * t), ns(age, df = 3))."""
     if is_column:
         return expr if r_syntactic(expr) else f"`{expr}`"
-    return expr.replace(" ** ", "^")
+    from .deparse import r_deparse
+
+    return r_deparse(expr)
 
 
 def format_float(x: float) -> str:
