@@ -8,8 +8,11 @@ rules (R 4.2 ``deparse.c``):
 
 * spaces around ``+ - * < > <= >= == != & | && || %in%``; none around ``/ ^ : %% %/%``;
 * ``f(a, b = 2)``: named arguments as ``name = value``;
-* parentheses where R's precedence needs them (``needsparens``), and every pair the user
-  wrote (R keeps a written ``(`` as a call: ``log((x))`` stays ``log((x))``);
+* parentheses where R's precedence needs them (``needsparens``); with
+  ``written_parens=True`` also every pair the text holds (R keeps a written ``(`` as a
+  call: ``log((x))`` stays ``log((x))``). Model-matrix columns are named from formulaic's
+  normalised text of the term, which has lost redundant pairs: ``log((x))`` is named
+  ``log(x)`` there (R: ``log((x))``); the response keeps the user's text.
 * numbers with 15 significant digits, fixed or scientific notation whichever is narrower
   (``1e+05``, ``0.002``, ``123456789012``); ``TRUE``/``FALSE``/``NULL``; strings in double
   quotes; non-syntactic names in backquotes; a Python list or tuple as ``c(...)``.
@@ -89,9 +92,10 @@ class _Deparser:
     """Deparses one parse tree. `source`: the UTF-8 bytes of the Python code it was parsed
     from; `aliases`: formulaic's sanitised names of backquoted names -> the names."""
 
-    def __init__(self, source: bytes, aliases: dict):
+    def __init__(self, source: bytes, aliases: dict, written_parens: bool):
         self.source = source
         self.aliases = aliases
+        self.keep_written = written_parens
 
     # -- parentheses -----------------------------------------------------------------
 
@@ -110,7 +114,8 @@ class _Deparser:
             i, j = i - 1, j + 1
 
     def wrap(self, node, text: str, needed: bool, parent_call_parens: int = 0) -> str:
-        pairs = max(self.written_parens(node) - parent_call_parens, 1 if needed else 0)
+        written = self.written_parens(node) - parent_call_parens if self.keep_written else 0
+        pairs = max(written, 1 if needed else 0)
         return "(" * pairs + text + ")" * pairs
 
     # -- precedence of a node as R sees it --------------------------------------------
@@ -226,10 +231,11 @@ class _Deparser:
 
 
 @functools.lru_cache(maxsize=1024)
-def r_deparse(expr: str) -> str:
+def r_deparse(expr: str, written_parens: bool = False) -> str:
     """R's deparse of a (Python) formula expression, e.g. ``"I(x / 2)"`` -> ``"I(x/2)"``,
     ``"ns(age, df=3)"`` -> ``"ns(age, df = 3)"``, ``"x ** 2"`` -> ``"x^2"``. An expression
-    Python cannot parse is returned as it is."""
+    Python cannot parse is returned as it is. written_parens: keep the redundant pairs of
+    parentheses of `expr` (for text as the user wrote it)."""
     from formulaic.utils.code import sanitize_variable_names
 
     aliases: dict = {}
@@ -239,4 +245,4 @@ def r_deparse(expr: str) -> str:
     except Exception:  # noqa: BLE001 - a name is better than an error here
         return expr
     # the parse tree's positions are byte offsets into the UTF-8 source
-    return _Deparser(code.encode("utf-8"), aliases).deparse(tree)
+    return _Deparser(code.encode("utf-8"), aliases, written_parens).deparse(tree)

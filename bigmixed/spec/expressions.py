@@ -14,6 +14,7 @@ from formulaic.transforms import TRANSFORMS  # noqa: E402
 from ..errors import (
     DesignError,
     FormulaError,
+    MissingColumnError,
 )
 from .formula import expression_names
 from .transforms import FORMULA_CONTEXT
@@ -102,7 +103,12 @@ def response_columns(parsed, data_columns) -> list:
     if parsed.response_expr is None:
         return [parsed.response]
     factor = Factor(parsed.response_expr, eval_method="python")
-    return factor_columns([[factor]], data_columns, f"response {parsed.response!r}")
+    columns = factor_columns([[factor]], data_columns, f"response {parsed.response!r}")
+    if not columns:
+        raise MissingColumnError(
+            f"the response {parsed.response!r} reads no column of the data (R: 'variable "
+            "lengths differ'); the response must be a column or an expression of columns")
+    return columns
 
 
 def evaluate_response(parsed, data: pd.DataFrame, columns: list) -> np.ndarray:

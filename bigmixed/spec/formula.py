@@ -631,7 +631,7 @@ def _parse_response(lhs: str, formula: str) -> tuple:
             f"response {lhs!r} of formula {formula!r} reads no column: the response must be a "
             "column or an expression of columns such as log(y)")
     _check_expression_functions(code, "response")
-    return r_deparse(code), code
+    return r_deparse(code, written_parens=True), code
 
 
 def _parse_expression(expr: str):

@@ -31,6 +31,7 @@ from formulaic.utils.stateful_transforms import stateful_transform
 
 from ..errors import DesignError
 from ..warnings import BigmixedWarning
+from .checks import user_stacklevel
 from .deparse import DOT
 
 __all__ = ["r_ns", "r_bs", "spline_design", "r_quantile7", "interior_probs",
@@ -141,7 +142,8 @@ def bs_basis(x: np.ndarray, knots: np.ndarray, boundary: np.ndarray, degree: int
     left = x < boundary[0] if check_outside else np.zeros(len(x), dtype=bool)
     right = x > boundary[1] if check_outside else np.zeros(len(x), dtype=bool)
     if left.any() or right.any():
-        warnings.warn(f"bs(): {_OUTSIDE_WARNING} (as R warns)", BigmixedWarning, stacklevel=6)
+        warnings.warn(f"bs(): {_OUTSIDE_WARNING} (as R warns)", BigmixedWarning,
+                      stacklevel=user_stacklevel())
         basis = np.zeros((len(x), n_coef))
         powers = np.arange(1, degree + 1)
         scalef = np.array([math.factorial(k) for k in range(order)], dtype=np.float64)
@@ -261,7 +263,7 @@ def _boundary(values: np.ndarray, given, fname: str, single_point_tweak: bool) -
 def _interior_count(df, n_interior: int, used: int, fname: str) -> int:
     if n_interior < 0:
         warnings.warn(f"{fname}(): 'df' was too small; have used {used} (as R)",
-                      BigmixedWarning, stacklevel=6)
+                      BigmixedWarning, stacklevel=user_stacklevel())
         return 0
     return n_interior
 
@@ -275,7 +277,10 @@ def _with_missing(basis: np.ndarray, ok: np.ndarray) -> np.ndarray:
 
 
 def _factor_values(basis: np.ndarray) -> FactorValues:
-    """Columns named 1, 2, ... after the term, as R's model.matrix names them."""
+    """Columns named 1, 2, ... after the term, as R's model.matrix names them (one column:
+    the term's name alone, as R names a one-column matrix)."""
+    if basis.shape[1] == 1:
+        return FactorValues(basis[:, 0], kind="numerical", spans_intercept=False)
     return FactorValues(
         {str(j + 1): basis[:, j] for j in range(basis.shape[1])},
         kind="numerical", spans_intercept=False, drop_field=None,
@@ -359,6 +364,11 @@ def r_bs(x, *args, _state={}, **kwargs):  # noqa: B006 - stateful transform
 # Which spline calls need the data (for Dask data, where only row-local terms are allowed)
 
 
+def _is_null(node) -> bool:
+    return (isinstance(node, ast.Constant) and node.value is None) or (
+        isinstance(node, ast.Name) and node.id == "NULL")
+
+
 def _is_literal(node) -> bool:
     if isinstance(node, ast.Constant):
         return True
@@ -368,7 +378,7 @@ def _is_literal(node) -> bool:
         return all(_is_literal(e) for e in node.elts)
     if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "c":
         return not node.keywords and all(_is_literal(e) for e in node.args)
-    return isinstance(node, ast.Name) and node.id in ("TRUE", "FALSE", "T", "F", "None")
+    return isinstance(node, ast.Name) and node.id in ("TRUE", "FALSE", "T", "F", "NULL", "Inf")
 
 
 def spline_needs_data(expr: str, fname: str) -> bool:
@@ -385,6 +395,7 @@ def spline_needs_data(expr: str, fname: str) -> bool:
             continue
         given = dict(zip(formals, node.args[1:]))
         given.update({k.arg.replace(DOT, "."): k.value for k in node.keywords if k.arg})
+        given = {k: v for k, v in given.items() if not _is_null(v)}
         if not all(_is_literal(v) for v in given.values()):
             return True
         if "Boundary.knots" not in given or ("df" in given and "knots" not in given):

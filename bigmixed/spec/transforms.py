@@ -79,7 +79,7 @@ def r_c(*values):
 # Names available to formula expressions besides the data columns and formulaic's
 # transforms (np, log, exp, log2, log10, I, C, ...): R's factor(), ordered(), scale(),
 # center(), poly(), splines' ns() and bs() (R's arguments; they replace formulaic's bs), c(),
-# R's constants pi, TRUE, FALSE, T, F, and R's usual maths functions. A data column of the
+# R's constants pi, Inf, NULL, TRUE, FALSE, T, F, and R's usual maths functions. A data column of the
 # same name wins over each of these, as in R (formulaic looks the data up first).
 FORMULA_CONTEXT: dict = {
     "scale": r_scale,
@@ -91,6 +91,8 @@ FORMULA_CONTEXT: dict = {
     "bs": r_bs,
     "c": r_c,
     "pi": np.pi,
+    "Inf": np.inf,
+    "NULL": None,
     "TRUE": True,
     "FALSE": False,
     "T": True,
