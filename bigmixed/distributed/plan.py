@@ -182,6 +182,7 @@ def _check_row_local(terms) -> None:
     found globally; so are ns() and bs() given Boundary.knots and knots (or no df) as numbers."""
     from formulaic.transforms import TRANSFORMS
 
+    from ..spec.deparse import r_deparse
     from ..spec.formula import expression_calls
     from ..spec.splines import spline_needs_data
 
@@ -198,7 +199,7 @@ def _check_row_local(terms) -> None:
                 stateful = getattr(fn, "__is_stateful_transform__", False) and name != "Q"
                 if stateful or name == "lag":
                     raise NotImplementedError(
-                        f"{f.expr}: {name}() needs the whole column (its value on a row depends "
+                        f"{r_deparse(f.expr)}: {name}() needs the whole column (its value on a row depends "
                         "on other rows), which a fit from Dask partitions does not see at once; "
                         "compute the column before fitting (e.g. ddf.assign(...)); scale(), "
                         "center() and poly() are supported, and ns() / bs() with explicit "

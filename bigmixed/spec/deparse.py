@@ -24,7 +24,7 @@ import functools
 
 from .rlabels import r_syntactic
 
-__all__ = ["r_deparse", "r_number", "DOT"]
+__all__ = ["r_deparse", "r_number", "r_var_name", "parse_python_expression", "DOT"]
 
 # R's dotted argument names (``Boundary.knots = ...``) are not Python: they are written
 # ``Boundary__dot__knots`` in the Python code of a formula and deparsed back.
@@ -230,18 +230,33 @@ class _Deparser:
     _Tuple = _List
 
 
+def parse_python_expression(expr: str) -> tuple:
+    """A formula expression (Python code, backquoted names allowed) -> (parse tree, the
+    sanitised code it was parsed from, {sanitised name: backquoted name}). Raises
+    SyntaxError."""
+    from formulaic.utils.code import sanitize_variable_names
+
+    aliases: dict = {}
+    code = sanitize_variable_names(expr, {}, aliases)
+    return ast.parse(code, mode="eval"), code, aliases
+
+
+def r_var_name(expr: str, is_column: bool) -> str:
+    """How R's model.matrix names a variable: a column by its name (`my var` backquoted), an
+    expression as R deparses it (I(x^2), I(x/2), sin(2 * pi * t), ns(age, df = 3))."""
+    if is_column:
+        return expr if r_syntactic(expr) else f"`{expr}`"
+    return r_deparse(expr)
+
+
 @functools.lru_cache(maxsize=1024)
 def r_deparse(expr: str, written_parens: bool = False) -> str:
     """R's deparse of a (Python) formula expression, e.g. ``"I(x / 2)"`` -> ``"I(x/2)"``,
     ``"ns(age, df=3)"`` -> ``"ns(age, df = 3)"``, ``"x ** 2"`` -> ``"x^2"``. An expression
     Python cannot parse is returned as it is. written_parens: keep the redundant pairs of
     parentheses of `expr` (for text as the user wrote it)."""
-    from formulaic.utils.code import sanitize_variable_names
-
-    aliases: dict = {}
     try:
-        code = sanitize_variable_names(expr, {}, aliases)
-        tree = ast.parse(code, mode="eval")
+        tree, code, aliases = parse_python_expression(expr)
     except Exception:  # noqa: BLE001 - a name is better than an error here
         return expr
     # the parse tree's positions are byte offsets into the UTF-8 source

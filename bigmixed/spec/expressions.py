@@ -16,6 +16,7 @@ from ..errors import (
     FormulaError,
     MissingColumnError,
 )
+from .deparse import r_deparse
 from .formula import expression_names
 from .transforms import FORMULA_CONTEXT
 from .materialize import RMaterializer
@@ -88,7 +89,7 @@ def evaluate_expressions(terms, data: pd.DataFrame, covariates: list, na: np.nda
         for st in mm.model_spec.structure:
             k = len(st.columns)
             if (np.isnan(values[:, j : j + k]).any(axis=1) & ~na).any():
-                culprits.append(str(st.term))
+                culprits.append(r_deparse(str(st.term)))
             j += k
         warn_nan_rows(int(bad.sum()), ", ".join(culprits))
     return bad, mm.model_spec.transform_state

@@ -57,16 +57,6 @@ def r_syntactic(name: str) -> bool:
     return bool(re.fullmatch(r"(?:[A-Za-z]|\.(?![0-9]))[A-Za-z0-9._]*|\.", name))
 
 
-def r_var_name(expr: str, is_column: bool) -> str:
-    """How R's model.matrix names a variable: a column by its name (`my var` backquoted), an
-    expression as R deparses it (I(x^2), I(x/2), sin(2 * pi * t), ns(age, df = 3))."""
-    if is_column:
-        return expr if r_syntactic(expr) else f"`{expr}`"
-    from .deparse import r_deparse
-
-    return r_deparse(expr)
-
-
 def format_float(x: float) -> str:
     if np.isfinite(x) and x == np.round(x) and abs(x) < 1e15:
         return str(int(x))

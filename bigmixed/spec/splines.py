@@ -32,7 +32,7 @@ from formulaic.utils.stateful_transforms import stateful_transform
 from ..errors import DesignError
 from ..warnings import BigmixedWarning
 from .checks import user_stacklevel
-from .deparse import DOT
+from .deparse import DOT, parse_python_expression
 
 __all__ = ["r_ns", "r_bs", "spline_design", "r_quantile7", "interior_probs",
            "ns_basis", "bs_basis", "spline_needs_data"]
@@ -385,10 +385,8 @@ def spline_needs_data(expr: str, fname: str) -> bool:
     """Whether some ``ns()`` / ``bs()`` call in `expr` takes its state from the data: True
     unless every one is given ``Boundary.knots`` and either ``knots`` or no ``df``, as
     literal numbers (then the basis of a row depends on that row only)."""
-    from .formula import _parse_expression
-
     formals = _NS_FORMALS if fname == "ns" else _BS_FORMALS
-    tree, aliases = _parse_expression(expr)
+    tree, _, aliases = parse_python_expression(expr)
     for node in ast.walk(tree):
         if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
                 and aliases.get(node.func.id, node.func.id) == fname):
