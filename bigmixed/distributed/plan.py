@@ -105,6 +105,11 @@ def make_plan(formula: str, meta: pd.DataFrame) -> Plan:
     """The column bookkeeping of `build_design`, on the Dask frame's (empty) metadata."""
     parsed = parse_formula(formula)
     check_column_names(meta)
+    if parsed.response_expr is not None:
+        raise NotImplementedError(
+            f"the response {parsed.response!r} is an expression: a fit from Dask partitions "
+            "needs the response as a column; compute it before fitting (e.g. "
+            "ddf.assign(log_y=np.log(ddf['y'])) and 'log_y ~ ...')")
     fixed_intercept, fixed_terms = r_term_order(parsed.fixed)
     fixed_vars = factor_columns(fixed_terms, meta.columns, "fixed effects")
     rand_vars: list = []
@@ -172,11 +177,14 @@ def _stateful_calls(expr: str) -> list:
 
 def _check_row_local(terms) -> None:
     """Refuse expressions whose value on a row depends on other rows in a way the partitions
-    cannot reproduce (splines' knots, neighbouring rows): per partition they would differ from
-    the in-memory fit. scale(), center() and poly() are fine: their state is found globally."""
+    cannot reproduce (splines' knots from quantiles, neighbouring rows): per partition they
+    would differ from the in-memory fit. scale(), center() and poly() are fine: their state is
+    found globally; so are ns() and bs() given Boundary.knots and knots (or no df) as numbers."""
     from formulaic.transforms import TRANSFORMS
 
+    from ..spec.deparse import r_deparse
     from ..spec.formula import expression_calls
+    from ..spec.splines import spline_needs_data
 
     for facs in terms:
         for f in facs:
@@ -185,14 +193,17 @@ def _check_row_local(terms) -> None:
             for name in expression_calls(f.expr):
                 if name in _GLOBAL_STATE:
                     continue
+                if name in ("ns", "bs") and not spline_needs_data(f.expr, name):
+                    continue
                 fn = FORMULA_CONTEXT.get(name, TRANSFORMS.get(name))
                 stateful = getattr(fn, "__is_stateful_transform__", False) and name != "Q"
                 if stateful or name == "lag":
                     raise NotImplementedError(
-                        f"{f.expr}: {name}() needs the whole column (its value on a row depends "
+                        f"{r_deparse(f.expr)}: {name}() needs the whole column (its value on a row depends "
                         "on other rows), which a fit from Dask partitions does not see at once; "
                         "compute the column before fitting (e.g. ddf.assign(...)); scale(), "
-                        "center() and poly() are supported")
+                        "center() and poly() are supported, and ns() / bs() with explicit "
+                        "knots= and Boundary.knots=")
 
 
 def kept_rows(part: pd.DataFrame, plan: Plan):

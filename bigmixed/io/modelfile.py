@@ -40,6 +40,7 @@ import json
 import math
 import os
 import tempfile
+import warnings
 import zipfile
 import dataclasses
 from dataclasses import fields as _dc_fields
@@ -438,7 +439,9 @@ def _rebuild_matrix(mm: dict, frame: pd.DataFrame, what: str):
             transform_state=_dec(mm["transform_state"]) or {},
             encoder_state=enc,
         )
-        with np.errstate(all="ignore"):
+        # the prototype rows are not data: no warnings about them (e.g. bs() beyond its knots)
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
             try:
                 mat = ms.get_model_matrix(frame, context=FORMULA_CONTEXT)
             except Exception as e:

@@ -21,7 +21,8 @@ from ..errors import (
 )
 from .formula import parse_formula, r_term_order
 from .encoding import GroupSpec, VarInfo, covariate_for_newdata, factorize, group_codes, numeric_column, prepare_covariate
-from .expressions import evaluate_expressions, factor_columns, has_expressions
+from .expressions import (evaluate_expressions, evaluate_response, factor_columns, has_expressions,
+                          response_columns, warn_nan_rows)
 from .materialize import MatrixSpec, build_matrix, plain_columns
 from .checks import check_column_names, check_duplicates, check_finite, check_group_column, check_grouping, check_response, format_values, missing_column_error
 from .rank import drop_aliased
@@ -262,8 +263,9 @@ def build_design(formula: str, data: pd.DataFrame, *, lme4_checks: bool = True,
     covariates = list(dict.fromkeys(fixed_vars + rand_vars))
     group_vars = parsed.grouping_columns
     response = parsed.response
+    response_vars = response_columns(parsed, data.columns)
 
-    roles = [(response, "response")]
+    roles = [(v, "response") for v in response_vars]
     roles += [(v, "fixed effects") for v in fixed_vars]
     roles += [(v, "random-effects term") for v in rand_vars]
     roles += [(v, "grouping factor") for v in group_vars]
@@ -273,7 +275,8 @@ def build_design(formula: str, data: pd.DataFrame, *, lme4_checks: bool = True,
         if v not in columns:
             raise missing_column_error(v, role, data.columns)
     check_duplicates(data, used)
-    check_response(data[response], response)
+    for v in response_vars:
+        check_response(data[v], v)
     for v in group_vars:
         check_group_column(data[v], v)
 
@@ -290,6 +293,13 @@ def build_design(formula: str, data: pd.DataFrame, *, lme4_checks: bool = True,
     if has_expressions(all_terms):
         bad, transform_state = evaluate_expressions(all_terms, data, covariates, na,
                                                      transform_state)
+        na |= bad
+    y_all = None
+    if parsed.response_expr is not None:  # log(y), I(y / 100): evaluated like the covariates
+        y_all = evaluate_response(parsed, data, response_vars)
+        bad = np.isnan(y_all) & ~na
+        if bad.any():
+            warn_nan_rows(int(bad.sum()), response)
         na |= bad
     keep = ~na
     n_keep = int(keep.sum())
@@ -308,8 +318,12 @@ def build_design(formula: str, data: pd.DataFrame, *, lme4_checks: bool = True,
         s = data[v]
         return s if rows is None else s.iloc[rows]
 
-    y = numeric_column(col(response), response)
-    check_finite(y, f"response column {response!r}", row_index)
+    if y_all is None:
+        y = numeric_column(col(response), response)
+        check_finite(y, f"response column {response!r}", row_index)
+    else:
+        y = y_all if rows is None else y_all[rows]
+        check_finite(y, f"response {response!r}", row_index)
     frame_cols: dict = {}
     var_info: dict = {}
     # Numeric data columns that are a term of their own (the usual `y ~ age + bmi + ...`) are

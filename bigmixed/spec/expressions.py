@@ -9,16 +9,18 @@ import numpy as np
 import pandas as pd
 from formulaic import ModelSpec  # noqa: E402
 from formulaic.formula import SimpleFormula  # noqa: E402
-from formulaic.parser.types import Term  # noqa: E402
+from formulaic.parser.types import Factor, Term  # noqa: E402
 from formulaic.transforms import TRANSFORMS  # noqa: E402
 from ..errors import (
     DesignError,
     FormulaError,
+    MissingColumnError,
 )
+from .deparse import r_deparse
 from .formula import expression_names
 from .transforms import FORMULA_CONTEXT
 from .materialize import RMaterializer
-from .checks import missing_column_error
+from .checks import missing_column_error, user_stacklevel
 from .encoding import prepare_covariate
 
 
@@ -87,17 +89,73 @@ def evaluate_expressions(terms, data: pd.DataFrame, covariates: list, na: np.nda
         for st in mm.model_spec.structure:
             k = len(st.columns)
             if (np.isnan(values[:, j : j + k]).any(axis=1) & ~na).any():
-                culprits.append(str(st.term))
+                culprits.append(r_deparse(str(st.term)))
             j += k
-        exprs = ", ".join(culprits)
-        warnings.warn(
-            f"{int(bad.sum())} row(s) where {exprs} evaluate to NaN are dropped (like R's "
-            "na.omit after 'NaNs produced')",
-            RuntimeWarning,
-            stacklevel=3,
-        )
+        warn_nan_rows(int(bad.sum()), ", ".join(culprits))
     return bad, mm.model_spec.transform_state
 
 
 def has_expressions(terms) -> bool:
     return any(f.eval_method.value != "lookup" for facs in terms for f in facs)
+
+
+def response_columns(parsed, data_columns) -> list:
+    """The data columns the response reads: itself, or those its expression names."""
+    if parsed.response_expr is None:
+        return [parsed.response]
+    factor = Factor(parsed.response_expr, eval_method="python")
+    columns = factor_columns([[factor]], data_columns, f"response {parsed.response!r}")
+    if not columns:
+        raise MissingColumnError(
+            f"the response {parsed.response!r} reads no column of the data (R: 'variable "
+            "lengths differ'); the response must be a column or an expression of columns")
+    return columns
+
+
+def evaluate_response(parsed, data: pd.DataFrame, columns: list) -> np.ndarray:
+    """The response expression (``log(y)``, ``I(y / 100)``, ...) on all rows, float64, as
+    R's model.frame evaluates it before na.omit: NaN where it is undefined (log of a negative
+    number) or an input is missing; +-Inf is left for the caller to refuse.
+
+    Raises ResponseTypeError when the expression does not give one number per row (a factor,
+    several columns).
+    """
+    from ..errors import ResponseTypeError
+    from .encoding import numeric_column
+
+    name = parsed.response
+    frame = pd.DataFrame({v: numeric_column(data[v], v) for v in columns},
+                         index=pd.RangeIndex(len(data)), copy=False)
+    ms = ModelSpec(
+        formula=SimpleFormula([Term([Factor(parsed.response_expr, eval_method="python")])],
+                              _ordering="none"),
+        materializer=RMaterializer,
+        materializer_params={"evaluate_only": True},
+        output="numpy",
+        na_action="ignore",
+    )
+    try:
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+            mm = ms.get_model_matrix(frame, context=FORMULA_CONTEXT)
+    except DesignError:
+        raise
+    except Exception as e:
+        raise DesignError(f"cannot evaluate the response {name!r}: {e}") from e
+    kinds = {kind.value for kind, _ in (mm.model_spec.encoder_state or {}).values()}
+    values = np.asarray(getattr(mm, "__wrapped__", mm))
+    if values.ndim != 2 or values.shape[1] != 1 or "categorical" in kinds:
+        raise ResponseTypeError(
+            f"the response {name!r} must evaluate to one number per row, but it gives "
+            f"{'a factor' if 'categorical' in kinds else f'{values.shape[-1]} columns'}; a "
+            "linear mixed model needs a numeric response")
+    return np.ascontiguousarray(values[:, 0], dtype=np.float64)
+
+
+def warn_nan_rows(n_rows: int, exprs: str) -> None:
+    """R's 'NaNs produced' and na.omit: the rows where an expression is NaN are dropped."""
+    warnings.warn(
+        f"{n_rows} row(s) where {exprs} evaluate to NaN are dropped (like R's na.omit after "
+        "'NaNs produced')",
+        RuntimeWarning,
+        stacklevel=user_stacklevel(),
+    )

@@ -88,11 +88,16 @@ class ParsedFormula:
     """Result of `parse_formula`.
 
     text : the formula as given.
-    response : response column name (backquotes removed).
+    response : the response column's name (backquotes removed), or for a transformed
+        response (``log(y) ~ ...``) the expression as R names it (``"log(y)"``,
+        ``"I(y/100)"``: R's deparse, the name of the model frame's first column).
     fixed : fixed-effects right-hand side, formulaic syntax ("1" if only bar terms given;
         R's ``^`` is written ``**`` so that ``I(x^2)`` means a power in Python).
     random : the bar terms as written, in the user's order.
     terms : the bar terms after lme4's expansion of ``||`` and ``/``, in lme4's order.
+    response_expr : None when the response is a column; else the Python code of the
+        response expression (``"log(y)"``, ``"I(y / 100)"``), evaluated like the fixed part's
+        expressions.
     """
 
     text: str
@@ -100,6 +105,7 @@ class ParsedFormula:
     fixed: str
     random: tuple
     terms: tuple
+    response_expr: str | None = None
 
     @property
     def grouping_columns(self) -> list:
@@ -203,15 +209,104 @@ def _parse_name(text: str) -> str | None:
 
 
 def to_python_expr(text: str) -> str:
-    """Translate R's power operator ``^`` to ``**`` (outside quotes and backquotes).
+    """R formula syntax -> the Python code formulaic evaluates (idempotent).
 
-    formulaic reads ``(a+b)**2`` like R's ``(a+b)^2`` and Python code inside ``I()`` needs
-    ``**``: so ``I(x^2)`` in R means ``I(x**2)`` here.
+    * R's power operator ``^`` -> ``**`` (formulaic reads ``(a+b)**2`` like R's ``(a+b)^2``
+      and Python code inside ``I()`` needs ``**``: ``I(x^2)`` in R means ``I(x**2)`` here);
+    * patsy's and formulaic's quoting ``Q('my var')`` -> the backquoted name `` `my var` ``,
+      the same column as R's backquotes;
+    * R's dotted argument names (``Boundary.knots = c(20, 80)``) -> ``Boundary__dot__knots``
+      (`bigmixed.spec.deparse.DOT`), which R's deparse writes back with the dot.
+
+    Quoted strings and backquoted names are left as they are.
     """
+    text = _unquote_q(text)
     positions = {i for i, c, _ in _scan(text) if c == "^"}
-    if not positions:
+    if positions:
+        text = "".join("**" if i in positions else c for i, c in enumerate(text))
+    return _encode_dotted_keywords(text)
+
+
+_Q_CALL = re.compile(r"Q\(\s*")
+_DOTTED_KEYWORD = re.compile(
+    r"(?<=[(,])(\s*)([A-Za-z][A-Za-z0-9_]*(?:\.[A-Za-z0-9_]+)+)(\s*)=(?!=)")
+
+
+def _quote_end(text: str, i: int) -> int:
+    """Index just past the quote or backquote opened at text[i] (len(text) if unclosed)."""
+    c, j, n = text[i], i + 1, len(text)
+    while j < n and text[j] != c:
+        j += 2 if (text[j] == "\\" and c != "`") else 1
+    return min(j + 1, n)
+
+
+def _outside_quotes(text: str) -> list:
+    """[(start, stop)] of the stretches of `text` outside quotes and backquotes."""
+    out, start, i, n = [], 0, 0, len(text)
+    while i < n:
+        if text[i] in "'\"`":
+            out.append((start, i))
+            i = start = _quote_end(text, i)
+            continue
+        i += 1
+    out.append((start, n))
+    return [(a, b) for a, b in out if b > a]
+
+
+def _unquote_q(text: str) -> str:
+    """``Q('name')`` / ``Q("name")`` -> `` `name` `` (outside quotes)."""
+    if "Q" not in text:
         return text
-    return "".join("**" if i in positions else c for i, c in enumerate(text))
+    out, i, n = [], 0, len(text)
+    while i < n:
+        c = text[i]
+        if c in "'\"`":  # a quoted stretch is copied as it is
+            j = _quote_end(text, i)
+            out.append(text[i:j])
+            i = j
+            continue
+        m = _Q_CALL.match(text, i)
+        if m is not None and (i == 0 or not (text[i - 1].isalnum() or text[i - 1] in "_.")):
+            name, i = _q_argument(text, m.end())
+            out.append(f"`{name}`")
+            continue
+        out.append(c)
+        i += 1
+    return "".join(out)
+
+
+def _q_argument(text: str, q: int) -> tuple:
+    """The quoted name of a ``Q(`` call whose argument starts at text[q] -> (name, index
+    just past the closing parenthesis)."""
+    end = text.find(text[q], q + 1) if q < len(text) and text[q] in "'\"" else -1
+    close = end + 1
+    while 0 < close < len(text) and text[close] == " ":
+        close += 1
+    if end < 0 or close >= len(text) or text[close] != ")":
+        raise FormulaSyntaxError(
+            f"Q() takes one quoted column name, e.g. Q('my var'), in {text!r}")
+    name = text[q + 1:end]
+    if "`" in name or "\\" in name:
+        raise FormulaSyntaxError(
+            f"column name {name!r} in Q() holds a backquote or a backslash, which a formula "
+            "cannot quote; rename the column")
+    return name, close + 1
+
+
+def _encode_dotted_keywords(text: str) -> str:
+    from .deparse import DOT
+
+    if "." not in text:
+        return text
+    pieces, pos = [], 0
+    for start, stop in _outside_quotes(text):
+        pieces.append(text[pos:start])
+        pieces.append(_DOTTED_KEYWORD.sub(
+            lambda m: m.group(1) + m.group(2).replace(".", DOT) + m.group(3) + "=",
+            text[start:stop]))
+        pos = stop
+    pieces.append(text[pos:])
+    return "".join(pieces)
 
 
 # ----------------------------------------------------------------------------------------
@@ -448,7 +543,9 @@ def parse_formula(text: str) -> ParsedFormula:
     """
     if not isinstance(text, str):
         raise FormulaError(f"formula must be a string, got {type(text).__name__}")
+    original = text
     list(_scan(text))  # balance check first: the clearest message for broken input
+    text = _unquote_q(text)  # Q('my var') is the column `my var` everywhere
     tildes = [i for i, c, _ in _scan(text) if c == "~"]
     if not tildes:
         raise FormulaSyntaxError(f"formula {text!r} has no '~' (expected 'response ~ terms')")
@@ -459,12 +556,7 @@ def parse_formula(text: str) -> ParsedFormula:
     lhs, rhs = text[: tildes[0]].strip(), text[tildes[0] + 1 :].strip()
     if lhs == "":
         raise FormulaSyntaxError(f"formula {text!r} has no response on the left of '~'")
-    response = _parse_name(lhs)
-    if response is None:
-        raise FormulaSyntaxError(
-            f"response {lhs!r} of formula {text!r} must be a column name (backquote names "
-            "with spaces or symbols: `my y`); transform the column in the data frame instead"
-        )
+    response, response_expr = _parse_response(lhs, original)
     if rhs == "":
         raise FormulaSyntaxError(f"formula {text!r} has nothing on the right of '~'")
 
@@ -510,8 +602,36 @@ def parse_formula(text: str) -> ParsedFormula:
                 expanded.append(ExpandedTerm(expr=e, group=gstr, group_vars=gvars, correlated=b.correlated))
 
     return ParsedFormula(
-        text=text, response=response, fixed=fixed, random=tuple(bars), terms=tuple(expanded)
+        text=original, response=response, fixed=fixed, random=tuple(bars),
+        terms=tuple(expanded), response_expr=response_expr,
     )
+
+
+def _parse_response(lhs: str, formula: str) -> tuple:
+    """The left of '~' -> (name, None) for a column, (R's name, Python code) for an
+    expression such as ``log(y)`` or ``I(y / 100)``: as in R, any expression of the columns
+    (the whole left side is one expression: ``y / 100`` divides)."""
+    name = _parse_name(lhs)
+    if name is not None:
+        return name, None
+    from .deparse import r_deparse
+
+    if _has_char_outside_quotes(lhs, "|"):
+        raise FormulaSyntaxError(
+            f"response {lhs!r} of formula {formula!r} holds a '|': random-effects terms go on "
+            "the right of '~'")
+    code = to_python_expr(lhs)
+    try:
+        tree, _ = _parse_expression(code)
+    except FormulaSyntaxError as e:
+        raise FormulaSyntaxError(
+            f"cannot parse the response {lhs!r} of formula {formula!r}: {e}") from None
+    if not any(isinstance(n, ast.Name) for n in ast.walk(tree)):
+        raise FormulaSyntaxError(
+            f"response {lhs!r} of formula {formula!r} reads no column: the response must be a "
+            "column or an expression of columns such as log(y)")
+    _check_expression_functions(code, "response")
+    return r_deparse(code, written_parens=True), code
 
 
 def _parse_expression(expr: str):
@@ -582,24 +702,28 @@ def _is_known_call(name: str, known: set) -> bool:
 
 def _check_functions(terms, where: str) -> None:
     """Raise UnknownFunctionError for a call to a function bigmixed cannot evaluate."""
-    known = None
     for facs in terms:
         for f in facs:
-            if f.eval_method.value != "python":
-                continue
-            for name in expression_calls(f.expr):
-                if known is None:
-                    known = known_functions()
-                if _is_known_call(name, known):
-                    continue
-                close = difflib.get_close_matches(name, sorted(known), n=3, cutoff=0.6)
-                hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else "."
-                raise UnknownFunctionError(
-                    f"unknown function {name!r} in {f.expr!r} ({where}){hint} Formulas can "
-                    "use R's usual functions (log, exp, sqrt, abs, scale, center, poly, "
-                    "factor, ordered, I, ...), Python builtins and np.<function>; for "
-                    "anything else, compute the column in the data frame first"
-                )
+            if f.eval_method.value == "python":
+                _check_expression_functions(f.expr, where)
+
+
+def _check_expression_functions(expr: str, where: str) -> None:
+    """Raise UnknownFunctionError if the Python expression calls an unknown function."""
+    known = None
+    for name in expression_calls(expr):
+        if known is None:
+            known = known_functions()
+        if _is_known_call(name, known):
+            continue
+        close = difflib.get_close_matches(name, sorted(known), n=3, cutoff=0.6)
+        hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else "."
+        raise UnknownFunctionError(
+            f"unknown function {name!r} in {expr!r} ({where}){hint} Formulas can "
+            "use R's usual functions (log, exp, sqrt, abs, scale, center, poly, ns, bs, "
+            "factor, ordered, I, ...), Python builtins and np.<function>; for "
+            "anything else, compute the column in the data frame first"
+        )
 
 
 def expression_names(expr: str) -> list:

@@ -22,7 +22,7 @@ from ..errors import (
     DesignError,
 )
 from .formula import expression_names
-from .rlabels import r_var_name
+from .deparse import r_var_name
 from .transforms import FORMULA_CONTEXT
 from .rlabels import RPolyContrasts
 

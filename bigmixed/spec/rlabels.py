@@ -57,13 +57,6 @@ def r_syntactic(name: str) -> bool:
     return bool(re.fullmatch(r"(?:[A-Za-z]|\.(?![0-9]))[A-Za-z0-9._]*|\.", name))
 
 
-def r_var_name(expr: str, is_column: bool) -> str:
-    """How R's model.matrix names a variable: `my var` backquoted, I(x^2) as R deparses."""
-    if is_column:
-        return expr if r_syntactic(expr) else f"`{expr}`"
-    return expr.replace(" ** ", "^")
-
-
 def format_float(x: float) -> str:
     if np.isfinite(x) and x == np.round(x) and abs(x) < 1e15:
         return str(int(x))

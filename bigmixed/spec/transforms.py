@@ -15,6 +15,7 @@ from ..errors import (
 from .rlabels import RPolyContrasts
 from .encoding import as_categorical
 from .encoding import factorize
+from .splines import r_bs, r_ns
 
 def r_factor(x):
     """R's ``factor(x)`` inside a formula: levels sorted, labelled as R prints them."""
@@ -69,15 +70,33 @@ def r_poly(x, degree=1, raw=False, _state={}):  # noqa: B006 - stateful transfor
     return _formulaic_poly(arr, degree=degree, raw=raw, _state=_state)
 
 
+def r_c(*values):
+    """R's ``c(...)``: the numbers given, as one vector (``knots = c(40, 60)``)."""
+    parts = [np.atleast_1d(np.asarray(getattr(v, "__wrapped__", v))) for v in values]
+    return np.concatenate(parts) if parts else np.empty(0)
+
+
 # Names available to formula expressions besides the data columns and formulaic's
-# transforms (np, log, exp, log2, log10, I, C, scale, center, poly, ...): R's factor()
-# and ordered(), and R's usual maths functions.
+# transforms (np, log, exp, log2, log10, I, C, ...): R's factor(), ordered(), scale(),
+# center(), poly(), splines' ns() and bs() (R's arguments; they replace formulaic's bs), c(),
+# R's constants pi, Inf, NULL, TRUE, FALSE, T, F, and R's usual maths functions. A data column of the
+# same name wins over each of these, as in R (formulaic looks the data up first).
 FORMULA_CONTEXT: dict = {
     "scale": r_scale,
     "center": r_center,
     "poly": r_poly,
     "factor": r_factor,
     "ordered": r_ordered,
+    "ns": r_ns,
+    "bs": r_bs,
+    "c": r_c,
+    "pi": np.pi,
+    "Inf": np.inf,
+    "NULL": None,
+    "TRUE": True,
+    "FALSE": False,
+    "T": True,
+    "F": False,
     "sqrt": np.sqrt,
     "log1p": np.log1p,
     "expm1": np.expm1,
