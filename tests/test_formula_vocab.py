@@ -200,7 +200,7 @@ def test_fit_matches_lme4(ref, data, newdata, name):
     m = ref["models"][name]
     p = m["precise"]
     fit = _quiet(lambda: bm.lmm(m["formula"], data=data).fit())
-    design = fit.model.design
+    design = fit.design
     assert design.response == m["response"]  # R's name of the model frame's first column
     assert list(fit.fixed_names) == m["fixed_names"]
     assert fit.nobs == m["nobs"] and fit.n_dropped == m["n_dropped"]
@@ -244,7 +244,7 @@ def test_knots_use_rows_that_na_omit_drops(data, ref):
     """R evaluates ns(age, df = 3) on the model frame before na.omit: the ages of rows
     missing the response count for the knots."""
     fit = _quiet(lambda: bm.lmm("mobility ~ ns(age, df = 3) + sex + (1 | doctor)", data=data).fit())
-    state = fit.model.design.fixed_spec.matrix.model_spec.transform_state["ns(age, df=3)"]
+    state = fit.design.fixed_spec.matrix.model_spec.transform_state["ns(age, df=3)"]
     all_ages = data["age"].dropna().to_numpy()
     kept_ages = data.dropna(subset=["age", "mobility"])["age"].to_numpy()
     probs = interior_probs(2)
@@ -333,7 +333,7 @@ def test_transformed_response_saves_loads_and_predicts(tmp_path, data, newdata):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no warning about the prototype rows of load
         loaded = bm.load(path)
-    assert loaded.model.design.response == "log(score)"
+    assert loaded.design.response == "log(score)"
     assert list(loaded.fixed_names) == list(fit.fixed_names)
     np.testing.assert_array_equal(_quiet(loaded.predict, newdata), _quiet(fit.predict, newdata))
     meta = json.loads(zipfile.ZipFile(path).read("bigmixed-model.json"))

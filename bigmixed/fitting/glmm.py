@@ -314,7 +314,10 @@ class GeneralizedLinearMixedModel:
         # stage 1: theta with beta from PIRLS
         obj0 = counted(self.objective0)
         self._lp0 = None
-        rec1 = minimize_theta(obj0, st.initial_theta(), st.lower_bounds, **control.tight.as_dict(),
+        # nAGQ = 0 is the fit itself: tight; otherwise stage 1 only gives stage 2 its start
+        # (theta, beta and the scale of the beta basis), and loose tolerances do
+        tol1 = control.tight if self.nAGQ == 0 else control.approx_tolerances
+        rec1 = minimize_theta(obj0, st.initial_theta(), st.lower_bounds, **tol1.as_dict(),
                               restart_edge=True, restartable=st.multi_column_diagonal())
         theta1 = rec1.params
         self.objective0(theta1)
@@ -343,19 +346,26 @@ class GeneralizedLinearMixedModel:
         lower = np.concatenate((st.lower_bounds, np.full(p, -np.inf)))
         restartable = np.concatenate((st.multi_column_diagonal(), np.zeros(p, bool)))
         obj = counted(self.objective)
-        rec2 = minimize_theta(obj, start, lower, **control.tight.as_dict(), restart_edge=True,
-                              restartable=restartable)
-        log.append(StageRecord(f"stage 2 (nAGQ = {self.nAGQ})", rec2.n_evaluations,
-                               rec2.objective, time.perf_counter() - t1))
-        t2 = time.perf_counter()
-        x, value, grad, hess, n, steps = newton_polish(obj, rec2.params, lower,
-                                                       max_free=k + p, max_steps=3)
-        if value <= rec2.objective:
-            rec2 = OptimizerRecord(rec2.method, rec2.n_evaluations + n, x, value, rec2.converged,
-                                   rec2.message, restarts=rec2.restarts, polish_steps=steps,
-                                   gradient=grad, hessian=hess, tolerances=rec2.tolerances)
-        log.append(StageRecord("Newton polish", n, rec2.objective, time.perf_counter() - t2,
-                               f"{steps} step(s)"))
+        rec2 = _quasi_newton_stage(obj, start, lower)
+        if rec2 is not None:
+            log.append(StageRecord(f"stage 2 (nAGQ = {self.nAGQ}): quasi-Newton",
+                                   rec2.n_evaluations, rec2.objective, time.perf_counter() - t1))
+        else:  # a bound reached (a variance at zero) or no curvature: BOBYQA, then Newton
+            calls0 = calls[0]
+            rec2 = minimize_theta(obj, start, lower, **control.loose.as_dict(), restart_edge=True,
+                                  restartable=restartable)
+            log.append(StageRecord(f"stage 2 (nAGQ = {self.nAGQ}): BOBYQA", calls[0] - calls0,
+                                   rec2.objective, time.perf_counter() - t1))
+            t2 = time.perf_counter()
+            x, value, grad, hess, n, steps = newton_polish(obj, rec2.params, lower,
+                                                           max_free=k + p, max_steps=3)
+            if value <= rec2.objective:
+                rec2 = OptimizerRecord(rec2.method, rec2.n_evaluations + n, x, value,
+                                       rec2.converged, rec2.message, restarts=rec2.restarts,
+                                       polish_steps=steps, gradient=grad, hessian=hess,
+                                       tolerances=rec2.tolerances)
+            log.append(StageRecord("Newton polish", n, rec2.objective, time.perf_counter() - t2,
+                                   f"{steps} step(s)"))
         record = OptimizerRecord(
             rec2.method, rec1.n_evaluations + rec2.n_evaluations, rec2.params, rec2.objective,
             rec2.converged, rec2.message, restarts=rec1.restarts + rec2.restarts,
@@ -388,6 +398,50 @@ class GeneralizedLinearMixedModel:
         start = self.lp0 if self.pirls_mode == "lme4" else fixed.copy()
         r = pirls(self, ws, theta, start, u0, fixed_eta=fixed, **self._pirls_options())
         return r, fixed
+
+
+# quasi-Newton on (theta, gamma): central-difference gradients with this step (relative to
+# max(|x|, 0.1)), started from a forward-difference Hessian with a 10x larger one
+QN_GRADIENT_STEP = 1e-4
+QN_HESSIAN_STEP = 1e-3
+
+
+def _quasi_newton_stage(fun, x0, lower):
+    """Stage 2 by quasi-Newton steps (bigmixed.fitting.optimize.quasi_newton) on difference
+    gradients, from a difference Hessian at the start: the start (stage 1's theta and beta) is
+    close, and gamma is in units of standard errors, so a few steps converge. None when it does
+    not apply (a bound reached, no curvature): the caller uses BOBYQA."""
+    from .optimize import forward_hessian, quasi_newton
+
+    x0 = np.asarray(x0, dtype=np.float64)
+    if np.any(x0[lower == 0] <= 0):
+        return None
+    idx = np.arange(len(x0))
+    f0 = fun(x0)
+    if not np.isfinite(f0):
+        return None
+    H0 = forward_hessian(fun, x0, idx, f0, rel_step=QN_HESSIAN_STEP)
+    n_start = 1 + len(x0) * (len(x0) + 3) // 2
+    if not np.all(np.isfinite(H0)):
+        return None
+
+    def gradient(x):
+        h = QN_GRADIENT_STEP * np.maximum(np.abs(x), 0.1)
+        g = np.empty(len(x))
+        for a in idx:
+            e = np.zeros_like(x)
+            e[a] = h[a]
+            g[a] = (fun(x + e) - fun(x - e)) / (2.0 * h[a])
+        return g
+
+    rec = quasi_newton(fun, gradient, x0, H0, lower, xtol=1e-7, final_step=1e-5, max_iter=40,
+                       method="quasi-Newton (difference gradients)")
+    if rec is None:
+        return None
+    evals = rec.n_evaluations + 2 * len(x0) * rec.n_gradients + n_start
+    from dataclasses import replace
+
+    return replace(rec, n_evaluations=evals, n_gradients=0)
 
 
 def glmm(formula: str, data, *, family="binomial", link=None, weights=None, offset=None,
