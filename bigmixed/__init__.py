@@ -52,6 +52,8 @@ from .warnings import (
     RankDeficiencyWarning,
     RowsDroppedWarning,
     SingularFitWarning,
+    SeparationWarning,
+    BinaryResponseWarning,
 )
 
 from ._version import __version__  # noqa: E402
@@ -90,6 +92,8 @@ __all__ = [
     "ResponseTypeError",
     "RowsDroppedWarning",
     "SingularFitWarning",
+    "SeparationWarning",
+    "BinaryResponseWarning",
     "UnknownFunctionError",
     "VarIdent",
     "WeightsError",

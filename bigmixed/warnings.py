@@ -9,6 +9,16 @@ class SingularFitWarning(BigmixedWarning):
     """A variance is estimated at zero or a correlation at +-1 (lme4's isSingular)."""
 
 
+class SeparationWarning(BigmixedWarning):
+    """A binomial response is (quasi-)completely separated by the fixed effects: some
+    coefficients diverge and their Wald tests are meaningless."""
+
+
+class BinaryResponseWarning(BigmixedWarning):
+    """A 0/1 response given to bm.lmm (a linear model of a binary outcome): bm.glmm fits the
+    logistic (or probit) GLMM."""
+
+
 class ConvergenceWarning(BigmixedWarning):
     """The optimizer stopped without meeting its convergence criteria."""
 
@@ -32,6 +42,8 @@ __all__ = [
     "RankDeficiencyWarning",
     "RowsDroppedWarning",
     "SingularFitWarning",
+    "SeparationWarning",
+    "BinaryResponseWarning",
 ]
 
 

@@ -385,9 +385,27 @@ class GeneralizedLinearMixedModel:
                 "boundary (singular) fit: a variance is estimated at zero or a correlation at +-1"))
         fit = GLMMResults.from_model(self, record, warnings=list(self.design.warnings) + caught,
                                      timings=dict(self.timings, optimize=time.perf_counter() - t0))
-        for w in caught:
+        for w in fit.warnings[len(self.design.warnings):]:  # (with a separation warning)
             _warnings.warn(w, stacklevel=3)
         return fit
+
+    def separation_warning(self, mu):
+        """A SeparationWarning naming the separating columns, or None (binomial only; the
+        linear program runs only when fitted means reach 0 or 1)."""
+        from ..warnings import SeparationWarning
+        from .separation import has_symptom, separating_direction
+
+        if self.family.name != "binomial" or not has_symptom(np.asarray(mu)):
+            return None
+        d = separating_direction(self.design.X, self.y)
+        if d is None:
+            return None
+        cols = [n for n, v in zip(self.design.fixed_names, d) if v != 0]
+        return SeparationWarning(
+            f"the response {self.response_label!r} is (quasi-)completely separated by the fixed "
+            f"effects ({', '.join(cols)}): some rows' outcomes are predicted exactly, those "
+            "coefficients diverge and their standard errors and tests are not meaningful; "
+            "consider dropping or merging the separating categories")
 
     def modes_at(self, theta, beta):
         """PIRLS at (theta, beta) on the solver: (PirlsResult, fixed part eta) with the

@@ -58,6 +58,7 @@ class LinearMixedModel:
         progress.report("design", rows=getattr(data, "shape", (None,))[0])  # progress hook
         design = build_design(formula, data,
                                       extra_columns=residual_columns(residual, variance))
+        _warn_binary_response(design)
         self._setup(design, reml, solver, design_time=time.perf_counter() - t0,
                     residual=residual, variance=variance)
 
@@ -330,3 +331,19 @@ class LinearMixedModel:
                     "weakly identified; consider dropping or combining columns"))
         return out
 
+
+def _warn_binary_response(design) -> None:
+    """A 0/1 response: warn (BinaryResponseWarning, kept in the design's warnings) that this is
+    a linear model of a binary outcome and point to bm.glmm."""
+    from ..spec.checks import user_stacklevel
+    from ..warnings import BinaryResponseWarning
+
+    y = design.y
+    if len(y) < 2 or not np.all((y == 0.0) | (y == 1.0)) or y.min() == y.max():
+        return
+    w = BinaryResponseWarning(
+        f"the response {design.response!r} holds only 0 and 1: this fits a linear mixed model "
+        "of a binary outcome; for the logistic (or probit) GLMM use "
+        "bm.glmm(formula, data, family='binomial')")
+    _warnings.warn(w, stacklevel=user_stacklevel())
+    design.warnings.append(w)
