@@ -44,6 +44,10 @@ class GLMMResults(LMMResults):
 
         mu = np.empty_like(r.eta)
         glm_linkinv(r.eta, model.link_id, mu, np.empty_like(r.eta))
+        warnings = list(warnings)
+        sep = model.separation_warning(mu)
+        if sep is not None:
+            warnings.append(sep)
         timings = dict(timings or {}, finalize=time.perf_counter() - t0)
         return cls(
             _model=model, rows=model.rows, design=model.design, structure=st, residual=None,
