@@ -58,3 +58,22 @@ def test_a_binary_response_to_lmm_warns_and_points_to_glmm():
 def test_bad_input_gets_a_typed_error(formula, family, kw, error, match):
     with pytest.raises(error, match=match):
         bm.glmm(formula, _frame(), family=family, **kw)
+
+
+def test_fit_many_binary_phenotypes_equal_single_fits():
+    """fit_many with family="binomial": every fit the same bits as bm.glmm on that response."""
+    df = _frame(3, n=600)
+    rng = np.random.default_rng(4)
+    for k in range(3):
+        df[f"p{k}"] = (rng.random(len(df)) < 0.3 + 0.2 * (df["x"] > 0)).astype(float)
+    df.loc[5, "p1"] = np.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", bm.BigmixedWarning)
+        many = bm.fit_many("~ x + (1 | g)", df, responses="p*", family="binomial", n_jobs=2)
+        for k in range(3):
+            single = bm.glmm(f"p{k} ~ x + (1 | g)", df).fit()
+            got = many[f"p{k}"]
+            assert type(got) is bm.GLMMResults
+            assert got.objective == single.objective and np.array_equal(got.beta, single.beta)
+            assert np.array_equal(got.vcov, single.vcov) and got.nobs == single.nobs
+    assert list(many.statistics["status"]) == ["ok"] * 3

@@ -352,13 +352,14 @@ class _State:
 
 
 class _Batch:
-    def __init__(self, formula, data, responses, *, reml, solver, fit_kwargs):
+    def __init__(self, formula, data, responses, *, reml, solver, fit_kwargs, glmm=None):
         if not isinstance(data, pd.DataFrame):
             raise DataTypeError(f"data must be a pandas DataFrame, got {type(data).__name__}")
         rhs, default = _split_formula(formula, responses)
         self.rhs = rhs
         self.responses = _resolve_responses(data, responses, default)
         self.reml = bool(reml)
+        self.glmm = glmm  # None: LMMs; else dict(family=, link=, nAGQ=) for GLMMs
         self.solver = solver
         self.fit_kwargs = fit_kwargs
         self.data = data
@@ -410,10 +411,15 @@ class _Batch:
             y[missing_pos] = np.nan
         frame = self.frame.assign(**{self.dummy: y})
         progress.report("design", rows=len(frame))  # progress hook
-        design = build_design(self.dummy_formula, frame)
+        design = build_design(self.dummy_formula, frame, scale_free=self.glmm is not None)
         rows = np.asarray(design.row_index, dtype=np.int64)
         design = dataclasses.replace(design, row_index=self.data.index[rows])
-        model = LinearMixedModel.from_design(design, reml=self.reml, solver=self.solver)
+        if self.glmm is not None:
+            from .glmm import GeneralizedLinearMixedModel
+
+            model = GeneralizedLinearMixedModel.from_design(design, solver=self.solver, **self.glmm)
+        else:
+            model = LinearMixedModel.from_design(design, reml=self.reml, solver=self.solver)
         return _State(design, rows, model, time.perf_counter() - t0)
 
     # ---- one response -----------------------------------------------------------------
@@ -546,7 +552,8 @@ def _n_jobs(n_jobs) -> int:
 
 def iter_fits(formula: str, data: pd.DataFrame, responses: Sequence[str] | str | None = None, *,
               reml: bool = True, n_jobs: int | None = None, solver: str = "auto",
-              ordered: bool = True, **fit_kwargs) -> Iterator[ResponseFit]:
+              ordered: bool = True, family=None, link: str | None = None, nAGQ: int = 1,
+              **fit_kwargs) -> Iterator[ResponseFit]:
     """Fit one model per response on a shared design; yield a `ResponseFit` per response.
 
     Parameters
@@ -558,19 +565,24 @@ def iter_fits(formula: str, data: pd.DataFrame, responses: Sequence[str] | str |
     n_jobs : threads (None: the cores available; 1: in the calling thread)
     solver : as in `bm.lmm`
     ordered : yield in the order of `responses` (default) or as fits finish
-    fit_kwargs : passed to `LinearMixedModel.fit` (e.g. polish=True)
+    family, link, nAGQ : a GLMM per response (as `bm.glmm`; e.g. family="binomial" for binary
+        phenotypes); `reml` does not apply
+    fit_kwargs : passed to the model's ``fit`` (e.g. polish=True)
 
     Problems shared by all responses (formula, covariates, a response column that does not
     exist) raise here, before anything is fitted; the fits run as the iterator is consumed.
     """
-    batch = _Batch(formula, data, responses, reml=reml, solver=solver, fit_kwargs=fit_kwargs)
+    glmm = None if family is None else dict(family=family, link=link, nAGQ=nAGQ)
+    batch = _Batch(formula, data, responses, reml=reml, solver=solver, fit_kwargs=fit_kwargs,
+                   glmm=glmm)
     # progress hook: reports stage "responses" (responses_done / _total / _failed) per result
     return progress.iterate(batch.run(_n_jobs(n_jobs), ordered), total=len(batch.responses))
 
 
 def fit_many(formula: str, data: pd.DataFrame, responses: Sequence[str] | str | None = None, *,
              reml: bool = True, n_jobs: int | None = None, solver: str = "auto",
-             keep_fits: bool = True, **fit_kwargs) -> ManyFits:
+             keep_fits: bool = True, family=None, link: str | None = None, nAGQ: int = 1,
+             **fit_kwargs) -> ManyFits:
     """Fit one model per response on a shared design and collect the results (`ManyFits`).
 
     Same arguments as `iter_fits`; with keep_fits=False only the tidy tables are kept (no
@@ -582,7 +594,7 @@ def fit_many(formula: str, data: pd.DataFrame, responses: Sequence[str] | str | 
     with _warnings.catch_warnings():
         _warnings.simplefilter("ignore", BigmixedWarning)
         results = list(iter_fits(formula, data, responses, reml=reml, n_jobs=n_jobs, solver=solver,
-                                 ordered=True, **fit_kwargs))
+                                 ordered=True, family=family, link=link, nAGQ=nAGQ, **fit_kwargs))
     out = ManyFits(results, keep_fits=keep_fits, reml=reml, formula=formula,
                    seconds=time.perf_counter() - t0)
     n_sing = sum(1 for r in results if r.ok and any(isinstance(w, SingularFitWarning) for w in r.fit.warnings))

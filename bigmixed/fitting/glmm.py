@@ -92,16 +92,7 @@ class GeneralizedLinearMixedModel:
     def __init__(self, formula: str, data, *, family="binomial", link=None, weights=None,
                  offset=None, nAGQ: int = 1, solver: str = "auto", pirls: str = "lme4"):
         t0 = time.perf_counter()
-        self.family = family_from(family, link)
-        self.family_id, self.link_id = self.family.ids
-        if solver not in SOLVERS:
-            raise ValueError(f"solver must be one of {SOLVERS}, not {solver!r}")
-        if isinstance(nAGQ, bool) or not isinstance(nAGQ, (int, np.integer)) or not 0 <= nAGQ <= MAX_AGQ:
-            raise ValueError(f"nAGQ must be an integer from 0 to {MAX_AGQ}, not {nAGQ!r}")
-        self.nAGQ = int(nAGQ)
-        if pirls not in ("lme4", "exact"):
-            raise ValueError(f"pirls must be 'lme4' or 'exact', not {pirls!r}")
-        self.pirls_mode = pirls
+        self._options(family, link, nAGQ, solver, pirls)
         inputs = glm_inputs.prepare(formula, data, weights=weights, offset=offset)
         self.inputs = inputs
         label = inputs.response_label
@@ -113,6 +104,32 @@ class GeneralizedLinearMixedModel:
                 raise type(e)(str(e).replace(f"'{glm_inputs.RESPONSE}'", repr(label))
                               .replace(glm_inputs.RESPONSE, label)) from None
             raise
+        self._setup(design, formula, label, solver, t0)
+
+    @classmethod
+    def from_design(cls, design, *, family="binomial", link=None, nAGQ: int = 1,
+                    solver: str = "auto", pirls: str = "lme4") -> "GeneralizedLinearMixedModel":
+        """A GLMM on an already evaluated `Design` (no prior weights, no offset): e.g. the
+        shared design of fit_many."""
+        self = cls.__new__(cls)
+        self._options(family, link, nAGQ, solver, pirls)
+        self.inputs = glm_inputs.GLMInputs(design.formula, None)
+        self._setup(design, design.formula, design.response, solver, time.perf_counter())
+        return self
+
+    def _options(self, family, link, nAGQ, solver, pirls) -> None:
+        self.family = family_from(family, link)
+        self.family_id, self.link_id = self.family.ids
+        if solver not in SOLVERS:
+            raise ValueError(f"solver must be one of {SOLVERS}, not {solver!r}")
+        if isinstance(nAGQ, bool) or not isinstance(nAGQ, (int, np.integer)) or not 0 <= nAGQ <= MAX_AGQ:
+            raise ValueError(f"nAGQ must be an integer from 0 to {MAX_AGQ}, not {nAGQ!r}")
+        self.nAGQ = int(nAGQ)
+        if pirls not in ("lme4", "exact"):
+            raise ValueError(f"pirls must be 'lme4' or 'exact', not {pirls!r}")
+        self.pirls_mode = pirls
+
+    def _setup(self, design, formula, label, solver, t0) -> None:
         self.formula = formula
         self.response_label = label
         self.design = design
@@ -144,6 +161,43 @@ class GeneralizedLinearMixedModel:
         self._modes = None
         self._one_factor = None
         self.timings = {"design": time.perf_counter() - t0}
+
+    def with_response(self, y, *, response: str | None = None,
+                      formula: str | None = None) -> "GeneralizedLinearMixedModel":
+        """A new, independent model for another response on the same rows (fit_many, the
+        bootstrap): the design, the structure, the co-occurrence plan, the basis of X and the
+        order of the rows by level are shared; the working systems are its own."""
+        import copy
+        from dataclasses import replace
+
+        y = np.ascontiguousarray(y, dtype=np.float64)
+        if y.shape != self.y.shape:
+            raise ValueError(f"y must have one value per row used ({self.y.shape[0]}), got shape {y.shape}")
+        label = self.response_label if response is None else response
+        self.family.check_response(y, self.prior_weights, f"response {label!r}")
+        new = copy.copy(self)
+        changes = {"y": y}
+        if response is not None:
+            changes["response"] = response
+        if formula is not None:
+            changes["formula"] = formula
+            new.formula = formula
+        new.design = replace(self.design, **changes)
+        new.rows = InMemoryRows(new.design, self.structure)
+        new.response_label = label
+        new.y = y
+        hi, lo, _ = glm_aic_constant(y, self.prior_weights, np.zeros(0), self.family_id)
+        new.aic_constant = float(hi + lo)
+        new.eta_start = _link_eta(self.family.start_mu(y, self.prior_weights), self.family.link)
+        new._joint = new._modes = None
+        new._lp0 = new._eta0 = new._u_warm = new._last0 = None
+        if self._one_factor is not None:
+            of = self._one_factor
+            new._one_factor = dict(of, y=np.ascontiguousarray(y[of["order"]]),
+                                   u=np.zeros_like(of["u"]), L=np.empty_like(of["L"]))
+            new._one_factor.pop("lp0", None)
+        new.timings = {"design": 0.0}
+        return new
 
     def _extra(self, name, default):
         cols = {c for c, _ in self.inputs.extra_columns}
