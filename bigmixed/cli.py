@@ -981,6 +981,25 @@ def _residual_structures(args) -> dict:
     return out
 
 
+def _glmm_options(args) -> dict | None:
+    """bm.glmm's family options from --family/--link/--nagq (None for an LMM); usage errors for
+    options that do not apply."""
+    if args.family == "gaussian":
+        for flag, value in (("--link", args.link), ("--weights", args.weights),
+                            ("--offset", args.offset)):
+            if value is not None:
+                raise CLIError(EXIT_USAGE, f"{flag} applies to GLMMs: add --family binomial or "
+                                           "--family poisson")
+        if args.nagq != 1:
+            raise CLIError(EXIT_USAGE, "--nagq applies to GLMMs: add --family binomial or --family poisson")
+        return None
+    if args.ml:
+        raise CLIError(EXIT_USAGE, "--ml does not apply to GLMMs (always fitted by maximum likelihood)")
+    if getattr(args, "dask", None) is not None:
+        raise CLIError(EXIT_USAGE, "--dask fits linear mixed models only for now; drop --family or --dask")
+    return dict(family=args.family, link=args.link, nAGQ=args.nagq)
+
+
 def _needed_columns(path: str, fmt: str, formula: str, responses: list | None, glob: str | None,
                     sep: str | None = None):
     """Columns to read: those named in the formula, the responses, the glob's matches."""
@@ -1061,9 +1080,17 @@ def cmd_fit(args, display=None, interval=None) -> int:
 
         if args.formula.strip().startswith("~"):
             raise CLIError(EXIT_USAGE, "a one-sided formula ('~ ...') needs --responses or --responses-glob")
-        parse_formula(args.formula)
+        if args.family == "gaussian":  # (a GLMM's cbind()/offset() are read by bm.glmm)
+            parse_formula(args.formula)
+    glmm = _glmm_options(args)
 
     structures = _residual_structures(args)
+    if many and (args.weights is not None or args.offset is not None):
+        raise CLIError(EXIT_USAGE, "--weights / --offset fit one response for now; drop "
+                                   "--responses / --responses-glob")
+    if structures and glmm is not None:
+        raise CLIError(EXIT_USAGE, "--ar1 / --compound-symmetry / --var-ident are for linear mixed "
+                                   "models; drop them or --family")
     if structures and (many or getattr(args, "dask", None) is not None):
         raise CLIError(EXIT_USAGE, "--ar1 / --compound-symmetry / --var-ident fit one response in "
                                    "memory; drop --responses / --responses-glob / --dask")
@@ -1092,8 +1119,9 @@ def cmd_fit(args, display=None, interval=None) -> int:
             dfmt = data_format(args.data) if not os.path.isdir(args.data) else "parquet"
             if dfmt != "parquet" and os.path.isfile(args.data):
                 sep = csv_separator(args.data, dfmt, sep)
-            need, all_cols = _needed_columns(args.data, dfmt, args.formula, responses,
-                                             args.responses_glob, sep)
+            need, all_cols = _needed_columns(args.data, dfmt, " ".join(
+                [args.formula, args.weights or "", args.offset or ""]), responses,
+                args.responses_glob, sep)
             if structures:
                 from .spec.residual import residual_columns
 
@@ -1126,7 +1154,7 @@ def cmd_fit(args, display=None, interval=None) -> int:
                 code = _fit_many(args, data, responses, out, results, t_start, sep)
             else:
                 code = _fit_one(args, bm, data, need, all_cols, structures, out, results,
-                                input_info, t_read, t_start, sep, fit_document, jsonable)
+                                input_info, t_read, t_start, sep, fit_document, jsonable, glmm)
     except BaseException:
         out.discard()
         raise
@@ -1140,19 +1168,27 @@ def cmd_fit(args, display=None, interval=None) -> int:
 
 
 def _fit_one(args, bm, data, need, all_cols, structures, out, results, input_info, t_read,
-             t_start, sep, fit_document, jsonable) -> int:
+             t_start, sep, fit_document, jsonable, glmm=None) -> int:
     # 4. fit
+    def build(frame):
+        if glmm is not None:
+            return bm.glmm(args.formula, frame, solver=args.solver, weights=args.weights,
+                           offset=args.offset, **glmm)
+        return bm.lmm(args.formula, frame, reml=not args.ml, solver=args.solver, **structures)
+
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            model = bm.lmm(args.formula, data, reml=not args.ml, solver=args.solver, **structures)
+            model = build(data)
         except bm.MissingColumnError:
             if len(need) == len(all_cols):
                 raise
             data, _ = read_data(args.data, None, sep)  # the full file names the close matches
-            model = bm.lmm(args.formula, data, reml=not args.ml, solver=args.solver, **structures)
+            model = build(data)
+        method = (("Laplace" if glmm["nAGQ"] == 1 else f"nAGQ = {glmm['nAGQ']}") + f", {glmm['family']}"
+                  if glmm is not None else "ML" if args.ml else "REML")
         log.info("fitting %s by %s: %d observations, groups %s", args.formula,
-                 "ML" if args.ml else "REML", model.n_obs,
+                 method, model.n_obs,
                  ", ".join(f"{f.group} {f.n_levels}" for f in model.structure.factors))
         fit = model.fit()
     _log_caught(caught)
@@ -1218,11 +1254,11 @@ def _fit_many(args, data, responses, out, results, t_start, sep=None) -> int:
     spec = responses if responses else args.responses_glob
     try:
         stream = bm.iter_fits(args.formula, data, spec, reml=not args.ml, n_jobs=args.jobs,
-                              solver=args.solver)
+                              solver=args.solver, **(_glmm_options(args) or {}))
     except MissingColumnError:
         full, _ = read_data(args.data, None, sep)
         stream = bm.iter_fits(args.formula, full, spec, reml=not args.ml, n_jobs=args.jobs,
-                              solver=args.solver)
+                              solver=args.solver, **(_glmm_options(args) or {}))
     total = len(responses) if responses else len(match_responses(data.columns, args.responses_glob))
     log.info("fitting %d responses on %s by %s (%s threads)", total, args.formula,
              "ML" if args.ml else "REML", args.jobs or available_cores())
@@ -1328,6 +1364,20 @@ def build_parser() -> argparse.ArgumentParser:
                         "components); default from --out's extension (.json, .ndjson, .jsonl, .csv, "
                         ".parquet), else json")
     f.add_argument("--ml", action="store_true", help="maximum likelihood instead of REML")
+    f.add_argument("--family", choices=("gaussian", "binomial", "poisson"), default="gaussian",
+                   help="gaussian: a linear mixed model (default); binomial or poisson: a GLMM as "
+                        "glmer (Laplace; --nagq for quadrature)")
+    f.add_argument("--link", default=None,
+                   help="the GLMM's link: logit (default), probit, cloglog for binomial; log for poisson")
+    f.add_argument("--nagq", type=int, default=1, metavar="K",
+                   help="GLMM: 1 = Laplace (default), 0 = glmer's nAGQ = 0, up to 25 Gauss-Hermite "
+                        "points for one scalar random-effect term")
+    f.add_argument("--weights", default=None, metavar="COLUMN",
+                   help="GLMM prior weights (binomial: trials of a proportion response): a column "
+                        "or an expression of columns")
+    f.add_argument("--offset", default=None, metavar="COLUMN",
+                   help="GLMM offset added to the linear predictor: a column or an expression, "
+                        "e.g. 'log(exposure)' (offset() terms in the formula work too)")
     f.add_argument("--strict", action="store_true",
                    help="exit 6 and write nothing if a fit is singular, did not converge, or a response failed")
     f.add_argument("--save", default=None, metavar="PATH",
