@@ -11,52 +11,81 @@ import os as _os
 # took 40-60 ms). Passive waiting must be chosen before the OpenMP runtime starts.
 _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from .errors import (
-    BigmixedError,
-    ColumnNameError,
-    DataTypeError,
-    DesignError,
-    EmptyDataError,
-    FamilyError,
-    FormulaError,
-    FormulaSyntaxError,
-    GroupingError,
-    GroupingExpressionError,
-    IdentifiabilityError,
-    MissingColumnError,
-    ModelFormatError,
-    NonFiniteValueError,
-    ResidualStructureError,
-    ResponseSupportError,
-    ResponseTypeError,
-    UnknownFunctionError,
-    WeightsError,
-)
-from .inference.compare import anova, format_anova
-from .api import lmm
-from .fitting.glmm import GeneralizedLinearMixedModel, glmm
-from .fitting.model import LinearMixedModel
-from .results.glmm_fit import GLMMResults
-from .spec.family import Binomial, Poisson
-from .spec.residual import AR1, CompoundSymmetry, VarIdent
-from .results.fit import LMMResults
-from .warmup import warmup
-from .fitting.batch import ManyFits, ResponseFit, fit_many, iter_fits
-from .results.saved import load
-from .inference.power import PowerResult, power_simulation
-from .io import tidy
-from .warnings import (
-    BigmixedWarning,
-    CollinearRandomEffectsWarning,
-    ConvergenceWarning,
-    RankDeficiencyWarning,
-    RowsDroppedWarning,
-    SingularFitWarning,
-    SeparationWarning,
-    BinaryResponseWarning,
-)
-
 from ._version import __version__  # noqa: E402
+
+# The public names are loaded on first use (PEP 562): `import bigmixed` and `bigmixed --version`
+# do not pay for pandas, formulaic, numba, scipy or dask until a name that needs them is used.
+_EXPORTS = {
+    "lmm": ".api",
+    "BigmixedError": ".errors",
+    "ColumnNameError": ".errors",
+    "DataTypeError": ".errors",
+    "DesignError": ".errors",
+    "EmptyDataError": ".errors",
+    "FamilyError": ".errors",
+    "FormulaError": ".errors",
+    "FormulaSyntaxError": ".errors",
+    "GroupingError": ".errors",
+    "GroupingExpressionError": ".errors",
+    "IdentifiabilityError": ".errors",
+    "MissingColumnError": ".errors",
+    "ModelFormatError": ".errors",
+    "NonFiniteValueError": ".errors",
+    "ResidualStructureError": ".errors",
+    "ResponseSupportError": ".errors",
+    "ResponseTypeError": ".errors",
+    "UnknownFunctionError": ".errors",
+    "WeightsError": ".errors",
+    "ManyFits": ".fitting.batch",
+    "ResponseFit": ".fitting.batch",
+    "fit_many": ".fitting.batch",
+    "iter_fits": ".fitting.batch",
+    "GeneralizedLinearMixedModel": ".fitting.glmm",
+    "glmm": ".fitting.glmm",
+    "LinearMixedModel": ".fitting.model",
+    "anova": ".inference.compare",
+    "format_anova": ".inference.compare",
+    "PowerResult": ".inference.power",
+    "power_simulation": ".inference.power",
+    "tidy": ".io",
+    "LMMResults": ".results.fit",
+    "GLMMResults": ".results.glmm_fit",
+    "load": ".results.saved",
+    "Binomial": ".spec.family",
+    "Poisson": ".spec.family",
+    "AR1": ".spec.residual",
+    "CompoundSymmetry": ".spec.residual",
+    "VarIdent": ".spec.residual",
+    "warmup": ".warmup",
+    "BigmixedWarning": ".warnings",
+    "BinaryResponseWarning": ".warnings",
+    "CollinearRandomEffectsWarning": ".warnings",
+    "ConvergenceWarning": ".warnings",
+    "RankDeficiencyWarning": ".warnings",
+    "RowsDroppedWarning": ".warnings",
+    "SeparationWarning": ".warnings",
+    "SingularFitWarning": ".warnings",
+}
+
+
+def __getattr__(name):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'bigmixed' has no attribute {name!r}")
+    import importlib
+
+    parent = importlib.import_module(module, __name__)
+    try:
+        value = getattr(parent, name)
+    except AttributeError:  # a submodule (bigmixed.tidy is bigmixed.io.tidy)
+        value = importlib.import_module(f"{module}.{name}", __name__)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))
+
 
 __all__ = [
     "AR1",

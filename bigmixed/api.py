@@ -1,8 +1,16 @@
 """The entry points that pick a model for the data: in memory or Dask."""
 from __future__ import annotations
 
-from .distributed.plan import is_dask_dataframe
 from .fitting.model import LinearMixedModel
+
+
+def is_dask_dataframe(data) -> bool:
+    """A Dask DataFrame (bigmixed.distributed, and Dask, are imported only for one)."""
+    if not (type(data).__module__ or "").startswith("dask"):
+        return False
+    from .distributed.plan import is_dask_dataframe as check
+
+    return check(data)
 
 
 def lmm(formula: str, data, *, reml: bool = True, solver: str = "auto", residual=None,
