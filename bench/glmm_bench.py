@@ -1,0 +1,175 @@
+"""GLMM benchmark: bigmixed against glmer (lme4) and gpboost, in one run, one process per fit.
+
+    .venv/bin/python bench/glmm_bench.py                       # default problems
+    .venv/bin/python bench/glmm_bench.py --problems bin_1m --peers gpboost
+    .venv/bin/python bench/glmm_bench.py --list
+
+Problems (hdp-style data from bigmixed.data_gen with binary/count outcomes, random intercept per
+doctor unless crossed): bin_8k (8.5k rows, 407 doctors), bin_105k, pois_105k (offset
+log(exposure)), crossed_105k (5k doctors x 100 hospitals), bin_1m (1.05M rows, 50k doctors).
+
+- bigmixed: a fresh process reads the Parquet file, warms Numba on a tiny fit, then times
+  ``bm.glmm(formula, df, family=...).fit()`` (design included).
+- glmer: Rscript times ``glmer(formula, data, family)`` (default control) after reading the CSV.
+- gpboost: ``GPModel(group_data=..., likelihood=...)`` fitted on X (with an intercept column;
+  gpboost estimates by Laplace ML too) timed around ``fit``.
+Reported: wall time, -2 log-likelihood (as each engine reports it), the speed-ups
+(peer / bigmixed), the machine's load. Results in bench/results/glmm.md (and .csv).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from _common import ensure_dirs, loadavg, machine_header, markdown_table, write_csv  # noqa: E402
+
+DATA = HERE / "data"
+RESULTS = HERE / "results"
+FIXED = "age + married + sex + wbc + rbc"
+PROBLEMS = {
+    "bin_8k": dict(gen=dict(n_doctors=407, seed=1), family="binomial",
+                   formula=f"remission ~ {FIXED} + (1 | doctor)"),
+    "bin_105k": dict(gen=dict(n_doctors=5000, seed=2), family="binomial",
+                     formula=f"remission ~ {FIXED} + (1 | doctor)"),
+    "pois_105k": dict(gen=dict(n_doctors=5000, seed=3), family="poisson",
+                      formula=f"n_events ~ {FIXED} + offset(log(exposure)) + (1 | doctor)"),
+    "crossed_105k": dict(gen=dict(n_doctors=5000, seed=4, n_hospitals=100), family="binomial",
+                         formula=f"remission ~ {FIXED} + (1 | doctor) + (1 | hospital)"),
+    "bin_1m": dict(gen=dict(n_doctors=50000, seed=5), family="binomial",
+                   formula=f"remission ~ {FIXED} + (1 | doctor)"),
+}
+DEFAULT = ["bin_8k", "bin_105k", "pois_105k", "crossed_105k", "bin_1m"]
+
+
+def data_files(name: str):
+    ensure_dirs()
+    pq, csv = DATA / f"glmm_{name}.parquet", DATA / f"glmm_{name}.csv"
+    if not pq.exists():
+        from bigmixed.data_gen import generate_hdp
+
+        df = generate_hdp(**PROBLEMS[name]["gen"], binary=True, counts=True).data
+        df.to_parquet(pq)
+        df.to_csv(csv, index=False)
+    return pq, csv
+
+
+BIGMIXED = r'''
+import json, sys, time, warnings
+import pandas as pd, bigmixed as bm
+spec = json.loads(sys.argv[1])
+df = pd.read_parquet(spec["parquet"])
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    bm.glmm(spec["formula"], df.head(3000), family=spec["family"]).fit()   # Numba warm-up
+    t = time.perf_counter()
+    fit = bm.glmm(spec["formula"], df, family=spec["family"]).fit()
+    el = time.perf_counter() - t
+print(json.dumps({"seconds": el, "m2ll": fit.objective,
+                  "stages": [[s.stage, s.n_evaluations, s.seconds] for s in fit.optimizer.stages]}))
+'''
+
+GPBOOST = r'''
+import json, sys, time
+import numpy as np, pandas as pd, gpboost as gpb
+spec = json.loads(sys.argv[1])
+df = pd.read_parquet(spec["parquet"])
+y_name = spec["formula"].split("~")[0].strip()
+cols = ["age", "married", "sex", "wbc", "rbc"]
+X = np.column_stack([np.ones(len(df))] + [df[c].to_numpy(float) for c in cols])
+groups = df[["doctor", "hospital"]] if "hospital" in spec["formula"] else df[["doctor"]]
+lik = "bernoulli_logit" if spec["family"] == "binomial" else "poisson"
+kw = {}
+t = time.perf_counter()
+gp = gpb.GPModel(group_data=groups.astype(str).to_numpy(), likelihood=lik)
+if "offset" in spec["formula"]:
+    kw["offset"] = np.log(df["exposure"].to_numpy(float))
+gp.fit(y=df[y_name].to_numpy(float), X=X, **kw)
+el = time.perf_counter() - t
+print(json.dumps({"seconds": el, "m2ll": 2.0 * float(gp.get_current_neg_log_likelihood())}))
+'''
+
+GLMER = r'''
+suppressMessages({library(lme4); library(data.table); library(jsonlite)})
+args <- commandArgs(TRUE); spec <- fromJSON(args[1])
+d <- as.data.frame(fread(spec$csv))
+for (g in c("doctor", "hospital")) if (g %in% names(d)) d[[g]] <- factor(d[[g]])
+fam <- if (spec$family == "binomial") binomial else poisson
+t <- system.time(fit <- glmer(as.formula(spec$formula), data = d, family = fam))[["elapsed"]]
+msg <- fit@optinfo$conv$lme4$messages
+cat(toJSON(list(seconds = t, m2ll = -2 * as.numeric(logLik(fit)),
+                warnings = if (is.null(msg)) list() else msg), auto_unbox = TRUE, digits = NA))
+'''
+
+
+def run(cmd, timeout):
+    t = time.perf_counter()
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"status": "timeout", "seconds": float(timeout)}
+    if r.returncode != 0:
+        return {"status": f"error: {(r.stderr or r.stdout).strip().splitlines()[-1][:200]}"}
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    out.update(status="ok", wall=time.perf_counter() - t)
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--problems", default=",".join(DEFAULT))
+    ap.add_argument("--peers", default="glmer,gpboost")
+    ap.add_argument("--timeout", type=float, default=900)
+    ap.add_argument("--out", default="glmm")
+    ap.add_argument("--list", action="store_true")
+    args = ap.parse_args()
+    if args.list:
+        for k, v in PROBLEMS.items():
+            print(k, v)
+        return 0
+    peers = [p for p in args.peers.split(",") if p and p != "none"]
+    rows = []
+    for name in args.problems.split(","):
+        spec = dict(PROBLEMS[name])
+        pq, csv = data_files(name)
+        spec.update(parquet=str(pq), csv=str(csv))
+        js = json.dumps({k: spec[k] for k in ("formula", "family", "parquet", "csv")})
+        res = {"bigmixed": run([sys.executable, "-c", BIGMIXED, js], args.timeout)}
+        if "gpboost" in peers:
+            res["gpboost"] = run([sys.executable, "-c", GPBOOST, js], args.timeout)
+        if "glmer" in peers:
+            script = DATA / "glmer_bench.R"
+            script.write_text(GLMER)
+            res["glmer"] = run(["Rscript", str(script), js], args.timeout)
+        b = res["bigmixed"].get("seconds")
+        row = {"problem": name, "load": loadavg()}
+        for eng, r in res.items():
+            row[f"{eng}_s"] = r.get("seconds") if r["status"] in ("ok", "timeout") else None
+            row[f"{eng}_status"] = r["status"]
+            row[f"{eng}_m2ll"] = r.get("m2ll")
+            if eng != "bigmixed" and b and r.get("seconds"):
+                row[f"vs_{eng}"] = r["seconds"] / b
+        row["bigmixed_stages"] = "; ".join(f"{s[0]}: {s[1]} ev, {s[2]:.2f}s"
+                                           for s in res["bigmixed"].get("stages", []))
+        rows.append(row)
+        print(json.dumps(row))
+    cols = ["problem", "bigmixed_s", "glmer_s", "gpboost_s", "vs_glmer", "vs_gpboost",
+            "bigmixed_m2ll", "glmer_m2ll", "gpboost_m2ll", "glmer_status", "load", "bigmixed_stages"]
+    cols = [c for c in cols if any(c in r for r in rows)]
+    RESULTS.mkdir(exist_ok=True)
+    text = "\n".join(machine_header()) + "\n\n" + markdown_table(rows, cols) + "\n"
+    (RESULTS / f"{args.out}.md").write_text(
+        f"# GLMM benchmark (`.venv/bin/python bench/glmm_bench.py`)\n\n{text}")
+    write_csv(RESULTS / f"{args.out}.csv", rows, cols)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
