@@ -72,6 +72,9 @@ def _fit(fits, group):
 @pytest.mark.parametrize("group", GROUPS)
 def test_loglik_at_least_glmers_best(fits, group):
     refs, fit = _fit(fits, group)
+    if any(isinstance(w, bm.SeparationWarning) for w in fit.warnings):
+        pytest.skip("separated data: the likelihood has no maximum (it grows as a coefficient "
+                    "diverges); the fit warns instead")
     best = min(r["minus2logLik"] for r in refs)
     assert fit.objective <= best + 1e-6 * abs(best), (fit.objective, best)
     assert fit.llf == pytest.approx(-0.5 * fit.objective)

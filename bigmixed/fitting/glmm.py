@@ -81,7 +81,8 @@ class GeneralizedLinearMixedModel:
     nAGQ : int: 1 (Laplace, default), 0 (stage 1 only, as glmer's nAGQ = 0), or up to 25
         quadrature points for a single scalar random-effect term
     solver : as `bm.lmm` ("auto", "blockdiag", "cholmod", "schur")
-    pirls : "lme4" (default) or "exact". "lme4" evaluates the criterion as glmer does: each
+    pirls : "auto" (default: "lme4", except "exact" for the probit link), "lme4" or "exact".
+        "lme4" evaluates the criterion as glmer does: each
         evaluation restarts PIRLS from the same linear predictor (lme4's lp0), stops at a
         relative change of 1e-7 in the penalized deviance and takes the determinant with the
         weights of the iterate before the last; the optimum is then glmer's (which differs
@@ -90,7 +91,7 @@ class GeneralizedLinearMixedModel:
     """
 
     def __init__(self, formula: str, data, *, family="binomial", link=None, weights=None,
-                 offset=None, nAGQ: int = 1, solver: str = "auto", pirls: str = "lme4"):
+                 offset=None, nAGQ: int = 1, solver: str = "auto", pirls: str = "auto"):
         t0 = time.perf_counter()
         self._options(family, link, nAGQ, solver, pirls)
         inputs = glm_inputs.prepare(formula, data, weights=weights, offset=offset)
@@ -108,7 +109,7 @@ class GeneralizedLinearMixedModel:
 
     @classmethod
     def from_design(cls, design, *, family="binomial", link=None, nAGQ: int = 1,
-                    solver: str = "auto", pirls: str = "lme4") -> "GeneralizedLinearMixedModel":
+                    solver: str = "auto", pirls: str = "auto") -> "GeneralizedLinearMixedModel":
         """A GLMM on an already evaluated `Design` (no prior weights, no offset): e.g. the
         shared design of fit_many."""
         self = cls.__new__(cls)
@@ -125,8 +126,13 @@ class GeneralizedLinearMixedModel:
         if isinstance(nAGQ, bool) or not isinstance(nAGQ, (int, np.integer)) or not 0 <= nAGQ <= MAX_AGQ:
             raise ValueError(f"nAGQ must be an integer from 0 to {MAX_AGQ}, not {nAGQ!r}")
         self.nAGQ = int(nAGQ)
-        if pirls not in ("lme4", "exact"):
-            raise ValueError(f"pirls must be 'lme4' or 'exact', not {pirls!r}")
+        if pirls not in ("auto", "lme4", "exact"):
+            raise ValueError(f"pirls must be 'auto', 'lme4' or 'exact', not {pirls!r}")
+        if pirls == "auto":
+            # glmer's probit PIRLS converges slowly (no floor on mu.eta, linear convergence):
+            # stopped at 1e-7, its criterion is rough at ~1e-6 and its optimum ill-defined; the
+            # exact Laplace approximation is the well-defined target there
+            pirls = "exact" if self.family.link == "probit" else "lme4"
         self.pirls_mode = pirls
 
     def _setup(self, design, formula, label, solver, t0) -> None:
@@ -370,7 +376,7 @@ class GeneralizedLinearMixedModel:
         self._lp0 = None
         # nAGQ = 0 is the fit itself: tight; otherwise stage 1 only gives stage 2 its start
         # (theta, beta and the scale of the beta basis), and loose tolerances do
-        tol1 = control.tight if self.nAGQ == 0 else control.approx_tolerances
+        tol1 = control.tight if (self.nAGQ == 0 or self.pirls_mode == "lme4") else control.approx_tolerances
         rec1 = minimize_theta(obj0, st.initial_theta(), st.lower_bounds, **tol1.as_dict(),
                               restart_edge=True, restartable=st.multi_column_diagonal())
         theta1 = rec1.params
@@ -517,7 +523,7 @@ def _quasi_newton_stage(fun, x0, lower):
 
 
 def glmm(formula: str, data, *, family="binomial", link=None, weights=None, offset=None,
-         nAGQ: int = 1, solver: str = "auto", pirls: str = "lme4") -> GeneralizedLinearMixedModel:
+         nAGQ: int = 1, solver: str = "auto", pirls: str = "auto") -> GeneralizedLinearMixedModel:
     """Set up a generalized linear mixed model (lme4's glmer); call ``.fit()`` on the result.
     See `GeneralizedLinearMixedModel` for the arguments."""
     return GeneralizedLinearMixedModel(formula, data, family=family, link=link, weights=weights,
