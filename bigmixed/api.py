@@ -14,19 +14,24 @@ def is_dask_dataframe(data) -> bool:
 
 
 def lmm(formula: str, data, *, reml: bool = True, solver: str = "auto", residual=None,
-        variance=None) -> LinearMixedModel:
+        variance=None, weights=None, offset=None) -> LinearMixedModel:
     """Set up a linear mixed model; call ``.fit()`` on the result.
 
     `data` is a pandas DataFrame, or a Dask DataFrame (e.g. ``dd.read_parquet(...)``): then the
     cross-products are computed per partition on the active Dask scheduler and summed (see
     bigmixed.distributed). `residual` (bm.AR1, bm.CompoundSymmetry) and `variance`
-    (bm.VarIdent) add nlme's residual structures (see bigmixed.residual)."""
+    (bm.VarIdent) add nlme's residual structures (see bigmixed.residual).
+
+    `weights` (prior weights: a column name, an expression of columns or an array; the residual
+    variance of row i is sigma^2 / w_i) and `offset` (a column, expression or array added to the
+    linear predictor; ``offset(x)`` terms in the formula too) follow lme4's ``lmer(weights=,
+    offset=)``: the same REML criterion (with lme4's -sum(log w_i) term), estimates and SEs."""
     if is_dask_dataframe(data):
         if residual is not None or variance is not None:
             raise NotImplementedError("residual structures (residual=, variance=) are not "
                                       "supported with Dask data yet; fit from a pandas DataFrame")
         from .distributed.model import lmm_dask
 
-        return lmm_dask(formula, data, reml=reml, solver=solver)
+        return lmm_dask(formula, data, reml=reml, solver=solver, weights=weights, offset=offset)
     return LinearMixedModel(formula, data, reml=reml, solver=solver, residual=residual,
-                            variance=variance)
+                            variance=variance, weights=weights, offset=offset)

@@ -54,13 +54,17 @@ class CrossProducts:
     pairs: list
 
     @classmethod
-    def compute(cls, X: np.ndarray, y: np.ndarray, structure: RandomEffectsStructure) -> "CrossProducts":
+    def compute(cls, X: np.ndarray, y: np.ndarray, structure: RandomEffectsStructure,
+                w: np.ndarray | None = None) -> "CrossProducts":
+        """The cross-products of [Z X y]; with prior weights w: Z'WZ, Z'W[X y], [X y]'W[X y]
+        and the weighted co-occurrence blocks (each row's products times w_i, in the same
+        one pass and the same double-double sums)."""
         n, p = X.shape
         chunks = n_row_chunks(n)
         zz, zxy = [], []
         gram = None
         for fi, f in enumerate(structure.factors):
-            zz_hi, zz_lo, zxy_hi, zxy_lo, gram_hi, gram_lo = factor_sums(f, X, y, fi == 0, chunks)
+            zz_hi, zz_lo, zxy_hi, zxy_lo, gram_hi, gram_lo = factor_sums(f, X, y, fi == 0, chunks, w)
             zz.append(round_sum(zz_hi, zz_lo))
             zxy.append(round_sum(zxy_hi, zxy_lo))
             if fi == 0:
@@ -68,14 +72,19 @@ class CrossProducts:
         pairs = []
         for b in range(len(structure.factors)):
             for a in range(b):
-                pairs.append(_pair_blocks(structure, b, a))
+                pairs.append(_pair_blocks(structure, b, a, w))
         return cls(n, p, zz, zxy, gram, pairs)
 
     def with_response(self, X: np.ndarray, y: np.ndarray,
-                      structure: RandomEffectsStructure) -> "CrossProducts":
+                      structure: RandomEffectsStructure,
+                      w: np.ndarray | None = None) -> "CrossProducts":
         """These cross-products with another response on the same rows: one pass computing
         Z'y, X'y and y'y (kernels/response.py); Z'Z, Z'X and X'X are shared. The same bits as
-        `compute(X, y, structure)` (every sum is correctly rounded)."""
+        `compute(X, y, structure)` (every sum is correctly rounded). With prior weights w
+        (those these cross-products were computed with): Z'Wy, X'Wy and y'Wy, the same bits
+        as `compute(X, y, structure, w)`."""
+        if w is not None:
+            return self._with_weighted_response(X, y, structure, w)
         n, p = X.shape
         chunks = n_row_chunks(n)
         zxy = []
@@ -95,6 +104,36 @@ class CrossProducts:
         gram[p, :p] = xy[:p]
         gram[:p, p] = xy[:p]
         gram[p, p] = xy[p]
+        return replace(self, zxy=zxy, gram=gram)
+
+    def _with_weighted_response(self, X, y, structure, w) -> "CrossProducts":
+        """`with_response` with prior weights, bit-identical to `compute(X, y, structure, w)`:
+        the weighted kernel on no X columns gives Z_g'Wy = sum (z w) y and y'Wy = sum (y w) y
+        as `compute` forms them, and the response kernel on the values y w gives X'Wy = sum
+        (y w) x (the products `compute` adds, in the same chunks and order)."""
+        n, p = X.shape
+        chunks = n_row_chunks(n)
+        no_x = np.zeros((n, 0))
+        zxy = []
+        yy = None
+        for fi, f in enumerate(structure.factors):
+            _, _, zy_hi, zy_lo, g_hi, g_lo = factor_sums(f, no_x, y, fi == 0, chunks, w)
+            z = self.zxy[fi].copy()
+            z[:, :, p] = round_sum(zy_hi, zy_lo)[:, :, 0]
+            zxy.append(z)
+            if fi == 0:
+                yy = round_sum(g_hi, g_lo)[0, 0]
+        f = structure.factors[0]
+        zy_out = np.zeros((chunks, f.n_levels, f.n_columns))
+        xy_out = np.zeros((chunks, p + 1))
+        zy_lo, xy_lo = np.zeros_like(zy_out), np.zeros_like(xy_out)
+        response_crossprod(f.codes, _EMPTY_Z if f.unit_z else f.Z, f.unit_z, X, y * w, True,
+                           zy_out, xy_out, zy_lo, xy_lo)
+        xy = round_sum(*sum_chunks(xy_out, xy_lo))
+        gram = self.gram.copy()
+        gram[p, :p] = xy[:p]
+        gram[:p, p] = xy[:p]
+        gram[p, p] = yy
         return replace(self, zxy=zxy, gram=gram)
 
 
@@ -123,10 +162,12 @@ def round_sum(hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
     return hi
 
 
-def factor_sums(f, X: np.ndarray, y: np.ndarray, with_gram: bool, chunks: int):
+def factor_sums(f, X: np.ndarray, y: np.ndarray, with_gram: bool, chunks: int,
+                w: np.ndarray | None = None):
     """One factor's blocks Z_g'Z_g, Z_g'[X y] and (with_gram) [X y]'[X y] as double-doubles
     summed over `chunks` row chunks: (zz_hi, zz_lo, zxy_hi, zxy_lo, gram_hi, gram_lo), the gram
     pair None without with_gram. `f` needs codes (0..n_levels-1), n_levels, n_columns, unit_z, Z.
+    With row weights w: Z_g'WZ_g, Z_g'W[X y], [X y]'W[X y] (kernels/glm.py's weighted kernel).
     """
     m = X.shape[1] + 1
     P = f.n_columns
@@ -134,21 +175,35 @@ def factor_sums(f, X: np.ndarray, y: np.ndarray, with_gram: bool, chunks: int):
     zxy_out = np.zeros((chunks, f.n_levels, P, m))
     gram_out = np.zeros((chunks, m, m))
     zz_lo, zxy_lo, gram_lo = np.zeros_like(zz_out), np.zeros_like(zxy_out), np.zeros_like(gram_out)
-    kernel = factor_crossprod if chunks > 1 else factor_crossprod_serial
-    kernel(f.codes, _EMPTY_Z if f.unit_z else f.Z, f.unit_z, X, y, with_gram, zz_out, zxy_out,
-           gram_out, zz_lo, zxy_lo, gram_lo)
+    if w is None:
+        kernel = factor_crossprod if chunks > 1 else factor_crossprod_serial
+        kernel(f.codes, _EMPTY_Z if f.unit_z else f.Z, f.unit_z, X, y, with_gram, zz_out, zxy_out,
+               gram_out, zz_lo, zxy_lo, gram_lo)
+    else:
+        from ..kernels.glm import factor_crossprod_weighted, factor_crossprod_weighted_serial
+
+        kernel = factor_crossprod_weighted if chunks > 1 else factor_crossprod_weighted_serial
+        kernel(f.codes, _EMPTY_Z if f.unit_z else f.Z, f.unit_z, X, y, w, with_gram, zz_out,
+               zxy_out, gram_out, zz_lo, zxy_lo, gram_lo)
     gram = sum_chunks(gram_out, gram_lo) if with_gram else (None, None)
     return sum_chunks(zz_out, zz_lo) + sum_chunks(zxy_out, zxy_lo) + gram
 
 
-def pair_sums(structure: RandomEffectsStructure, b: int, a: int):
+def pair_sums(structure: RandomEffectsStructure, b: int, a: int, w: np.ndarray | None = None):
     """Co-occurrence blocks of factors b (rows) and a (columns) as double-doubles: (sorted
-    keys level_b * n_levels_a + level_a of the pairs that occur, blocks_hi, blocks_lo)."""
+    keys level_b * n_levels_a + level_a of the pairs that occur, blocks_hi, blocks_lo); with
+    row weights w the blocks Z_b'WZ_a."""
     fb, fa = structure.factors[b], structure.factors[a]
     key = fb.codes.astype(np.int64) * np.int64(fa.n_levels) + fa.codes.astype(np.int64)
     uniq, ids = np.unique(key, return_inverse=True)
     blocks = np.zeros((len(uniq), fb.n_columns, fa.n_columns))
     lo = np.zeros_like(blocks)
+    if w is not None:
+        from ..kernels.glm import pair_crossprod_weighted
+
+        pair_crossprod_weighted(ids.astype(np.int64, copy=False), _EMPTY_Z if fb.unit_z else fb.Z,
+                                fb.unit_z, _EMPTY_Z if fa.unit_z else fa.Z, fa.unit_z, w, blocks, lo)
+        return uniq, blocks, lo
     pair_crossprod(
         ids.astype(np.int64, copy=False),
         _EMPTY_Z if fb.unit_z else fb.Z,
@@ -161,7 +216,7 @@ def pair_sums(structure: RandomEffectsStructure, b: int, a: int):
     return uniq, blocks, lo
 
 
-def _pair_blocks(structure: RandomEffectsStructure, b: int, a: int) -> PairBlocks:
-    uniq, hi, lo = pair_sums(structure, b, a)
+def _pair_blocks(structure: RandomEffectsStructure, b: int, a: int, w=None) -> PairBlocks:
+    uniq, hi, lo = pair_sums(structure, b, a, w)
     n_a = structure.factors[a].n_levels
     return PairBlocks(b, a, uniq // n_a, uniq % n_a, round_sum(hi, lo))

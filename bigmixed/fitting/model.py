@@ -25,6 +25,7 @@ from ..spec.structure import RandomEffectsStructure
 from ..solvers.choose import SYSTEMS, auto_solver
 from ..warnings import CollinearRandomEffectsWarning, ConvergenceWarning, SingularFitWarning
 from ..spec.design import build_design
+from ..spec.checks import check_response_values
 
 log = logging.getLogger("bigmixed")
 
@@ -48,17 +49,26 @@ class LinearMixedModel:
         Correlated residuals within series (nlme's corAR1 / corCAR1 / corCompSymm).
     variance : bm.VarIdent, optional
         A separate residual SD per stratum (nlme's varIdent).
+    weights : column name, expression or array, optional
+        Prior weights (lme4's ``weights=``): the residual variance of row i is sigma^2 / w_i.
+        Positive and finite; rows where they are missing are dropped (na.omit).
+    offset : column name, expression or array, optional
+        Added to the linear predictor (lme4's ``offset=``; ``offset(x)`` terms in the formula
+        too): the model is fitted to y - offset and fitted values include it.
     """
 
     def __init__(self, formula: str, data, *, reml: bool = True, solver: str = "auto",
-                 residual=None, variance=None):
+                 residual=None, variance=None, weights=None, offset=None):
         from ..spec.residual import residual_columns
 
         t0 = time.perf_counter()
         progress.report("design", rows=getattr(data, "shape", (None,))[0])  # progress hook
-        design = build_design(formula, data,
-                                      extra_columns=residual_columns(residual, variance))
+        extra = residual_columns(residual, variance)
+        design = _prior_design(formula, data, weights, offset, extra)
+        if design is None:
+            design = build_design(formula, data, extra_columns=extra)
         _warn_binary_response(design)
+        check_response_values(design.y, design.response)  # constant / overflowing: typed error
         self._setup(design, reml, solver, design_time=time.perf_counter() - t0,
                     residual=residual, variance=variance)
 
@@ -73,19 +83,24 @@ class LinearMixedModel:
 
     @classmethod
     def from_crossproducts(cls, design, crossprods, structure=None, *, reml: bool = True,
-                           solver: str = "auto", rows=None) -> "LinearMixedModel":
+                           solver: str = "auto", rows=None,
+                           sum_log_weights: float | None = None) -> "LinearMixedModel":
         """Build from precomputed cross-products (e.g. summed over the partitions of a Dask
         DataFrame, see bigmixed.distributed) and a Design that needs no row arrays: formula,
         fixed_names, terms (levels and column names; codes and Z may be empty), n_dropped and
         warnings. `structure` defaults to RandomEffectsStructure(design.terms); `rows` says where
-        the rows are (a bigmixed.results.rows.RowSource; default: none)."""
+        the rows are (a bigmixed.results.rows.RowSource; default: none). With prior weights
+        (`design.prior`), the cross-products are the weighted ones and `sum_log_weights` is
+        sum(log w_i) over the rows (the criterion's -sum(log w_i) term)."""
         self = cls.__new__(cls)
         self._setup(design, reml, solver, design_time=0.0, crossprods=crossprods,
-                    structure=structure, rows=rows if rows is not None else RowSource())
+                    structure=structure, rows=rows if rows is not None else RowSource(),
+                    sum_log_weights=sum_log_weights)
         return self
 
     def _setup(self, design, reml, solver, design_time, crossprods=None, structure=None,
-               residual=None, variance=None, rows=None, template_system=None):
+               residual=None, variance=None, rows=None, template_system=None,
+               sum_log_weights=None):
         if solver not in SOLVERS:
             raise ValueError(f"solver must be one of {SOLVERS}, not {solver!r}")
         t1 = time.perf_counter()
@@ -94,9 +109,25 @@ class LinearMixedModel:
         self.reml = bool(reml)
         self.structure = RandomEffectsStructure(design.terms) if structure is None else structure
         self.rows = InMemoryRows(design, self.structure) if rows is None else rows
+        # prior weights and offset (bm.lmm(weights=, offset=)): None without them
+        self.prior = getattr(design, "prior", None)
+        self.prior_weights, self.offset = prior_arrays(design)
+        if self.prior_weights is not None and (residual is not None or variance is not None):
+            raise NotImplementedError(
+                "weights= with a residual structure (residual=, variance=) is not supported "
+                "yet; for a residual SD per stratum use variance=bm.VarIdent(...) without weights=")
+        if sum_log_weights is None and self.prior_weights is not None:
+            sum_log_weights = _sum_log(self.prior_weights)
+        # the criterion's -sum(log w_i) (lme4's -ldW): the log det of the residual covariance / sigma^2
+        self.sum_log_weights = None if sum_log_weights is None else float(sum_log_weights)
+        self.prior_logdet = 0.0 if sum_log_weights is None else -float(sum_log_weights)
         if crossprods is None:
             progress.report("cross-products", rows=len(design.y))  # progress hook
-            crossprods = CrossProducts.compute(design.X, design.y, self.structure)
+            if self.prior is None:
+                crossprods = CrossProducts.compute(design.X, design.y, self.structure)
+            else:
+                crossprods = CrossProducts.compute(design.X, self.working_y(design.y),
+                                                   self.structure, self.prior_weights)
         self.crossprods = crossprods
         # The systems work in a well-conditioned basis of the fixed effects (see basis.py).
         self.basis = FixedEffectsBasis.from_gram(self.crossprods.gram, self.crossprods.n_fixed)
@@ -106,7 +137,8 @@ class LinearMixedModel:
         if residual is not None or variance is not None:
             from ..crossprods.residual_weights import ResidualModel
 
-            self.residual = ResidualModel(residual, variance, design, self.structure, self.crossprods)
+            rdesign = design if self.offset is None else replace(design, y=self.working_y(design.y))
+            self.residual = ResidualModel(residual, variance, rdesign, self.structure, self.crossprods)
             # the residual weights overwrite the working arrays: give them their own copies
             w = self.work_crossprods
             self.work_crossprods = replace(
@@ -142,8 +174,15 @@ class LinearMixedModel:
                    structure=self.structure,
                    residual=None if spec is None else spec.residual,
                    variance=None if spec is None else spec.variance,
-                   rows=self.rows if design is None else None, template_system=self.system)
+                   rows=self.rows if design is None else None, template_system=self.system,
+                   sum_log_weights=self.sum_log_weights)
         return new
+
+    def working_y(self, y) -> np.ndarray:
+        """The response the cross-products see: y - offset (y itself without an offset)."""
+        if self.offset is None:
+            return y
+        return np.ascontiguousarray(np.asarray(y, dtype=np.float64) - self.offset)
 
     def with_response(self, y, *, response: str | None = None,
                       formula: str | None = None) -> "LinearMixedModel":
@@ -167,7 +206,11 @@ class LinearMixedModel:
                 changes["parsed"] = replace(parsed, text=formula, response=response or parsed.response)
         design = replace(self.design, **changes)
         t0 = time.perf_counter()
-        cp = self.crossprods.with_response(X, y, self.structure)
+        if self.prior is None:
+            cp = self.crossprods.with_response(X, y, self.structure)
+        else:
+            cp = self.crossprods.with_response(X, self.working_y(y), self.structure,
+                                               self.prior_weights)
         new = self._derived(design=design, crossprods=cp)
         new.timings = dict(new.timings, crossprod=time.perf_counter() - t0)
         return new
@@ -234,6 +277,8 @@ class LinearMixedModel:
         profiled quantities."""
         theta, eta = self.split_params(params)
         logdet_R = self.load_residual(eta)
+        if self.prior_logdet:
+            logdet_R = logdet_R + self.prior_logdet
         logdet, S = self.system.update(theta)
         return profiled_state(logdet, S, self.n_obs, self.n_fixed, self.basis, logdet_R)
 
@@ -247,6 +292,8 @@ class LinearMixedModel:
                 logdet_R = self.load_residual(eta)
             except FloatingPointError:
                 return np.inf
+            if self.prior_logdet:
+                logdet_R = logdet_R + self.prior_logdet
             value = self.system.objective(theta, bool(reml), self.n_obs, self.n_fixed, self.basis.logdet_W) + logdet_R
             return value if np.isfinite(value) else np.inf
         try:
@@ -330,6 +377,49 @@ class LinearMixedModel:
                     f"nearly collinear (condition number {cond:.2g}): their variance components are "
                     "weakly identified; consider dropping or combining columns"))
         return out
+
+
+def _prior_design(formula, data, weights, offset, extra):
+    """The design of a model with prior weights or an offset (weights=, offset=, offset()
+    terms; bigmixed.spec.glm_inputs): built from the formula without the offset() terms, with
+    the weights and offset as derived columns (na.omit applies to them), `formula` the user's
+    and `prior` their spec. None without weights and offset, or when the formula or data are
+    not what build_design takes (it then names the problem)."""
+    import pandas as pd
+
+    from ..spec import glm_inputs
+
+    if not (isinstance(formula, str) and "~" in formula and isinstance(data, pd.DataFrame)
+            and glm_inputs.has_prior(formula, weights, offset)):
+        return None
+    text, frame, prior_extra, prior = glm_inputs.lmm_inputs(formula, data, weights=weights,
+                                                            offset=offset)
+    design = build_design(text, frame, extra_columns=tuple(extra) + tuple(prior_extra))
+    return replace(design, formula=formula, prior=prior)
+
+
+def prior_arrays(design):
+    """(prior weights, offset) of a design's rows as C-contiguous float64 arrays, each None when
+    absent (or when the design holds no rows, e.g. one from Dask data)."""
+    prior = getattr(design, "prior", None)
+    if prior is None:
+        return None, None
+    out = []
+    for col in (prior.weights_column, prior.offset_column):
+        if col is None or col not in design.extra:
+            out.append(None)
+        else:
+            out.append(np.ascontiguousarray(design.extra[col].to_numpy(dtype=np.float64)))
+    return out[0], out[1]
+
+
+def _sum_log(w) -> float:
+    """sum(log w_i) as a double-double rounded once (the same number whatever the row split:
+    bigmixed.distributed adds the partitions' double-doubles)."""
+    from ..kernels.crossprod import dd_sum
+
+    hi, lo = dd_sum(np.log(np.asarray(w, dtype=np.float64)))
+    return float(hi + lo)
 
 
 def _warn_binary_response(design) -> None:

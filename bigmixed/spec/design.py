@@ -107,6 +107,9 @@ class Design:
     extra : dict[str, pandas.Series]
         Kept rows of the columns asked for with ``build_design(extra_columns=...)`` (e.g. the
         visit and series columns of a residual structure), positionally aligned with y.
+    prior : bigmixed.spec.glm_inputs.PriorSpec or None
+        An LMM's prior weights and offset as given (weights=, offset=, offset() terms); their
+        values are columns of `extra`. None without them.
     """
 
     formula: str
@@ -123,6 +126,7 @@ class Design:
     dropped_fixed: list = field(default_factory=list)
     warnings: list = field(default_factory=list)
     extra: dict = field(default_factory=dict)
+    prior: Any = None
 
     @property
     def n_obs(self) -> int:

@@ -147,6 +147,55 @@ _CBIND = re.compile(r"^\s*cbind\s*\((.*)\)\s*$", re.S)
 _OFFSET = re.compile(r"^\s*offset\s*\((.*)\)\s*$", re.S)
 
 
+def _what(value, arg: str) -> str:
+    """How an error names weights= / offset=: with the column or expression when given one."""
+    return f"{arg} ({value!r})" if isinstance(value, str) else arg
+
+
+def split_offsets(rhs: str):
+    """The right-hand side's terms -> (terms kept, expressions of the offset() terms of the
+    fixed part), with "1" kept when only offsets were there."""
+    kept, offsets = [], []
+    for t in split_top_level(rhs, "+"):
+        m = _OFFSET.match(t)
+        if m:
+            offsets.append(m.group(1).strip())
+        else:
+            kept.append(t)
+    if offsets and not kept:
+        kept = ["1"]
+    return kept, offsets
+
+
+def offset_values(offsets, offset, frame: pd.DataFrame):
+    """The total offset on every row of `frame` (offset() expressions, then offset=), or None;
+    +-Inf raises NonFiniteValueError naming the term or column."""
+    total = None
+    for expr in offsets:
+        v = evaluate(expr, frame, f"offset term offset({expr})")
+        _check_finite(v, f"offset term offset({expr})", frame.index)
+        total = v if total is None else total + v
+    if offset is not None:
+        v = _vector(offset, frame, "offset", _what(offset, "offset="))
+        _check_finite(v, _what(offset, "offset="), frame.index)
+        total = v if total is None else total + v
+    return total
+
+
+def weight_values_of(weights, frame: pd.DataFrame) -> np.ndarray:
+    """weights= on every row of `frame`: +-Inf raises NonFiniteValueError, zero or negative
+    values WeightsError, naming the column or expression (NaN: a missing value, dropped)."""
+    what = _what(weights, "weights=")
+    w = _vector(weights, frame, "prior weights", what)
+    _check_finite(w, what, frame.index)
+    bad = w <= 0
+    if bad.any():
+        rows = ", ".join(str(x) for x in frame.index[np.flatnonzero(bad)[:5]])
+        raise WeightsError(f"{what} must be positive, but {int(bad.sum())} value(s) are "
+                           f"zero or negative (row labels {rows}); drop those rows instead")
+    return w
+
+
 def prepare(formula: str, data: pd.DataFrame, *, weights=None, offset=None) -> GLMInputs:
     """Turn cbind(), offset() and weights= into derived columns (see the module docstring)."""
     if not isinstance(formula, str) or "~" not in formula:
@@ -193,40 +242,16 @@ def prepare(formula: str, data: pd.DataFrame, *, weights=None, offset=None) -> G
         lhs = f"{name} "
         out.trials = True
         weight_values = trials
-    # offset() terms of the fixed part (not inside random-effects terms)
-    terms = split_top_level(rhs, "+")
-    kept, offsets = [], []
-    for t in terms:
-        m = _OFFSET.match(t)
-        if m:
-            offsets.append(m.group(1).strip())
-        else:
-            kept.append(t)
-    if offsets and not kept:
-        kept = ["1"]
+    kept, offsets = split_offsets(rhs)
     out.offset_terms = offsets
-    total = None
-    for expr in offsets:
-        v = evaluate(expr, frame, f"offset term offset({expr})")
-        _check_finite(v, f"offset term offset({expr})", frame.index)
-        total = v if total is None else total + v
-    if offset is not None:
-        v = _vector(offset, frame, "offset", "offset=")
-        _check_finite(v, "offset=", frame.index)
-        total = v if total is None else total + v
+    total = offset_values(offsets, offset, frame)
     if total is not None:
         name = _unique(OFFSET, frame.columns)
         frame[name] = total
         out.extra_columns.append((name, "offset"))
         out.has_offset = True
     if weights is not None:
-        w = _vector(weights, frame, "prior weights", "weights=")
-        _check_finite(w, "weights=", frame.index)
-        bad = w <= 0
-        if bad.any():
-            rows = ", ".join(str(x) for x in frame.index[np.flatnonzero(bad)[:5]])
-            raise WeightsError(f"weights= must be positive, but {int(bad.sum())} value(s) are "
-                               f"zero or negative (row labels {rows}); drop those rows instead")
+        w = weight_values_of(weights, frame)
         weight_values = w if weight_values is None else weight_values * w
     if weight_values is not None:
         name = _unique(WEIGHTS, frame.columns)
@@ -235,3 +260,118 @@ def prepare(formula: str, data: pd.DataFrame, *, weights=None, offset=None) -> G
         out.has_weights = True
     out.formula = f"{lhs}~ {' + '.join(kept)}"
     return out
+
+
+# ======================================================================================
+# Prior weights and offsets of a linear mixed model (bm.lmm(weights=, offset=))
+# ======================================================================================
+
+
+@dataclass(frozen=True)
+class PriorSpec:
+    """The prior weights and offset of an LMM, as given: what a fit keeps (`Design.prior`),
+    saves and needs to re-create the offset on new data.
+
+    weights : the column or expression of weights=, None when not given or given as values
+    weights_values : weights= was given as values (an array)
+    offset_terms : the expressions of the formula's offset() terms, in order
+    offset : the column or expression of offset=, None when not given or given as values
+    offset_values : offset= was given as values (an array: predict(newdata) cannot re-create it)
+    weights_column, offset_column : the derived columns in `Design.extra`
+    design_formula : the formula `build_design` evaluated (without the offset() terms)
+    """
+
+    weights: str | None = None
+    weights_values: bool = False
+    offset_terms: tuple = ()
+    offset: str | None = None
+    offset_values: bool = False
+    weights_column: str | None = None
+    offset_column: str | None = None
+    design_formula: str = ""
+
+    @property
+    def has_weights(self) -> bool:
+        return self.weights is not None or self.weights_values
+
+    @property
+    def has_offset(self) -> bool:
+        return bool(self.offset_terms) or self.offset is not None or self.offset_values
+
+    def describe(self) -> dict:
+        """{"weights": ..., "offset": ...} as text for summaries (None when absent)."""
+        off = [f"offset({t})" for t in self.offset_terms]
+        if self.offset is not None or self.offset_values:
+            off.append(self.offset if self.offset is not None else "<values>")
+        return {"weights": self.weights if self.weights is not None
+                else ("<values>" if self.weights_values else None),
+                "offset": " + ".join(off) if off else None}
+
+    def offset_for(self, newdata: pd.DataFrame) -> np.ndarray | None:
+        """The offset on the rows of new data (NaN where a column it uses is missing), or None
+        without one. An offset= given as values cannot be re-created: a ValueError says so."""
+        if not self.has_offset:
+            return None
+        if self.offset_values:
+            raise ValueError(
+                "this model's offset= was given as values, which new data cannot re-create: "
+                "fit with offset='<column>' (or an offset(<column>) term) to predict on new data")
+        return offset_values(list(self.offset_terms), self.offset, newdata)
+
+    def to_meta(self) -> dict:
+        return {"weights": self.weights, "weights_values": bool(self.weights_values),
+                "offset_terms": list(self.offset_terms), "offset": self.offset,
+                "offset_values": bool(self.offset_values), "weights_column": self.weights_column,
+                "offset_column": self.offset_column, "design_formula": self.design_formula}
+
+    @classmethod
+    def from_meta(cls, meta):
+        if not meta:
+            return None
+        return cls(weights=meta.get("weights"), weights_values=bool(meta.get("weights_values")),
+                   offset_terms=tuple(meta.get("offset_terms") or ()), offset=meta.get("offset"),
+                   offset_values=bool(meta.get("offset_values")),
+                   weights_column=meta.get("weights_column"),
+                   offset_column=meta.get("offset_column"),
+                   design_formula=meta.get("design_formula") or "")
+
+
+def has_prior(formula, weights=None, offset=None) -> bool:
+    """Whether an LMM has prior weights or an offset (weights=, offset= or offset() terms)."""
+    if weights is not None or offset is not None:
+        return True
+    if not isinstance(formula, str) or "~" not in formula or "offset" not in formula:
+        return False
+    return bool(split_offsets(formula.split("~", 1)[1])[1])
+
+
+def lmm_inputs(formula: str, data: pd.DataFrame, *, weights=None, offset=None):
+    """An LMM's weights=, offset= and offset() terms -> (formula without the offset() terms,
+    the data with the derived columns added (a shallow copy), the (column, role) pairs for
+    build_design's extra_columns, the PriorSpec). The response is left to build_design (it
+    may be a transformed one, log(y) ~ ...). Bad values raise typed errors naming the column
+    or expression: non-finite offsets or weights NonFiniteValueError, weights <= 0
+    WeightsError (missing values are dropped rows, na.omit)."""
+    lhs, rhs = formula.split("~", 1)
+    frame = data.copy(deep=False)
+    kept, offsets = split_offsets(rhs)
+    extra = []
+    total = offset_values(offsets, offset, frame)
+    offset_column = weights_column = None
+    if total is not None:
+        offset_column = _unique(OFFSET, frame.columns)
+        frame[offset_column] = total
+        extra.append((offset_column, "offset"))
+    if weights is not None:
+        w = weight_values_of(weights, frame)
+        weights_column = _unique(WEIGHTS, frame.columns)
+        frame[weights_column] = w
+        extra.append((weights_column, "prior weights"))
+    stripped = f"{lhs.rstrip()} ~ {' + '.join(t.strip() for t in kept)}" if offsets else formula
+    spec = PriorSpec(
+        weights=weights if isinstance(weights, str) else None,
+        weights_values=weights is not None and not isinstance(weights, str),
+        offset_terms=tuple(offsets), offset=offset if isinstance(offset, str) else None,
+        offset_values=offset is not None and not isinstance(offset, str),
+        weights_column=weights_column, offset_column=offset_column, design_formula=stripped)
+    return stripped, frame, extra, spec
