@@ -34,6 +34,7 @@ _EXPORTS = {
     "ResidualStructureError": ".errors",
     "ResponseSupportError": ".errors",
     "ResponseTypeError": ".errors",
+    "SavedSectionMissingError": ".errors",
     "UnknownFunctionError": ".errors",
     "WeightsError": ".errors",
     "ManyFits": ".fitting.batch",

@@ -62,7 +62,13 @@ EXIT_CODES = {
     EXIT_TERMINATED: "terminated (SIGTERM); nothing written",
 }
 
-CSV_COLUMNS = ["response", "status", "effect", "group", "term", "estimate", "std_error", "t_value", "error"]
+# the tidy table of CSV / Parquet outputs (bigmixed.io.tidy.TABLE_COLUMNS; GLMMs: z_value
+# instead of t_value and df)
+CSV_COLUMNS = ["response", "status", "effect", "group", "term", "estimate", "std_error", "t_value",
+               "df", "p_value", "aliased", "error"]
+GLMM_CSV_COLUMNS = ["response", "status", "effect", "group", "term", "estimate", "std_error",
+                    "z_value", "p_value", "aliased", "error"]
+DDF_CHOICES = ("satterthwaite", "none")
 
 # --format: json (one response: an indented document; several: NDJSON lines), ndjson (one line
 # per response), csv / parquet (the tidy table of CSV_COLUMNS)
@@ -70,7 +76,7 @@ FORMATS = ("json", "ndjson", "csv", "parquet")
 _EXT_FORMAT = {".json": "json", ".ndjson": "ndjson", ".jsonl": "ndjson", ".csv": "csv",
                ".parquet": "parquet", ".pq": "parquet", ".parq": "parquet"}
 TABLE_FORMAT = "bigmixed.fit.tidy"  # the Parquet table's key-value metadata
-TABLE_VERSION = 1
+TABLE_VERSION = 2  # 2: df, p_value, aliased (GLMMs: z_value, p_value, aliased); "ddf"
 
 log = logging.getLogger("bigmixed")
 
@@ -667,25 +673,34 @@ def _save_path(save: str, response: str, many: bool) -> str:
 # ======================================================================================
 
 
-def _csv_text(rows: list, header: bool) -> str:
+def _csv_cell(v):
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return ""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return repr(v) if isinstance(v, float) else v
+
+
+def _csv_text(rows: list, header: bool, columns: list | None = None) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     if header:
-        w.writerow(CSV_COLUMNS)
+        w.writerow(columns or CSV_COLUMNS)
     for r in rows:
-        w.writerow(["" if v is None or (isinstance(v, float) and math.isnan(v)) else
-                    (repr(v) if isinstance(v, float) else v) for v in r])
+        w.writerow([_csv_cell(v) for v in r])
     return buf.getvalue()
 
 
-def _csv_rows_fit(response: str, fit) -> list:
-    from .io.tidy import tidy_rows
+def _csv_rows_fit(response: str, fit, ddf: str | None = None) -> list:
+    from .io.tidy import table_rows
 
-    return [(response, "ok", *row, None) for row in tidy_rows(fit)]
+    return table_rows(fit, response, ddf)
 
 
-def _csv_rows_error(response: str, error_type: str, message: str) -> list:
-    return [(response, "error", None, None, None, None, None, None, f"{error_type}: {message}")]
+def _csv_rows_error(response: str, error_type: str, message: str, glmm: bool = False) -> list:
+    from .io.tidy import error_table_row
+
+    return [error_table_row(response, error_type, message, glmm)]
 
 
 def _strict_problems(fit) -> list:
@@ -698,20 +713,23 @@ def _strict_problems(fit) -> list:
     return out
 
 
-_FLOAT_COLUMNS = ("estimate", "std_error", "t_value")
+_FLOAT_COLUMNS = ("estimate", "std_error", "t_value", "df", "p_value", "z_value")
+_BOOL_COLUMNS = ("aliased",)
 
 
 class _ParquetTable:
-    """The tidy table (CSV_COLUMNS: strings, and float64 estimate / std_error / t_value, NaN
-    as null) streamed to a binary stream in row groups; the file's key-value metadata
-    ``bigmixed`` holds a JSON object (format "bigmixed.fit.tidy", format_version, formula,
-    reml, input, versions)."""
+    """A table (`columns`: float64 for _FLOAT_COLUMNS, bool for _BOOL_COLUMNS, else strings;
+    NaN and None as null) streamed to a binary stream in row groups; the file's key-value
+    metadata ``bigmixed`` holds a JSON object (`meta`: for fits format "bigmixed.fit.tidy",
+    format_version, formula, reml, ddf, input, versions; its JSON Schema:
+    bigmixed.io.schemas.load_schema("tidy-metadata"))."""
 
     ROW_GROUP = 100_000
 
-    def __init__(self, stream, meta: dict):
+    def __init__(self, stream, meta: dict, columns: list | None = None):
         self.stream = stream
         self.meta = meta
+        self.columns = list(columns or CSV_COLUMNS)
         self.rows: list = []
         self.writer = None
 
@@ -726,13 +744,18 @@ class _ParquetTable:
 
         from .io.tidy import jsonable
 
-        fields = [pa.field(c, pa.float64() if c in _FLOAT_COLUMNS else pa.string()) for c in CSV_COLUMNS]
+        def kind(c):
+            return pa.float64() if c in _FLOAT_COLUMNS else pa.bool_() if c in _BOOL_COLUMNS else pa.string()
+
+        fields = [pa.field(c, kind(c)) for c in self.columns]
         schema = pa.schema(fields, metadata={"bigmixed": json.dumps(jsonable(self.meta), allow_nan=False)})
         cols = {}
-        for k, c in enumerate(CSV_COLUMNS):
+        for k, c in enumerate(self.columns):
             vals = [r[k] for r in self.rows]
             if c in _FLOAT_COLUMNS:
                 vals = [None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v) for v in vals]
+            elif c in _BOOL_COLUMNS:
+                vals = [None if v is None else bool(v) for v in vals]
             else:
                 vals = [None if v is None else str(v) for v in vals]
             cols[c] = pa.array(vals, type=schema.field(c).type)
@@ -751,20 +774,24 @@ class _ParquetTable:
 class _Results:
     """Writes results to the output in the chosen format (see FORMATS)."""
 
-    def __init__(self, out: AtomicOutput, fmt: str, many: bool, meta: dict):
+    def __init__(self, out: AtomicOutput, fmt: str, many: bool, meta: dict, *,
+                 ddf: str | None = "satterthwaite", glmm: bool = False):
         self.out = out
         self.fmt = fmt
         self.many = many
         self.meta = meta
+        self.ddf = ddf  # None for GLMMs (z tests)
+        self.glmm = glmm
+        self.columns = GLMM_CSV_COLUMNS if glmm else CSV_COLUMNS
         self.header = True
         self.table = None
 
     def _rows(self, rows: list) -> None:
         if self.fmt == "csv":
-            self.out.write(_csv_text(rows, self.header))
+            self.out.write(_csv_text(rows, self.header, self.columns))
         else:
             if self.table is None:
-                self.table = _ParquetTable(self.out.stream, self.meta)
+                self.table = _ParquetTable(self.out.stream, self.meta, self.columns)
             try:
                 self.table.add(rows)
             except OSError as e:
@@ -776,7 +803,7 @@ class _Results:
         from .io.tidy import jsonable, ndjson_record
 
         if self.fmt in ("csv", "parquet"):
-            self._rows(_csv_rows_fit(response, fit))
+            self._rows(_csv_rows_fit(response, fit, self.ddf))
         elif self.fmt == "ndjson":
             body = {k: v for k, v in doc.items() if k not in ("format", "format_version")}
             line = ndjson_record({"response": response, "index": 0, "status": "ok", **body})
@@ -786,26 +813,27 @@ class _Results:
 
     def record(self, r) -> None:
         """One response of several (a ResponseFit)."""
-        from .io.tidy import ndjson_record
+        from .io.tidy import response_record
 
         if self.fmt in ("csv", "parquet"):
-            self._rows(_csv_rows_fit(r.response, r.fit) if r.ok else
-                       _csv_rows_error(r.response, r.error_type, r.error))
+            self._rows(_csv_rows_fit(r.response, r.fit, self.ddf) if r.ok else
+                       _csv_rows_error(r.response, r.error_type, r.error, self.glmm))
         else:  # json and ndjson: one line per response
-            self.out.write(json.dumps(ndjson_record(r.to_record()), allow_nan=False) + "\n")
+            line = response_record(r, ddf=self.ddf)
+            self.out.write(json.dumps(line, allow_nan=False) + "\n")
         if self.out.streamed:
             self.out.flush()
 
     def finish(self) -> None:
         if self.fmt == "parquet":
             if self.table is None:
-                self.table = _ParquetTable(self.out.stream, self.meta)
+                self.table = _ParquetTable(self.out.stream, self.meta, self.columns)
             try:
                 self.table.close()
             except OSError as e:
                 raise CLIError(EXIT_OUTPUT, f"cannot write to {self.out.path or 'stdout'}: {e.strerror or e}") from None
         elif self.fmt == "csv" and self.header:
-            self.out.write(_csv_text([], True))
+            self.out.write(_csv_text([], True, self.columns))
 
 
 def _format_from_name(path: str | None) -> str | None:
@@ -993,6 +1021,9 @@ def _glmm_options(args) -> dict | None:
         if args.nagq != 1:
             raise CLIError(EXIT_USAGE, "--nagq applies to GLMMs: add --family binomial or --family poisson")
         return None
+    if getattr(args, "ddf", None) is not None:
+        raise CLIError(EXIT_USAGE, f"--ddf {args.ddf} applies to linear mixed models: a GLMM's fixed "
+                                   "effects are Wald z tests (z_value, p_value); drop --ddf")
     if args.ml:
         raise CLIError(EXIT_USAGE, "--ml does not apply to GLMMs (always fitted by maximum likelihood)")
     if getattr(args, "dask", None) is not None:
@@ -1100,10 +1131,12 @@ def cmd_fit(args, display=None, interval=None) -> int:
         raise CLIError(EXIT_USAGE, "--out is the input data file; refusing to overwrite it")
     if fmt == "parquet" and args.out in (None, "-") and _isatty(sys.stdout):
         raise CLIError(EXIT_USAGE, "refusing to write Parquet to a terminal: pass --out FILE.parquet")
+    ddf = None if glmm is not None else (args.ddf or "satterthwaite")
     out = AtomicOutput(args.out, binary=fmt == "parquet")
     meta = {"format": TABLE_FORMAT, "format_version": TABLE_VERSION, "formula": args.formula,
-            "reml": not args.ml}
-    results = _Results(out, fmt, many, meta)
+            "reml": not args.ml and glmm is None, "family": None if glmm is None else glmm["family"],
+            "ddf": ddf}
+    results = _Results(out, fmt, many, meta, ddf=ddf, glmm=glmm is not None)
     dask_client = None
     listen = (progress.listening(display, interval) if display is not None else contextlib.nullcontext())
     try:
@@ -1204,10 +1237,13 @@ def _fit_one(args, bm, data, need, all_cols, structures, out, results, input_inf
     t_write = time.perf_counter()
     response = model.design.response
     doc = None
-    if results.fmt in ("json", "ndjson"):
-        doc = fit_document(fit, extra={"input": input_info})
-        doc["timings"] = dict(doc.get("timings", {}), read=t_read, total=time.perf_counter() - t_start)
-    results.single(response, fit, doc)
+    with warnings.catch_warnings(record=True) as caught:  # Satterthwaite's messages
+        warnings.simplefilter("always")
+        if results.fmt in ("json", "ndjson"):
+            doc = fit_document(fit, extra={"input": input_info}, ddf=results.ddf)
+            doc["timings"] = dict(doc.get("timings", {}), read=t_read, total=time.perf_counter() - t_start)
+        results.single(response, fit, doc)
+    _log_caught(caught)
     if args.save:
         target = _save_path(args.save, response, False)
         try:
@@ -1364,6 +1400,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "components); default from --out's extension (.json, .ndjson, .jsonl, .csv, "
                         ".parquet), else json")
     f.add_argument("--ml", action="store_true", help="maximum likelihood instead of REML")
+    f.add_argument("--ddf", choices=DDF_CHOICES, default=None,
+                   help="denominator df of the fixed effects' t tests: satterthwaite (default; df and "
+                        "p-values as lmerTest's summary) or none (t values only, as lme4); GLMMs "
+                        "(--family) always give Wald z tests (z_value, p_value)")
     f.add_argument("--family", choices=("gaussian", "binomial", "poisson"), default="gaussian",
                    help="gaussian: a linear mixed model (default); binomial or poisson: a GLMM as "
                         "glmer (Laplace; --nagq for quadrature)")

@@ -29,7 +29,9 @@ value) and, where there is one, the usual fix.
     │   └── WeightsError                prior weights that are negative, zero or not numeric
     ├── FamilyError (ValueError)        an unknown GLMM family or link
     └── ModelFormatError (ValueError)   a saved model (bm.load) that cannot be read: not a
-                                        bigmixed file, damaged, or from a newer format version
+        │                               bigmixed file, damaged, or from a newer format version
+        └── SavedSectionMissingError    a loaded model asked for what its file does not hold
+                                        (also AttributeError): re-save the model
 
 Both families derive from ValueError, so ``except ValueError`` keeps working; catch
 `BigmixedError` for everything bigmixed raises on bad input. `FormulaError` and
@@ -57,6 +59,7 @@ __all__ = [
     "WeightsError",
     "FamilyError",
     "ModelFormatError",
+    "SavedSectionMissingError",
 ]
 
 
@@ -172,3 +175,14 @@ class ModelFormatError(BigmixedError, ValueError):
         super().__init__(message)
         self.format_version = format_version
         self.supported_version = supported_version
+
+
+class SavedSectionMissingError(ModelFormatError, AttributeError):
+    """A loaded model was asked for something its file does not hold (e.g. Satterthwaite's df
+    from a file saved before they were saved): attribute ``section`` names what is missing;
+    re-saving the model from a fit of the data with this bigmixed adds it. Also an
+    AttributeError, as everything a loaded model cannot give."""
+
+    def __init__(self, message: str, *, section: str, format_version=None):
+        super().__init__(message, format_version=format_version)
+        self.section = section

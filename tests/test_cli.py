@@ -62,8 +62,8 @@ def test_fit_json_equals_direct_fit(files, tmp_path, ext):
     assert run("fit", "--data", d / f"data.{ext}", "--formula", FORMULA, "--out", out, "-q") == 0
     doc = json.loads(out.read_text())
     fit = direct(FORMULA, df)
-    assert doc["format"] == "bigmixed.fit" and doc["format_version"] == 1
-    assert doc["model"] == {"formula": FORMULA, "response": "mobility", "reml": True}
+    assert doc["format"] == "bigmixed.fit" and doc["format_version"] == 2
+    assert doc["model"] == {"formula": FORMULA, "response": "mobility", "reml": True, "family": None}
     assert [r["term"] for r in doc["fixed_effects"]] == fit.fixed_names
     np.testing.assert_allclose([r["estimate"] for r in doc["fixed_effects"]], fit.beta, rtol=1e-12)
     np.testing.assert_allclose([r["std_error"] for r in doc["fixed_effects"]], fit.bse, rtol=1e-12)
@@ -381,7 +381,8 @@ def test_parquet_output_is_the_tidy_table(files, tmp_path):
     fit = direct(FORMULA, df)
     assert list(got.loc[got["effect"] == "fixed", "estimate"]) == list(fit.beta)
     meta = json.loads(t.schema.metadata[b"bigmixed"])
-    assert meta["format"] == "bigmixed.fit.tidy" and meta["format_version"] == 1
+    assert meta["format"] == "bigmixed.fit.tidy" and meta["format_version"] == 2
+    assert meta["ddf"] == "satterthwaite" and meta["family"] is None
     assert meta["formula"] == FORMULA and meta["input"]["rows"] == len(df) and "pyarrow" in meta["versions"]
     # several responses, one failing: an error row, written in row groups
     out = tmp_path / "many.parquet"
@@ -550,3 +551,122 @@ def test_progress_bar_on_a_terminal(files, tmp_path, capsys, monkeypatch, slow_o
 def test_exit_code_table():
     assert cli.EXIT_CODES[129].startswith("hung up") and cli.EXIT_CODES[130].startswith("interrupted")
     assert cli.EXIT_CODES[143].startswith("terminated")
+
+
+# ---- #17 item 3: df, p-values, aliased coefficients ---------------------------------------
+
+
+def test_json_csv_ndjson_carry_satterthwaite_df_and_p_values(files, tmp_path):
+    d, df, _ = files
+    fit = direct(FORMULA, df)
+    want = fit.fixed_effects_test(ddf="satterthwaite")
+    assert run("fit", "--data", d / "data.parquet", "--formula", FORMULA, "--out", tmp_path / "f.json", "-q") == 0
+    doc = json.loads((tmp_path / "f.json").read_text())
+    assert doc["inference"]["ddf"] == "satterthwaite" and doc["inference"]["statistic"] == "t"
+    fe = doc["fixed_effects"]
+    assert [r["aliased"] for r in fe] == [False] * len(fit.beta)
+    np.testing.assert_allclose([r["df"] for r in fe], want["df"], rtol=1e-12)
+    np.testing.assert_allclose([r["p_value"] for r in fe], want["p_value"], rtol=1e-12)
+    assert 1 < fe[0]["df"] < len(df)  # a real Satterthwaite df, not the residual df
+    assert run("fit", "--data", d / "data.parquet", "--formula", FORMULA, "--out", tmp_path / "f.csv", "-q") == 0
+    rows = [r for r in csv.DictReader((tmp_path / "f.csv").open()) if r["effect"] == "fixed"]
+    np.testing.assert_allclose([float(r["df"]) for r in rows], want["df"], rtol=1e-12)
+    np.testing.assert_allclose([float(r["p_value"]) for r in rows], want["p_value"], rtol=1e-12)
+    assert {r["aliased"] for r in rows} == {"false"}
+    out = tmp_path / "m.ndjson"
+    assert run("fit", "--data", d / "data.parquet", "--formula", "~ age + sex + (1 | doctor)",
+               "--responses", "mobility,marker_0", "--out", out, "-q") == 0
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    np.testing.assert_allclose([r["df"] for r in lines[0]["fixed_effects"]], want["df"], rtol=1e-12)
+    other = direct("marker_0 ~ age + sex + (1 | doctor)", df).fixed_effects_test()
+    np.testing.assert_allclose([r["p_value"] for r in lines[1]["fixed_effects"]], other["p_value"], rtol=1e-12)
+
+
+def test_ddf_none_leaves_df_and_p_values_null(files, tmp_path):
+    d, df, _ = files
+    assert run("fit", "--data", d / "data.parquet", "--formula", FORMULA, "--ddf", "none",
+               "--out", tmp_path / "f.json", "-q") == 0
+    doc = json.loads((tmp_path / "f.json").read_text())
+    assert doc["inference"]["ddf"] == "none"
+    assert all(r["df"] is None and r["p_value"] is None for r in doc["fixed_effects"])
+    np.testing.assert_allclose([r["t_value"] for r in doc["fixed_effects"]], direct(FORMULA, df).tvalues,
+                               rtol=1e-12)
+    assert run("fit", "--data", d / "data.parquet", "--formula", FORMULA, "--ddf", "none",
+               "--format", "csv", "--out", tmp_path / "f.csv", "-q") == 0
+    rows = [r for r in csv.DictReader((tmp_path / "f.csv").open()) if r["effect"] == "fixed"]
+    assert {r["df"] for r in rows} == {""} and {r["p_value"] for r in rows} == {""}
+    assert run("fit", "--data", d / "data.parquet", "--formula", FORMULA, "--ddf", "kenward-roger",
+               "--out", tmp_path / "g.json", "-q") == cli.EXIT_USAGE
+    assert not (tmp_path / "g.json").exists()
+
+
+@pytest.fixture(scope="module")
+def aliased_file(files):
+    d, df, _ = files
+    al = df[["mobility", "age", "sex", "doctor"]].copy()
+    al["age2"] = 2.0 * al["age"] + 1.0  # aliased with the intercept and age: dropped as lme4 does
+    al["wbc"] = df["wbc"]
+    path = d / "aliased.parquet"
+    al.to_parquet(path)
+    return path, al
+
+
+def test_aliased_coefficients_are_present_with_na_and_a_flag(aliased_file, tmp_path):
+    import pyarrow.parquet as pq
+
+    path, al = aliased_file
+    formula = "mobility ~ age + age2 + wbc + (1 | doctor)"
+    fit = direct(formula, al)
+    assert fit.model.design.dropped_fixed == ["age2"]
+    want = fit.fixed_effects_test()
+    assert run("fit", "--data", path, "--formula", formula, "--out", tmp_path / "a.json", "-q") == 0
+    fe = json.loads((tmp_path / "a.json").read_text())["fixed_effects"]
+    assert [r["term"] for r in fe] == ["(Intercept)", "age", "age2", "wbc"]  # model.matrix order
+    assert [r["aliased"] for r in fe] == [False, False, True, False]
+    assert {k: v for k, v in fe[2].items() if k not in ("term", "aliased")} == {
+        "estimate": None, "std_error": None, "t_value": None, "df": None, "p_value": None}
+    kept = [r for r in fe if not r["aliased"]]
+    np.testing.assert_allclose([r["estimate"] for r in kept], fit.beta, rtol=1e-12)
+    np.testing.assert_allclose([r["df"] for r in kept], want["df"], rtol=1e-12)
+    assert run("fit", "--data", path, "--formula", formula, "--out", tmp_path / "a.csv", "-q") == 0
+    rows = [r for r in csv.DictReader((tmp_path / "a.csv").open()) if r["effect"] == "fixed"]
+    row = next(r for r in rows if r["term"] == "age2")
+    assert row["aliased"] == "true" and row["estimate"] == row["std_error"] == row["df"] == ""
+    assert run("fit", "--data", path, "--formula", formula, "--out", tmp_path / "a.parquet", "-q") == 0
+    t = pq.read_table(tmp_path / "a.parquet")
+    assert str(t.schema.field("aliased").type) == "bool"
+    got = t.to_pandas()
+    g = got[got["term"] == "age2"].iloc[0]
+    assert bool(g["aliased"]) is True and np.isnan(g["estimate"]) and np.isnan(g["df"])
+    assert got.loc[got["effect"] == "ran_pars", "aliased"].isna().all()
+
+
+def test_glmm_outputs_carry_z_and_p_and_refuse_ddf(tmp_path):
+    from scipy import stats
+
+    df = generate_hdp(n_doctors=40, seed=3, binary=True).data
+    path = tmp_path / "g.parquet"
+    df.to_parquet(path)
+    formula = "remission ~ age + sex + (1 | doctor)"
+    assert run("fit", "--data", path, "--formula", formula, "--family", "binomial", "--ddf", "none",
+               "--out", tmp_path / "g.json", "-q") == cli.EXIT_USAGE
+    assert run("fit", "--data", path, "--formula", formula, "--family", "binomial",
+               "--out", tmp_path / "g.json", "-q") == 0
+    doc = json.loads((tmp_path / "g.json").read_text())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit = bm.glmm(formula, df, family="binomial").fit()
+    fe = doc["fixed_effects"]
+    assert doc["inference"] == {"ddf": None, "statistic": "z", "method": "Wald z tests (lme4's glmer)",
+                                "messages": []}
+    assert doc["model"]["family"] == {"family": "binomial", "link": "logit", "nAGQ": 1}
+    assert set(fe[0]) == {"term", "estimate", "std_error", "z_value", "p_value", "aliased"}
+    np.testing.assert_allclose([r["z_value"] for r in fe], fit.tvalues, rtol=1e-12)
+    np.testing.assert_allclose([r["p_value"] for r in fe], fit.pvalues, rtol=1e-12)
+    assert run("fit", "--data", path, "--formula", formula, "--family", "binomial",
+               "--out", tmp_path / "g.csv", "-q") == 0
+    rows = list(csv.DictReader((tmp_path / "g.csv").open()))
+    assert list(rows[0]) == cli.GLMM_CSV_COLUMNS
+    z = [float(r["z_value"]) for r in rows if r["effect"] == "fixed"]
+    np.testing.assert_allclose([float(r["p_value"]) for r in rows if r["effect"] == "fixed"],
+                               2 * stats.norm.sf(np.abs(z)), rtol=1e-12)

@@ -205,7 +205,7 @@ def test_to_dict_and_tidy(frame):
     fit = fitted(FORMULAS[3], frame)
     doc = fit.to_dict()
     text = json.dumps(doc, allow_nan=False)  # strict JSON: NaN became null
-    assert json.loads(text)["format"] == "bigmixed.fit" and doc["format_version"] == 1
+    assert json.loads(text)["format"] == "bigmixed.fit" and doc["format_version"] == bm.tidy.DOCUMENT_VERSION == 2
     assert [r["estimate"] for r in doc["fixed_effects"]] == list(fit.beta)
     assert doc["statistics"]["nobs"] == fit.nobs and doc["statistics"]["AIC"] == fit.aic
     assert set(doc["versions"]) >= {"bigmixed", "numpy", "scipy", "numba", "scikit-sparse", "formulaic", "python"}

@@ -92,6 +92,60 @@ class SatterthwaiteState:
     messages: list = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class SatterthwaiteInputs:
+    """What Satterthwaite's df need from the criterion, at varpar = (optimizer params, sigma):
+    the Hessian H of f(varpar) (symmetrised) and the Jacobian J_i = dVar(beta)/dvarpar_i.
+    Computed from the model of a live fit; a saved model holds them (bigmixed.io.modelfile),
+    so that a loaded fit answers fixed_effects_test() / anova_terms() as the original."""
+
+    varpar: np.ndarray
+    hessian: np.ndarray
+    jacobian: tuple  # (p, p) arrays, one per element of varpar
+
+
+class InputsUnavailable:
+    """Put in a fit's memo (key INPUTS_KEY) by the loader of a model file without the
+    Satterthwaite section: `error()` is the typed error to raise (a fresh one each time)."""
+
+    def __init__(self, make_error):
+        self.error = make_error
+
+
+INPUTS_KEY = "satterthwaite-inputs"
+
+
+def satterthwaite_inputs(fit) -> SatterthwaiteInputs:
+    """H and the J_i of `fit` (computed once per fit: ``fit.derived``); a loaded fit gives those
+    of its file, or raises bigmixed.SavedSectionMissingError when the file has none."""
+    inputs = fit.derived(INPUTS_KEY, lambda: _live_inputs(fit))
+    if isinstance(inputs, InputsUnavailable):
+        raise inputs.error()
+    return inputs
+
+
+def satterthwaite_available(fit) -> bool:
+    """Whether `fit` can give Satterthwaite's df (a live LMM fit, or a loaded one whose file
+    holds the section) without computing them."""
+    if getattr(fit, "_model", None) is not None:
+        return True
+    memo = getattr(fit, "_memo", {})
+    return isinstance(memo.get(INPUTS_KEY), SatterthwaiteInputs)
+
+
+def _live_inputs(fit) -> SatterthwaiteInputs:
+    fns = VarparFunctions(fit._require_model("denominator degrees of freedom (they need the "
+                                              "cross-products)"), fit.reml)
+    varpar = np.append(np.asarray(fit.optimizer_params, dtype=np.float64), fit.sigma)
+    H = richardson_hessian(fns.deviance, varpar)
+    H = 0.5 * (H + H.T)
+    p = len(fit.beta)
+    jac = richardson_jacobian(lambda vp: fns.vcov_beta(vp).ravel(), varpar)
+    jac_list = [jac[:, i].reshape(p, p) for i in range(jac.shape[1])]
+    jac_list = tuple(0.5 * (J + J.T) for J in jac_list)
+    return SatterthwaiteInputs(varpar, H, jac_list)
+
+
 def satterthwaite_state(fit, *, tol: float = 1e-8) -> SatterthwaiteState:
     """lmerTest's ``as_lmerModLT``: Hessian of f(theta, sigma) and the Jacobian of Var(beta);
     computed once per fit (``fit.derived``)."""
@@ -99,11 +153,8 @@ def satterthwaite_state(fit, *, tol: float = 1e-8) -> SatterthwaiteState:
 
 
 def _satterthwaite_state(fit, tol: float) -> SatterthwaiteState:
-    fns = VarparFunctions(fit._require_model("denominator degrees of freedom (they need the "
-                                              "cross-products)"), fit.reml)
-    varpar = np.append(np.asarray(fit.optimizer_params, dtype=np.float64), fit.sigma)
-    H = richardson_hessian(fns.deviance, varpar)
-    H = 0.5 * (H + H.T)
+    inputs = satterthwaite_inputs(fit)
+    varpar, H = inputs.varpar, inputs.hessian
     w, V = np.linalg.eigh(H)
     messages = []
     neg = w < -tol
@@ -117,10 +168,7 @@ def _satterthwaite_state(fit, tol: float) -> SatterthwaiteState:
                         f"Hessian close to zero: " + " ".join(f"{x:.1e}" for x in w[zero]))
     pos = w > tol
     Hinv = (V[:, pos] / w[pos]) @ V[:, pos].T
-    p = len(fit.beta)
-    jac = richardson_jacobian(lambda vp: fns.vcov_beta(vp).ravel(), varpar)
-    jac_list = [jac[:, i].reshape(p, p) for i in range(jac.shape[1])]
-    jac_list = [0.5 * (J + J.T) for J in jac_list]
+    jac_list = list(inputs.jacobian)
     st = SatterthwaiteState(varpar, np.array(fit.vcov), H, 2.0 * Hinv, jac_list, messages)
     for msg in messages:
         _warnings.warn(ConvergenceWarning(msg), stacklevel=3)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import numpy as np
 import pandas as pd
-from .satterthwaite import DDF_LABEL, resolve_ddf, contest_md
+from .satterthwaite import DDF_LABEL, InputsUnavailable, resolve_ddf, contest_md
 from .between_within import between_within_df
 from .fixed_terms import fixed_terms
 
@@ -42,11 +42,29 @@ def doolittle(x, eps: float = 1e-6):
     return L, U
 
 
+GRAM_KEY = "fixed-gram"
+
+
+def fixed_gram(fit) -> np.ndarray:
+    """X'X of the fixed effects (Type I hypotheses): from the model's cross-products, or as a
+    loaded fit's file holds it (raises bigmixed.SavedSectionMissingError when it has none)."""
+    p = len(fit.beta)
+
+    def live():
+        gram = fit._require_model("Type I hypotheses (X'X)").crossprods.gram
+        return np.array(np.asarray(gram)[:p, :p], dtype=np.float64)
+
+    gram = fit.derived(GRAM_KEY, live)
+    if isinstance(gram, InputsUnavailable):
+        raise gram.error()
+    return gram
+
+
 def contrasts_type1(fit) -> dict:
     """lmerTest's Type I (sequential) hypotheses: rows of t(doolittle(X'X)$L) per term."""
     _, terms = fixed_terms(fit)
     p = len(fit.beta)
-    XtX = np.asarray(fit._require_model("Type I hypotheses (X'X)").crossprods.gram)[:p, :p]
+    XtX = fixed_gram(fit)
     Lt = np.eye(1) if p == 1 else doolittle(XtX)[0].T
     return {t.label: Lt[t.columns] for t in terms if t.columns}
 

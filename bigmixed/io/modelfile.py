@@ -30,7 +30,20 @@ Versions. ``format_version`` grows when the layout changes; this bigmixed reads 
 `FORMAT_VERSION` and raises `bigmixed.ModelFormatError` for a newer file (or a file that is
 not a bigmixed model). Version 2 adds a residual structure (AR1, CompoundSymmetry, VarIdent:
 ``residual_structure`` in the JSON, its unconstrained estimates in ``residual_eta.npy``); fits
-without one are still written as version 1, which older readers understand.
+without one are still written as version 1, which older readers understand. Version 3 adds an
+LMM's offset (``prior`` in the JSON: the offset() terms and offset= column, and the prior
+weights, as given; bigmixed.spec.glm_inputs.PriorSpec), which predictions on new data need:
+fits with weights only are written as before with ``prior`` (older readers may ignore it).
+
+``format_version_minor`` (absent: 0) counts additions that older readers may ignore. Minor 1
+adds the ``inference`` section: what Satterthwaite's df and the Type I hypotheses need, so that
+a loaded fit answers ``fixed_effects_test()``, ``anova_terms()`` and ``summary(ddf=...)`` as
+the original (``inference/varpar.npy``: theta, a residual structure's parameters, sigma;
+``inference/hessian.npy``: the Hessian of lmerTest's criterion f(varpar);
+``inference/jacobian.npy``: dVar(beta)/dvarpar_i stacked (k, p, p); ``inference/fixed_gram.npy``:
+X'X). A file without it loads; those methods then raise `SavedSectionMissingError`.
+Sections are written by one function each (`_inference_section`); a GLMM's family section can
+be added beside them.
 """
 from __future__ import annotations
 
@@ -53,7 +66,8 @@ from ..errors import ModelFormatError
 __all__ = ["FORMAT", "FORMAT_VERSION", "read_model", "rebuild_design", "save"]
 
 FORMAT = "bigmixed.model"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
+FORMAT_VERSION_MINOR = 1  # 1: the "inference" section (Satterthwaite's H and J, X'X)
 META = "bigmixed-model.json"
 
 
@@ -254,9 +268,11 @@ def model_meta(fit, with_condvar: bool = True) -> tuple:
             rq = None
     except Exception:  # noqa: BLE001 - e.g. a fit without its data
         rq = None
+    inference = _inference_section(fit, arrays)
     meta = {
         "format": FORMAT,
         "format_version": 1 if residual is None else 2,
+        "format_version_minor": FORMAT_VERSION_MINOR,
         "bigmixed_version": __version__,
         "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "formula": design.formula,
@@ -282,6 +298,7 @@ def model_meta(fit, with_condvar: bool = True) -> tuple:
         ],
         "theta_names": list(st.theta_names),
         "residual_structure": None if residual is None else residual.to_meta(),
+        "prior": None if getattr(design, "prior", None) is None else design.prior.to_meta(),
         "estimates": {
             "sigma": float(fit.sigma),
             "objective": float(fit.objective),
@@ -290,6 +307,7 @@ def model_meta(fit, with_condvar: bool = True) -> tuple:
             "resid_quantiles": None if rq is None else [float(x) for x in rq],
         },
         "optimizer": opt_meta,
+        "inference": inference,
         "warnings": _tidy.warning_records(fit),
         "timings": {k: float(v) for k, v in fit.timings.items()},
         # for people reading the JSON; load() recomputes these from the arrays
@@ -301,7 +319,68 @@ def model_meta(fit, with_condvar: bool = True) -> tuple:
                                     for r in _tidy.variance_rows(fit)],
         }),
     }
+    if meta["prior"] is not None and design.prior.has_offset:
+        meta["format_version"] = 3  # predictions need the offset: older readers must refuse
     return meta, arrays
+
+
+def _inference_section(fit, arrays: dict) -> dict:
+    """The "inference" section (format minor 1): Satterthwaite's inputs (bigmixed.inference.
+    satterthwaite.SatterthwaiteInputs) and X'X into `arrays`; what could not be computed is
+    null with the reason (a loaded fit from an older file has none to pass on)."""
+    from ..inference.satterthwaite import satterthwaite_inputs
+    from ..inference.terms import fixed_gram
+
+    out: dict = {"satterthwaite": None, "fixed_gram": None}
+    if getattr(fit, "family", None) is not None:
+        out["reason"] = "Satterthwaite's df are for linear mixed models"
+        return out
+    reasons = []
+    try:
+        inp = satterthwaite_inputs(fit)
+    except Exception as e:  # noqa: BLE001 - saved without it; the loaded fit says why
+        reasons.append(f"Satterthwaite: {type(e).__name__}: {e}")
+    else:
+        arrays["inference/varpar"] = np.asarray(inp.varpar, dtype=np.float64)
+        arrays["inference/hessian"] = np.asarray(inp.hessian, dtype=np.float64)
+        p = len(fit.beta)
+        jac = np.asarray(inp.jacobian, dtype=np.float64).reshape(len(inp.jacobian), p, p)
+        arrays["inference/jacobian"] = jac
+        out["satterthwaite"] = {"varpar": "inference/varpar", "hessian": "inference/hessian",
+                                "jacobian": "inference/jacobian", "reml": bool(fit.reml)}
+    try:
+        arrays["inference/fixed_gram"] = np.asarray(fixed_gram(fit), dtype=np.float64)
+        out["fixed_gram"] = "inference/fixed_gram"
+    except Exception as e:  # noqa: BLE001
+        reasons.append(f"X'X: {type(e).__name__}: {e}")
+    if reasons:
+        out["reason"] = "; ".join(reasons)
+    return out
+
+
+def inference_section(meta: dict, read) -> tuple:
+    """(SatterthwaiteInputs or None, X'X or None, reason or None) from a file's metadata."""
+    from ..inference.satterthwaite import SatterthwaiteInputs
+
+    sec = meta.get("inference") or {}
+    sat = sec.get("satterthwaite")
+    inputs = None
+    if sat:
+        jac = np.asarray(read(sat["jacobian"]), dtype=np.float64)
+        varpar = np.asarray(read(sat["varpar"]), dtype=np.float64)
+        hess = np.asarray(read(sat["hessian"]), dtype=np.float64)
+        k = len(varpar)
+        if hess.shape != (k, k) or jac.ndim != 3 or jac.shape[0] != k:
+            raise ModelFormatError(f"the saved Satterthwaite section has inconsistent shapes: "
+                                   f"varpar {varpar.shape}, hessian {hess.shape}, jacobian {jac.shape}")
+        inputs = SatterthwaiteInputs(varpar, hess, tuple(jac[i] for i in range(k)))
+    gram = np.asarray(read(sec["fixed_gram"]), dtype=np.float64) if sec.get("fixed_gram") else None
+    return inputs, gram, sec.get("reason")
+
+
+def format_version_text(meta: dict) -> str:
+    """"2.1": a file's format version and minor."""
+    return f"{meta.get('format_version')}.{int(meta.get('format_version_minor') or 0)}"
 
 
 def _maybe_condvar(fit):
@@ -503,8 +582,11 @@ def rebuild_design(meta: dict, read):
         ))
         term_specs.append(TermSpec(expr=t["expr"], group=t["group"], group_vars=tuple(t["group_vars"]),
                                    matrix=mspec, covariates=list(t["covariates"]), group_spec=gs))
+    from ..spec.glm_inputs import PriorSpec
+
+    prior = PriorSpec.from_meta(meta.get("prior"))
     try:
-        parsed = parse_formula(meta["formula"])
+        parsed = parse_formula(prior.design_formula if prior is not None else meta["formula"])
     except Exception:  # noqa: BLE001 # pragma: no cover - the formula parsed when the model was fitted
         parsed = None
     p = len(fixed["names"])
@@ -512,7 +594,7 @@ def rebuild_design(meta: dict, read):
         formula=meta["formula"], response=meta["response"], y=np.zeros(0), X=np.zeros((0, p)),
         fixed_names=list(fixed["names"]), terms=terms, n_dropped=int(meta["n_dropped"]),
         row_index=pd.RangeIndex(0), fixed_spec=fixed_spec, term_specs=term_specs, parsed=parsed,
-        dropped_fixed=list(fixed["dropped"]), warnings=[],
+        dropped_fixed=list(fixed["dropped"]), warnings=[], prior=prior,
     )
     return design
 

@@ -31,6 +31,8 @@ __all__ = [
     "jsonable",
     "ndjson_record",
     "ranef",
+    "response_record",
+    "table_rows",
     "tidy",
     "variance_components",
     "versions",
@@ -38,13 +40,27 @@ __all__ = [
 ]
 
 DOCUMENT_FORMAT = "bigmixed.fit"
-DOCUMENT_VERSION = 1
+# 2: fixed effects carry df, p_value (Satterthwaite, or null with ddf "none") and aliased
+#    (dropped columns present with null numbers); GLMMs: z_value / p_value; "inference"
+DOCUMENT_VERSION = 2
 # one line of an NDJSON stream of fits (`bigmixed fit --responses ...`): response, index,
 # status, then the document's entries (ok) or error: {type, message}
 NDJSON_FORMAT = "bigmixed.fit.ndjson"
-NDJSON_VERSION = 1
+NDJSON_VERSION = 2
 
 TIDY_COLUMNS = ["effect", "group", "term", "estimate", "std_error", "t_value"]
+
+# the tidy table `bigmixed fit` writes as CSV / Parquet (one row per fixed effect or variance
+# parameter and response): linear mixed models, and GLMMs (z tests)
+TABLE_COLUMNS = ["response", "status", "effect", "group", "term", "estimate", "std_error",
+                 "t_value", "df", "p_value", "aliased", "error"]
+GLMM_TABLE_COLUMNS = ["response", "status", "effect", "group", "term", "estimate", "std_error",
+                      "z_value", "p_value", "aliased", "error"]
+TABLE_FLOAT_COLUMNS = ("estimate", "std_error", "t_value", "df", "p_value", "z_value")
+TABLE_BOOL_COLUMNS = ("aliased",)
+
+# --ddf / fit_document(ddf=): the denominator degrees of freedom of the t tests of an LMM
+DDF_CHOICES = ("satterthwaite", "none")
 
 
 # ---- rows (plain Python: cheap enough to call once per response of a batch) ----------------
@@ -88,6 +104,136 @@ def tidy_rows(fit) -> list:
         else:
             rows.append(("ran_pars", group, f"cor__{t1}.{t2}", corr, math.nan, math.nan))
     return rows
+
+
+# ---- coefficient tests: df, p-values, aliased columns ----------------------------------------
+
+
+def is_glmm(fit) -> bool:
+    """A GLMM fit (z tests, no residual scale) rather than a linear mixed model."""
+    return getattr(fit, "family", None) is not None
+
+
+def resolve_ddf(fit, ddf: str | None) -> str | None:
+    """The ddf method a document of `fit` uses: None for a GLMM (z tests); for an LMM
+    "satterthwaite" or "none" (`ddf=None`: "satterthwaite" unless the fit cannot give it --
+    a model loaded from a file saved without the Satterthwaite section --, then "none").
+
+    Raises ValueError for an unknown method, or a method given for a GLMM."""
+    if ddf is not None and ddf not in DDF_CHOICES:
+        raise ValueError(f"ddf must be one of {', '.join(repr(x) for x in DDF_CHOICES)} (or None), "
+                         f"not {ddf!r}")
+    if is_glmm(fit):
+        if ddf is not None:
+            raise ValueError(f"ddf={ddf!r} is for linear mixed models; a GLMM's fixed effects are "
+                             "Wald z tests (z_value, p_value): leave ddf unset")
+        return None
+    if ddf is not None:
+        return ddf
+    from ..inference.satterthwaite import satterthwaite_available
+
+    return "satterthwaite" if satterthwaite_available(fit) else "none"
+
+
+def _full_order(fit) -> list:
+    """[(name, index into fit.beta or None for an aliased column)] in the order of the full
+    model matrix (R's ``fixef(fit, add.dropped = TRUE)``): dropped columns where they were."""
+    names = list(fit.fixed_names)
+    dropped = [str(d) for d in (getattr(fit.design, "dropped_fixed", None) or [])]
+    kept = [(n, j) for j, n in enumerate(names)]
+    if not dropped:
+        return kept
+    fs = getattr(fit.design, "fixed_spec", None)
+    ms = getattr(fs, "matrix", None)
+    all_names = getattr(ms, "all_names", None)
+    keep = getattr(ms, "keep", None)
+    if all_names is not None and keep is not None and len(all_names) == len(names) + len(dropped):
+        pos = {int(k): j for j, k in enumerate(keep)}
+        return [(str(n), pos.get(i)) for i, n in enumerate(all_names)]
+    return kept + [(d, None) for d in dropped]
+
+
+def coefficient_tests(fit, ddf: str | None = None) -> tuple:
+    """(rows, inference): one dict per fixed-effects column of the full model matrix, and what
+    the tests are.
+
+    LMM rows: term, estimate, std_error, t_value, df, p_value, aliased (df and p_value from
+    Satterthwaite's method as lmerTest's summary, null with ddf "none"); GLMM rows: term,
+    estimate, std_error, z_value, p_value, aliased. An aliased (dropped, rank-deficient)
+    column has null numbers and ``aliased: true``, as lme4 reports NA. `inference` is
+    ``{"ddf", "statistic", "method", "messages"}``.
+    """
+    from scipy import stats
+
+    method = resolve_ddf(fit, ddf)
+    beta = np.asarray(fit.beta, dtype=np.float64)
+    se = np.sqrt(np.diag(np.asarray(fit.vcov, dtype=np.float64)))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        stat = beta / se
+    messages: list = []
+    if method is None:
+        df = None
+        p = 2.0 * stats.norm.sf(np.abs(stat))
+        info = {"ddf": None, "statistic": "z", "method": "Wald z tests (lme4's glmer)"}
+    elif method == "satterthwaite":
+        from ..inference.satterthwaite import DDF_LABEL, satterthwaite_state
+
+        tab = fit.fixed_effects_test(ddf="satterthwaite")
+        df = tab["df"].to_numpy(dtype=np.float64)
+        p = tab["p_value"].to_numpy(dtype=np.float64)
+        messages = list(satterthwaite_state(fit).messages)
+        info = {"ddf": "satterthwaite", "statistic": "t", "method": DDF_LABEL["satterthwaite"]}
+    else:
+        df = p = None
+        info = {"ddf": "none", "statistic": "t",
+                "method": "none: t values without df or p-values (lme4's summary)"}
+    info["messages"] = messages
+    key = "z_value" if method is None else "t_value"
+    rows = []
+    for name, j in _full_order(fit):
+        if j is None:
+            row = {"term": name, "estimate": None, "std_error": None, key: None}
+            if method is not None:
+                row["df"] = None
+            row.update(p_value=None, aliased=True)
+        else:
+            row = {"term": name, "estimate": float(beta[j]), "std_error": float(se[j]),
+                   key: float(stat[j])}
+            if method is not None:
+                row["df"] = None if df is None else float(df[j])
+            row.update(p_value=None if p is None else float(p[j]), aliased=False)
+        rows.append(row)
+    return rows, info
+
+
+def table_columns(fit_or_glmm) -> list:
+    """The columns of the tidy table (TABLE_COLUMNS, GLMM_TABLE_COLUMNS for a GLMM; pass a
+    fit or a bool)."""
+    glmm = fit_or_glmm if isinstance(fit_or_glmm, bool) else is_glmm(fit_or_glmm)
+    return GLMM_TABLE_COLUMNS if glmm else TABLE_COLUMNS
+
+
+def table_rows(fit, response: str, ddf: str | None = None) -> list:
+    """The tidy table's rows of one fit (tuples in the order of `table_columns(fit)`): the
+    fixed effects (with the aliased ones), then the variance parameters as `tidy_rows`."""
+    rows, _ = coefficient_tests(fit, ddf)
+    cols = table_columns(fit)
+    out = []
+    for r in rows:
+        d = {"response": response, "status": "ok", "effect": "fixed", "group": None, **r,
+             "error": None}
+        out.append(tuple(d.get(c) for c in cols))
+    for effect, group, term, est, _se, _t in tidy_rows(fit)[len(fit.fixed_names):]:
+        d = {"response": response, "status": "ok", "effect": effect, "group": group,
+             "term": term, "estimate": est}
+        out.append(tuple(d.get(c) for c in cols))
+    return out
+
+
+def error_table_row(response: str, error_type: str, message: str, glmm: bool = False) -> tuple:
+    """The tidy table's row of a response that failed."""
+    d = {"response": response, "status": "error", "error": f"{error_type}: {message}"}
+    return tuple(d.get(c) for c in table_columns(bool(glmm)))
 
 
 # ---- tables ------------------------------------------------------------------------------
@@ -214,15 +360,24 @@ def convergence(fit) -> dict:
     }
 
 
-def fit_document(fit, *, include_versions: bool = True, extra: dict | None = None) -> dict:
+def fit_document(fit, *, include_versions: bool = True, extra: dict | None = None,
+                 ddf: str | None = None) -> dict:
     """The versioned JSON document of a fit (what ``bigmixed fit`` writes; ``fit.to_dict()``).
 
-    Keys: format, format_version, model (formula, response, reml), fixed_effects,
-    variance_components, residual_structure (null without one), theta, statistics, convergence, warnings, timings, versions (unless
-    include_versions=False), and the entries of `extra`. Missing numbers (an undefined
-    correlation, the sd of a covariance row) are null.
+    Keys: format, format_version, model (formula, response, reml, family), fixed_effects
+    (`coefficient_tests`: with df / p-values and aliased columns), inference (ddf method),
+    variance_components, residual_structure (null without one), theta, statistics,
+    convergence, warnings, timings, versions (unless include_versions=False), and the entries
+    of `extra`. Missing numbers (an undefined correlation, the sd of a covariance row, an
+    aliased coefficient) are null. `ddf`: "satterthwaite", "none" or None (see `resolve_ddf`).
+    The JSON Schema: ``bigmixed.io.schemas.load_schema("fit")``.
     """
     design = fit.design
+    coefs, inference = coefficient_tests(fit, ddf)
+    family = None
+    if is_glmm(fit):
+        family = {"family": str(fit.family.name), "link": str(fit.family.link),
+                  "nAGQ": int(getattr(fit, "nAGQ", 1))}
     doc: dict = {
         "format": DOCUMENT_FORMAT,
         "format_version": DOCUMENT_VERSION,
@@ -230,10 +385,10 @@ def fit_document(fit, *, include_versions: bool = True, extra: dict | None = Non
             "formula": fit.formula,
             "response": design.response,
             "reml": bool(fit.reml),
+            "family": family,
         },
-        "fixed_effects": [
-            {"term": t, "estimate": e, "std_error": s, "t_value": v} for t, e, s, v in fixed_rows(fit)
-        ],
+        "fixed_effects": coefs,
+        "inference": inference,
         "variance_components": [
             {"group": g, "term1": t1, "term2": t2, "variance": var, "sd": sd, "corr": c}
             for g, t1, t2, var, sd, c in variance_rows(fit)
@@ -251,6 +406,22 @@ def fit_document(fit, *, include_versions: bool = True, extra: dict | None = Non
     if extra:
         doc.update(extra)
     return jsonable(doc)
+
+
+def response_record(r, *, ddf: str | None = None, include_versions: bool = False) -> dict:
+    """One response of a batch (a ResponseFit) as an NDJSON line's object: format,
+    format_version, response, index, status, then the fit's document entries (`fit_document`
+    with `ddf`) and seconds, or ``error: {type, message}`` and seconds."""
+    head = {"response": r.response, "index": int(r.index), "status": r.status}
+    if not r.ok:
+        head["error"] = {"type": r.error_type, "message": r.error}
+        head["seconds"] = r.seconds
+        return ndjson_record(jsonable(head))
+    doc = fit_document(r.fit, include_versions=include_versions, ddf=ddf)
+    doc.pop("format", None)
+    doc.pop("format_version", None)
+    doc["seconds"] = r.seconds
+    return ndjson_record(jsonable({**head, **doc}))
 
 
 def ndjson_record(record: dict) -> dict:

@@ -5,9 +5,12 @@ from dataclasses import fields
 
 import numpy as np
 
-from ..errors import ModelFormatError
+from ..errors import ModelFormatError, SavedSectionMissingError
 from ..fitting.record import OptimizerRecord, StageRecord
-from ..io.modelfile import optimizer_fields, read_model, rebuild_design, warning_objects
+from ..inference.satterthwaite import INPUTS_KEY, InputsUnavailable
+from ..inference.terms import GRAM_KEY
+from ..io.modelfile import (FORMAT_VERSION_MINOR, format_version_text, inference_section,
+                            optimizer_fields, read_model, rebuild_design, warning_objects)
 from ..spec.residual import ResidualParameters
 from ..spec.structure import RandomEffectsStructure
 from .fit import LMMResults
@@ -21,16 +24,47 @@ def load(path) -> LMMResults:
     fixed_effects, variance_components, term_covariances(), objective, llf, aic, bic,
     deviance, nobs, n_dropped, n_groups, converged, is_singular, warnings, ranef(), coef(),
     conditional_variances(), summary(), predict() / predict_interval() on new data, save(),
-    to_dict(). Not available (AttributeError): fitted values and residuals of the fitting data,
-    and everything that re-evaluates the objective (profiles, bootstrap, Satterthwaite df).
+    to_dict(), confint() (Wald), and -- from files of model format minor >= 1 (the
+    "inference" section) -- fixed_effects_test(), anova_terms() and summary(ddf=
+    "satterthwaite") with the original's numbers. From an older file those raise
+    `bigmixed.SavedSectionMissingError` (re-save the model). Not available (AttributeError):
+    fitted values and residuals of the fitting data, and everything that re-evaluates the
+    objective (profiles, bootstrap, between-within df).
 
     Raises ModelFormatError for a file that is not a bigmixed model, is damaged, or was
     written in a newer format version (with ``format_version`` / ``supported_version``).
     """
-    return read_model(path, _fit_from_file)
+    return read_model(path, lambda meta, read: _fit_from_file(meta, read, path))
 
 
-def _fit_from_file(meta: dict, read) -> LMMResults:
+def _missing(path, meta: dict, what: str, section: str, reason):
+    def make():
+        why = f" (when it was saved: {reason})" if reason else ""
+        return SavedSectionMissingError(
+            f"the model loaded from {str(path)!r} (model format {format_version_text(meta)}, "
+            f"written by bigmixed {meta.get('bigmixed_version', '?')}) has no {what}{why}: "
+            f"fixed_effects_test(), anova_terms() and summary(ddf=...) need it; files of model "
+            f"format minor >= {FORMAT_VERSION_MINOR} hold it -- refit the model on its data "
+            "with this bigmixed and save it again (fit.save(path))",
+            section=section, format_version=meta.get("format_version"))
+    return InputsUnavailable(make)
+
+
+def _with_inference(fit: LMMResults, meta: dict, read, path) -> LMMResults:
+    """The saved Satterthwaite inputs and X'X, where bigmixed.inference looks for them."""
+    inputs, gram, reason = inference_section(meta, read)
+    if inputs is not None and len(inputs.varpar) != fit.n_optimizer_params + 1:
+        raise ModelFormatError(f"the saved Satterthwaite section has {len(inputs.varpar)} variance "
+                               f"parameters, the model {fit.n_optimizer_params + 1}")
+    fit.derived(INPUTS_KEY, lambda: inputs if inputs is not None else _missing(
+        path, meta, "Satterthwaite section (the Hessian of the criterion in the variance "
+        "parameters and the derivatives of Var(beta))", "inference.satterthwaite", reason))
+    fit.derived(GRAM_KEY, lambda: gram if gram is not None else _missing(
+        path, meta, "X'X of the fixed effects (Type I hypotheses)", "inference.fixed_gram", reason))
+    return fit
+
+
+def _fit_from_file(meta: dict, read, path=None) -> LMMResults:
     design = rebuild_design(meta, read)
     structure = RandomEffectsStructure(design.terms)
     if structure.theta_names != list(meta["theta_names"]):
@@ -49,7 +83,7 @@ def _fit_from_file(meta: dict, read) -> LMMResults:
     if est.get("condvar"):
         condvar = [np.asarray(read(f"condvar/{fi}"), dtype=np.float64) for fi in range(n_factors)]
     deviance = est.get("deviance")
-    return LMMResults(
+    fit = LMMResults(
         _model=None, rows=SavedRows(est.get("resid_quantiles")), design=design, structure=structure,
         residual=residual, solver=meta.get("solver"), reml=bool(meta["reml"]),
         formula=meta["formula"], _fixed_names=list(meta["fixed"]["names"]), theta=theta,
@@ -61,3 +95,4 @@ def _fit_from_file(meta: dict, read) -> LMMResults:
         _warnings=warning_objects(meta.get("warnings") or []),
         timings=dict(meta.get("timings") or {}),
     )
+    return _with_inference(fit, meta, read, path)
