@@ -153,7 +153,10 @@ def _residual_ratio_sq(fit, newdata, n) -> np.ndarray:
     row's stratum (NaN for a stratum not seen in the fit)."""
     r = fit.residual
     if r is None or r.variance is None:
-        return np.ones(n)
+        from ..spec.glm_inputs import prior_arrays
+
+        w = prior_arrays(fit.design)[0] if newdata is None else None
+        return np.ones(n) if w is None else 1.0 / w  # prior weights: sigma^2 / w_i
     ratios = r.stratum_sd_ratio(fit.residual_eta)
     if newdata is None:
         return ratios[r.strata] ** 2
@@ -165,3 +168,23 @@ def _residual_ratio_sq(fit, newdata, n) -> np.ndarray:
                                     newdata.columns)
     lookup = {str(lv): v for lv, v in zip(r.stratum_levels, ratios)}
     return np.array([lookup.get(str(v), np.nan) for v in newdata[by]]) ** 2
+
+
+# ---- offsets (bm.lmm(offset=), offset() terms): added to every prediction on new data ------
+_predict_without_offset = predict
+
+
+def predict(fit, newdata=None, *, level: str = "conditional", unseen: str = "population") -> np.ndarray:  # noqa: F811
+    """Predicted means for new data (or the fitting rows when newdata is None), including the
+    model's offset: an offset() term or offset= column is evaluated on `newdata` (NaN where it
+    is missing); see `_predict_without_offset` for `level` and `unseen`."""
+    mu = _predict_without_offset(fit, newdata, level=level, unseen=unseen)
+    prior = getattr(fit.design, "prior", None)
+    if newdata is None or prior is None or not prior.has_offset:
+        return mu
+    if not isinstance(newdata, pd.DataFrame):
+        from ..spec import checks
+
+        convert = getattr(checks, "as_pandas", None)
+        newdata = convert(newdata) if convert is not None else pd.DataFrame(newdata)
+    return mu + prior.offset_for(newdata)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..spec.glm_inputs import prior_arrays
+
 QUANTILES = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
@@ -63,8 +65,11 @@ class InMemoryRows(RowSource):
         return self.design.y
 
     def fitted(self, fit, conditional: bool = True) -> np.ndarray:
-        """X beta (+ Z b with `conditional`): one pass over the rows."""
+        """X beta (+ Z b with `conditional`), plus any offset: one pass over the rows."""
         out = self.design.X @ fit.beta
+        _, offset = prior_arrays(self.design)
+        if offset is not None:
+            out += offset
         if conditional:
             for f, b in zip(self.structure.factors, fit.conditional_modes):
                 if f.unit_z:
@@ -74,6 +79,9 @@ class InMemoryRows(RowSource):
         return out
 
     def scaled_residual_quantiles(self, fit) -> np.ndarray:
+        w, _ = prior_arrays(self.design)
+        if w is not None:  # lme4's summary: Pearson residuals sqrt(w) (y - fitted) / sigma
+            return np.quantile(np.sqrt(w) * fit.resid_scaled, QUANTILES)
         return np.quantile(fit.resid_scaled, QUANTILES)
 
     def same_response(self, other) -> bool | None:

@@ -375,3 +375,18 @@ def lmm_inputs(formula: str, data: pd.DataFrame, *, weights=None, offset=None):
         offset_values=offset is not None and not isinstance(offset, str),
         weights_column=weights_column, offset_column=offset_column, design_formula=stripped)
     return stripped, frame, extra, spec
+
+
+def prior_arrays(design):
+    """(prior weights, offset) of a design's rows as C-contiguous float64 arrays, each None when
+    absent (or when the design holds no rows, e.g. one from Dask data)."""
+    prior = getattr(design, "prior", None)
+    if prior is None:
+        return None, None
+    out = []
+    for col in (prior.weights_column, prior.offset_column):
+        if col is None or col not in design.extra:
+            out.append(None)
+        else:
+            out.append(np.ascontiguousarray(design.extra[col].to_numpy(dtype=np.float64)))
+    return out[0], out[1]
