@@ -25,6 +25,7 @@ from ..spec.structure import RandomEffectsStructure
 from ..solvers.choose import SYSTEMS, auto_solver
 from ..warnings import CollinearRandomEffectsWarning, ConvergenceWarning, SingularFitWarning
 from ..spec.design import build_design
+from ..spec.glm_inputs import prior_arrays
 from ..spec.checks import check_response_values
 
 log = logging.getLogger("bigmixed")
@@ -396,21 +397,6 @@ def _prior_design(formula, data, weights, offset, extra):
                                                             offset=offset)
     design = build_design(text, frame, extra_columns=tuple(extra) + tuple(prior_extra))
     return replace(design, formula=formula, prior=prior)
-
-
-def prior_arrays(design):
-    """(prior weights, offset) of a design's rows as C-contiguous float64 arrays, each None when
-    absent (or when the design holds no rows, e.g. one from Dask data)."""
-    prior = getattr(design, "prior", None)
-    if prior is None:
-        return None, None
-    out = []
-    for col in (prior.weights_column, prior.offset_column):
-        if col is None or col not in design.extra:
-            out.append(None)
-        else:
-            out.append(np.ascontiguousarray(design.extra[col].to_numpy(dtype=np.float64)))
-    return out[0], out[1]
 
 
 def _sum_log(w) -> float:
