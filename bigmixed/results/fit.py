@@ -471,6 +471,28 @@ class LMMResults(FittedModel):
             return anova(self, *others, **kwargs)
         return self.anova_terms(**kwargs)
 
+    def update(self, formula: str | None = None, *, reml: bool | None = None, data=None,
+               **fit_options):
+        """lme4's update(): the fit of a changed model -- formula (". ~ . - x", R's '.'),
+        reml (through model.refit), data (see bigmixed.inference.update)."""
+        from ..inference.update import update
+
+        return update(self, formula, reml=reml, data=data, **fit_options)
+
+    def drop1(self, test: str = "Chisq") -> pd.DataFrame:
+        """lme4's drop1(fit, test = "Chisq"): an ML likelihood-ratio test per droppable
+        fixed term (bigmixed.inference.drop)."""
+        from ..inference.drop import drop1
+
+        return drop1(self, test=test)
+
+    def ranova(self, reduce_terms: bool = True) -> pd.DataFrame:
+        """lmerTest's ranova(): a likelihood-ratio test per random term, with lmerTest's
+        chi-square p-value and the boundary mixture (bigmixed.inference.drop)."""
+        from ..inference.drop import ranova
+
+        return ranova(self, reduce_terms=reduce_terms)
+
     # ---- saving and tidy outputs (bigmixed/io) ------------------------------------------
     def save(self, path, *, condvar: bool = True) -> str:
         """Write the fit to one portable file (no pickle); read it back with ``bm.load(path)``.
