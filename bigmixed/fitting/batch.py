@@ -56,6 +56,7 @@ import pandas as pd
 
 from .. import progress
 from ..io import tidy as _tidy
+from ..spec import glm_inputs
 from ..spec.design import build_design
 from ..errors import (
     BigmixedError,
@@ -250,15 +251,22 @@ def _split_formula(formula: str, responses):
     text = formula.strip()
     if text.startswith("~"):
         rhs = text[1:].strip()
-        parse_formula(f"{_DUMMY} ~ {rhs}")  # syntax errors name the user's text below
+        parse_formula(_without_offsets(f"{_DUMMY} ~ {rhs}"))  # syntax errors name the user's text
         return rhs, None
-    parsed = parse_formula(text)
+    parsed = parse_formula(_without_offsets(text))
     if responses is not None:
         raise FormulaSyntaxError(
             f"formula {formula!r} names a response ({parsed.response!r}) and `responses` are "
             f"given too: write the formula without a response, e.g. '~ {text.split('~', 1)[1].strip()}'"
         )
     return text.split("~", 1)[1].strip(), [parsed.response]
+
+
+def _without_offsets(text: str) -> str:
+    """The formula without its offset() terms (they are the offset, glm_inputs.lmm_inputs)."""
+    lhs, rhs = text.split("~", 1)
+    kept, offsets = glm_inputs.split_offsets(rhs)
+    return text if not offsets else f"{lhs.rstrip()} ~ {' + '.join(t.strip() for t in kept)}"
 
 
 def match_responses(columns, pattern: str) -> list:
@@ -352,7 +360,8 @@ class _State:
 
 
 class _Batch:
-    def __init__(self, formula, data, responses, *, reml, solver, fit_kwargs, glmm=None):
+    def __init__(self, formula, data, responses, *, reml, solver, fit_kwargs, glmm=None,
+                 weights=None, offset=None):
         if not isinstance(data, pd.DataFrame):
             raise DataTypeError(f"data must be a pandas DataFrame, got {type(data).__name__}")
         rhs, default = _split_formula(formula, responses)
@@ -360,6 +369,12 @@ class _Batch:
         self.responses = _resolve_responses(data, responses, default)
         self.reml = bool(reml)
         self.glmm = glmm  # None: LMMs; else dict(family=, link=, nAGQ=) for GLMMs
+        # prior weights and offset (as bm.lmm's), the same for every response
+        self.weights, self.offset = weights, offset
+        self.prior = glmm is None and glm_inputs.has_prior(f"y ~ {rhs}", weights, offset)
+        if glmm is not None and (weights is not None or offset is not None):
+            raise NotImplementedError("weights= / offset= in fit_many are for LMMs; with "
+                                      "family= fit the GLMMs one by one with bm.glmm")
         self.solver = solver
         self.fit_kwargs = fit_kwargs
         self.data = data
@@ -370,7 +385,8 @@ class _Batch:
         self.formula = f"~ {rhs}"
 
         # the columns the design needs, on a RangeIndex (row labels = positions)
-        used = [c for c in _columns_named_in(rhs, data.columns) if c != self.dummy]
+        named = rhs + "".join(f" {v}" for v in (weights, offset) if isinstance(v, str))
+        used = [c for c in _columns_named_in(named, data.columns) if c != self.dummy]
         frame = data[used].reset_index(drop=True) if used else pd.DataFrame(index=pd.RangeIndex(len(data)))
         self.frame = frame
         t0 = time.perf_counter()
@@ -411,7 +427,13 @@ class _Batch:
             y[missing_pos] = np.nan
         frame = self.frame.assign(**{self.dummy: y})
         progress.report("design", rows=len(frame))  # progress hook
-        design = build_design(self.dummy_formula, frame, scale_free=self.glmm is not None)
+        if self.prior:
+            text, frame, extra, prior = glm_inputs.lmm_inputs(
+                self.dummy_formula, frame, weights=self.weights, offset=self.offset)
+            design = build_design(text, frame, extra_columns=extra)
+            design = dataclasses.replace(design, formula=self.dummy_formula, prior=prior)
+        else:
+            design = build_design(self.dummy_formula, frame, scale_free=self.glmm is not None)
         rows = np.asarray(design.row_index, dtype=np.int64)
         design = dataclasses.replace(design, row_index=self.data.index[rows])
         if self.glmm is not None:
@@ -553,7 +575,7 @@ def _n_jobs(n_jobs) -> int:
 def iter_fits(formula: str, data: pd.DataFrame, responses: Sequence[str] | str | None = None, *,
               reml: bool = True, n_jobs: int | None = None, solver: str = "auto",
               ordered: bool = True, family=None, link: str | None = None, nAGQ: int = 1,
-              **fit_kwargs) -> Iterator[ResponseFit]:
+              weights=None, offset=None, **fit_kwargs) -> Iterator[ResponseFit]:
     """Fit one model per response on a shared design; yield a `ResponseFit` per response.
 
     Parameters
@@ -567,6 +589,9 @@ def iter_fits(formula: str, data: pd.DataFrame, responses: Sequence[str] | str |
     ordered : yield in the order of `responses` (default) or as fits finish
     family, link, nAGQ : a GLMM per response (as `bm.glmm`; e.g. family="binomial" for binary
         phenotypes); `reml` does not apply
+    weights, offset : prior weights and an offset as in `bm.lmm` (a column name, an expression
+        or an array over the rows of `data`; offset() terms in the formula too), the same for
+        every response (LMMs only)
     fit_kwargs : passed to the model's ``fit`` (e.g. polish=True)
 
     Problems shared by all responses (formula, covariates, a response column that does not
@@ -574,7 +599,7 @@ def iter_fits(formula: str, data: pd.DataFrame, responses: Sequence[str] | str |
     """
     glmm = None if family is None else dict(family=family, link=link, nAGQ=nAGQ)
     batch = _Batch(formula, data, responses, reml=reml, solver=solver, fit_kwargs=fit_kwargs,
-                   glmm=glmm)
+                   glmm=glmm, weights=weights, offset=offset)
     # progress hook: reports stage "responses" (responses_done / _total / _failed) per result
     return progress.iterate(batch.run(_n_jobs(n_jobs), ordered), total=len(batch.responses))
 
@@ -582,7 +607,7 @@ def iter_fits(formula: str, data: pd.DataFrame, responses: Sequence[str] | str |
 def fit_many(formula: str, data: pd.DataFrame, responses: Sequence[str] | str | None = None, *,
              reml: bool = True, n_jobs: int | None = None, solver: str = "auto",
              keep_fits: bool = True, family=None, link: str | None = None, nAGQ: int = 1,
-             **fit_kwargs) -> ManyFits:
+             weights=None, offset=None, **fit_kwargs) -> ManyFits:
     """Fit one model per response on a shared design and collect the results (`ManyFits`).
 
     Same arguments as `iter_fits`; with keep_fits=False only the tidy tables are kept (no
@@ -594,7 +619,8 @@ def fit_many(formula: str, data: pd.DataFrame, responses: Sequence[str] | str | 
     with _warnings.catch_warnings():
         _warnings.simplefilter("ignore", BigmixedWarning)
         results = list(iter_fits(formula, data, responses, reml=reml, n_jobs=n_jobs, solver=solver,
-                                 ordered=True, family=family, link=link, nAGQ=nAGQ, **fit_kwargs))
+                                 ordered=True, family=family, link=link, nAGQ=nAGQ,
+                                 weights=weights, offset=offset, **fit_kwargs))
     out = ManyFits(results, keep_fits=keep_fits, reml=reml, formula=formula,
                    seconds=time.perf_counter() - t0)
     n_sing = sum(1 for r in results if r.ok and any(isinstance(w, SingularFitWarning) for w in r.fit.warnings))

@@ -203,8 +203,17 @@ class LinearMixedModel:
         if formula is not None:
             changes["formula"] = formula
             parsed = self.design.parsed
+            if self.prior is not None:  # the design's formula: without the offset() terms
+                from ..spec.glm_inputs import split_offsets
+
+                lhs, rhs = formula.split("~", 1)
+                kept, _ = split_offsets(rhs)
+                text = f"{lhs.rstrip()} ~ {' + '.join(t.strip() for t in kept)}"
+                changes["prior"] = replace(self.prior, design_formula=text)
+            else:
+                text = formula
             if is_dataclass(parsed):
-                changes["parsed"] = replace(parsed, text=formula, response=response or parsed.response)
+                changes["parsed"] = replace(parsed, text=text, response=response or parsed.response)
         design = replace(self.design, **changes)
         t0 = time.perf_counter()
         if self.prior is None:
