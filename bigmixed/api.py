@@ -14,7 +14,7 @@ def is_dask_dataframe(data) -> bool:
 
 
 def lmm(formula: str, data, *, reml: bool = True, solver: str = "auto", residual=None,
-        variance=None, weights=None, offset=None) -> LinearMixedModel:
+        variance=None, weights=None, offset=None, family=None) -> LinearMixedModel:
     """Set up a linear mixed model; call ``.fit()`` on the result.
 
     `data` is a pandas DataFrame, or a Dask DataFrame (e.g. ``dd.read_parquet(...)``): then the
@@ -25,7 +25,15 @@ def lmm(formula: str, data, *, reml: bool = True, solver: str = "auto", residual
     `weights` (prior weights: a column name, an expression of columns or an array; the residual
     variance of row i is sigma^2 / w_i) and `offset` (a column, expression or array added to the
     linear predictor; ``offset(x)`` terms in the formula too) follow lme4's ``lmer(weights=,
-    offset=)``: the same REML criterion (with lme4's -sum(log w_i) term), estimates and SEs."""
+    offset=)``: the same REML criterion (with lme4's -sum(log w_i) term), estimates and SEs.
+
+    Options of the wrong type (``reml="yes"``, ``solver=3``) and ``family=`` (a GLMM: bm.glmm)
+    raise bm.OptionError; a Polars DataFrame or pyarrow Table is converted to pandas, only the
+    columns the model names."""
+    from .spec.checks import as_pandas, check_lmm_options
+
+    check_lmm_options("bm.lmm", reml=reml, solver=solver, family=family)
+    data = as_pandas(data, formula, weights, offset, *_residual_column_names(residual, variance))
     if is_dask_dataframe(data):
         if residual is not None or variance is not None:
             raise NotImplementedError("residual structures (residual=, variance=) are not "
@@ -35,3 +43,12 @@ def lmm(formula: str, data, *, reml: bool = True, solver: str = "auto", residual
         return lmm_dask(formula, data, reml=reml, solver=solver, weights=weights, offset=offset)
     return LinearMixedModel(formula, data, reml=reml, solver=solver, residual=residual,
                             variance=variance, weights=weights, offset=offset)
+
+
+def _residual_column_names(residual, variance) -> list:
+    """Columns a residual structure uses (for converting Polars / pyarrow input)."""
+    if residual is None and variance is None:
+        return []
+    from .spec.residual import residual_columns
+
+    return [c for c, _ in residual_columns(residual, variance)]

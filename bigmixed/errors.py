@@ -26,8 +26,12 @@ value) and, where there is one, the usual fix.
     │   ├── IdentifiabilityError        lme4's checks: levels >= observations, or
     │   │                               random effects >= observations for a term
     │   ├── ResponseSupportError        a GLMM response outside its family's support
-    │   └── WeightsError                prior weights that are negative, zero or not numeric
+    │   ├── WeightsError                prior weights that are negative, zero or not numeric
+    │   └── DegenerateResponseError     an LMM response that is constant (all zero too) or so
+    │                                   large that its sum of squares overflows
     ├── FamilyError (ValueError)        an unknown GLMM family or link
+    ├── OptionError (TypeError, ValueError)  an option of the wrong type or value
+    │                                   (reml="yes", solver=3, nAGQ="1", family= for lmm)
     └── ModelFormatError (ValueError)   a saved model (bm.load) that cannot be read: not a
         │                               bigmixed file, damaged, or from a newer format version
         └── SavedSectionMissingError    a loaded model asked for what its file does not hold
@@ -58,6 +62,8 @@ __all__ = [
     "ResponseSupportError",
     "WeightsError",
     "FamilyError",
+    "OptionError",
+    "DegenerateResponseError",
     "ModelFormatError",
     "SavedSectionMissingError",
 ]
@@ -155,11 +161,24 @@ class WeightsError(DesignError):
     """Prior weights that cannot be used: negative, zero where not allowed, or not numeric."""
 
 
+class DegenerateResponseError(DesignError):
+    """A linear mixed model's response with no usable variation: constant (all zero too), so
+    the residual variance is 0 (lme4 returns sigma = 0 and a meaningless theta), or so large
+    that its sum of squares overflows (lme4 returns sigma = Inf). Names the response."""
+
+
 # ---- model options -----------------------------------------------------------------------
 
 
 class FamilyError(BigmixedError, ValueError):
     """An unknown GLMM family or a link the family does not offer."""
+
+
+class OptionError(BigmixedError, TypeError, ValueError):
+    """An option of `bm.lmm`, `bm.glmm` or `bm.fit_many` of the wrong type or value
+    (``reml="yes"``, ``solver=3``, ``nAGQ="1"``), or one that does not apply (``family=`` to
+    lmm). Names the option and the value. A TypeError and a ValueError, so either ``except``
+    keeps working."""
 
 
 # ---- saved models ------------------------------------------------------------------------

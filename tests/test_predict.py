@@ -9,6 +9,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 
+import bigmixed as bm
+
 from bigmixed.data_gen import generate_hdp, tablets
 
 from lme4_refs import INFREF, load_data, fit_quiet
@@ -190,3 +192,59 @@ def test_bootstrap_threads_do_not_change_the_numbers():
     one = fit.bootstrap(12, 7, n_jobs=1)
     two = fit.bootstrap(12, 7, n_jobs=2)
     pd.testing.assert_frame_equal(one.replicates, two.replicates)
+
+
+# ---- population level without grouping columns (issue #16 item 4) ------------------------------
+
+@pytest.mark.parametrize("label", sorted(INFREF["predict"]))
+def test_population_predictions_need_no_grouping_columns(label):
+    case = INFREF["predict"][label]
+    df, nd = newdata_for(case)
+    fit = fit_quiet(case["formula"], df)
+    fixed_cols = list(fit.design.fixed_spec.fixed_vars)
+    only_fixed = nd[fixed_cols]
+    p = fit.predict(only_fixed, level="population")
+    np.testing.assert_allclose(p, case["population"], atol=1e-4 * fit.sigma)
+    np.testing.assert_array_equal(p, fit.predict(nd, level="population"))
+    ci = fit.predict_interval(only_fixed, level="population", interval="confidence")
+    np.testing.assert_array_equal(ci["fit"], p)
+    full = fit.predict_interval(nd, level="population", interval="confidence")
+    np.testing.assert_allclose(ci["se"], full["se"], rtol=1e-14)
+    # the conditional level still needs the grouping columns, and says where to go
+    group = fit.structure.terms[0].group_vars[0]
+    with pytest.raises(bm.MissingColumnError, match=rf"'{group}'.*conditional.*level='population'"):
+        fit.predict(only_fixed)
+
+
+def test_population_prediction_interval_random_slopes():
+    """(time | doctor): a new group's z'Gz needs the slope column, not the grouping column."""
+    df = load_data("slope.csv")
+    fit = fit_quiet("mobility ~ age + sex + (time | doctor)", df)
+    nd = df.iloc[[0, 5, 900]]
+    full = fit.predict_interval(nd, level="population")
+    got = fit.predict_interval(nd[["age", "sex", "time"]], level="population")
+    pd.testing.assert_frame_equal(got, full)
+    T = fit.structure.T_of(fit.theta, 0)
+    G = fit.sigma ** 2 * T @ T.T
+    z = np.column_stack([np.ones(3), nd["time"].to_numpy()])
+    np.testing.assert_allclose(got["var_random"], np.einsum("ij,jk,ik->i", z, G, z), rtol=1e-12)
+    # confidence intervals at the population level need only the fixed-effects columns
+    conf = fit.predict_interval(nd[["age", "sex"]], level="population", interval="confidence")
+    np.testing.assert_allclose(conf["se"], full["se_fixed"], rtol=1e-14)
+    assert (conf["var_random"] == 0).all()
+    with pytest.raises(bm.MissingColumnError, match=r"'time' \(a random-slope column"):
+        fit.predict_interval(nd[["age", "sex"]], level="population")
+    with pytest.raises(bm.MissingColumnError, match="'doctor'"):
+        fit.predict_interval(nd[["age", "sex", "time"]])
+
+
+def test_population_prediction_missing_slope_value_is_not_nan():
+    """Only the fixed part's columns make a population-level prediction NaN."""
+    df = load_data("slope.csv")
+    fit = fit_quiet("mobility ~ age + sex + (time | doctor)", df)
+    nd = df.iloc[:4].copy()
+    nd["time"] = np.nan
+    nd["doctor"] = None
+    p = fit.predict(nd, level="population")
+    assert np.isfinite(p).all()
+    np.testing.assert_array_equal(p, fit.predict(df.iloc[:4], level="population"))

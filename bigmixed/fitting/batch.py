@@ -597,6 +597,17 @@ def iter_fits(formula: str, data: pd.DataFrame, responses: Sequence[str] | str |
     Problems shared by all responses (formula, covariates, a response column that does not
     exist) raise here, before anything is fitted; the fits run as the iterator is consumed.
     """
+    from ..spec.checks import as_pandas, check_bool, check_int, check_lmm_options
+
+    check_lmm_options("fit_many", reml=reml, solver=solver)  # typed: bm.OptionError
+    check_int("fit_many", "n_jobs", n_jobs, allow_none=True)
+    check_bool("fit_many", "ordered", ordered)
+    if family is not None:
+        check_int("fit_many", "nAGQ", nAGQ, 0)
+    if responses is not None and not isinstance(responses, str):
+        responses = list(responses)
+    names = [] if responses is None else [responses] if isinstance(responses, str) else responses
+    data = as_pandas(data, formula, *[r for r in names if isinstance(r, str)])
     glmm = None if family is None else dict(family=family, link=link, nAGQ=nAGQ)
     batch = _Batch(formula, data, responses, reml=reml, solver=solver, fit_kwargs=fit_kwargs,
                    glmm=glmm, weights=weights, offset=offset)
@@ -615,6 +626,9 @@ def fit_many(formula: str, data: pd.DataFrame, responses: Sequence[str] | str | 
     The fits' warnings are recorded (``statistics.warnings``) rather than printed; one summary
     warning says how many fits were singular or did not converge.
     """
+    from ..spec.checks import check_bool
+
+    check_bool("fit_many", "keep_fits", keep_fits)
     t0 = time.perf_counter()
     with _warnings.catch_warnings():
         _warnings.simplefilter("ignore", BigmixedWarning)

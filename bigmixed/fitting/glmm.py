@@ -121,13 +121,12 @@ class GeneralizedLinearMixedModel:
     def _options(self, family, link, nAGQ, solver, pirls) -> None:
         self.family = family_from(family, link)
         self.family_id, self.link_id = self.family.ids
-        if solver not in SOLVERS:
-            raise ValueError(f"solver must be one of {SOLVERS}, not {solver!r}")
-        if isinstance(nAGQ, bool) or not isinstance(nAGQ, (int, np.integer)) or not 0 <= nAGQ <= MAX_AGQ:
-            raise ValueError(f"nAGQ must be an integer from 0 to {MAX_AGQ}, not {nAGQ!r}")
+        from ..spec.checks import check_choice, check_int  # typed: bm.OptionError
+
+        check_choice("bm.glmm", "solver", solver, SOLVERS)
+        check_int("bm.glmm", "nAGQ", nAGQ, 0, MAX_AGQ)
         self.nAGQ = int(nAGQ)
-        if pirls not in ("auto", "lme4", "exact"):
-            raise ValueError(f"pirls must be 'auto', 'lme4' or 'exact', not {pirls!r}")
+        check_choice("bm.glmm", "pirls", pirls, ("auto", "lme4", "exact"))
         if pirls == "auto":
             # glmer's probit PIRLS converges slowly (no floor on mu.eta, linear convergence):
             # stopped at 1e-7, its criterion is rough at ~1e-6 and its optimum ill-defined; the
@@ -525,6 +524,10 @@ def _quasi_newton_stage(fun, x0, lower):
 def glmm(formula: str, data, *, family="binomial", link=None, weights=None, offset=None,
          nAGQ: int = 1, solver: str = "auto", pirls: str = "auto") -> GeneralizedLinearMixedModel:
     """Set up a generalized linear mixed model (lme4's glmer); call ``.fit()`` on the result.
-    See `GeneralizedLinearMixedModel` for the arguments."""
+    See `GeneralizedLinearMixedModel` for the arguments. A Polars DataFrame or pyarrow Table
+    is converted to pandas (only the columns the model names)."""
+    from ..spec.checks import as_pandas
+
+    data = as_pandas(data, formula, weights, offset)
     return GeneralizedLinearMixedModel(formula, data, family=family, link=link, weights=weights,
                                        offset=offset, nAGQ=nAGQ, solver=solver, pirls=pirls)

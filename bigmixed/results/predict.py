@@ -33,13 +33,30 @@ def _check(level, unseen):
         raise ValueError(f"unseen must be one of {UNSEEN}, not {unseen!r}")
 
 
+def _fixed_block(fit, newdata) -> np.ndarray:
+    """X_new alone: population-level predictions need no grouping nor random-slope columns."""
+    from ..spec.design import design_matrices_for_newdata
+
+    return design_matrices_for_newdata(fit.design, _as_frame(newdata), fixed_only=True)[0]
+
+
+def _as_frame(newdata):
+    """newdata as pandas (a Polars DataFrame or pyarrow Table is converted)."""
+    from ..spec.checks import as_pandas
+
+    return as_pandas(newdata)
+
+
 def _factor_blocks(fit, newdata):
     """X_new and, per grouping factor (structure order), (codes_new, Z_new with the factor's
     columns in the factor's order)."""
     from ..spec.design import design_matrices_for_newdata
 
     X_new, per_term = design_matrices_for_newdata(fit.design, newdata)
-    st = fit.structure
+    return X_new, _blocks_from_terms(fit.structure, per_term)
+
+
+def _blocks_from_terms(st, per_term) -> list:
     blocks = []
     for f in st.factors:
         codes = None
@@ -50,7 +67,7 @@ def _factor_blocks(fit, newdata):
             parts.append(Z)
         Z = parts[0] if len(parts) == 1 else np.hstack(parts)
         blocks.append((np.asarray(codes, dtype=np.int64), np.ascontiguousarray(Z, dtype=np.float64)))
-    return X_new, blocks
+    return blocks
 
 
 def _unseen_error(fit, newdata, fi, rows):
@@ -75,10 +92,11 @@ def predict(fit, newdata=None, *, level: str = "conditional", unseen: str = "pop
     _check(level, unseen)
     if newdata is None:
         return np.array(fit.fittedvalues if level == "conditional" else fit.fitted_marginal)
+    newdata = _as_frame(newdata)
+    if level == "population":  # lme4's re.form = NA: the fixed part only
+        return _fixed_block(fit, newdata) @ fit.beta
     X_new, blocks = _factor_blocks(fit, newdata)
     mu = X_new @ fit.beta
-    if level == "population":
-        return mu
     b = fit.conditional_modes
     for fi, (codes, Z) in enumerate(blocks):
         seen = codes >= 0
@@ -117,7 +135,22 @@ def predict_interval(fit, newdata=None, *, level: str = "conditional", unseen: s
         blocks = [(np.asarray(f.codes, dtype=np.int64),
                    np.ones((len(f.codes), 1)) if f.unit_z else f.Z) for f in st.factors]
         index = d.row_index
+    elif level == "population":
+        # no grouping columns needed: a new group's z'Gz (prediction intervals) needs Z only,
+        # and only when some term has columns other than the intercept
+        newdata = _as_frame(newdata)
+        if interval == "confidence" or all(f.unit_z for f in st.factors):
+            X_new = _fixed_block(fit, newdata)
+            n = X_new.shape[0]
+            blocks = [(np.full(n, -1, dtype=np.int64), np.ones((n, 1))) for f in st.factors]
+        else:
+            from ..spec.design import design_matrices_for_newdata
+
+            X_new, per_term = design_matrices_for_newdata(fit.design, newdata, grouping=False)
+            blocks = _blocks_from_terms(st, per_term)
+        index = newdata.index
     else:
+        newdata = _as_frame(newdata)
         X_new, blocks = _factor_blocks(fit, newdata)
         index = newdata.index
     mu = predict(fit, newdata, level=level, unseen=unseen)

@@ -167,3 +167,138 @@ def user_stacklevel() -> int:
         frame = frame.f_back
         level += 1
     return level
+
+
+# --------------------------------------------------------------------------------------
+# The response's values (linear mixed models): constant or overflowing
+
+
+def check_response_values(y: np.ndarray, response: str) -> None:
+    """A constant response (all zero too) has residual variance 0 and no likelihood; one
+    whose sum of squares overflows cannot be fitted in double precision. lme4 returns a
+    degenerate fit for both (sigma = 0 with a meaningless theta; sigma = Inf); bigmixed says
+    so instead (DegenerateResponseError naming the response). Finite values are assumed."""
+    from ..errors import DegenerateResponseError
+
+    n = len(y)
+    if n == 0:
+        return
+    lo, hi = float(np.min(y)), float(np.max(y))
+    if lo == hi:
+        what = "all zero" if lo == 0 else f"constant (every value is {lo:g})"
+        raise DegenerateResponseError(
+            f"response {response!r} is {what} in the {n} observation(s) used: its residual "
+            "variance is 0, so a linear mixed model has no likelihood to maximize (lme4 "
+            "returns sigma = 0 with a meaningless theta); check the response column")
+    with np.errstate(over="ignore"):
+        big = max(abs(lo), abs(hi))
+        ss = float(np.dot(y, y)) if big > 1e100 else 0.0
+    if not np.isfinite(ss):
+        raise DegenerateResponseError(
+            f"response {response!r} has values of magnitude up to {big:.3g}: its sum of "
+            "squares overflows double precision (lme4 returns sigma = Inf); rescale it, e.g. "
+            f"I({response} / {10 ** round(np.log10(big)):.0e})")
+
+
+# --------------------------------------------------------------------------------------
+# Options of bm.lmm, bm.glmm and bm.fit_many (typed errors naming the option and value)
+
+
+def option_error(where: str, name: str, value, expected: str):
+    from ..errors import OptionError
+
+    return OptionError(f"{where}: option {name}={value!r} ({type(value).__name__}) is not "
+                       f"valid; {name} must be {expected}")
+
+
+def check_bool(where: str, name: str, value) -> None:
+    if not isinstance(value, (bool, np.bool_)):
+        raise option_error(where, name, value, "True or False")
+
+
+def check_choice(where: str, name: str, value, choices) -> None:
+    if not isinstance(value, str) or value not in choices:
+        raise option_error(where, name, value,
+                           "one of " + ", ".join(repr(c) for c in choices))
+
+
+def check_int(where: str, name: str, value, lo=None, hi=None, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    ok = isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+    if ok and ((lo is not None and value < lo) or (hi is not None and value > hi)):
+        ok = False
+    if not ok:
+        rng = ("" if lo is None and hi is None else
+               f" from {lo} to {hi}" if hi is not None else f" >= {lo}")
+        raise option_error(where, name, value,
+                           f"an integer{rng}" + (" or None" if allow_none else ""))
+
+
+SOLVERS = ("auto", "blockdiag", "cholmod", "schur")  # bigmixed.fitting.model.SOLVERS
+
+
+def check_lmm_options(where: str, *, reml=True, solver="auto", family=None) -> None:
+    """bm.lmm / fit_many's LMM options: reml a bool, solver a known name; `family` does not
+    apply to a linear mixed model (bm.glmm fits GLMMs)."""
+    if family is not None:
+        from ..errors import OptionError
+
+        raise OptionError(
+            f"{where}: family={family!r} does not apply to a linear mixed model (Gaussian "
+            "response, identity link); for a binomial or Poisson response use bm.glmm(formula, "
+            f"data, family={family!r}) (lme4: glmer rather than lmer)")
+    check_bool(where, "reml", reml)
+    check_choice(where, "solver", solver, SOLVERS)
+
+
+# --------------------------------------------------------------------------------------
+# Polars DataFrames and pyarrow Tables as input
+
+
+def _is_polars(data) -> bool:
+    return (type(data).__module__ or "").startswith("polars") and hasattr(data, "to_pandas")
+
+
+def _is_arrow(data) -> bool:
+    mod = type(data).__module__ or ""
+    return mod.startswith("pyarrow") and hasattr(data, "to_pandas") and hasattr(data, "column_names")
+
+
+def used_columns(columns, *texts) -> list:
+    """The columns whose name occurs in any of `texts` (the formula, column-name options, a
+    glob of responses) as a whole name: a superset of the columns a model uses."""
+    import fnmatch
+    import re
+
+    texts = [t for t in texts if isinstance(t, str)]
+    out = []
+    for c in columns:
+        if not isinstance(c, str):
+            continue
+        pat = re.compile(r"(?<![\w.])" + re.escape(c) + r"(?![\w.])")
+        if any(pat.search(t) or fnmatch.fnmatchcase(c, t) for t in texts):
+            out.append(c)
+    return out
+
+
+def as_pandas(data, *texts):
+    """pandas data as given; a Polars DataFrame or a pyarrow Table converted to pandas,
+    only the columns named in `texts` (all columns when no text is given: new data for
+    predict). Other inputs are returned unchanged (build_design rejects them)."""
+    if isinstance(data, pd.DataFrame):
+        return data
+    if _is_polars(data):
+        cols = list(data.columns)
+        if texts:
+            data = data.select(used_columns(cols, *texts))
+        try:
+            return data.to_pandas()
+        except ModuleNotFoundError as e:  # polars needs pyarrow for to_pandas
+            raise DataTypeError(f"converting a Polars DataFrame to pandas needs {e.name}: "
+                                f"pip install {e.name}") from e
+    if _is_arrow(data):
+        if texts:
+            data = data.select(used_columns(list(data.column_names), *texts))
+        return data.to_pandas()
+    return data

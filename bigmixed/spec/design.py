@@ -450,7 +450,8 @@ def build_design(formula: str, data: pd.DataFrame, *, lme4_checks: bool = True,
     )
 
 
-def design_matrices_for_newdata(design: Design, newdata: pd.DataFrame):
+def design_matrices_for_newdata(design: Design, newdata: pd.DataFrame, *,
+                                fixed_only: bool = False, grouping: bool = True):
     """Re-encode new data the way `design` was built.
 
     Returns (X_new, [(codes_new, Z_new) for each random term]). X_new, Z_new are float64
@@ -458,6 +459,13 @@ def design_matrices_for_newdata(design: Design, newdata: pd.DataFrame):
     combination) not seen when fitting, or a missing grouping value. The response is not
     needed. Rows with a missing covariate get NaN rows in X_new and Z_new (R's na.pass).
     A factor covariate with a level not seen when fitting raises DesignError, as in R.
+
+    fixed_only (population-level predictions, lme4's re.form = NA): only the fixed part is
+    encoded, so newdata needs neither the grouping columns nor the columns only the
+    random-effects terms use; the list of terms is then empty. Only the fixed-effects
+    columns' missing values make a row NaN. grouping=False (population-level prediction
+    intervals of a model with random slopes, which need z'Gz): X and Z are encoded, the
+    grouping columns are not needed and every code is -1 (a new level).
     """
     if not isinstance(newdata, pd.DataFrame):
         raise DataTypeError(f"newdata must be a pandas DataFrame, got {type(newdata).__name__}")
@@ -465,13 +473,24 @@ def design_matrices_for_newdata(design: Design, newdata: pd.DataFrame):
     n = len(newdata)
     columns = set(newdata.columns)
     group_vars = list(dict.fromkeys(v for ts in design.term_specs for v in ts.group_vars))
-    for v in list(fs.variables) + group_vars:
+    variables = ({v: fs.variables[v] for v in fs.fixed_vars if v in fs.variables}
+                 if fixed_only else fs.variables)
+    fixed_set = set(fs.fixed_vars)
+    for v in list(variables) + ([] if fixed_only or not grouping else group_vars):
         if v not in columns:
-            raise missing_column_error(v, "needed for prediction", newdata.columns)
+            if fixed_only or v in fixed_set:
+                role = "needed for prediction"
+            elif not grouping:
+                role = ("a random-slope column, needed for population-level prediction "
+                        "intervals (z'Gz of a new group); interval='confidence' does not need it")
+            else:
+                role = ("needed for conditional prediction (level='conditional'); "
+                        "level='population' needs only the fixed-effects columns")
+            raise missing_column_error(v, role, newdata.columns)
 
     na = np.zeros(n, dtype=bool)
     frame_cols = {}
-    for v, info in fs.variables.items():
+    for v, info in variables.items():
         s = newdata[v]
         na |= np.asarray(s.isna().to_numpy(), dtype=bool)
         frame_cols[v] = covariate_for_newdata(s, info)
@@ -480,12 +499,22 @@ def design_matrices_for_newdata(design: Design, newdata: pd.DataFrame):
     X_new = fs.matrix.matrix(frame)
     if na.any():
         X_new[na] = np.nan
+    if fixed_only:
+        return X_new, []
 
     var_codes: dict = {}
     z_cache: dict = {}
     out = []
     for ts in design.term_specs:
         gs = ts.group_spec
+        if not grouping:
+            if ts.expr not in z_cache:
+                Z = ts.matrix.matrix(frame)
+                if na.any():
+                    Z[na] = np.nan
+                z_cache[ts.expr] = Z
+            out.append((np.full(n, -1, dtype=np.int64), z_cache[ts.expr]))
+            continue
         per_var = []
         for v, lv in zip(gs.group_vars, gs.var_levels):
             if v not in var_codes:
