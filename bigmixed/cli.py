@@ -1012,12 +1012,10 @@ def _residual_structures(args) -> dict:
 def _glmm_options(args) -> dict | None:
     """bm.glmm's family options from --family/--link/--nagq (None for an LMM); usage errors for
     options that do not apply."""
-    if args.family == "gaussian":
-        for flag, value in (("--link", args.link), ("--weights", args.weights),
-                            ("--offset", args.offset)):
-            if value is not None:
-                raise CLIError(EXIT_USAGE, f"{flag} applies to GLMMs: add --family binomial or "
-                                           "--family poisson")
+    if args.family == "gaussian":  # (--weights / --offset apply to LMMs too: bm.lmm's)
+        if args.link is not None:
+            raise CLIError(EXIT_USAGE, "--link applies to GLMMs: add --family binomial or "
+                                       "--family poisson")
         if args.nagq != 1:
             raise CLIError(EXIT_USAGE, "--nagq applies to GLMMs: add --family binomial or --family poisson")
         return None
@@ -1112,13 +1110,18 @@ def cmd_fit(args, display=None, interval=None) -> int:
         if args.formula.strip().startswith("~"):
             raise CLIError(EXIT_USAGE, "a one-sided formula ('~ ...') needs --responses or --responses-glob")
         if args.family == "gaussian":  # (a GLMM's cbind()/offset() are read by bm.glmm)
-            parse_formula(args.formula)
+            from .fitting.batch import _without_offsets
+
+            parse_formula(_without_offsets(args.formula))  # offset() terms: bm.lmm's offset
     glmm = _glmm_options(args)
 
     structures = _residual_structures(args)
-    if many and (args.weights is not None or args.offset is not None):
-        raise CLIError(EXIT_USAGE, "--weights / --offset fit one response for now; drop "
+    if many and glmm is not None and (args.weights is not None or args.offset is not None):
+        raise CLIError(EXIT_USAGE, "--weights / --offset fit one GLMM response for now; drop "
                                    "--responses / --responses-glob")
+    if structures and args.weights is not None:
+        raise CLIError(EXIT_USAGE, "--weights with --ar1 / --compound-symmetry / --var-ident is "
+                                   "not supported yet; drop one of them")
     if structures and glmm is not None:
         raise CLIError(EXIT_USAGE, "--ar1 / --compound-symmetry / --var-ident are for linear mixed "
                                    "models; drop them or --family")
@@ -1207,7 +1210,8 @@ def _fit_one(args, bm, data, need, all_cols, structures, out, results, input_inf
         if glmm is not None:
             return bm.glmm(args.formula, frame, solver=args.solver, weights=args.weights,
                            offset=args.offset, **glmm)
-        return bm.lmm(args.formula, frame, reml=not args.ml, solver=args.solver, **structures)
+        return bm.lmm(args.formula, frame, reml=not args.ml, solver=args.solver,
+                      weights=args.weights, offset=args.offset, **structures)
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -1288,13 +1292,14 @@ def _fit_many(args, data, responses, out, results, t_start, sep=None) -> int:
     from .fitting.batch import available_cores, match_responses
 
     spec = responses if responses else args.responses_glob
+    prior = {k: v for k, v in (("weights", args.weights), ("offset", args.offset)) if v is not None}
     try:
         stream = bm.iter_fits(args.formula, data, spec, reml=not args.ml, n_jobs=args.jobs,
-                              solver=args.solver, **(_glmm_options(args) or {}))
+                              solver=args.solver, **(_glmm_options(args) or {}), **prior)
     except MissingColumnError:
         full, _ = read_data(args.data, None, sep)
         stream = bm.iter_fits(args.formula, full, spec, reml=not args.ml, n_jobs=args.jobs,
-                              solver=args.solver, **(_glmm_options(args) or {}))
+                              solver=args.solver, **(_glmm_options(args) or {}), **prior)
     total = len(responses) if responses else len(match_responses(data.columns, args.responses_glob))
     log.info("fitting %d responses on %s by %s (%s threads)", total, args.formula,
              "ML" if args.ml else "REML", args.jobs or available_cores())
@@ -1413,11 +1418,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="GLMM: 1 = Laplace (default), 0 = glmer's nAGQ = 0, up to 25 Gauss-Hermite "
                         "points for one scalar random-effect term")
     f.add_argument("--weights", default=None, metavar="COLUMN",
-                   help="GLMM prior weights (binomial: trials of a proportion response): a column "
-                        "or an expression of columns")
+                   help="prior weights: a column or an expression of columns (LMM: residual "
+                        "variance sigma^2 / w, as lmer's weights=; binomial GLMM: trials of a "
+                        "proportion response)")
     f.add_argument("--offset", default=None, metavar="COLUMN",
-                   help="GLMM offset added to the linear predictor: a column or an expression, "
-                        "e.g. 'log(exposure)' (offset() terms in the formula work too)")
+                   help="offset added to the linear predictor (LMM or GLMM): a column or an "
+                        "expression, e.g. 'log(exposure)' (offset() terms in the formula work too)")
     f.add_argument("--strict", action="store_true",
                    help="exit 6 and write nothing if a fit is singular, did not converge, or a response failed")
     f.add_argument("--save", default=None, metavar="PATH",
