@@ -96,6 +96,11 @@ class GeneralizedLinearMixedModel:
         self._options(family, link, nAGQ, solver, pirls)
         inputs = glm_inputs.prepare(formula, data, weights=weights, offset=offset)
         self.inputs = inputs
+        # how predict re-evaluates the offset on new data: the formula's offset() terms, and
+        # offset= as an expression (a column), or "values" when it was given as numbers
+        self.offset_spec = {"terms": tuple(inputs.offset_terms),
+                            "argument": None if offset is None else
+                            (offset if isinstance(offset, str) else "values")}
         label = inputs.response_label
         try:
             design = build_design(inputs.formula, inputs.data, extra_columns=inputs.extra_columns,
@@ -115,6 +120,7 @@ class GeneralizedLinearMixedModel:
         self = cls.__new__(cls)
         self._options(family, link, nAGQ, solver, pirls)
         self.inputs = glm_inputs.GLMInputs(design.formula, None)
+        self.offset_spec = {"terms": (), "argument": None}
         self._setup(design, design.formula, design.response, solver, time.perf_counter())
         return self
 
@@ -354,8 +360,21 @@ class GeneralizedLinearMixedModel:
         self._C = np.asarray(C, dtype=np.float64)
 
     # ---- the fit ----------------------------------------------------------------------
-    def fit(self, *, control: FitControl | None = None):
-        """glmer's two stages (module docstring), then Newton steps; returns a GLMMResults."""
+    def refit(self, y=None, *, reml=None, theta0=None):
+        """A new, independent fit of this model (y=None) or of the same design with another
+        response (`with_response`: the design, the structure and the basis are shared);
+        theta0 (theta, or the optimizer's (theta, gamma)) starts stage 1 (the bootstrap's
+        refits start at the fitted theta). reml does not apply to a GLMM (False or None)."""
+        if reml:
+            raise ValueError("a GLMM is fitted by maximum likelihood (Laplace or quadrature): "
+                             "reml=True does not apply")
+        model = self if y is None else self.with_response(y)
+        return model.fit(theta0=theta0)
+
+    def fit(self, *, control: FitControl | None = None, theta0=None):
+        """glmer's two stages (module docstring), then Newton steps; returns a GLMMResults.
+        theta0: where stage 1 starts (default: lme4's start, 1 for SDs and 0 for
+        correlations)."""
 
         control = FitControl() if control is None else control
         st = self.structure
@@ -376,7 +395,11 @@ class GeneralizedLinearMixedModel:
         # nAGQ = 0 is the fit itself: tight; otherwise stage 1 only gives stage 2 its start
         # (theta, beta and the scale of the beta basis), and loose tolerances do
         tol1 = control.tight if (self.nAGQ == 0 or self.pirls_mode == "lme4") else control.approx_tolerances
-        rec1 = minimize_theta(obj0, st.initial_theta(), st.lower_bounds, **tol1.as_dict(),
+        start1 = st.initial_theta()
+        if theta0 is not None:
+            start1 = np.maximum(np.asarray(theta0, dtype=np.float64)[:k], st.lower_bounds)
+            start1 = np.where((st.lower_bounds == 0) & (start1 < 1e-4), 1e-4, start1)
+        rec1 = minimize_theta(obj0, start1, st.lower_bounds, **tol1.as_dict(),
                               restart_edge=True, restartable=st.multi_column_diagonal())
         theta1 = rec1.params
         self.objective0(theta1)

@@ -19,6 +19,8 @@ def simulate(fit, nsim: int = 1, seed=None, *, use_fitted_effects: bool = False)
     residuals ~ N(0, sigma^2), or from the residual structure (AR(1), compound symmetry,
     VarIdent). Deterministic for a given seed (numpy's default_rng).
     """
+    if getattr(fit, "family", None) is not None:
+        return simulate_glmm(fit, nsim, seed, use_fitted_effects=use_fitted_effects)
     rng = np.random.default_rng(seed)
     st = fit.structure
     n = fit.nobs
@@ -43,6 +45,47 @@ def simulate(fit, nsim: int = 1, seed=None, *, use_fitted_effects: bool = False)
     return out
 
 
+def simulate_glmm(fit, nsim: int = 1, seed=None, *, use_fitted_effects: bool = False) -> np.ndarray:
+    """Responses simulated from a fitted GLMM on the fitting rows: an (n, nsim) array on the
+    model's response scale, as lme4's simulate() of a glmer fit.
+
+    Each replicate draws b ~ N(0, T T') per level (or keeps the conditional modes with
+    use_fitted_effects, lme4's use.u = TRUE), mu = linkinv(offset + X beta + Z b), and the
+    response from the family: binomial with a row's trials m (the prior weights of a
+    cbind() or proportion response; 1 for 0/1 data) as Binomial(m, mu) / m, Poisson as
+    Poisson(mu). Deterministic for a given seed (numpy's default_rng).
+    """
+    model = fit._require_model("simulated responses")
+    rng = np.random.default_rng(seed)
+    st = fit.structure
+    n = fit.nobs
+    fixed = np.array(fit.linear_predictor if use_fitted_effects else fit._fixed_eta())
+    trials = np.asarray(model.prior_weights)
+    if fit.family.name == "binomial":
+        m = np.rint(trials)
+        if np.any(np.abs(trials - m) > 1e-8 * np.maximum(1.0, trials)):
+            raise ValueError("simulating a binomial response needs whole numbers of trials; the "
+                             "prior weights are not whole numbers")
+        m = m.astype(np.int64)
+    out = np.empty((n, int(nsim)))
+    for s in range(int(nsim)):
+        eta = fixed.copy()
+        if not use_fitted_effects:
+            for fi, f in enumerate(st.factors):
+                T = st.T_of(fit.theta, fi)
+                b = rng.standard_normal((f.n_levels, f.n_columns)) @ T.T
+                if f.unit_z:
+                    eta += b[f.codes, 0]
+                else:
+                    eta += np.einsum("ij,ij->i", f.Z, b[f.codes])
+        mu = fit._linkinv(eta)
+        if fit.family.name == "binomial":
+            out[:, s] = rng.binomial(m, np.clip(mu, 0.0, 1.0)) / m
+        else:
+            out[:, s] = rng.poisson(mu)
+    return out
+
+
 def default_statistics(fit) -> pd.Series:
     """SDs and correlations of the random effects, sigma and the fixed effects, named."""
     vals, names = [], []
@@ -55,8 +98,9 @@ def default_statistics(fit) -> pd.Series:
             for i in range(j + 1, len(cols)):
                 names.append(f"cor_{cols[i]}.{cols[j]}|{group}")
                 vals.append(cov[i, j] / (sd[i] * sd[j]) if sd[i] * sd[j] > 0 else np.nan)
-    names.append("sigma")
-    vals.append(fit.sigma)
+    if getattr(fit, "family", None) is None:  # (a GLMM has no scale parameter)
+        names.append("sigma")
+        vals.append(fit.sigma)
     rp = fit.residual_parameters
     names += list(rp.index)
     vals += list(rp.to_numpy())

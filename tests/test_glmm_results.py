@@ -1,0 +1,237 @@
+"""What a GLMM fit offers besides its estimates, against glmer (bench/references_glmm; the tests
+never call R): residuals of each type, fitted values, predictions for new data on the link and
+response scales, glmer's summary, Wald and profile intervals, anova; and simulate / bootstrap /
+refit, which must not change the fit.
+"""
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import bigmixed as bm
+from test_glmm_lme4 import GROUPS, REF, candidates, fit_like, load_data
+
+
+@pytest.fixture(scope="module")
+def fits():
+    return {}
+
+
+def best_converged(group, fits):
+    """(glmer's best fit with per-row values, our fit, tolerance) where the optimum is
+    glmer's: 1e-4 where glmer converged, 1e-3 where it stopped with a convergence message
+    (its estimates are then ~1e-4 off; its log-likelihood agrees)."""
+    refs = candidates(group)
+    with_rows = [r for r in refs if "rows" in r]
+    if not with_rows:
+        pytest.skip(f"no per-row values in the references of {group}")
+    ref = min(with_rows, key=lambda r: r["minus2logLik"])
+    failed = any("failed to converge" in m for m in ref.get("conv_lme4_messages") or [])
+    if group not in fits:
+        fits[group] = fit_like(next(r for r in refs if "rescaled" not in r["name"]))
+    fit = fits[group]
+    if any(isinstance(w, bm.SeparationWarning) for w in fit.warnings):
+        pytest.skip("separated data: no maximum")
+    if abs(fit.objective - ref["minus2logLik"]) > 1e-6 * abs(ref["minus2logLik"]):
+        pytest.skip("a different (better) optimum than glmer's: its rows do not apply")
+    return ref, fit, (1e-3 if failed else 1e-4)
+
+
+def close(a, b, tol=1e-4):
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    assert a.shape == b.shape
+    assert np.all(np.abs(a - b) <= tol * np.maximum(1.0, np.abs(b))), np.max(np.abs(a - b))
+
+
+@pytest.mark.parametrize("group", GROUPS)
+def test_residuals_and_fitted_values_match_glmer(fits, group):
+    ref, fit, tol = best_converged(group, fits)
+    rows = ref["rows"]
+    close(fit.fittedvalues, rows["fitted"], tol)
+    close(fit.predict(), rows["linpred"], tol)
+    close(fit.predict(type="response"), rows["fitted"], tol)
+    for kind in ("deviance", "pearson", "response"):
+        close(fit.residuals(kind), rows[f"resid_{kind}"], tol)
+    np.testing.assert_array_equal(fit.resid, fit.residuals("deviance"))
+    # working residuals: (y - mu) / mu.eta, so response = working * mu.eta
+    mu, eta = fit.fittedvalues, fit.linear_predictor
+    h = 1e-6
+    mu_eta = (fit._linkinv(eta + h) - fit._linkinv(eta - h)) / (2 * h)
+    np.testing.assert_allclose(fit.residuals("working") * mu_eta, fit.residuals("response"),
+                               rtol=1e-6, atol=1e-9)
+    # the deviance residuals' squares sum to lme4's deviance()
+    assert np.sum(fit.resid ** 2) == pytest.approx(ref["deviance"], rel=tol / 10)
+
+
+def new_frame(ref) -> pd.DataFrame:
+    new = pd.DataFrame(ref["newdata"]["data"])
+    for col, lv in (ref.get("factor_levels") or {}).items():
+        if col in new:
+            new[col] = pd.Categorical(new[col].astype(str).to_numpy(),
+                                      categories=[str(x) for x in lv + ["NEWLEVEL"]
+                                                  if str(x) in set(map(str, lv)) or x == "NEWLEVEL"])
+    return new
+
+
+@pytest.mark.parametrize("group", GROUPS)
+def test_predictions_for_new_data_match_glmer(fits, group):
+    ref, fit, tol = best_converged(group, fits)
+    nd = ref.get("newdata")
+    if not nd:
+        pytest.skip("no new-data predictions in the reference")
+    new = new_frame(ref)
+    extra = 0.0
+    if ref.get("offset_arg"):
+        # lme4 1.1-31 leaves an offset= argument out of predictions for new data; bigmixed
+        # evaluates it on the new rows as it does the formula's offset() terms
+        from bigmixed.spec.glm_inputs import evaluate
+
+        extra = evaluate(ref["offset_arg"], new, "offset=")
+    for level, key in (("population", "re_na"), ("conditional", "re_null")):
+        link = fit.predict(new, level=level, type="link")
+        close(link, np.asarray(nd[f"{key}_link"]["values"]) + extra, tol)
+        resp = fit.predict(new, level=level, type="response")
+        np.testing.assert_allclose(resp, fit._linkinv(link), rtol=1e-15)
+        if not ref.get("offset_arg"):
+            close(resp, nd[f"{key}_response"]["values"], tol)
+
+
+def cbpp_fit():
+    ref = json.loads((REF / "cbpp_agq1_tight.json").read_text())
+    return ref, fit_like(ref)
+
+
+@pytest.fixture(scope="module")
+def cbpp():
+    return cbpp_fit()
+
+
+def test_summary_reads_like_glmers(cbpp):
+    ref, fit = cbpp
+    text = fit.summary()
+    assert "Generalized linear mixed model fit by maximum likelihood (Laplace Approximation)" in text
+    assert "Family: binomial  ( logit )" in text
+    assert "z value" in text and "Pr(>|z|)" in text and "t value" not in text
+    assert "Residual" not in text  # no scale parameter
+    assert f"{ref['AIC']:.1f}" in text and f"{ref['BIC']:.1f}" in text
+    assert f"{ref['logLik']:.1f}" in text and f"{ref['minus2logLik']:.1f}" in text
+    assert f"Number of obs: {ref['nobs']}, groups:  herd, 15" in text
+    # the scaled residuals are Pearson residuals (lme4's summary)
+    q = np.quantile(ref["rows"]["resid_pearson"], [0, 0.25, 0.5, 0.75, 1])
+    np.testing.assert_allclose(fit.resid_quantiles(), q, atol=1e-6)
+    with pytest.raises(ValueError, match="ddf does not apply"):
+        fit.summary(ddf="satterthwaite")
+    agq = fit_like(json.loads((REF / "cbpp_agq25_tight.json").read_text()))
+    assert "Adaptive Gauss-Hermite Quadrature, nAGQ = 25" in agq.summary()
+
+
+INF = json.loads((REF / "cbpp_inference.json").read_text())
+
+
+def test_wald_and_profile_intervals_match_glmer():
+    ref = json.loads((REF / "cbpp_agq1_default.json").read_text())
+    fit = fit_like(ref)  # glmer's default control, as confint was run on
+    wald = fit.confint("wald")
+    w = INF["confint_wald"]
+    names = [n for n in w["rows"] if not n.startswith(".sig")]
+    sel = [w["rows"].index(n) for n in names]
+    assert list(wald["term"]) == names
+    close(wald["lower"], np.array(w["2.5 %"])[sel], 1e-4)
+    close(wald["upper"], np.array(w["97.5 %"])[sel], 1e-4)
+    prof = fit.confint("profile")
+    p = INF["confint_profile"]
+    assert list(prof["term"]) == p["rows"]
+    # lme4 interpolates its profile with a spline; bigmixed finds each end point exactly
+    np.testing.assert_allclose(prof["lower"], p["2.5 %"], rtol=2e-4)
+    np.testing.assert_allclose(prof["upper"], p["97.5 %"], rtol=2e-4)
+    assert "Laplace" in prof.attrs["method"]
+    # zeta at an end point is the normal quantile, by construction of the root
+    assert np.all(prof["lower"] < prof["estimate"]) and np.all(prof["estimate"] < prof["upper"])
+
+
+def test_anova_between_nested_glmms_matches_glmer():
+    ref = json.loads((REF / "cbpp_agq1_default.json").read_text())
+    data = load_data(ref)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", bm.BigmixedWarning)
+        m0 = bm.glmm(INF["null_formula"], data, family="binomial").fit()
+        m1 = bm.glmm(ref["formula"], data, family="binomial").fit()
+    tab = bm.anova(m0, m1)
+    a = INF["anova"]
+    np.testing.assert_array_equal(tab["npar"].to_numpy(), a["npar"])
+    # our optima are at or above glmer's default ones
+    assert np.all(tab["logLik"].to_numpy() >= np.array(a["logLik"]) - 1e-6)
+    close(tab["logLik"], a["logLik"], 1e-6)
+    assert tab["Chisq"].iloc[1] == pytest.approx(a["Chisq"][1], rel=1e-4)
+    assert tab["Pr(>Chisq)"].iloc[1] == pytest.approx(a["Pr(>Chisq)"][1], rel=1e-3)
+
+
+def public_numbers(fit) -> dict:
+    return {"theta": np.array(fit.theta), "beta": np.array(fit.beta), "vcov": np.array(fit.vcov),
+            "objective": fit.objective, "eta": np.array(fit.linear_predictor),
+            "modes": [np.array(b) for b in fit.conditional_modes],
+            "summary": fit.summary()}
+
+
+def assert_same(a, b):
+    assert a.keys() == b.keys()
+    for k in a:
+        if isinstance(a[k], list):
+            for x, y in zip(a[k], b[k]):
+                np.testing.assert_array_equal(x, y)
+        else:
+            np.testing.assert_array_equal(a[k], b[k])
+
+
+def test_simulate_draws_from_the_family_and_is_deterministic(cbpp):
+    _, fit = cbpp
+    sims = fit.simulate(200, seed=7)
+    assert sims.shape == (fit.nobs, 200)
+    np.testing.assert_array_equal(sims, fit.simulate(200, seed=7))
+    trials = fit.model.prior_weights
+    counts = sims * trials[:, None]
+    np.testing.assert_allclose(counts, np.rint(counts), atol=1e-9)
+    assert np.all((sims >= 0) & (sims <= 1))
+    # keeping the fitted modes, the replicate means estimate the fitted means
+    kept = fit.simulate(4000, seed=1, use_fitted_effects=True)
+    se = np.sqrt(fit.fittedvalues * (1 - fit.fittedvalues) / trials / 4000)
+    assert np.all(np.abs(kept.mean(axis=1) - fit.fittedvalues) < 5 * se + 1e-12)
+    # new random effects: the marginal mean is above the mean at b = 0 where mu < 1/2 (logit)
+    assert np.mean(sims) > np.mean(fit.fitted_marginal)
+
+
+def test_poisson_simulation_gives_counts():
+    ref = json.loads((REF / "grouseticks_agq1_tight.json").read_text())
+    fit = fit_like(ref)
+    sims = fit.simulate(50, seed=3)
+    np.testing.assert_array_equal(sims, np.rint(sims))
+    assert sims.min() >= 0
+    kept = fit.simulate(2000, seed=2, use_fitted_effects=True)
+    mu = fit.fittedvalues
+    assert np.all(np.abs(kept.mean(axis=1) - mu) < 5 * np.sqrt(mu / 2000) + 1e-9)
+
+
+def test_refit_bootstrap_and_profile_leave_the_fit_unchanged(cbpp):
+    _, fit = cbpp
+    before = public_numbers(fit)
+    y = fit.simulate(1, seed=11)[:, 0]
+    refit = fit.model.refit(y=y)
+    fresh = fit.model.with_response(y).fit()
+    assert_same(public_numbers(refit), public_numbers(fresh))
+    again = fit.model.refit()
+    np.testing.assert_array_equal(again.beta, fit.beta)
+    boot = fit.bootstrap(8, seed=5, n_jobs=1)
+    assert boot.n_failed == 0
+    assert "sigma" not in boot.observed.index
+    assert list(boot.observed.index) == ["sd_(Intercept)|herd", *fit.fixed_names]
+    np.testing.assert_array_equal(boot.replicates.to_numpy(),
+                                  fit.bootstrap(8, seed=5, n_jobs=2).replicates.to_numpy())
+    fit.confint("profile", which=["period2"])
+    bm.anova(fit, fit.model.refit())
+    assert_same(public_numbers(fit), before)
+    with pytest.raises(ValueError, match="reml=True does not apply"):
+        fit.model.refit(reml=True)
