@@ -10,7 +10,7 @@ from ..crossprods.compensated import add_compensated
 from ..crossprods.crossprod import CrossProducts, PairBlocks, factor_sums, pair_sums
 from ..spec.structure import RandomEffectsStructure
 from .levels import GlobalEncoding
-from .plan import Plan, kept_rows, validate_partition
+from .plan import Plan, kept_rows, prior_values, validate_partition
 from ..spec.design import RandomTerm, design_matrices_for_newdata
 from ..spec.checks import check_finite
 from ..spec.rank import clearly_full_rank, dqrdc2_rank
@@ -30,6 +30,7 @@ class _Partial:
     factors: list  # per factor: (global level ids int64 sorted, zz_hi, zz_lo, zxy_hi, zxy_lo)
     pairs: list  # per pair: (row_factor, col_factor, keys int64 sorted, blocks_hi, blocks_lo)
     R: Any  # (<= p, p) R factor of a QR of X: R'R = X'X
+    logw: Any = None  # (hi, lo), each (1,): sum(log w_i) of the prior weights; None without
 
 
 def encode_partition(part: pd.DataFrame, plan: Plan, enc: GlobalEncoding, check: bool = True):
@@ -86,23 +87,33 @@ def pass2_partition(part: pd.DataFrame, plan: Plan, enc: GlobalEncoding) -> _Par
         f.levels = ids
         ids_of.append(ids.astype(np.int64))
     n, p = X.shape
+    w, off = prior_values(kept, plan)  # prior weights and offset: as in memory (model.py)
+    logw = None
+    if off is not None:
+        y = np.ascontiguousarray(y - off)
+    if w is not None:
+        w = np.ascontiguousarray(w)
+        from ..kernels.crossprod import dd_sum
+
+        hi, lo = dd_sum(np.log(w))
+        logw = (np.array([hi]), np.array([lo]))
     factors, gram = [], None
     for fi, f in enumerate(st.factors):
-        zz_hi, zz_lo, zxy_hi, zxy_lo, g_hi, g_lo = factor_sums(f, X, y, fi == 0, 1)
+        zz_hi, zz_lo, zxy_hi, zxy_lo, g_hi, g_lo = factor_sums(f, X, y, fi == 0, 1, w)
         factors.append((ids_of[fi], zz_hi, zz_lo, zxy_hi, zxy_lo))
         if fi == 0:
             gram = (g_hi, g_lo)
     pairs = []
     for b in range(len(st.factors)):
         for a in range(b):
-            local, hi, lo = pair_sums(st, b, a)
+            local, hi, lo = pair_sums(st, b, a, w)
             n_a_local, n_a = np.int64(st.factors[a].n_levels), np.int64(n_global[a])
             keys = ids_of[b][local // n_a_local] * n_a + ids_of[a][local % n_a_local]
             order = np.argsort(keys, kind="stable")
             pairs.append((b, a, keys[order], np.ascontiguousarray(hi[order]),
                           np.ascontiguousarray(lo[order])))
     R = np.linalg.qr(X, mode="r") if p else np.zeros((0, 0))
-    return _Partial(n, gram, factors, pairs, R)
+    return _Partial(n, gram, factors, pairs, R, logw)
 
 
 def _sorted_union(id_arrays: list) -> np.ndarray:
@@ -157,7 +168,12 @@ def merge_partials(*parts: _Partial) -> _Partial:
         pairs.append((b, a, ids, hi, lo))
     stacked = np.vstack([p.R for p in parts])
     R = np.linalg.qr(stacked, mode="r") if stacked.shape[0] > stacked.shape[1] else stacked
-    return _Partial(sum(p.n_obs for p in parts), gram, factors, pairs, R)
+    logw = None
+    if parts[0].logw is not None:
+        logw = (parts[0].logw[0].copy(), parts[0].logw[1].copy())
+        for p in parts[1:]:
+            add_compensated(logw[0], logw[1], *p.logw)
+    return _Partial(sum(p.n_obs for p in parts), gram, factors, pairs, R, logw)
 
 
 def assemble(total: _Partial, structure: RandomEffectsStructure) -> CrossProducts:

@@ -77,7 +77,8 @@ from .crossprods import (
     pass2_partition,
 )
 from .levels import global_encoding, merge_levels, pass1_partition
-from .plan import make_plan, require_dask, share, reduce_tree, is_dask_dataframe
+from .plan import make_plan, require_dask, share, reduce_tree, is_dask_dataframe, with_prior
+from ..spec import glm_inputs
 from .rows import DaskRows
 from .transforms import global_transform_state
 
@@ -85,7 +86,7 @@ __all__ = ["lmm_dask"]
 
 
 def lmm_dask(formula: str, data, *, reml: bool = True, solver: str = "auto",
-             split_every: int = 8) -> LinearMixedModel:
+             split_every: int = 8, weights=None, offset=None) -> LinearMixedModel:
     """Set up a linear mixed model from a Dask DataFrame; call ``.fit()`` on the result.
 
     The model is an ordinary `LinearMixedModel` on the reduced cross-products; its fits keep
@@ -93,7 +94,9 @@ def lmm_dask(formula: str, data, *, reml: bool = True, solver: str = "auto",
     partition). ``timings`` has "transforms" (pass 0: the state of scale(), center(), poly();
     0 without them), "levels" (pass 1), "crossprod" (pass 2 with the reduction) and "analyse".
     Runs on the active Dask scheduler (a distributed Client if one is set, else Dask's default).
-    `split_every` is the fan-in of the reduction tree.
+    `split_every` is the fan-in of the reduction tree. `weights` and `offset` (columns or
+    expressions of columns; offset() terms in the formula too) are evaluated per partition, as
+    bm.lmm evaluates them in memory (the same weighted cross-products, the same fit).
     """
     require_dask()
     from dask import compute, delayed
@@ -102,7 +105,18 @@ def lmm_dask(formula: str, data, *, reml: bool = True, solver: str = "auto",
         raise DataTypeError(f"data must be a Dask DataFrame, got {type(data).__name__}")
     t0 = time.perf_counter()
     meta = data._meta
-    plan = make_plan(formula, meta)
+    prior = None
+    for arg, value in (("weights=", weights), ("offset=", offset)):
+        if value is not None and not isinstance(value, str):
+            raise NotImplementedError(
+                f"{arg} given as values is not supported with Dask data (the values cannot "
+                f"follow the partitions): add them as a column and pass {arg}'<column>'")
+    if isinstance(formula, str) and "~" in formula and glm_inputs.has_prior(formula, weights, offset):
+        design_formula, _, _, prior = glm_inputs.lmm_inputs(formula, meta, weights=weights,
+                                                            offset=offset)
+        plan = with_prior(make_plan(design_formula, meta), prior, meta)
+    else:
+        plan = make_plan(formula, meta)
     if data.npartitions == 0:  # pragma: no cover - dask always has >= 1 partition
         raise EmptyDataError("the Dask DataFrame has no partitions")
     frame = data[plan.used]
@@ -168,11 +182,12 @@ def lmm_dask(formula: str, data, *, reml: bool = True, solver: str = "auto",
         tpl, formula=formula, response=plan.response, y=np.zeros(0),
         X=np.zeros((0, len(names))), fixed_names=names, terms=terms,
         n_dropped=lv.n_rows - lv.n_kept, row_index=pd.RangeIndex(0), dropped_fixed=dropped,
-        warnings=design_warnings, extra={},
+        warnings=design_warnings, extra={}, prior=prior,
     )
     rows = DaskRows(data, plan, enc)
+    sum_log_w = None if total.logw is None else float(total.logw[0][0] + total.logw[1][0])
     model = LinearMixedModel.from_crossproducts(design, cp, structure, reml=reml, solver=solver,
-                                                rows=rows)
+                                                rows=rows, sum_log_weights=sum_log_w)
     model.timings = dict(model.timings, transforms=t_state - t0, levels=t1 - t_state,
                          crossprod=t2 - t1)
     return model

@@ -58,6 +58,7 @@ class Plan:
     level_columns: list = field(default_factory=list)  # numeric columns made factors: factor(x)
     stateful: bool = False  # scale(), center() or poly() in the formula: their state is global
     transform_state: Any = None  # that state (formulaic's), once found over all partitions
+    prior: Any = None  # prior weights and offset (glm_inputs.PriorSpec), evaluated per partition
     _cache: dict = field(default_factory=dict, repr=False)
 
     def parsed(self):
@@ -206,11 +207,51 @@ def _check_row_local(terms) -> None:
                         "knots= and Boundary.knots=")
 
 
+def with_prior(plan: Plan, prior, meta: pd.DataFrame) -> Plan:
+    """The plan with an LMM's prior weights and offset (bm.lmm(weights=, offset=), offset()
+    terms: a glm_inputs.PriorSpec): the columns their expressions read join `used` (rows
+    missing one are dropped, as build_design drops them). Weights or an offset given as values
+    cannot follow the partitions: NotImplementedError names the option."""
+    from ..spec.formula import expression_names
+    from ..spec.glm_inputs import offset_values, weight_values_of
+
+    for arg, given in (("weights=", prior.weights_values), ("offset=", prior.offset_values)):
+        if given:
+            raise NotImplementedError(
+                f"{arg} given as values is not supported with Dask data (the values cannot "
+                f"follow the partitions): add them as a column and pass {arg}'<column>'")
+    offset_values(list(prior.offset_terms), prior.offset, meta)  # missing / non-numeric columns
+    if prior.weights is not None:
+        weight_values_of(prior.weights, meta)
+    exprs = list(prior.offset_terms) + [e for e in (prior.offset, prior.weights) if e is not None]
+    names = [n for e in exprs for n in expression_names(e) if n in meta.columns]
+    plan.used = list(dict.fromkeys(plan.used + names))
+    plan.prior = prior
+    return plan
+
+
+def prior_values(part: pd.DataFrame, plan: Plan):
+    """(prior weights, offset) on the rows of a partition, each None without one (NaN where a
+    value is missing; typed errors for +-Inf, and for weights <= 0, as in memory)."""
+    prior = plan.prior
+    if prior is None:
+        return None, None
+    from ..spec.glm_inputs import offset_values, weight_values_of
+
+    off = offset_values(list(prior.offset_terms), prior.offset, part) if prior.has_offset else None
+    w = weight_values_of(prior.weights, part) if prior.weights is not None else None
+    return w, off
+
+
 def kept_rows(part: pd.DataFrame, plan: Plan):
     """-> (boolean mask of the rows build_design keeps, rows dropped for NaN expressions)."""
     na = np.zeros(len(part), dtype=bool)
     for v in plan.used:
         na |= np.asarray(part[v].isna().to_numpy(), dtype=bool)
+    if plan.prior is not None and len(part):  # a NaN weight or offset (e.g. log(0 - 1)): dropped
+        for values in prior_values(part, plan):
+            if values is not None:
+                na |= np.isnan(values)
     n_expr = 0
     if plan.has_expressions and len(part):
         with warnings.catch_warnings():

@@ -8,7 +8,7 @@ import pandas as pd
 from ..results.rows import QUANTILES, RowSource
 from .crossprods import encode_partition
 from .levels import GlobalEncoding
-from .plan import NO_ROWS_MESSAGE, Plan, share
+from .plan import NO_ROWS_MESSAGE, Plan, prior_values, share
 
 
 def _fitted_partition(part: pd.DataFrame, plan: Plan, enc: GlobalEncoding, beta, modes, factor_terms,
@@ -17,6 +17,9 @@ def _fitted_partition(part: pd.DataFrame, plan: Plan, enc: GlobalEncoding, beta,
     if y is None:
         return pd.DataFrame({c: np.empty(0) for c in _FITTED_COLUMNS[what]}, index=kept.index)
     marginal = X @ beta
+    _, off = prior_values(kept, plan)
+    if off is not None:  # fitted values include the offset
+        marginal += off
     fitted = marginal.copy()
     for fi, term_ids in enumerate(factor_terms):
         codes = per_term[term_ids[0]][0]
