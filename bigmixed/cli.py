@@ -77,6 +77,12 @@ _EXT_FORMAT = {".json": "json", ".ndjson": "ndjson", ".jsonl": "ndjson", ".csv":
                ".parquet": "parquet", ".pq": "parquet", ".parq": "parquet"}
 TABLE_FORMAT = "bigmixed.fit.tidy"  # the Parquet table's key-value metadata
 TABLE_VERSION = 2  # 2: df, p_value, aliased (GLMMs: z_value, p_value, aliased); "ddf"
+# bigmixed predict: the table's metadata (Parquet key-value "bigmixed"), the JSON document, the
+# NDJSON lines (JSON Schemas: bigmixed.io.schemas, "predict-metadata", "predict", "predict-ndjson")
+PREDICT_FORMAT = "bigmixed.predict.table"
+PREDICT_DOCUMENT = "bigmixed.predict"
+PREDICT_NDJSON = "bigmixed.predict.ndjson"
+PREDICT_VERSION = 1
 
 log = logging.getLogger("bigmixed")
 
@@ -806,7 +812,9 @@ class _Results:
             self._rows(_csv_rows_fit(response, fit, self.ddf))
         elif self.fmt == "ndjson":
             body = {k: v for k, v in doc.items() if k not in ("format", "format_version")}
-            line = ndjson_record({"response": response, "index": 0, "status": "ok", **body})
+            seconds = (doc.get("timings") or {}).get("total", 0.0)
+            line = ndjson_record({"response": response, "index": 0, "status": "ok", **body,
+                                  "seconds": seconds})
             self.out.write(json.dumps(jsonable(line), allow_nan=False) + "\n")
         else:
             self.out.write(json.dumps(jsonable(doc), indent=1, allow_nan=False) + "\n")
@@ -1347,6 +1355,171 @@ def _fit_many(args, data, responses, out, results, t_start, sep=None) -> int:
     return EXIT_OK
 
 
+def _check_outputs(args, fmt: str, inputs: Sequence) -> None:
+    """--out is not one of the inputs; no Parquet to a terminal (usage errors)."""
+    if args.out not in (None, "-"):
+        for flag, path in inputs:
+            if path and _same_file(args.out, path):
+                raise CLIError(EXIT_USAGE, f"--out is the input {flag} file; refusing to overwrite it")
+    if fmt == "parquet" and args.out in (None, "-") and _isatty(sys.stdout):
+        raise CLIError(EXIT_USAGE, "refusing to write Parquet to a terminal: pass --out FILE.parquet")
+
+
+def _load_model(path: str):
+    """bm.load(path), a file that cannot be read or is not a model: exit 3."""
+    import bigmixed as bm
+
+    from .errors import ModelFormatError
+
+    if not os.path.isfile(path):
+        raise CLIError(EXIT_DATA, f"model file {path!r} does not exist" if not os.path.exists(path)
+                       else f"model file {path!r} is not a file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return bm.load(path)
+    except ModelFormatError as e:
+        raise CLIError(EXIT_DATA, f"cannot read the model {path!r}: {e}") from None
+    except OSError as e:
+        raise CLIError(EXIT_DATA, f"cannot read the model {path!r}: {e.strerror or e}") from None
+
+
+def _model_columns(fit, level: str) -> list:
+    """The data columns predictions of `fit` use: the fixed effects' variables, and for
+    conditional predictions the grouping factors' and random terms' covariates."""
+    design = fit.design
+    cols = list(design.fixed_spec.variables)
+    if level == "conditional":
+        for ts in design.term_specs:
+            cols += list(ts.group_vars) + list(ts.covariates)
+    return list(dict.fromkeys(str(c) for c in cols))
+
+
+def predictions_frame(fit, data, *, level: str, unseen: str, interval: str | None,
+                      coverage: float, keep: Sequence = ()):
+    """The table `bigmixed predict` writes: row (0-based position in the new data), the `keep`
+    columns, fit (fit.predict), and with `interval` se, lower, upper (fit.predict_interval)."""
+    import numpy as np
+    import pandas as pd
+
+    out = {"row": np.arange(len(data), dtype=np.int64)}
+    for c in keep:
+        out[c] = data[c].to_numpy()
+    if interval is None:
+        out["fit"] = np.asarray(fit.predict(data, level=level, unseen=unseen), dtype=np.float64)
+    else:
+        tab = fit.predict_interval(data, level=level, unseen=unseen, interval=interval, coverage=coverage)
+        for c in ("fit", "se", "lower", "upper"):
+            out[c] = np.asarray(tab[c], dtype=np.float64)
+    return pd.DataFrame(out)
+
+
+def _write_predictions(out: AtomicOutput, fmt: str, frame, meta: dict) -> None:
+    """The predictions in `fmt`: Parquet (metadata "bigmixed" = meta) in row groups, CSV (floats
+    exact, as repr), a JSON document (meta + predictions) or NDJSON lines (one per row)."""
+    from .io.tidy import jsonable
+
+    if fmt == "parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+        table = table.replace_schema_metadata(
+            {"bigmixed": json.dumps(jsonable(meta), allow_nan=False)})
+        try:
+            pq.write_table(table, out.stream, row_group_size=_ParquetTable.ROW_GROUP)
+        except OSError as e:
+            raise CLIError(EXIT_OUTPUT, f"cannot write to {out.path or 'stdout'}: {e.strerror or e}") from None
+        return
+    if fmt == "csv":
+        step = _ParquetTable.ROW_GROUP
+        for start in range(0, max(len(frame), 1), step):
+            part = frame.iloc[start:start + step]
+            out.write(part.to_csv(index=False, header=start == 0, lineterminator="\n"))
+        return
+    records = frame.to_dict(orient="records")
+    if fmt == "json":
+        doc = {**meta, "format": PREDICT_DOCUMENT, "predictions": records}
+        out.write(json.dumps(jsonable(doc), indent=1, allow_nan=False) + "\n")
+        return
+    head = {"format": PREDICT_NDJSON, "format_version": PREDICT_VERSION}
+    for k in range(0, len(records), 10_000):
+        out.write("".join(json.dumps(jsonable({**head, **r}), allow_nan=False) + "\n"
+                          for r in records[k:k + 10_000]))
+
+
+def cmd_predict(args, display=None, interval=None) -> int:
+    """bigmixed predict: predictions of a saved model (bm.load) on new data."""
+    from . import progress
+    from .io.tidy import versions
+
+    fmt = resolve_format(args.format, args.out)
+    sep = parse_sep(args.sep) if args.sep is not None else None
+    if not 0 < args.coverage < 1:
+        raise CLIError(EXIT_USAGE, f"--coverage must be between 0 and 1, not {args.coverage!r}")
+    if args.coverage != 0.95 and args.interval is None:
+        raise CLIError(EXIT_USAGE, "--coverage applies with --interval")
+    keep = [c.strip() for c in (args.keep or "").split(",") if c.strip()]
+    _check_outputs(args, fmt, [("--data", args.data), ("--model", args.model)])
+    out = AtomicOutput(args.out, binary=fmt == "parquet")
+    listen = (progress.listening(display, interval) if display is not None else contextlib.nullcontext())
+    try:
+        with listen:
+            t0 = time.perf_counter()
+            fit = _load_model(args.model)
+            if getattr(fit, "family", None) is not None:  # pragma: no cover - GLMM files: later
+                raise CLIError(EXIT_USAGE, "bigmixed predict takes linear mixed models for now")
+            progress.report("read", path=args.data)
+            if not os.path.exists(args.data):
+                raise CLIError(EXIT_DATA, f"data file {args.data!r} does not exist")
+            dfmt = data_format(args.data) if not os.path.isdir(args.data) else "parquet"
+            if dfmt != "parquet" and os.path.isfile(args.data):
+                sep = csv_separator(args.data, dfmt, sep)
+            try:
+                all_cols = data_columns(args.data, dfmt, sep)
+            except CLIError:
+                raise
+            except Exception as e:  # noqa: BLE001 - the file cannot be read
+                raise CLIError(EXIT_DATA, f"cannot read data file {args.data!r}: {type(e).__name__}: {e}") from None
+            missing_keep = [c for c in keep if c not in all_cols]
+            if missing_keep:
+                raise CLIError(EXIT_USAGE, f"--keep: column {missing_keep[0]!r} is not in {args.data!r}")
+            # the model's columns that the file has (a missing one is named by the library)
+            need = [c for c in _model_columns(fit, args.level) if c in all_cols]
+            data, dfmt = read_data(args.data, list(dict.fromkeys(need + keep)), sep)
+            log.info("read %d rows x %d columns from %s (%s) in %.2f s", len(data), data.shape[1],
+                     args.data, dfmt, time.perf_counter() - t0)
+            input_info = {"path": args.data, "format": dfmt, "rows": len(data),
+                          "columns_read": [str(c) for c in data.columns]}
+            if dfmt != "parquet" and sep:
+                input_info["separator"] = sep
+            progress.report("predict", rows=len(data))
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                frame = predictions_frame(fit, data, level=args.level, unseen=args.unseen,
+                                          interval=args.interval, coverage=args.coverage, keep=keep)
+            _log_caught(caught)
+            meta = {
+                "format": PREDICT_FORMAT, "format_version": PREDICT_VERSION,
+                "model": {"path": args.model, "formula": fit.formula,
+                          "response": fit.design.response, "reml": bool(fit.reml)},
+                "level": args.level, "unseen": args.unseen, "interval": args.interval,
+                "coverage": args.coverage if args.interval else None,
+                "columns": [str(c) for c in frame.columns], "rows": len(frame),
+                "input": input_info, "versions": versions(),
+            }
+            t_write = time.perf_counter()
+            _write_predictions(out, fmt, frame, meta)
+            out.commit()
+            if args.out and args.out != "-":
+                log.info("wrote %d predictions to %s in %.2f s", len(frame), args.out,
+                         time.perf_counter() - t_write)
+    except BaseException:
+        out.discard()
+        raise
+    return EXIT_OK
+
+
 def cmd_simulate(argv: list) -> int:
     from .data_gen.__main__ import main as data_gen_main
 
@@ -1370,6 +1543,18 @@ def _interval(text: str) -> float:
     if not value >= 0 or math.isinf(value):
         raise argparse.ArgumentTypeError(f"expected seconds >= 0, not {text!r}")
     return value
+
+
+def _common_options(f) -> None:
+    """Logging and progress options of every command."""
+    v = f.add_mutually_exclusive_group()
+    v.add_argument("-q", "--quiet", action="store_true", help="log errors only, no progress")
+    v.add_argument("-v", "--verbose", action="store_true", help="log details (debug level)")
+    f.add_argument("--log-format", choices=("text", "json"), default="text",
+                   help="stderr lines as text (default) or as JSON objects, one per line (logs and progress)")
+    f.add_argument("--progress-interval", type=_interval, default=5.0, metavar="SECONDS",
+                   help="seconds between progress lines when stderr is not a terminal (default 5; "
+                        "0: none); on a terminal a progress bar")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -1447,14 +1632,36 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--var-ident", default=None, metavar="COLUMN",
                    help="a separate residual SD per level of COLUMN (nlme's varIdent)")
     f.add_argument("--solver", choices=("auto", "blockdiag", "cholmod", "schur"), default="auto", help=argparse.SUPPRESS)
-    v = f.add_mutually_exclusive_group()
-    v.add_argument("-q", "--quiet", action="store_true", help="log errors only, no progress")
-    v.add_argument("-v", "--verbose", action="store_true", help="log details (debug level)")
-    f.add_argument("--log-format", choices=("text", "json"), default="text",
-                   help="stderr lines as text (default) or as JSON objects, one per line (logs and progress)")
-    f.add_argument("--progress-interval", type=_interval, default=5.0, metavar="SECONDS",
-                   help="seconds between progress lines when stderr is not a terminal (default 5; "
-                        "0: none); on a terminal a progress bar")
+    _common_options(f)
+
+    pr = sub.add_parser(
+        "predict", help="predictions of a saved model (--save, fit.save) on new data",
+        description="Predict from a model saved by `bigmixed fit --save` or fit.save(): population "
+                    "level (X beta; grouping columns not needed) or conditional (X beta + Z b, "
+                    "levels not seen in the fit as --unseen says), optionally with intervals. "
+                    "Outputs as `bigmixed fit`'s: written atomically, format from --format or the "
+                    "extension of --out (parquet, csv, json, ndjson).",
+        epilog=_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    pr.add_argument("--model", required=True, help="a saved model (.bmfit)")
+    pr.add_argument("--data", required=True, help="new data: CSV/TSV (optionally compressed) or Parquet")
+    pr.add_argument("--sep", default=None, metavar="CHAR", help="CSV column separator (default: sniffed)")
+    pr.add_argument("--out", default=None, help="output file (default or '-': stdout); as for `fit`")
+    pr.add_argument("--format", choices=FORMATS, default=None,
+                    help="parquet, csv (columns row, [--keep], fit[, se, lower, upper]), json (a "
+                         "document with the rows) or ndjson (one line per row); default from "
+                         "--out's extension, else json")
+    pr.add_argument("--level", choices=("population", "conditional"), default="conditional",
+                    help="conditional: X beta + Z b (default, as lme4's predict); population: X beta")
+    pr.add_argument("--unseen", choices=("population", "nan", "error"), default="population",
+                    help="conditional level: a level not seen in the fit gets random effect 0 "
+                         "(default), NaN, or is an error")
+    pr.add_argument("--interval", nargs="?", const="prediction", choices=("prediction", "confidence"),
+                    default=None, help="add se, lower, upper: of a new observation (prediction, the "
+                                       "default) or of the mean (confidence)")
+    pr.add_argument("--coverage", type=float, default=0.95, help="interval coverage (default 0.95)")
+    pr.add_argument("--keep", default=None, metavar="COL1,COL2",
+                    help="columns of the new data copied to the output (e.g. an id)")
+    _common_options(pr)
 
     sub.add_parser("simulate", help="generate an hdp-style data set (python -m bigmixed.data_gen; "
                                     "'bigmixed simulate --help' for its options)", add_help=False)
@@ -1493,8 +1700,9 @@ def _signal_exit(signum: int) -> int:
 
 
 def _run_fit(args, display, interval) -> int:
+    command = cmd_predict if args.command == "predict" else cmd_fit
     try:
-        return cmd_fit(args, display, interval)
+        return command(args, display, interval)
     except CLIError as e:
         log.error("%s", e)
         return e.code
