@@ -36,6 +36,12 @@ ML deviance:     log|Vr| + n (1 + log(2 pi r2 / n))
 REML criterion:  log|Vr| + log|X' Vr^-1 X| + (n-p) (1 + log(2 pi r2 / (n-p)))
 
 These are exactly what lme4 reports as ``deviance`` / ``REMLcrit``.
+
+Prior weights and offsets (lme4's ``lmer(weights=, offset=)``)
+-------------------------------------------------------------
+``weights=w``: the residual covariance is sigma^2 diag(1 / w), i.e. R0 = diag(1 / w) in
+Vr = Z Lambda Lambda' Z' + R0, so log|Vr| carries lme4's -sum(log w) term. ``offset=o``: the
+model is fitted to y - o.
 """
 
 from __future__ import annotations
@@ -250,8 +256,11 @@ def _canonical_theta(theta, ps):
 class _Model:
     """Dense data for one model: y, X, Z, term structure."""
 
-    def __init__(self, y, X, terms):
+    def __init__(self, y, X, terms, weights=None, offset=None):
         y = np.asarray(y, dtype=float).ravel()
+        if offset is not None:
+            y = y - np.asarray(offset, dtype=float).ravel()
+        self.R0 = None if weights is None else np.diag(1.0 / np.asarray(weights, dtype=float).ravel())
         n = y.size
         X = np.asarray(X, dtype=float)
         if X.ndim == 1:
@@ -270,6 +279,7 @@ class _Model:
         """R0: (n, n) residual covariance / sigma^2 (nlme's correlation and variance
         structures, e.g. AR(1) within series); the identity when None."""
         n, p, y, X, Z = self.n, self.p, self.y, self.X, self.Z
+        R0 = self.R0 if R0 is None else R0
         Ts = theta_to_factors(theta, self.ps)
         Lam = _build_Lambda(Ts, self.nlevs)
         ZL = Z @ Lam
@@ -309,16 +319,17 @@ class _Model:
 
 
 @_blas1
-def dense_objective(theta, y, X, terms, reml=True, R0=None):
+def dense_objective(theta, y, X, terms, reml=True, R0=None, weights=None, offset=None):
     """Profiled REML criterion (reml=True) or ML deviance (reml=False) at theta; with R0,
-    residual covariance sigma^2 R0 instead of sigma^2 I."""
-    return _Model(y, X, terms).quantities(theta, reml, R0)["objective"]
+    residual covariance sigma^2 R0 instead of sigma^2 I; with prior weights, sigma^2 / w_i;
+    with an offset, of y - offset."""
+    return _Model(y, X, terms, weights, offset).quantities(theta, reml, R0)["objective"]
 
 
 @_blas1
-def dense_quantities(theta, y, X, terms, reml=True):
+def dense_quantities(theta, y, X, terms, reml=True, weights=None, offset=None):
     """All fit outputs (see dense_fit) evaluated at a fixed theta (no optimisation)."""
-    m = _Model(y, X, terms)
+    m = _Model(y, X, terms, weights, offset)
     return _summarise(m, np.asarray(theta, dtype=float).ravel(), reml)
 
 
@@ -391,7 +402,8 @@ def _starts(ps, theta0, n_random, rng):
 
 
 @_blas1
-def dense_fit(y, X, terms, reml=True, theta0=None, n_random_starts=3, seed=0):
+def dense_fit(y, X, terms, reml=True, theta0=None, n_random_starts=3, seed=0, weights=None,
+              offset=None):
     """Fit the LMM by REML (default) or ML by brute-force optimisation of the dense objective.
 
     Multiple L-BFGS-B starts, then a bounded Nelder-Mead polish and a final
@@ -401,7 +413,7 @@ def dense_fit(y, X, terms, reml=True, theta0=None, n_random_starts=3, seed=0):
     varcov (sigma^2 T_k T_k' per term), blups (per term (l_k, p_k)),
     cond_var (per term (l_k, p_k, p_k)), loglik, aic, bic, reml, nobs.
     """
-    m = _Model(y, X, terms)
+    m = _Model(y, X, terms, weights, offset)
     # A start can wander to huge theta where Vr is numerically singular; f returns
     # inf there and scipy's finite differences then compute inf - inf (harmless).
     with np.errstate(invalid="ignore", over="ignore"):

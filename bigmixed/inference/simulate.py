@@ -24,7 +24,10 @@ def simulate(fit, nsim: int = 1, seed=None, *, use_fitted_effects: bool = False)
     rng = np.random.default_rng(seed)
     st = fit.structure
     n = fit.nobs
-    base = np.array(fit.fittedvalues if use_fitted_effects else fit.fitted_marginal)
+    base = np.array(fit.fittedvalues if use_fitted_effects else fit.fitted_marginal)  # + offset
+    from ..spec.glm_inputs import prior_arrays
+
+    w_prior = prior_arrays(fit.design)[0]
     out = np.empty((n, int(nsim)))
     for s in range(int(nsim)):
         y = base.copy()
@@ -36,7 +39,9 @@ def simulate(fit, nsim: int = 1, seed=None, *, use_fitted_effects: bool = False)
                     y += b[f.codes, 0]
                 else:
                     y += np.einsum("ij,ij->i", f.Z, b[f.codes])
-        if fit.residual is None:
+        if fit.residual is None and w_prior is not None:  # prior weights: sigma^2 / w_i
+            y += fit.sigma * rng.standard_normal(n) / np.sqrt(w_prior)
+        elif fit.residual is None:
             y += fit.sigma * rng.standard_normal(n)
         else:  # correlated or heteroscedastic residuals, drawn per series
             model = fit._require_model("simulated responses with a residual structure")
