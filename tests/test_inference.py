@@ -121,7 +121,9 @@ def test_summary_names_the_df_method():
     assert fit.fixed_effects_test().attrs["ddf_method"].startswith("Satterthwaite")
     assert "Satterthwaite" in fit.anova_terms().attrs["heading"]
     with pytest.raises(ValueError):
-        fit.fixed_effects_test(ddf="kenward-roger")
+        fit.fixed_effects_test(ddf="containment-rule-of-thumb")
+    # Kenward-Roger is implemented (tests/test_kenward_roger.py)
+    assert fit.fixed_effects_test(ddf="kenward-roger").attrs["ddf_method"].startswith("Kenward")
 
 
 # ---- between-within (nlme) --------------------------------------------------------------------

@@ -114,18 +114,25 @@ def _term_column_groups(design, k) -> list:
     return [("1" if n == "(Intercept)" else n, [j]) for j, n in enumerate(names)]
 
 
-def lm_loglik(X, y, reml: bool) -> float:
-    """R's ``logLik(lm(y ~ X - 1), REML =)`` (unit weights)."""
+def lm_loglik(X, y, reml: bool, weights=None, offset=None) -> float:
+    """R's ``logLik(lm(y ~ X - 1, weights =, offset =), REML =)``."""
     X = np.asarray(X, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
+    if offset is not None:
+        y = y - np.asarray(offset, dtype=np.float64)
+    slw = 0.0
+    if weights is not None:
+        w = np.asarray(weights, dtype=np.float64)
+        X, y = X * np.sqrt(w)[:, None], y * np.sqrt(w)
+        slw = float(np.sum(np.log(w)))
     n, p = X.shape
     Q, R = np.linalg.qr(X)
     res = y - Q @ (Q.T @ y)
     rss = float(res @ res)
     if not reml:
-        return -0.5 * n * (LOG_2PI + 1.0 - math.log(n) + math.log(rss))
+        return 0.5 * (slw - n * (LOG_2PI + 1.0 - math.log(n) + math.log(rss)))
     N = n - p
-    return (0.5 * (-N * (LOG_2PI + 1.0 - math.log(N) + math.log(rss)))
+    return (0.5 * (slw - N * (LOG_2PI + 1.0 - math.log(N) + math.log(rss)))
             - float(np.sum(np.log(np.abs(np.diag(R))))))
 
 
@@ -168,7 +175,8 @@ def ranova(fit, reduce_terms: bool = True) -> pd.DataFrame:
                 if model.residual is not None:
                     raise NotImplementedError("ranova: removing the last random term of a model "
                                               "with a residual structure (a gls) is not supported")
-                ll = lm_loglik(design.X, design.y, reml)
+                ll = lm_loglik(design.X, design.y, reml, getattr(model, "prior_weights", None),
+                               getattr(model, "offset", None))
                 npar = design.X.shape[1] + 1
                 red = None
                 q, why = 0, None

@@ -36,7 +36,7 @@ from .derivatives import richardson_hessian, richardson_jacobian
 
 LOG_2PI = math.log(2.0 * math.pi)
 
-DDF_METHODS = ("satterthwaite", "between-within", "asymptotic")
+DDF_METHODS = ("satterthwaite", "kenward-roger", "between-within", "asymptotic")
 
 
 # ======================================================================================
@@ -186,6 +186,15 @@ def contest1d(fit, L, *, rhs: float = 0.0, ddf: str = "satterthwaite", level: fl
     est = float(L @ beta)
     var_con = _qform(L, np.asarray(fit.vcov))
     method = resolve_ddf(ddf)
+    if method == "kenward-roger":
+        from .kenward_roger import contest1d_kr
+
+        row = contest1d_kr(fit, L, level)
+        if rhs:
+            row["t_value"] = (row["estimate"] - rhs) / row["std_error"]
+            row["p_value"] = _t_row(row["estimate"] - rhs, row["estimate"], row["std_error"],
+                                    row["df"], None)["p_value"]
+        return row
     if method == "satterthwaite":
         st = satterthwaite_state(fit)
         grad = np.array([_qform(L, J) for J in st.jacobian])
@@ -243,6 +252,10 @@ def contest_md(fit, L, *, ddf: str = "satterthwaite", eps: float = math.sqrt(np.
 
     if L.shape[0] == 0:
         return table(np.nan, 0, np.nan)
+    if method == "kenward-roger" and den_df is None:
+        from .kenward_roger import contest_md_kr
+
+        return contest_md_kr(fit, L)
     if L.shape[0] == 1:
         r = contest1d(fit, L[0], ddf="asymptotic" if den_df is not None else method)
         df = den_df if den_df is not None else r["df"]
@@ -280,6 +293,8 @@ def contest_md(fit, L, *, ddf: str = "satterthwaite", eps: float = math.sqrt(np.
 def resolve_ddf(ddf: str) -> str:
     key = str(ddf).lower().replace("_", "-").replace(" ", "-")
     aliases = {"satterthwaite": "satterthwaite", "satt": "satterthwaite",
+               "kenward-roger": "kenward-roger", "kenwardroger": "kenward-roger",
+               "kr": "kenward-roger", "kenward": "kenward-roger",
                "between-within": "between-within", "betweenwithin": "between-within",
                "containment": "between-within", "nlme": "between-within",
                "asymptotic": "asymptotic", "wald": "asymptotic", "normal": "asymptotic",
@@ -291,6 +306,7 @@ def resolve_ddf(ddf: str) -> str:
 
 DDF_LABEL = {
     "satterthwaite": "Satterthwaite's method (lmerTest)",
+    "kenward-roger": "Kenward-Roger's method (pbkrtest)",
     "between-within": "between-within (nlme's containment rule)",
     "asymptotic": "none: normal (z) reference distribution",
 }
@@ -303,10 +319,16 @@ DDF_LABEL = {
 def fixed_effects_test(fit, ddf: str = "satterthwaite", level: float | None = None) -> pd.DataFrame:
     """Per-coefficient t tests: estimate, std_error, df, t_value, p_value (+ lower/upper).
 
-    ddf: "satterthwaite" (lmerTest's summary), "between-within" (nlme's df), or
-    "asymptotic" (z tests). ``table.attrs["ddf_method"]`` names the method.
+    ddf: "satterthwaite" (lmerTest's summary), "kenward-roger" (pbkrtest's adjusted SEs and
+    df, as lmerTest's summary(ddf = "Kenward-Roger"); bigmixed.inference.kenward_roger),
+    "between-within" (nlme's df), or "asymptotic" (z tests). ``table.attrs["ddf_method"]``
+    names the method.
     """
     method = resolve_ddf(ddf)
+    if method == "kenward-roger":
+        from .kenward_roger import fixed_effects_test_kr
+
+        return fixed_effects_test_kr(fit, level)
     p = len(fit.beta)
     if method == "between-within":
         bw = between_within_df(fit)

@@ -317,6 +317,23 @@ def model_from_design(fit, design, reml: bool):
                                    variance=None if spec is None else spec.variance)
 
 
+def _prior_arguments(model) -> dict:
+    """weights= and offset= of the model as given (column names or expressions)."""
+    prior = getattr(model, "prior", None)
+    if prior is None:
+        return {}
+    if prior.weights_values or prior.offset_values:
+        raise UpdateNeedsDataError(
+            "the model's weights= or offset= were given as arrays, which cannot be evaluated on "
+            "new data: build the model with bm.lmm(formula, data, weights=..., offset=...)")
+    out = {}
+    if prior.weights is not None:
+        out["weights"] = prior.weights
+    if prior.offset is not None:
+        out["offset"] = prior.offset
+    return out
+
+
 def update(fit, formula: str | None = None, *, reml: bool | None = None, data=None,
            evaluate: bool = True, **fit_options):
     """lme4's ``update(fit, formula, REML =, data =)``: the fit of the changed model.
@@ -341,7 +358,8 @@ def update(fit, formula: str | None = None, *, reml: bool | None = None, data=No
         new_model = type(model)(new_formula or fit.formula, data, reml=use_reml,
                                 solver="auto" if new_formula else model.solver,
                                 residual=None if spec is None else spec.residual,
-                                variance=None if spec is None else spec.variance)
+                                variance=None if spec is None else spec.variance,
+                                **_prior_arguments(model))
     elif new_formula is None:
         if not evaluate:
             return model if use_reml == model.reml else model._derived(reml=use_reml)
