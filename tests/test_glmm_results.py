@@ -137,20 +137,23 @@ def test_wald_and_profile_intervals_match_glmer():
     fit = fit_like(ref)  # glmer's default control, as confint was run on
     wald = fit.confint("wald")
     w = INF["confint_wald"]
-    names = [n for n in w["rows"] if not n.startswith(".sig")]
-    sel = [w["rows"].index(n) for n in names]
-    assert list(wald["term"]) == names
-    close(wald["lower"], np.array(w["2.5 %"])[sel], 1e-4)
-    close(wald["upper"], np.array(w["97.5 %"])[sel], 1e-4)
+    assert list(wald["lme4_name"]) == w["rows"]
+    assert wald["lower"].isna().iloc[0] and w["2.5 %"][0] is None
+    close(wald["lower"].iloc[1:], w["2.5 %"][1:], 1e-4)
+    close(wald["upper"].iloc[1:], w["97.5 %"][1:], 1e-4)
     prof = fit.confint("profile")
     p = INF["confint_profile"]
     assert list(prof["term"]) == p["rows"]
+    assert list(prof.columns) == list(wald.columns)
+    np.testing.assert_array_equal(prof["estimate"], wald["estimate"])
     # lme4 interpolates its profile with a spline; bigmixed finds each end point exactly
     np.testing.assert_allclose(prof["lower"], p["2.5 %"], rtol=2e-4)
     np.testing.assert_allclose(prof["upper"], p["97.5 %"], rtol=2e-4)
-    assert "Laplace" in prof.attrs["method"]
-    # zeta at an end point is the normal quantile, by construction of the root
+    assert "Laplace" in prof.attrs["description"]
     assert np.all(prof["lower"] < prof["estimate"]) and np.all(prof["estimate"] < prof["upper"])
+    one = fit.confint("profile", which=["period2"])
+    assert list(one["term"]) == ["period2"]
+    assert one["lower"].iloc[0] == pytest.approx(prof.loc["period2", "lower"], rel=1e-7)
 
 
 def test_anova_between_nested_glmms_matches_glmer():
@@ -235,3 +238,59 @@ def test_refit_bootstrap_and_profile_leave_the_fit_unchanged(cbpp):
     assert_same(public_numbers(fit), before)
     with pytest.raises(ValueError, match="reml=True does not apply"):
         fit.model.refit(reml=True)
+
+
+@pytest.mark.parametrize("name", ["cbpp_agq1_tight", "cbpp_agq25_tight", "hdp_pois_offset_agq1_default",
+                                  "hdp_pois_offarg_agq1_default", "contraception_slope_agq1_tight"])
+def test_save_and_load_keep_a_glmm(name, tmp_path):
+    ref = json.loads((REF / f"{name}.json").read_text())
+    fit = fit_like(ref)
+    loaded = bm.load(fit.save(tmp_path / "m.bmfit"))
+    assert isinstance(loaded, bm.GLMMResults) and loaded._model is None
+    assert loaded.family == fit.family and loaded.nAGQ == fit.nAGQ
+    assert loaded.formula == fit.formula
+    for attr in ("theta", "beta", "vcov"):
+        np.testing.assert_array_equal(getattr(loaded, attr), getattr(fit, attr))
+    assert loaded.objective == fit.objective and loaded.deviance == fit.deviance
+    assert (loaded.aic, loaded.bic, loaded.n_params, loaded.df_resid) == \
+        (fit.aic, fit.bic, fit.n_params, fit.df_resid)
+    pd.testing.assert_frame_equal(loaded.fixed_effects, fit.fixed_effects)
+    pd.testing.assert_frame_equal(loaded.variance_components, fit.variance_components)
+    pd.testing.assert_frame_equal(loaded.confint("wald"), fit.confint("wald"))
+    assert loaded.summary() == fit.summary()
+    new = new_frame(ref) if ref.get("newdata") else load_data(ref).head(20)
+    for level in ("population", "conditional"):
+        for kind in ("link", "response"):
+            np.testing.assert_array_equal(loaded.predict(new, level=level, type=kind),
+                                          fit.predict(new, level=level, type=kind))
+    assert loaded.to_dict(include_versions=False)["model"] == fit.to_dict(include_versions=False)["model"]
+    with pytest.raises(AttributeError):
+        loaded.residuals("pearson")
+    with pytest.raises(Exception, match="model"):
+        loaded.simulate(1)
+
+
+def test_an_offset_given_as_values_must_be_given_again_for_new_data():
+    ref = json.loads((REF / "hdp_pois_offarg_agq1_default.json").read_text())
+    data = load_data(ref)
+    off = np.log(data["exposure"].to_numpy())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", bm.BigmixedWarning)
+        fit = bm.glmm(ref["formula"], data, family="poisson", offset=off).fit()
+    new = data.head(5)
+    with pytest.raises(ValueError, match="pass offset="):
+        fit.predict(new)
+    by_column = fit_like(ref)
+    np.testing.assert_allclose(fit.predict(new, offset=off[:5]), by_column.predict(new), rtol=1e-6)
+    np.testing.assert_allclose(fit.predict(new, offset=off[:5]), fit.linear_predictor[:5], rtol=1e-12)
+
+
+def test_a_loaded_glmm_saves_again_and_old_readers_refuse_it(cbpp, tmp_path):
+    _, fit = cbpp
+    first = bm.load(fit.save(tmp_path / "a.bmfit"))
+    second = bm.load(first.save(tmp_path / "b.bmfit"))
+    assert second.summary() == fit.summary()
+    from bigmixed.io.modelfile import model_meta
+
+    meta, _ = model_meta(fit)
+    assert meta["format_version"] == 3 and meta["glmm"]["family"] == "binomial"

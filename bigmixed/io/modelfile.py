@@ -321,6 +321,19 @@ def model_meta(fit, with_condvar: bool = True) -> tuple:
     }
     if meta["prior"] is not None and design.prior.has_offset:
         meta["format_version"] = 3  # predictions need the offset: older readers must refuse
+    family = getattr(fit, "family", None)
+    meta["glmm"] = None
+    if family is not None:
+        # a GLMM: older readers would take it for an LMM, so they must refuse it
+        meta["format_version"] = 3
+        meta["response"] = fit.response_label
+        arrays["glmm/params"] = np.asarray(fit.optimizer.params, dtype=np.float64)
+        meta["glmm"] = {"formula": fit.formula, "family": family.name, "link": family.link,
+                        "nAGQ": int(fit.nAGQ),
+                        "vcov_method": str(fit.vcov_method),
+                        "offset_terms": [str(t) for t in fit.offset_spec.get("terms", ())],
+                        "offset_argument": fit.offset_spec.get("argument"),
+                        "params": "glmm/params"}
     return meta, arrays
 
 

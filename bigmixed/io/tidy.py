@@ -87,7 +87,8 @@ def variance_rows(fit) -> list:
                 denom = sd[i] * sd[j]
                 corr = float(cov[i, j] / denom) if denom > 0 else math.nan
                 rows.append((group, names[j], names[i], float(cov[i, j]), math.nan, corr))
-    rows.append(("Residual", None, None, float(fit.sigma ** 2), float(fit.sigma), math.nan))
+    if not is_glmm(fit):  # (a GLMM has no residual scale)
+        rows.append(("Residual", None, None, float(fit.sigma ** 2), float(fit.sigma), math.nan))
     return rows
 
 
@@ -383,7 +384,7 @@ def fit_document(fit, *, include_versions: bool = True, extra: dict | None = Non
         "format_version": DOCUMENT_VERSION,
         "model": {
             "formula": fit.formula,
-            "response": design.response,
+            "response": getattr(fit, "response_label", design.response),
             "reml": bool(fit.reml),
             "family": family,
         },

@@ -101,6 +101,11 @@ class GLMMResults(LMMResults):
         vc = super().variance_components
         return vc[vc["group"] != "Residual"].reset_index(drop=True)
 
+    @property
+    def response_label(self) -> str:
+        """The response as the formula writes it (``cbind(incidence, size - incidence)``)."""
+        return self._model.response_label if self._model is not None else self.design.response
+
     # ---- the mean -------------------------------------------------------------------------
     @property
     def linear_predictor(self) -> np.ndarray:
@@ -251,18 +256,27 @@ class GLMMResults(LMMResults):
 
         return simulate_glmm(self, nsim, seed, **kwargs)
 
-    def confint(self, method: str = "wald", level: float = 0.95, **kwargs) -> pd.DataFrame:
-        """Confidence intervals: "wald" (fixed effects, beta +- z SE, lme4's Wald), "profile"
-        (likelihood profiles of the Laplace/quadrature deviance for the random-effect SDs and
-        correlations and the fixed effects, lme4's ``confint(method = "profile")``), "boot"
-        (parametric percentile bootstrap; nsim, seed)."""
-        if str(method).lower() == "profile":
+    def confint(self, method: str = "wald", coverage: float = 0.95, *, level=None, which=None,
+                **kwargs) -> pd.DataFrame:
+        """Confidence intervals, in the table every method returns (bigmixed.inference.confint):
+        "wald" (fixed effects, beta +- z SE, lme4's Wald; NaN for the random-effect SDs),
+        "profile" (likelihood profiles of the Laplace / quadrature deviance for the SDs and
+        correlations and the fixed effects, lme4's ``confint(method = "profile")``; see
+        bigmixed.inference.glmm_profile), "boot" (parametric percentile bootstrap; nsim, seed)."""
+        key = str(method).lower()
+        if key == "profile":
+            from ..inference.confint import _finish, _select, coverage_argument, parameter_table
             from ..inference.glmm_profile import profile_confint_glmm
 
-            return profile_confint_glmm(self, level=level, **kwargs)
-        if str(method).lower() not in ("wald", "boot", "bootstrap"):
+            coverage = coverage_argument(coverage, level, "confint")
+            table = _select(parameter_table(self), which)
+            prof = profile_confint_glmm(self, level=coverage, which=list(table["term"]), **kwargs)
+            prof = prof.set_index("term")
+            return _finish(self, table, prof["lower"], prof["upper"], method="profile",
+                           coverage=coverage, estimates="ML fit", description=prof.attrs["method"])
+        if key not in ("wald", "boot", "bootstrap"):
             raise ValueError(f"method must be 'wald', 'profile' or 'boot' for a GLMM, not {method!r}")
-        return super().confint(method=method, level=level, **kwargs)
+        return super().confint(method=method, coverage=coverage, level=level, which=which, **kwargs)
 
     def summary(self, ddf: str | None = None, optimizer_log: bool = False) -> str:
         """glmer's summary (AIC, BIC, logLik, deviance, df.resid; scaled (Pearson)

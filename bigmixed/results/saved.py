@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import fields
+from types import MappingProxyType
 
 import numpy as np
 
@@ -83,16 +84,29 @@ def _fit_from_file(meta: dict, read, path=None) -> LMMResults:
     if est.get("condvar"):
         condvar = [np.asarray(read(f"condvar/{fi}"), dtype=np.float64) for fi in range(n_factors)]
     deviance = est.get("deviance")
-    fit = LMMResults(
+    glmm = meta.get("glmm")
+    cls, extra = LMMResults, {}
+    if glmm:
+        from ..spec.family import family_from
+        from .glmm_fit import GLMMResults
+
+        cls = GLMMResults
+        record["params"] = np.asarray(read(glmm["params"]), dtype=np.float64)
+        extra = dict(family=family_from(glmm["family"], glmm["link"]), nAGQ=int(glmm["nAGQ"]),
+                     _eta=np.zeros(0), _mu=np.zeros(0), vcov_method=glmm["vcov_method"],
+                     offset_spec=MappingProxyType({"terms": tuple(glmm["offset_terms"]),
+                                                   "argument": glmm["offset_argument"]}))
+    fit = cls(
         _model=None, rows=SavedRows(est.get("resid_quantiles")), design=design, structure=structure,
         residual=residual, solver=meta.get("solver"), reml=bool(meta["reml"]),
-        formula=meta["formula"], _fixed_names=list(meta["fixed"]["names"]), theta=theta,
+        formula=(glmm or {}).get("formula", meta["formula"]),
+        _fixed_names=list(meta["fixed"]["names"]), theta=theta,
         residual_eta=eta, beta=read("beta"), vcov=read("vcov"), sigma=float(est["sigma"]),
         objective=float(est["objective"]), _deviance=None if deviance is None else float(deviance),
         conditional_modes=[read(f"ranef/{fi}") for fi in range(n_factors)],
         _condvar_saved=condvar, _beta_work=None, n_obs=int(meta["n_obs"]),
         n_dropped_rows=int(meta["n_dropped"]), optimizer=OptimizerRecord(**record),
         _warnings=warning_objects(meta.get("warnings") or []),
-        timings=dict(meta.get("timings") or {}),
+        timings=dict(meta.get("timings") or {}), **extra,
     )
     return _with_inference(fit, meta, read, path)
