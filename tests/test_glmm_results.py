@@ -294,3 +294,17 @@ def test_a_loaded_glmm_saves_again_and_old_readers_refuse_it(cbpp, tmp_path):
 
     meta, _ = model_meta(fit)
     assert meta["format_version"] == 3 and meta["glmm"]["family"] == "binomial"
+
+
+def test_anova_of_an_added_random_slope_uses_the_boundary_mixture():
+    big = json.loads((REF / "contraception_slope_agq1_tight.json").read_text())
+    small = json.loads((REF / "contraception_agq1_tight.json").read_text())
+    tab = bm.anova(fit_like(small), fit_like(big))
+    stat = small["minus2logLik"] - big["minus2logLik"]  # glmer's own fits
+    assert tab["Chisq"].iloc[1] == pytest.approx(stat, rel=1e-6)
+    from scipy import stats
+
+    assert tab["Pr(>Chisq)"].iloc[1] == pytest.approx(stats.chi2.sf(stat, 2), rel=1e-5)
+    mixture = 0.5 * stats.chi2.sf(stat, 1) + 0.5 * stats.chi2.sf(stat, 2)
+    assert tab["Pr(>Chisq) boundary"].iloc[1] == pytest.approx(mixture, rel=1e-5)
+    assert tab["null"].iloc[1] == "0.5 chi2(1) + 0.5 chi2(2)"
