@@ -51,7 +51,7 @@ def test_poisson_offset_and_many_responses(data, tmp_path):
     assert line["statistics"]["logLik"] == pytest.approx(fit.llf, rel=1e-12)
 
 
-@pytest.mark.parametrize("extra", [["--link", "probit"], ["--nagq", "5"], ["--weights", "age"],
+@pytest.mark.parametrize("extra", [["--link", "probit"], ["--nagq", "5"],  # (--weights: LMMs too)
                                    ["--family", "binomial", "--ml"],
                                    ["--family", "binomial", "--ar1", "age,doctor"]])
 def test_options_that_do_not_apply_are_usage_errors(data, tmp_path, extra):
