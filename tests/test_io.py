@@ -224,3 +224,117 @@ def test_to_dict_and_tidy(frame):
     np.testing.assert_array_equal(sub.cond_sd.to_numpy(), h["fb_sd"].to_numpy())
     assert len(rl) == sum(df.shape[0] * len(f.column_names)
                           for df, f in zip(fit.ranef().values(), fit.structure.factors))
+
+
+# ---- #17 item 4: a loaded model answers fixed_effects_test, anova_terms, Wald confint ------
+
+
+def _close(a, b, tol=1e-10):
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    assert a.shape == b.shape
+    assert np.array_equal(np.isnan(a), np.isnan(b))
+    ok = ~np.isnan(a)
+    np.testing.assert_allclose(a[ok], b[ok], rtol=tol, atol=0)
+
+
+@pytest.mark.parametrize("formula", [FORMULAS[0], FORMULAS[2], FORMULAS[4],
+                                     "y ~ f * x + z + (1 + x | g) + (1 | h)"])
+def test_a_loaded_model_answers_satterthwaite_tests_as_the_live_fit(formula, frame, tmp_path):
+    live = fitted(formula, frame)
+    live.save(tmp_path / "m.bmfit")
+    with zipfile.ZipFile(tmp_path / "m.bmfit") as zf:
+        meta = json.loads(zf.read(META))
+        names = zf.namelist()
+    assert meta["format_version_minor"] == 1 and meta["inference"]["satterthwaite"] is not None
+    assert "arrays/inference/hessian.npy" in names and "arrays/inference/jacobian.npy" in names
+    m = bm.load(tmp_path / "m.bmfit")
+    assert m._model is None  # a loaded fit: no model, no data
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", bm.BigmixedWarning)
+        a, b = live.fixed_effects_test(), m.fixed_effects_test()
+        assert list(a["term"]) == list(b["term"])
+        for c in ("estimate", "std_error", "df", "t_value", "p_value"):
+            _close(a[c], b[c])
+        for kind in (3, 1, "marginal"):
+            try:
+                ta = live.anova_terms(type=kind)
+            except NotImplementedError:  # Type III of a transformed / aliased design
+                with pytest.raises(NotImplementedError):
+                    m.anova_terms(type=kind)
+                continue
+            tb = m.anova_terms(type=kind)
+            assert list(ta["term"]) == list(tb["term"])
+            for c in ("sum_sq", "mean_sq", "num_df", "den_df", "F_value", "p_value"):
+                _close(ta[c], tb[c])
+        for method in ("wald", "satterthwaite"):
+            ca, cb = live.confint(method=method), m.confint(method=method)
+            _close(ca[["lower", "upper"]], cb[["lower", "upper"]])
+        assert live.summary(ddf="satterthwaite") == m.summary(ddf="satterthwaite")
+        assert m.to_dict()["inference"]["ddf"] == "satterthwaite"
+        _close([r["df"] for r in m.to_dict()["fixed_effects"] if not r["aliased"]], a["df"])
+    # saved again from the loaded fit: the section is kept
+    m.save(tmp_path / "again.bmfit")
+    again = bm.load(tmp_path / "again.bmfit")
+    _close(again.fixed_effects_test()["df"], a["df"], tol=0)
+
+
+def test_a_residual_structure_model_keeps_its_satterthwaite_inputs(tmp_path):
+    from bigmixed.data_gen import generate_longitudinal
+
+    df = generate_longitudinal(30, 5, residual="ar1", seed=32).data
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        live = bm.lmm("y ~ time * treat + (1 | patient)", df,
+                      residual=bm.AR1(time="visit", group="patient")).fit()
+    live.save(tmp_path / "ar.bmfit")
+    m = bm.load(tmp_path / "ar.bmfit")
+    a, b = live.fixed_effects_test(), m.fixed_effects_test()
+    _close(a["df"], b["df"])
+    _close(live.anova_terms()["den_df"], m.anova_terms()["den_df"])
+
+
+def test_a_damaged_inference_section_is_a_format_error(frame, tmp_path):
+    fit = fitted(FORMULAS[0], frame)
+    path = tmp_path / "m.bmfit"
+    fit.save(path)
+    bad = tmp_path / "bad.bmfit"
+    with zipfile.ZipFile(path) as src, zipfile.ZipFile(bad, "w") as dst:
+        for item in src.infolist():
+            data = src.read(item.filename)
+            if item.filename == "arrays/inference/hessian.npy":
+                import io as _io
+
+                buf = _io.BytesIO()
+                np.save(buf, np.zeros((1, 1)))
+                data = buf.getvalue()
+            dst.writestr(item, data)
+    with pytest.raises(bm.ModelFormatError, match="Satterthwaite section has inconsistent shapes"):
+        bm.load(bad)
+
+
+def test_a_file_without_the_section_loads_and_names_what_is_missing(frame, tmp_path):
+    fit = fitted(FORMULAS[0], frame)
+    path = tmp_path / "m.bmfit"
+    fit.save(path)
+    old = tmp_path / "old.bmfit"  # as written before format minor 1: no "inference" section
+    with zipfile.ZipFile(path) as src, zipfile.ZipFile(old, "w") as dst:
+        for item in src.infolist():
+            if item.filename.startswith("arrays/inference/"):
+                continue
+            data = src.read(item.filename)
+            if item.filename == META:
+                meta = json.loads(data)
+                del meta["inference"], meta["format_version_minor"]
+                data = json.dumps(meta).encode()
+            dst.writestr(item, data)
+    m = bm.load(old)
+    np.testing.assert_array_equal(m.beta, fit.beta)
+    _close(m.confint()["upper"], fit.confint()["upper"])  # Wald needs nothing more
+    for call in (m.fixed_effects_test, m.anova_terms, lambda: m.summary(ddf="satterthwaite")):
+        with pytest.raises(bm.SavedSectionMissingError, match=r"old\.bmfit.*model format 1\.0.*save it again") as e:
+            call()
+        assert e.value.section.startswith("inference.")
+        assert isinstance(e.value, AttributeError) and isinstance(e.value, bm.ModelFormatError)
+    assert m.to_dict()["inference"]["ddf"] == "none"  # the document says what it holds
+    with pytest.raises(bm.SavedSectionMissingError):
+        bm.tidy.fit_document(m, ddf="satterthwaite")

@@ -36,3 +36,15 @@ def test_an_old_model_file_loads_and_agrees(name):
     np.testing.assert_array_equal(old.predict(new), now.predict(new))
     assert old.optimizer.n_evaluations == now.optimizer.n_evaluations
     assert "Random effects:" in old.summary()
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_an_old_model_file_names_the_missing_satterthwaite_section(name):
+    old = bm.load(DATA / f"saved_{name}.bmfit")
+    # Wald intervals need no more (one row per parameter; the fixed effects' are finite)
+    assert old.confint(method="wald")["lower"].notna().sum() == len(old.beta)
+    with pytest.raises(bm.SavedSectionMissingError, match="Satterthwaite section.*save it again") as e:
+        old.fixed_effects_test()
+    assert e.value.section == "inference.satterthwaite"
+    with pytest.raises(bm.SavedSectionMissingError):
+        old.anova_terms()
