@@ -74,6 +74,19 @@ warn <- character(); msgs <- character(); out$constant_y <- try_fit(rep(3, nrow(
 warn <- character(); msgs <- character(); out$zero_y <- try_fit(rep(0, nrow(sleepstudy)))
 warn <- character(); msgs <- character(); out$scaled_1e200 <- try_fit(sleepstudy$Reaction * 1e200)
 warn <- character(); msgs <- character(); out$scaled_1e150 <- try_fit(sleepstudy$Reaction * 1e150)
+# lmerTest's tables: p-values as printCoefmat prints them (summary: digits 4 -> format.pval
+# digits 3; anova: digits 5 -> format.pval digits 4)
+suppressPackageStartupMessages(library(lmerTest))
+lt <- list(slope = lmer(Reaction ~ Days + (Days | Subject), data = sleepstudy),
+           nested_g3 = lmer(y ~ x + g3 + (1 | hospital/doctor), data = nested))
+out$lmertest <- lapply(lt, function(f) {
+  s <- capture.output(summary(f))
+  a <- capture.output(print(anova(f)))
+  list(formula = deparse(formula(f)), coef_names = rownames(coef(summary(f))),
+       p_summary = unname(coef(summary(f))[, "Pr(>|t|)"]),
+       summary_lines = s, anova_terms = rownames(anova(f)), p_anova = anova(f)[["Pr(>F)"]],
+       anova_lines = a)
+})
 out$R_version <- R.version.string
 out$lme4_version <- as.character(packageVersion("lme4"))
 writeLines(toJSON(out, auto_unbox = TRUE, digits = NA, pretty = TRUE), "bench/references_parity/lme4_names.json")

@@ -4,23 +4,26 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 from .satterthwaite import fixed_effects_test
+from ..io.rformat import EPS, format_pval, r_format  # noqa: F401 (R's format, format.pval)
 
 # ======================================================================================
 # Text output
 # ======================================================================================
 
 def format_p(p: float) -> str:
-    if not np.isfinite(p):
-        return "NA"
-    return "<2e-16" if p < 2e-16 else f"{p:.3g}"
+    """One p-value as R's format.pval(p, digits = 4) prints it (tables format the column
+    together: `format_pval`)."""
+    return format_pval([p])[0]
 
 
 def format_fixed_effects_test(table: pd.DataFrame) -> list:
     """lmerTest-style coefficient table lines (Estimate, Std. Error, df, t value, Pr(>|t|))."""
     header = ["", "Estimate", "Std. Error", "df", "t value", "Pr(>|t|)"]
+    # printCoefmat in lmerTest's summary: digits 4, so format.pval(digits = 3)
+    pvals = format_pval(table["p_value"].to_numpy(dtype=float), digits=3)
     rows = [[r.term, f"{r.estimate:.6g}", f"{r.std_error:.6g}",
-             f"{r.df:.6g}" if np.isfinite(r.df) else "Inf", f"{r.t_value:.3f}", format_p(r.p_value)]
-            for r in table.itertuples()]
+             f"{r.df:.6g}" if np.isfinite(r.df) else "Inf", f"{r.t_value:.3f}", p]
+            for r, p in zip(table.itertuples(), pvals)]
     widths = [max(len(h), *(len(x[k]) for x in rows)) for k, h in enumerate(header)]
     return [" ".join(c.ljust(widths[k]) if k == 0 else c.rjust(widths[k]) for k, c in enumerate(line))
             for line in [header] + rows]
@@ -29,9 +32,11 @@ def format_fixed_effects_test(table: pd.DataFrame) -> list:
 def format_anova_terms(table: pd.DataFrame) -> str:
     """lmerTest-style text of an `anova_terms` table."""
     header = ["", "Sum Sq", "Mean Sq", "NumDF", "DenDF", "F value", "Pr(>F)"]
+    # print.anova: digits 5, so format.pval(digits = 4)
+    pvals = format_pval(table["p_value"].to_numpy(dtype=float), digits=4) if len(table) else []
     rows = [[r.term, f"{r.sum_sq:.5g}", f"{r.mean_sq:.5g}", f"{r.num_df:g}",
-             f"{r.den_df:.5g}" if np.isfinite(r.den_df) else "Inf", f"{r.F_value:.4f}", format_p(r.p_value)]
-            for r in table.itertuples()]
+             f"{r.den_df:.5g}" if np.isfinite(r.den_df) else "Inf", f"{r.F_value:.4f}", p]
+            for r, p in zip(table.itertuples(), pvals)]
     widths = [max(len(h), *(len(x[k]) for x in rows)) if rows else len(h) for k, h in enumerate(header)]
     lines = [table.attrs.get("heading", "")]
     lines += [" ".join(c.ljust(widths[k]) if k == 0 else c.rjust(widths[k]) for k, c in enumerate(line))
@@ -58,3 +63,4 @@ def summary_with_df(fit, ddf: str = "satterthwaite", optimizer_log: bool = False
     except ValueError:
         lines += [""] + block
     return "\n".join(lines)
+

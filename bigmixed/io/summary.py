@@ -31,22 +31,10 @@ def format_summary(fit, optimizer_log: bool = False) -> str:
     out += ["    " + l for l in _fmt_table(["Min", "1Q", "Median", "3Q", "Max"], [[f"{v:.4f}" for v in q]], 0)]
 
     out += ["", "Random effects:"]
-    rows = []
-    for group, names, cov in fit.term_covariances():
-        sd = np.sqrt(np.diag(cov))
-        for i, name in enumerate(names):
-            corr = []
-            for j in range(i):
-                c = cov[i, j] / (sd[i] * sd[j]) if sd[i] * sd[j] > 0 else float("nan")
-                corr.append(f"{c:.2f}")
-            rows.append([group if i == 0 else "", name, f"{cov[i, i]:.6g}", f"{sd[i]:.6g}", " ".join(corr)])
-    rows.append(["Residual", "", f"{fit.sigma ** 2:.6g}", f"{fit.sigma:.6g}", ""])
-    has_corr = any(r[4] for r in rows)
-    header = ["Groups", "Name", "Variance", "Std.Dev."] + (["Corr"] if has_corr else [])
-    rows = [r if has_corr else r[:4] for r in rows]
-    out += [" " + l for l in _fmt_table(header, rows, 2)]
-    groups = ", ".join(f"{g}, {n}" for g, n in fit.n_groups.items())
-    out.append(f"Number of obs: {fit.nobs}, groups:  {groups}")
+    # lme4's .prt.VC: print(formatVC(varcor, digits = 4, comp = c("Variance", "Std.Dev.")));
+    # terms in lme4's order, then the groups line with '; ' between factors
+    out += VarCorr(fit).lines(digits=4, comp=("Variance", "Std.Dev."))
+    out.append(groups_line(fit))
     if fit.n_dropped:
         out.append(f"({fit.n_dropped} observations deleted due to missingness)")
     if fit.residual is not None:
@@ -81,3 +69,155 @@ def _stage_log(opt) -> list:
     if opt.tolerances:
         out.append(" tolerances: " + ", ".join(f"{k} = {v:g}" for k, v in opt.tolerances.items()))
     return out
+
+
+# ======================================================================================
+# lme4's VarCorr(fit): print(VarCorr(fit)), as.data.frame(VarCorr(fit)), the groups line
+# ======================================================================================
+
+def _lme4_terms(fit) -> list:
+    """(group, column names, covariance) per random-effects term in lme4's order (its reTrms:
+    by decreasing number of levels, as theta is listed)."""
+    covs = fit.term_covariances()
+    return [covs[k] for k in fit.structure.term_order]
+
+
+def groups_in_lme4_order(fit) -> list:
+    """[(grouping factor, number of levels)] as lme4's ngrps(fit) lists them."""
+    st = fit.structure
+    out = {}
+    for k in st.term_order:
+        t = st.terms[k]
+        out.setdefault(t.group, t.n_levels)
+    return list(out.items())
+
+
+def groups_line(fit) -> str:
+    """lme4's 'Number of obs: 8525, groups:  doctor:hospital, 407; hospital, 35'."""
+    groups = "; ".join(f"{g}, {n}" for g, n in groups_in_lme4_order(fit))
+    return f"Number of obs: {fit.nobs}, groups:  {groups}"
+
+
+def _r_print_matrix(header, rows) -> list:
+    """R's print(<character matrix>, quote = FALSE) with empty row names: left-aligned
+    columns, one space before each (trailing spaces kept, as R prints them)."""
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+    return ["".join(" " + c.ljust(widths[i]) for i, c in enumerate(line))
+            for line in [header] + rows]
+
+
+class VarCorr:
+    """lme4's ``VarCorr(fit)``: the random-effects covariance matrices per term (lme4's order)
+    and the residual SD.
+
+    ``print(fit.VarCorr())`` prints as lme4's ``print(VarCorr(fit))`` (Std.Dev. and Corr;
+    ``.format(comp=("Variance", "Std.Dev."))`` for both), ``vc["Subject"]`` is the covariance
+    matrix of a term as a DataFrame, ``vc.as_data_frame()`` is ``as.data.frame(VarCorr(fit))``
+    (columns grp, var1, var2, vcov, sdcor), ``vc.sigma`` the residual SD (None for a GLMM
+    without a scale parameter).
+    """
+
+    def __init__(self, fit):
+        self.terms = _lme4_terms(fit)
+        has_scale = "Residual" in set(fit.variance_components["group"])
+        self.sigma = float(fit.sigma) if has_scale else None
+
+    @classmethod
+    def from_terms(cls, terms, sigma=None) -> "VarCorr":
+        """From [(group, column names, covariance matrix)] in lme4's order and the residual SD
+        (None: no scale parameter)."""
+        self = cls.__new__(cls)
+        self.terms = [(g, list(n), np.asarray(c, dtype=np.float64)) for g, n, c in terms]
+        self.sigma = None if sigma is None else float(sigma)
+        return self
+
+    # ---- mapping access ---------------------------------------------------------------
+    def keys(self) -> list:
+        return [g for g, _, _ in self.terms]
+
+    def __iter__(self):
+        return iter(self.keys())
+
+    def __len__(self) -> int:
+        return len(self.terms)
+
+    def __getitem__(self, group):
+        import pandas as pd
+
+        for g, names, cov in self.terms:
+            if g == group:
+                return pd.DataFrame(cov, index=list(names), columns=list(names))
+        raise KeyError(f"no random-effects term on {group!r}; terms: {self.keys()}")
+
+    def as_data_frame(self):
+        """as.data.frame(VarCorr(fit)): per term the variances, then the covariances (lower
+        triangle by column), then the residual; sdcor is the SD or the correlation."""
+        import pandas as pd
+
+        rows = []
+        for g, names, cov in self.terms:
+            sd = np.sqrt(np.diag(cov))
+            for i, n in enumerate(names):
+                rows.append((g, n, None, cov[i, i], sd[i]))
+            for j in range(len(names)):
+                for i in range(j + 1, len(names)):
+                    d = sd[i] * sd[j]
+                    rows.append((g, names[j], names[i], cov[i, j], cov[i, j] / d if d > 0 else np.nan))
+        if self.sigma is not None:
+            rows.append(("Residual", None, None, self.sigma ** 2, self.sigma))
+        return pd.DataFrame(rows, columns=["grp", "var1", "var2", "vcov", "sdcor"])
+
+    # ---- printing (lme4's formatVC) ----------------------------------------------------
+    def lines(self, digits: int = 5, comp=("Std.Dev.",)) -> list:
+        from .rformat import r_format
+
+        comp = (comp,) if isinstance(comp, str) else tuple(comp)
+        bad = [c for c in comp if c not in ("Variance", "Std.Dev.")]
+        if bad or not comp:
+            raise ValueError(f"comp must hold 'Variance' and/or 'Std.Dev.', not {comp!r}")
+        groups, names, sds, corr_rows = [], [], [], []
+        maxlen = max([len(n) for _, n, _ in self.terms] + [1])
+        dig = max(2, digits - 2)
+        for g, cols, cov in self.terms:
+            sd = np.sqrt(np.diag(cov))
+            groups += [g] + [""] * (len(cols) - 1)
+            names += list(cols)
+            sds += list(sd)
+            if maxlen > 1:
+                den = np.outer(sd, sd)
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    cor = np.where(den > 0, cov / np.where(den > 0, den, 1.0), np.nan)
+                np.fill_diagonal(cor, 1.0)
+                cells = r_format([round(v, dig) for v in cor.ravel()], 7, nsmall=dig)
+                cc = np.array(cells, dtype=object).reshape(cor.shape)
+                for i in range(len(cols)):
+                    row = [cc[i, j] if j < i else "" for j in range(len(cols))]
+                    corr_rows.append((row + [""] * maxlen)[:maxlen - 1])
+        if self.sigma is not None:
+            groups.append("Residual")
+            names.append("")
+            sds.append(self.sigma)
+            if maxlen > 1:
+                corr_rows.append([""] * (maxlen - 1))
+        header = ["Groups", "Name"]
+        cols = [groups, names]
+        if "Variance" in comp:
+            header.append("Variance")
+            cols.append(r_format([s * s for s in sds], digits))
+        if "Std.Dev." in comp:
+            header.append("Std.Dev.")
+            cols.append(r_format(sds, digits))
+        if maxlen > 1:
+            header += ["Corr"] + [""] * (maxlen - 2)
+            cols += [[r[j] for r in corr_rows] for j in range(maxlen - 1)]
+        rows = [list(r) for r in zip(*cols)]
+        return _r_print_matrix(header, rows)
+
+    def format(self, digits: int = 5, comp=("Std.Dev.",)) -> str:
+        return "\n".join(self.lines(digits, comp))
+
+    def __str__(self) -> str:
+        return self.format()
+
+    def __repr__(self) -> str:
+        return self.format()

@@ -419,15 +419,55 @@ class LMMResults(FittedModel):
 
         return anova_terms(self, type=type, ddf=ddf)
 
-    def confint(self, method: str = "wald", level: float = 0.95, **kwargs) -> pd.DataFrame:
+    def confint(self, method: str = "wald", coverage: float = 0.95, *, level=None,
+                **kwargs) -> pd.DataFrame:
         """Confidence intervals: "wald" (fixed effects, normal), "satterthwaite" / "between-within"
-        (fixed effects, t), "profile" (likelihood profile) or "boot" (parametric bootstrap)."""
+        (fixed effects, t), "profile" (likelihood profile) or "boot" (parametric bootstrap).
+        One table for every method: all parameters in lme4's order (bigmixed.inference.confint);
+        `coverage` as in predict_interval (`level` is its deprecated alias)."""
         from ..inference.confint import confint
 
-        return confint(self, method=method, level=level, **kwargs)
+        return confint(self, method=method, coverage=coverage, level=level, **kwargs)
+
+    def conf_int(self, alpha: float = 0.05) -> pd.DataFrame:
+        """statsmodels' ``conf_int(alpha)``: Wald intervals of the fixed effects (normal
+        quantiles, as statsmodels' MixedLM), a DataFrame indexed by name with columns 0, 1."""
+        from ..inference.confint import confint
+
+        ci = confint(self, method="wald", coverage=1 - alpha, which="fixed")
+        return pd.DataFrame({0: ci["lower"].to_numpy(), 1: ci["upper"].to_numpy()},
+                            index=list(ci["term"]))
+
+    @property
+    def pvalues(self) -> pd.Series:
+        """statsmodels' name: two-sided p-values of the fixed effects' t tests with
+        Satterthwaite's df (lmerTest's summary); ``fixed_effects_test(ddf=...)`` for others."""
+        tab = self.fixed_effects_test(ddf="satterthwaite")
+        return pd.Series(tab["p_value"].to_numpy(), index=list(self.fixed_names), name="p_value")
+
+    # ---- lme4's names ------------------------------------------------------------------
+    def VarCorr(self):
+        """lme4's ``VarCorr(fit)``: prints as lme4's ``print(VarCorr(fit))``; ``vc[group]`` is a
+        term's covariance matrix, ``vc.as_data_frame()`` is ``as.data.frame(VarCorr(fit))``
+        (bigmixed.io.summary.VarCorr)."""
+        from ..io.summary import VarCorr
+
+        return VarCorr(self)
+
+    def fixef(self) -> pd.Series:
+        """lme4's ``fixef(fit)``: the fixed-effects estimates named by coefficient."""
+        return pd.Series(np.array(self.beta), index=list(self.fixed_names), name="estimate")
+
+    def refit_ml(self) -> "LMMResults":
+        """lme4's ``refitML(fit)``: the model refitted by maximum likelihood, started at this
+        fit's theta (``fit.model.refit(reml=False)``); an ML fit is returned as it is."""
+        from ..inference.compare import refit_ml
+
+        return refit_ml(self)
 
     def icc(self, interval: str | None = None, **kwargs) -> pd.DataFrame:
-        """Intraclass correlation per grouping factor (random-intercept models); with
+        """Intraclass correlation per grouping factor; random slopes: conditional on the
+        covariates given by ``at={"time": 0}`` (bigmixed.inference.icc); with
         interval="bootstrap" (nsim, seed, level), percentile limits from a parametric bootstrap."""
         from ..inference.icc import icc
 
