@@ -55,7 +55,7 @@ DERIVED = {
                         _slope_ftime),
 }
 
-FACTORS = {"doctor": None, "patient": None, "arm": None}  # C-locale sorted levels
+FACTORS = {"doctor": None, "patient": None, "arm": None, "hospital": None}  # C-locale sorted levels
 
 F_RI = "mobility ~ age + married + sex + wbc + rbc + (1 | doctor)"
 F_RI_FIXED = "age + married + sex + wbc + rbc"
@@ -119,6 +119,17 @@ MODELS = [
     ("catadd", "../references/catint.csv", "mobility ~ age + arm + sex + (1 | doctor)",
      ("reml",), dict(extras={"reml": ["kenward_roger", "emmeans:arm", "ranova"]}),
      "arm without the interaction"),
+    ("crossed", "../references/crossed.csv",
+     "mobility ~ age + sex + (1 | doctor) + (1 | hospital)", ("reml", "ml"),
+     dict(extras={"reml": ["ranova", "kenward_roger"], "ml": ["drop1"]}),
+     "two crossed factors: ranova removes each term in turn (an lmer fit remains), KR with "
+     "two variance components"),
+    ("uncorr", "../references/slope.csv", "mobility ~ age + sex + time + (time || doctor)",
+     ("reml",), dict(extras={"reml": ["ranova", "kenward_roger"]}),
+     "uncorrelated intercept and slope: ranova of the expanded terms"),
+    ("slope_update", "../references/slope.csv", "mobility ~ age + sex + time + (time | doctor)",
+     ("reml", "ml"), dict(update=". ~ . - (time | doctor) + (1 | doctor) + (0 + time | doctor)"),
+     "update() of the random part: the correlated term replaced by two uncorrelated ones"),
 ]
 
 

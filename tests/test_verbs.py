@@ -82,6 +82,21 @@ def test_update_drop_term_matches_lme4(kind):
     assert fit.formula == r["formula"]
 
 
+@pytest.mark.parametrize("kind", ["reml", "ml"])
+def test_update_random_part_matches_lme4(kind):
+    """update(m, . ~ . - (time | doctor) + (1 | doctor) + (0 + time | doctor)): the correlated
+    term split in two, from the fit's own design (no data=)."""
+    r = ref(f"slope_update_{kind}")
+    df = load_data("slope.csv")
+    fit = bm.lmm(r["formula"], df, reml=kind == "reml").fit()
+    new = fit.update(r["update"])
+    assert new.formula == r["formula_fitted"]
+    assert abs(new.objective - r["tight"]["objective"]) <= 1e-9 * abs(r["objective"])
+    np.testing.assert_allclose(new.theta, list(r["tight"]["theta"].values()), rtol=1e-5)
+    direct = bm.lmm(r["formula_fitted"], df, reml=kind == "reml").fit()
+    assert new.objective == direct.objective and np.array_equal(new.theta, direct.theta)
+
+
 def test_update_reml_switch_goes_through_refit():
     r = ref("ri_ml")
     df = load_data("ri.csv")
@@ -115,7 +130,8 @@ def test_update_random_part_and_new_data():
 
 # ---- drop1 -------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name,data", [("ri_ml", "ri.csv"), ("catint_ml", "catint.csv")])
+@pytest.mark.parametrize("name,data", [("ri_ml", "ri.csv"), ("catint_ml", "catint.csv"),
+                                       ("crossed_ml", "crossed.csv")])
 def test_drop1_matches_lme4(name, data):
     r, fit = fit_of(name, data)
     t = fit.drop1()
@@ -152,7 +168,8 @@ def test_drop1_lrt_is_deviance_difference_of_updated_fits():
 # ---- ranova ------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("name,data", [("ri_reml", "ri.csv"), ("slope_reml", "slope.csv"),
-                                       ("catadd_reml", "catint.csv")])
+                                       ("catadd_reml", "catint.csv"), ("crossed_reml", "crossed.csv"),
+                                       ("uncorr_reml", "slope.csv")])
 def test_ranova_matches_lmertest(name, data):
     r, fit = fit_of(name, data)
     t = fit.ranova()

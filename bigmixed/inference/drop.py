@@ -14,10 +14,10 @@ model without the term (``<none>``: the full model), ``LRT`` = deviance(reduced)
 deviance(full), ``Pr(Chi)`` its chi-square(npar) p-value.
 
 ranova. Each random term of the formula (after lme4's expansion of ``||`` and ``/``) is
-reduced as lmerTest reduces it: a term with an intercept and other columns loses each
-other term of its left-hand side in turn (``(1 + time | g)`` -> ``(1 | g)``, row label
-``time in (1 + time | g)``); a term with only an intercept, or with no intercept, is removed
-(``(1 | g)``). The reduced models keep the fit's criterion (REML fits compare REML
+reduced as lmerTest reduces it: each term of its left-hand side other than the intercept
+is removed in turn (``(1 + time | g)`` -> ``(1 | g)``, row label ``time in (1 + time | g)``;
+``(0 + time | g)`` -> no term, row label ``time in (0 + time | g)``); an intercept-only term
+is removed (row label ``(1 | g)``). ``reduce_terms=False`` removes every term whole. The reduced models keep the fit's criterion (REML fits compare REML
 likelihoods: the fixed effects are the same). When no random term is left, the reduced model
 is the linear model of the fixed effects, with R's ``logLik(lm(...), REML =)``.
 
@@ -157,12 +157,12 @@ def ranova(fit, reduce_terms: bool = True) -> pd.DataFrame:
         groups = _term_column_groups(design, k)
         has_icpt = any(lab == "1" for lab, _ in groups)
         reductions = []  # (label, columns kept or None: the term removed)
-        if reduce_terms and has_icpt and len(groups) > 1:
+        if reduce_terms and not (has_icpt and len(groups) == 1):
             for lab, idx in groups:
                 if lab == "1":
                     continue
                 keep = [j for j in range(len(t.column_names)) if j not in idx]
-                reductions.append((f"{lab} in {whole}", keep))
+                reductions.append((f"{lab} in {whole}", keep or None))
         else:
             reductions.append((whole, None))
         for label, keep in reductions:

@@ -19,7 +19,8 @@ Which data. With ``data=``, the model is built afresh from the new formula and t
 no reference to the data frame), the new model is derived from the fit's own design when the
 change only *removes* things: fixed terms that no remaining term contains (their columns
 are dropped from X: R would give the same columns), whole random terms, or columns of a random
-term (``(1 + x | g)`` -> ``(1 | g)``). The rows are then those of the original fit (as lme4's
+term (``(1 + x | g)`` -> ``(1 | g)``, or ``(1 | g) + (0 + x | g)``: a term split in
+uncorrelated parts). The rows are then those of the original fit (as lme4's
 ``drop1`` requires; a removed variable's missing values do not bring rows back). Any other
 change (adding a term, removing the intercept or a main effect contained in an interaction,
 another response) needs ``data=`` and raises ``UpdateNeedsDataError`` otherwise.
@@ -297,8 +298,8 @@ def _new_term_columns(nt, old_terms, used):
     icpt, terms = r_term_order(nt.expr)
     icpt = bool(icpt) and not re.search(r"(^|[+\s])0(\s|\+|$)|-\s*1", nt.expr)
     names = (["(Intercept)"] if icpt else []) + [":".join(_term_label([f]) for f in t) for t in terms]
-    for k, t in enumerate(old_terms):
-        if k in used or t.group_vars != tuple(nt.group_vars) or t.group != nt.group:
+    for k, t in enumerate(old_terms):  # a term may give several reduced ones
+        if t.group_vars != tuple(nt.group_vars) or t.group != nt.group:
             continue
         if all(n in t.column_names for n in names) and names:
             used.add(k)
