@@ -107,3 +107,14 @@ def test_solver_names_agree_with_the_model():
     from bigmixed.spec import checks
 
     assert checks.SOLVERS == SOLVERS
+
+
+def test_fit_many_reports_degenerate_responses(sleep):
+    d = sleep.assign(c=3.0, z=0.0, big=sleep.Reaction * 1e200)
+    res = bm.fit_many("~ Days + (1 | Subject)", d, ["Reaction", "c", "z", "big"], n_jobs=1)
+    st = res.statistics.set_index("response")
+    assert st.loc["Reaction", "status"] == "ok"
+    for name, what in (("c", "constant"), ("z", "all zero"), ("big", "overflows")):
+        assert st.loc[name, "status"] == "error"
+        assert st.loc[name, "error_type"] == "DegenerateResponseError"
+        assert what in st.loc[name, "error"] and repr(name) in st.loc[name, "error"]

@@ -486,6 +486,10 @@ class _Batch:
                     f"the rows used (row labels {', '.join(map(str, labels))}); replace them with NaN "
                     "or drop those rows"
                 )
+            if self.glmm is None:  # constant / overflowing: DegenerateResponseError, as bm.lmm
+                from ..spec.checks import check_response_values
+
+                check_response_values(y, name)
             model = self.model_for(st, name, y)
             fit = model.fit(**self.fit_kwargs)
             return ResponseFit(name, j, "ok", fit=fit, seconds=time.perf_counter() - t0)
