@@ -32,7 +32,8 @@ def lmm(formula: str, data, *, reml: bool = True, solver: str = "auto", residual
     columns the model names."""
     from .spec.checks import as_pandas, check_lmm_options
 
-    check_lmm_options("bm.lmm", reml=reml, solver=solver, family=family)
+    check_lmm_options("bm.lmm", reml=reml, solver=solver, family=family, residual=residual,
+                      variance=variance)
     data = as_pandas(data, formula, weights, offset, *_residual_column_names(residual, variance))
     if is_dask_dataframe(data):
         if residual is not None or variance is not None:

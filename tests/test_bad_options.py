@@ -30,6 +30,7 @@ def binary(d):
 @pytest.mark.parametrize("kw, name", [
     (dict(reml="yes"), "reml"), (dict(reml=1), "reml"), (dict(reml=None), "reml"),
     (dict(solver=3), "solver"), (dict(solver="chol"), "solver"),
+    (dict(residual="ar1"), "residual"), (dict(variance="Days"), "variance"),
 ])
 def test_lmm_wrongly_typed_options(sleep, kw, name):
     with pytest.raises(bm.OptionError, match=rf"bm.lmm: option {name}=") as e:

@@ -238,9 +238,19 @@ def check_int(where: str, name: str, value, lo=None, hi=None, allow_none: bool =
 SOLVERS = ("auto", "blockdiag", "cholmod", "schur")  # bigmixed.fitting.model.SOLVERS
 
 
-def check_lmm_options(where: str, *, reml=True, solver="auto", family=None) -> None:
-    """bm.lmm / fit_many's LMM options: reml a bool, solver a known name; `family` does not
-    apply to a linear mixed model (bm.glmm fits GLMMs)."""
+def check_lmm_options(where: str, *, reml=True, solver="auto", family=None, residual=None,
+                      variance=None) -> None:
+    """bm.lmm / fit_many's LMM options: reml a bool, solver a known name, residual an AR1 or
+    CompoundSymmetry, variance a VarIdent; `family` does not apply to a linear mixed model
+    (bm.glmm fits GLMMs)."""
+    if residual is not None or variance is not None:
+        from .residual import AR1, CompoundSymmetry, VarIdent
+
+        if residual is not None and not isinstance(residual, (AR1, CompoundSymmetry)):
+            raise option_error(where, "residual", residual,
+                               "bm.AR1(...) or bm.CompoundSymmetry(...) (or None)")
+        if variance is not None and not isinstance(variance, VarIdent):
+            raise option_error(where, "variance", variance, "bm.VarIdent(...) (or None)")
     if family is not None:
         from ..errors import OptionError
 
