@@ -1384,28 +1384,48 @@ def _load_model(path: str):
         raise CLIError(EXIT_DATA, f"cannot read the model {path!r}: {e.strerror or e}") from None
 
 
-def _model_columns(fit, level: str) -> list:
-    """The data columns predictions of `fit` use: the fixed effects' variables, and for
-    conditional predictions the grouping factors' and random terms' covariates."""
+def _model_columns(fit, level: str, available: Sequence) -> list:
+    """The columns of `available` that predictions of `fit` use: the fixed effects' variables,
+    the offset's (offset() terms, offset=), and for conditional predictions the grouping
+    factors' and random terms' covariates."""
+    from .fitting.batch import _columns_named_in
+
     design = fit.design
-    cols = list(design.fixed_spec.variables)
+    cols = [str(c) for c in design.fixed_spec.variables]
     if level == "conditional":
         for ts in design.term_specs:
-            cols += list(ts.group_vars) + list(ts.covariates)
-    return list(dict.fromkeys(str(c) for c in cols))
+            cols += [str(c) for c in list(ts.group_vars) + list(ts.covariates)]
+    exprs = []
+    prior = getattr(design, "prior", None)  # an LMM's weights / offset
+    if prior is not None and getattr(prior, "has_offset", False):
+        exprs += [str(t) for t in getattr(prior, "offset_terms", ()) or ()]
+        if isinstance(getattr(prior, "offset", None), str):
+            exprs.append(prior.offset)
+    spec = getattr(fit, "offset_spec", None)  # a GLMM's
+    if spec:
+        exprs += [str(t) for t in spec.get("terms") or ()]
+        if isinstance(spec.get("argument"), str):
+            exprs.append(spec["argument"])
+    if exprs:
+        cols += _columns_named_in("y ~ " + " + ".join(f"I({e})" for e in exprs), list(available))
+    available = set(available)
+    return [c for c in dict.fromkeys(cols) if c in available]
 
 
 def predictions_frame(fit, data, *, level: str, unseen: str, interval: str | None,
-                      coverage: float, keep: Sequence = ()):
+                      coverage: float, keep: Sequence = (), type: str | None = None):
     """The table `bigmixed predict` writes: row (0-based position in the new data), the `keep`
-    columns, fit (fit.predict), and with `interval` se, lower, upper (fit.predict_interval)."""
+    columns, fit (fit.predict; a GLMM's on the scale `type`, "link" or "response"), and with
+    `interval` se, lower, upper (fit.predict_interval, LMMs)."""
     import numpy as np
     import pandas as pd
 
     out = {"row": np.arange(len(data), dtype=np.int64)}
     for c in keep:
         out[c] = data[c].to_numpy()
-    if interval is None:
+    if type is not None:
+        out["fit"] = np.asarray(fit.predict(data, level=level, unseen=unseen, type=type), dtype=np.float64)
+    elif interval is None:
         out["fit"] = np.asarray(fit.predict(data, level=level, unseen=unseen), dtype=np.float64)
     else:
         tab = fit.predict_interval(data, level=level, unseen=unseen, interval=interval, coverage=coverage)
@@ -1467,8 +1487,14 @@ def cmd_predict(args, display=None, interval=None) -> int:
         with listen:
             t0 = time.perf_counter()
             fit = _load_model(args.model)
-            if getattr(fit, "family", None) is not None:  # pragma: no cover - GLMM files: later
-                raise CLIError(EXIT_USAGE, "bigmixed predict takes linear mixed models for now")
+            glmm = getattr(fit, "family", None) is not None
+            if glmm and args.interval is not None:
+                raise CLIError(EXIT_USAGE, f"--interval is for linear mixed models; {args.model!r} "
+                                           "holds a GLMM: drop --interval")
+            if not glmm and args.type is not None:
+                raise CLIError(EXIT_USAGE, f"--type applies to GLMMs; {args.model!r} holds a linear "
+                                           "mixed model: drop --type")
+            scale = (args.type or "link") if glmm else None
             progress.report("read", path=args.data)
             if not os.path.exists(args.data):
                 raise CLIError(EXIT_DATA, f"data file {args.data!r} does not exist")
@@ -1485,7 +1511,7 @@ def cmd_predict(args, display=None, interval=None) -> int:
             if missing_keep:
                 raise CLIError(EXIT_USAGE, f"--keep: column {missing_keep[0]!r} is not in {args.data!r}")
             # the model's columns that the file has (a missing one is named by the library)
-            need = [c for c in _model_columns(fit, args.level) if c in all_cols]
+            need = _model_columns(fit, args.level, all_cols)
             data, dfmt = read_data(args.data, list(dict.fromkeys(need + keep)), sep)
             log.info("read %d rows x %d columns from %s (%s) in %.2f s", len(data), data.shape[1],
                      args.data, dfmt, time.perf_counter() - t0)
@@ -1497,12 +1523,15 @@ def cmd_predict(args, display=None, interval=None) -> int:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 frame = predictions_frame(fit, data, level=args.level, unseen=args.unseen,
-                                          interval=args.interval, coverage=args.coverage, keep=keep)
+                                          interval=args.interval, coverage=args.coverage, keep=keep,
+                                          type=scale)
             _log_caught(caught)
             meta = {
                 "format": PREDICT_FORMAT, "format_version": PREDICT_VERSION,
                 "model": {"path": args.model, "formula": fit.formula,
                           "response": fit.design.response, "reml": bool(fit.reml)},
+                "family": None if not glmm else {"family": str(fit.family.name),
+                                                 "link": str(fit.family.link), "type": scale},
                 "level": args.level, "unseen": args.unseen, "interval": args.interval,
                 "coverage": args.coverage if args.interval else None,
                 "columns": [str(c) for c in frame.columns], "rows": len(frame),
@@ -1659,6 +1688,9 @@ def build_parser() -> argparse.ArgumentParser:
                     default=None, help="add se, lower, upper: of a new observation (prediction, the "
                                        "default) or of the mean (confidence)")
     pr.add_argument("--coverage", type=float, default=0.95, help="interval coverage (default 0.95)")
+    pr.add_argument("--type", choices=("link", "response"), default=None,
+                    help="GLMM models: the linear predictor (link, the default, as lme4's predict) or "
+                         "the mean (response)")
     pr.add_argument("--keep", default=None, metavar="COL1,COL2",
                     help="columns of the new data copied to the output (e.g. an id)")
     _common_options(pr)

@@ -145,3 +145,45 @@ def test_subprocess_to_stdout_and_atomic_file(setup, tmp_path):
     np.testing.assert_allclose(got["se"], fit.predict_interval(new)["se"], rtol=1e-12)
     logs = [json.loads(x) for x in r.stderr.splitlines() if x.strip()]
     assert any("wrote" in x["message"] for x in logs)
+
+
+def test_glmm_models_predict_on_the_link_or_response_scale(tmp_path):
+    df = generate_hdp(n_doctors=30, seed=9, counts=True).data
+    formula = "n_events ~ age + (1 | doctor)"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit = bm.glmm(formula, df, family="poisson", offset="log(exposure)").fit()
+    fit.save(tmp_path / "g.bmfit")
+    new = df.sample(80, random_state=2).reset_index(drop=True)
+    new.to_parquet(tmp_path / "new.parquet")
+    base = ["predict", "--model", tmp_path / "g.bmfit", "--data", tmp_path / "new.parquet", "-q"]
+    for kind in ("link", "response"):
+        out = tmp_path / f"{kind}.parquet"
+        assert run(*base, "--type", kind, "--out", out) == 0
+        np.testing.assert_allclose(pd.read_parquet(out)["fit"], fit.predict(new, type=kind), rtol=1e-12)
+    out = tmp_path / "default.json"
+    assert run(*base, "--out", out) == 0
+    doc = json.loads(out.read_text())
+    assert doc["family"] == {"family": "poisson", "link": "log", "type": "link"}
+    assert "exposure" in doc["input"]["columns_read"]  # the offset's column is read
+    np.testing.assert_allclose([r["fit"] for r in doc["predictions"]], fit.predict(new), rtol=1e-12)
+    assert run(*base, "--interval", "--out", tmp_path / "i.csv") == cli.EXIT_USAGE
+
+
+def test_lmm_offsets_and_type_usage(setup, tmp_path):
+    d, _, _ = setup
+    df = generate_hdp(n_doctors=30, seed=10).data
+    df["base"] = 0.1 * df["age"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit = bm.lmm("mobility ~ sex + (1 | doctor)", df, offset="base").fit()
+    fit.save(tmp_path / "o.bmfit")
+    new = df.head(40).copy()
+    new["base"] = 1.0  # the offset of the new rows is theirs
+    new.to_parquet(tmp_path / "new.parquet")
+    out = tmp_path / "o.csv"
+    assert run("predict", "--model", tmp_path / "o.bmfit", "--data", tmp_path / "new.parquet",
+               "--out", out, "-q") == 0
+    np.testing.assert_allclose(pd.read_csv(out)["fit"], fit.predict(new), rtol=1e-12)
+    assert run("predict", "--model", d / "m.bmfit", "--data", d / "new.parquet", "--type", "response",
+               "--out", tmp_path / "t.csv", "-q") == cli.EXIT_USAGE

@@ -254,6 +254,10 @@ def _predict_parts():
         "format": {"const": PREDICT_FORMAT}, "format_version": {"const": PREDICT_VERSION},
         "model": _obj({"path": {"type": "string"}, "formula": {"type": "string"},
                        "response": {"type": "string"}, "reml": {"type": "boolean"}}),
+        "family": {"anyOf": [{"type": "null"}, _obj({
+            "family": {"enum": ["binomial", "poisson"]}, "link": {"type": "string"},
+            "type": {"enum": ["link", "response"]}})],
+            "description": "null: a linear mixed model"},
         "level": {"enum": ["population", "conditional"]},
         "unseen": {"enum": ["population", "nan", "error"]},
         "interval": {"enum": ["prediction", "confidence", None]},
