@@ -117,6 +117,13 @@ def test_size_limit_is_a_typed_error():
     assert kr_state(fit, max_random_effects=60).phi_adj.shape == (5, 5)
 
 
+def test_ml_fit_is_refused():
+    df = load_data("catint.csv")
+    ml = bm.lmm("mobility ~ age + arm + sex + (1 | doctor)", df, reml=False).fit()
+    with pytest.raises(ValueError, match="REML"):
+        ml.fixed_effects_test(ddf="kenward-roger")
+
+
 def test_ddf_names():
     ref, fit, _ = load(*CASES[2])
     a = fit.fixed_effects_test(ddf="Kenward-Roger")["df"]

@@ -216,3 +216,38 @@ def test_ranova_lm_loglik_matches_r():
     fit = bm.lmm(r["formula"], df).fit()
     ll = lm_loglik(fit.design.X, fit.design.y, reml=True)
     assert ll == pytest.approx(r["ranova"]["logLik"][1], rel=1e-12)
+
+
+# ---- prior weights and offset() terms ----------------------------------------------------
+
+def _wz():
+    import pandas as pd
+
+    df = pd.read_csv(PARITY / "ri_wz.csv")
+    df["doctor"] = pd.Categorical(df["doctor"].astype(str))
+    return df
+
+
+@pytest.mark.parametrize("kind", ["reml", "ml"])
+def test_weights_and_offset(kind):
+    """weights = w and offset(z): drop1 (ML) and ranova (REML; the reduced model is
+    lm(weights =, offset =)) as lme4 / lmerTest; update keeps the offset term and the weights."""
+    r = ref(f"ri_weights_offset_{kind}")
+    df = _wz()
+    fit = bm.lmm(r["formula"], df, reml=kind == "reml", weights="w").fit()
+    if kind == "ml":
+        t, d, cols = fit.drop1(), r["drop1"], ["AIC", "LRT", "Pr(Chi)"]
+    else:
+        t, d, cols = fit.ranova(), r["ranova"], ["logLik", "AIC", "LRT", "Pr(>Chisq)"]
+    assert list(t.index) == d["rows"]
+    for c in cols:
+        assert rel(t[c], col(d[c])) < 1e-5, c
+    new = fit.update(". ~ . - rbc")
+    assert new.formula == "mobility ~ age + married + sex + wbc + offset(z) + (1 | doctor)"
+    direct = bm.lmm(new.formula, df, reml=kind == "reml", weights="w").fit()
+    assert new.objective == direct.objective
+    assert fit.update(". ~ . - rbc", data=df).objective == direct.objective
+    with pytest.raises(bm.UpdateNeedsDataError, match="offset"):
+        fit.update(". ~ . - offset(z)")
+    assert bm.update_formula(r["formula"], ". ~ . - offset(z)") == \
+        "mobility ~ age + married + sex + wbc + rbc + (1 | doctor)"

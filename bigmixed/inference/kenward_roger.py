@@ -30,7 +30,8 @@ quantity above is a product of S, Z'X, X'X and K (Z'V^-k Z = R^k S / sigma^2k wi
 R = I - S K). Memory and time grow with the number of random effects m (levels x columns):
 O(m^2) memory, O(m^3) time. Above ``MAX_RANDOM_EFFECTS`` (default 3000; the ``max_random_effects``
 argument raises it) ``KenwardRogerSizeError`` is raised: use Satterthwaite's df, which need
-only the level-sized system. Residual structures (AR(1), ...) and prior weights are not
+only the level-sized system. The limit is this module's ``MAX_RANDOM_EFFECTS`` (read at each call). ML fits raise
+ValueError, as lmerTest does. Residual structures (AR(1), ...) and prior weights are not
 supported (pbkrtest's residual matrix is the identity): NotImplementedError.
 """
 from __future__ import annotations
@@ -70,12 +71,8 @@ def kr_state(fit, max_random_effects: int | None = None) -> KRState:
 def _check(fit, limit):
     model = fit._require_model("Kenward-Roger df (they need the design)")
     if not fit.reml:
-        import warnings
-
-        from ..warnings import BigmixedWarning
-        warnings.warn(BigmixedWarning("Kenward-Roger's method assumes a REML fit (pbkrtest "
-                                      "refits ML fits by REML); the adjustment is computed at "
-                                      "this fit's ML estimates"), stacklevel=4)
+        raise ValueError("Kenward-Roger's method is only available for REML fits (as in "
+                         "lmerTest); use fit.update(reml=True)")
     if model.residual is not None:
         raise NotImplementedError("Kenward-Roger df with a residual structure (residual=, "
                                   "variance=) are not implemented; use ddf='satterthwaite'")

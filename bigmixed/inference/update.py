@@ -53,6 +53,30 @@ class _RHS:
     intercept: bool
     fixed: list  # [tuple of factor labels], in order
     bars: list  # [str] random terms as written, "(expr | group)"
+    offsets: list = None  # [str] offset(...) terms as written
+
+    def __post_init__(self):
+        if self.offsets is None:
+            self.offsets = []
+
+
+_OFFSET = re.compile(r"^offset\s*\(")
+
+
+def strip_offsets(formula: str) -> tuple:
+    """(the formula without its top-level offset() terms, [the offset terms as written])."""
+    lhs, rhs = _split_formula(formula)
+    kept, offsets = [], []
+    for sign, chunk in _split_sum(rhs):
+        if _OFFSET.match(chunk.strip()) and _is_wrapped(chunk.strip()[len("offset"):].strip()):
+            offsets.append(re.sub(r"\s+", " ", chunk.strip()))
+        else:
+            kept.append((sign, chunk))
+    if not offsets:
+        return formula, []
+    body = "".join((("- " if s == "-" else "") if k == 0 else f" {s} ") + c
+                   for k, (s, c) in enumerate(kept)) or "1"
+    return f"{lhs} ~ {body}", offsets
 
 
 def _norm_bar(text: str) -> str:
@@ -81,6 +105,9 @@ def _parse_rhs(rhs: str, old: _RHS | None) -> _RHS:
             if sign == "-":
                 raise FormulaError("'- .' is not supported in an update formula")
             out.intercept = old.intercept
+            for o in old.offsets:
+                if o not in out.offsets:
+                    out.offsets.append(o)
             for t in old.fixed:
                 if frozenset(t) not in {frozenset(u) for u in out.fixed}:
                     out.fixed.append(t)
@@ -99,6 +126,13 @@ def _parse_rhs(rhs: str, old: _RHS | None) -> _RHS:
                 if len(out.bars) == before:
                     raise FormulaError(f"cannot remove {c!r}: the formula has no such random term "
                                        f"(random terms: {out.bars})")
+        elif _OFFSET.match(c) and _is_wrapped(c[len("offset"):].strip()):
+            key = re.sub(r"\s+", "", c)
+            if sign == "+":
+                if key not in {re.sub(r"\s+", "", o) for o in out.offsets}:
+                    out.offsets.append(re.sub(r"\s+", " ", c))
+            else:
+                out.offsets = [o for o in out.offsets if re.sub(r"\s+", "", o) != key]
         elif c in ("1", "0"):
             out.intercept = (c == "1") == (sign == "+")
         else:
@@ -115,15 +149,15 @@ def _parse_rhs(rhs: str, old: _RHS | None) -> _RHS:
     return out
 
 
-def _old_rhs(parsed) -> _RHS:
+def _old_rhs(parsed, offsets=()) -> _RHS:
     intercept, terms = r_term_order(parsed.fixed)
     return _RHS(bool(intercept), [tuple(_term_label([f]) for f in t) for t in terms],
-                [str(b) for b in parsed.random])
+                [str(b) for b in parsed.random], list(offsets))
 
 
 def _format(lhs: str, rhs: _RHS) -> str:
     fixed = sorted(rhs.fixed, key=len)  # R's terms: stably by degree
-    parts = [":".join(t) for t in fixed] + list(rhs.bars)
+    parts = [":".join(t) for t in fixed] + list(rhs.offsets) + list(rhs.bars)
     if not rhs.intercept:
         parts = ["0"] + parts
     elif not fixed:
@@ -138,7 +172,8 @@ def update_formula(old: str, new: str) -> str:
     >>> update_formula("y ~ a + b + (1 | g)", ". ~ . - b + (0 + a | g)")
     'y ~ a + (1 | g) + (0 + a | g)'
     """
-    parsed = parse_formula(old)
+    stripped, offsets = strip_offsets(old)
+    parsed = parse_formula(stripped)
     old_lhs, _ = _split_formula(parsed.text)
     new = new.strip()
     if new.startswith("~"):
@@ -150,9 +185,9 @@ def update_formula(old: str, new: str) -> str:
         lhs = old_lhs
     else:
         lhs = _DOT.sub(lambda m: old_lhs if simple else f"({old_lhs})", new_lhs)
-    rhs = _parse_rhs(new_rhs, _old_rhs(parsed))
+    rhs = _parse_rhs(new_rhs, _old_rhs(parsed, offsets))
     out = _format(lhs, rhs)
-    parse_formula(out)  # validates
+    parse_formula(strip_offsets(out)[0])  # validates
     return out
 
 
@@ -223,10 +258,14 @@ def reduced_design(design, drop_columns=(), random_terms=None, formula=None):
     if formula is not None:
         changes["formula"] = formula
         parsed = design.parsed
+        stripped = strip_offsets(formula)[0]
+        prior = getattr(design, "prior", None)
+        if prior is not None and getattr(prior, "design_formula", None):
+            changes["prior"] = replace(prior, design_formula=stripped)
         try:
-            new_parsed = parse_formula(formula)
+            new_parsed = parse_formula(stripped)
             # the fixed part keeps the old term structure (its columns are in fixed_spec)
-            changes["parsed"] = replace(parsed, text=formula, random=new_parsed.random,
+            changes["parsed"] = replace(parsed, text=stripped, random=new_parsed.random,
                                         terms=new_parsed.terms)
         except Exception:  # pragma: no cover - a Design without a parsed formula
             pass
@@ -240,8 +279,12 @@ def _design_plan(fit, new_formula: str):
 
     design = fit.design
     old = design.parsed
-    new = parse_formula(new_formula)
+    new_stripped, new_offsets = strip_offsets(new_formula)
+    new = parse_formula(new_stripped)
     need = "; pass data= to refit from the data"
+    old_offsets = strip_offsets(fit.formula)[1]
+    if [re.sub(r"\s+", "", o) for o in new_offsets] != [re.sub(r"\s+", "", o) for o in old_offsets]:
+        raise UpdateNeedsDataError(f"the offset() terms change{need}")
     if new.response != old.response:
         raise UpdateNeedsDataError(f"the response changes ({old.response!r} -> {new.response!r}){need}")
     o_icpt, o_terms = r_term_order(old.fixed)
