@@ -346,3 +346,10 @@ def test_dask_matches_memory(wz):
                              npartitions=3)
         with pytest.raises(bm.WeightsError, match="must be positive"):
             bm.lmm(RI, bad, weights="w")
+
+
+def test_summary_names_weights_and_offset(wz):
+    s = quiet_fit(RI, wz, weights="w", offset="z").summary()
+    assert "Weights: w" in s and "Offset: z" in s
+    s = quiet_fit(RI_OFF, wz).summary()
+    assert "offset(z)" in s and "Weights:" not in s and "Offset:" not in s

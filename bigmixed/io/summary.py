@@ -20,6 +20,12 @@ def _fmt_table(header, rows, align_left_cols=1):
 def format_summary(fit, optimizer_log: bool = False) -> str:
     kind = "REML" if fit.reml else "maximum likelihood"
     out = [f"Linear mixed model fit by {kind} (bigmixed)", f"Formula: {fit.formula}"]
+    prior = getattr(fit.design, "prior", None)
+    if prior is not None:  # as lme4's call lines: the weights= and offset= arguments
+        if prior.has_weights:
+            out.append(f"Weights: {prior.weights if prior.weights is not None else '<values>'}")
+        if prior.offset is not None or prior.offset_values:
+            out.append(f"Offset: {prior.offset if prior.offset is not None else '<values>'}")
     if fit.reml:
         out.append(f"REML criterion at convergence: {fit.objective:.4f}")
     else:
