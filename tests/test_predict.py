@@ -248,3 +248,26 @@ def test_population_prediction_missing_slope_value_is_not_nan():
     p = fit.predict(nd, level="population")
     assert np.isfinite(p).all()
     np.testing.assert_array_equal(p, fit.predict(df.iloc[:4], level="population"))
+
+
+def test_glmm_population_predictions_need_no_grouping_columns():
+    import warnings
+
+    df = load_data("slope.csv")
+    df = df.assign(b=(df["mobility"] > df["mobility"].median()).astype(int))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", bm.BigmixedWarning)
+        fit = bm.glmm("b ~ age + sex + (1 | doctor)", df, family="binomial").fit()
+    nd = df.iloc[[0, 10, 500]]
+    for type_ in ("link", "response"):
+        full = fit.predict(nd, level="population", type=type_)
+        np.testing.assert_array_equal(fit.predict(nd[["age", "sex"]], level="population", type=type_), full)
+    eta = fit.predict(nd[["age", "sex"]], level="population")
+    X = np.column_stack([np.ones(3), nd["age"], nd["sex"]])  # sex is numeric 0/1 here
+    np.testing.assert_allclose(eta, X @ fit.beta, rtol=1e-12)
+    with pytest.raises(bm.MissingColumnError, match="'doctor'"):
+        fit.predict(nd[["age", "sex"]])
+    # VarCorr of a GLMM: no residual row, as lme4's for binomial fits
+    vc = fit.VarCorr()
+    assert vc.sigma is None and "Residual" not in str(vc)
+    assert list(vc.as_data_frame()["grp"]) == ["doctor"]
