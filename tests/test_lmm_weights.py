@@ -340,6 +340,8 @@ def test_dask_matches_memory(wz):
             assert np.array_equal(b.beta, a.beta) and np.array_equal(b.theta, a.theta)
             np.testing.assert_allclose(b.fitted_dask().compute().to_numpy(), a.fittedvalues,
                                        atol=1e-12)
+            qa, qb = a.resid_quantiles(), b.resid_quantiles()  # Pearson; min and max exact
+            np.testing.assert_allclose(qb[[0, -1]], qa[[0, -1]], atol=1e-12)
         with pytest.raises(NotImplementedError, match="weights= given as values"):
             bm.lmm(RI, ddf, weights=np.ones(len(df)))
         bad = dd.from_pandas(df.assign(w=np.where(np.arange(len(df)) == 700, 0.0, df["w"])),

@@ -17,7 +17,7 @@ def _fitted_partition(part: pd.DataFrame, plan: Plan, enc: GlobalEncoding, beta,
     if y is None:
         return pd.DataFrame({c: np.empty(0) for c in _FITTED_COLUMNS[what]}, index=kept.index)
     marginal = X @ beta
-    _, off = prior_values(kept, plan)
+    w, off = prior_values(kept, plan)
     if off is not None:  # fitted values include the offset
         marginal += off
     fitted = marginal.copy()
@@ -27,6 +27,8 @@ def _fitted_partition(part: pd.DataFrame, plan: Plan, enc: GlobalEncoding, beta,
         fitted += np.einsum("ij,ij->i", Z, modes[fi][codes])
     cols = {"fitted": fitted, "resid": y - fitted, "fitted_marginal": marginal,
             "resid_marginal": y - marginal}
+    if what == "pearson":  # lme4's Pearson residuals sqrt(w) (y - fitted)
+        cols["pearson"] = cols["resid"] if w is None else np.sqrt(w) * cols["resid"]
     return pd.DataFrame({c: cols[c] for c in _FITTED_COLUMNS[what]}, index=kept.index)
 
 
@@ -40,6 +42,7 @@ _FITTED_COLUMNS = {
     "resid": ["resid"],
     "all": ["fitted", "resid", "fitted_marginal", "resid_marginal"],
     "fitted_resid": ["fitted", "resid"],
+    "pearson": ["pearson"],
 }
 
 
@@ -79,6 +82,9 @@ class DaskRows(RowSource):
         approximate, min and max exact)."""
         import dask
 
-        r = fit.resid_dask() / fit.sigma
+        if self.plan.prior is not None and self.plan.prior.has_weights:
+            r = self.dask_frame(fit, "pearson")["pearson"] / fit.sigma  # as in memory
+        else:
+            r = fit.resid_dask() / fit.sigma
         lo, q, hi = dask.compute(r.min(), r.quantile(list(QUANTILES[1:-1])), r.max())
         return np.r_[lo, np.asarray(q), hi]
