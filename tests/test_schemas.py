@@ -223,3 +223,30 @@ def test_predict_outputs_validate(data, tmp_path):
     bad = copy.deepcopy(doc)
     bad["predictions"][0]["se"] = -1.0
     assert_invalid(bad, "predict")
+
+
+# ---- the metadata of saved models (--save) ------------------------------------------------
+
+
+def test_saved_model_metadata_validates(data, tmp_path):
+    import zipfile
+
+    from bigmixed.io.modelfile import META
+
+    d, _ = data
+    for i, (formula, extra) in enumerate([
+            (FORMULA, []), ("remission ~ age + (1 | doctor)", ["--family", "binomial"]),
+            ("mobility ~ age + age2 + (1 | doctor)", [])]):
+        save = tmp_path / f"m{i}.bmfit"
+        assert run("fit", "--data", d / "data.parquet", "--formula", formula, "--out",
+                   tmp_path / "f.json", "--save", save, "-q", *extra) == 0
+        with zipfile.ZipFile(save) as zf:
+            meta = json.loads(zf.read(META))
+        assert_valid(meta, "model-metadata")
+    assert meta["inference"]["satterthwaite"] is not None
+    assert_invalid({**meta, "format": "bigmixed.fit"}, "model-metadata")
+    assert_invalid({**meta, "n_obs": -1}, "model-metadata")
+    assert_invalid({k: v for k, v in meta.items() if k != "inference"}, "model-metadata")
+    bad = copy.deepcopy(meta)
+    bad["inference"]["satterthwaite"].pop("hessian")
+    assert_invalid(bad, "model-metadata")

@@ -13,6 +13,7 @@
 | ``predict-ndjson`` | one line of `bigmixed predict --format ndjson` |
 | ``predict-metadata`` | the key-value metadata ``bigmixed`` of `bigmixed predict`'s Parquet file |
 | ``log-line`` | one stderr line of ``--log-format json`` |
+| ``model-metadata`` | ``bigmixed-model.json`` of a saved model (``--save``, ``fit.save``) |
 
 The files (``<name>.schema.json``) ship inside the package; they are written by
 ``python -m bigmixed.io.schemas._generate`` (tests/test_schemas.py checks they are current).
@@ -25,7 +26,7 @@ from importlib import resources
 __all__ = ["SCHEMA_NAMES", "load_schema", "schema_path", "validate"]
 
 SCHEMA_NAMES = ("fit", "fit-ndjson", "tidy-metadata", "predict", "predict-ndjson",
-                "predict-metadata", "log-line")
+                "predict-metadata", "log-line", "model-metadata")
 
 
 def schema_path(name: str):

@@ -272,6 +272,40 @@ def _predict_parts():
     return meta, row
 
 
+def model_metadata_schema() -> dict:
+    from ..modelfile import FORMAT, FORMAT_VERSION, FORMAT_VERSION_MINOR
+
+    arr = {"type": "string", "pattern": "^[A-Za-z0-9_./-]+$"}  # the name of an array in the file
+    sat = _obj({"varpar": arr, "hessian": arr, "jacobian": arr, "reml": {"type": "boolean"}})
+    return {
+        "$schema": DRAFT, "$id": BASE + "model-metadata.schema.json",
+        "title": "bigmixed saved model metadata",
+        "description": "bigmixed-model.json inside a saved model (fit.save, `bigmixed fit --save`) "
+                       "as this bigmixed writes it; sections not listed here are allowed.",
+        **_obj({
+            "format": {"const": FORMAT},
+            "format_version": {"type": "integer", "minimum": 1, "maximum": FORMAT_VERSION},
+            "format_version_minor": {"type": "integer", "minimum": 0, "maximum": FORMAT_VERSION_MINOR},
+            "bigmixed_version": {"type": "string"},
+            "created_utc": {"type": "string"},
+            "formula": {"type": "string"}, "response": {"type": "string"},
+            "reml": {"type": "boolean"}, "n_obs": COUNT, "n_dropped": COUNT,
+            "fixed": _obj({"names": {"type": "array", "items": {"type": "string"}},
+                           "dropped": {"type": "array", "items": {"type": "string"}}},
+                          additional=True),
+            "theta_names": {"type": "array", "items": {"type": "string"}},
+            "estimates": _obj({"sigma": {"type": "number", "minimum": 0}, "objective": {"type": "number"}},
+                              additional=True),
+            "inference": _obj({"satterthwaite": {"anyOf": [{"type": "null"}, sat]},
+                               "fixed_gram": {"anyOf": [{"type": "null"}, arr]},
+                               "reason": {"type": "string"}},
+                              required=["satterthwaite", "fixed_gram"]),
+            "warnings": {"type": "array", "items": {"$ref": "#/$defs/warning"}},
+        }, additional=True),
+        "$defs": {"warning": WARNING},
+    }
+
+
 PREDICT_META: dict = {}
 PREDICT_ROW: dict = {}
 
@@ -283,6 +317,7 @@ SCHEMAS = {
     "predict": predict_schema,
     "predict-ndjson": predict_ndjson_schema,
     "predict-metadata": predict_metadata_schema,
+    "model-metadata": model_metadata_schema,
 }
 
 
