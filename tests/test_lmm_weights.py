@@ -310,6 +310,7 @@ def test_cli_weights_offset(wz, tmp_path):
     assert cli.main(["fit", "--data", str(data), "--formula", RI_OFF, "--weights", "w",
                      "--out", str(out), "--save", str(tmp_path / "m.bmfit")]) == 0
     doc = json.loads(out.read_text())
+    assert doc["model"]["weights"] == "w" and doc["model"]["offset"] == "offset(z)"
     ref = json.loads((PARITY / "ri_weights_offset_reml.json").read_text())
     assert rel(doc["statistics"]["objective"], ref["objective"]) < 1e-7
     m = bm.load(tmp_path / "m.bmfit")

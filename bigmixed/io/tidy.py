@@ -387,6 +387,8 @@ def fit_document(fit, *, include_versions: bool = True, extra: dict | None = Non
             "response": getattr(fit, "response_label", design.response),
             "reml": bool(fit.reml),
             "family": family,
+            # an LMM's weights= and offset= (offset() terms in the formula too): as given
+            **({} if getattr(design, "prior", None) is None else design.prior.describe()),
         },
         "fixed_effects": coefs,
         "inference": inference,
