@@ -87,6 +87,14 @@ out$lmertest <- lapply(lt, function(f) {
        summary_lines = s, anova_terms = rownames(anova(f)), p_anova = anova(f)[["Pr(>F)"]],
        anova_lines = a)
 })
+# lme4's anova (LRT) tables: print.anova's Pr(>Chisq) (format.pval digits 4)
+m0 <- lme4::lmer(Reaction ~ 1 + (1 | Subject), sleepstudy, REML = FALSE)
+m1 <- lme4::lmer(Reaction ~ Days + (1 | Subject), sleepstudy, REML = FALSE)
+m2 <- lme4::lmer(Reaction ~ Days + (Days | Subject), sleepstudy, REML = FALSE)
+out$anova_lrt <- lapply(list(fixed = list(m0, m1), slope = list(m1, m2)), function(p) {
+  a <- anova(p[[1]], p[[2]])
+  list(p = a[["Pr(>Chisq)"]][2], lines = capture.output(print(a)))
+})
 out$R_version <- R.version.string
 out$lme4_version <- as.character(packageVersion("lme4"))
 writeLines(toJSON(out, auto_unbox = TRUE, digits = NA, pretty = TRUE), "bench/references_parity/lme4_names.json")

@@ -185,3 +185,17 @@ def test_icc_random_intercepts_unchanged(nested):
     total = vc.sum()
     for g in ("doctor:hospital", "hospital"):
         assert out.set_index("group").loc[g, "icc"] == pytest.approx(vc[g] / total, rel=1e-12)
+
+
+@pytest.mark.parametrize("case, formulas", [
+    ("fixed", ("Reaction ~ 1 + (1 | Subject)", "Reaction ~ Days + (1 | Subject)")),
+    ("slope", ("Reaction ~ Days + (1 | Subject)", "Reaction ~ Days + (Days | Subject)")),
+])
+def test_lrt_table_prints_p_values_as_lme4(case, formulas):
+    ref = REF["anova_lrt"][case]
+    a, b = (_fit(f, "sleepstudy.csv", reml=False) for f in formulas)
+    table = bm.anova(a, b)
+    assert table["Pr(>Chisq)"].iloc[1] == pytest.approx(ref["p"], rel=1e-4)
+    text = bm.format_anova(table)
+    want = format_pval([ref["p"]], digits=4)[0]
+    assert want in ref["lines"][6] and f" {want}" in text

@@ -220,17 +220,24 @@ def format_anova(table: pd.DataFrame) -> str:
     lines = list(table.attrs.get("heading", []))
     cols = ["npar", "AIC", "BIC", "logLik", "deviance", "Chisq", "Df", NAIVE, BOUNDARY]
     shown = table[[c for c in cols if c in table.columns]].copy()
+    # p-values as R's print.anova prints them: format.pval(digits = 4) of the column
+    from ..io.rformat import format_pval
 
-    def fmt(v, c):
+    pcols = {c: format_pval([None if pd.isna(v) else float(v) for v in shown[c]], digits=4,
+                            na_form="")
+             for c in (NAIVE, BOUNDARY) if c in shown.columns}
+
+    def fmt(v, c, k):
+        if c in pcols:
+            return pcols[c][k]
         if pd.isna(v):
             return ""
         if c in ("npar", "Df"):
             return str(int(v))
-        if c in (NAIVE, BOUNDARY):
-            return f"{v:.4g}"
         return f"{v:.4f}" if c == "Chisq" else f"{v:.2f}"
 
-    body = [[str(i)] + [fmt(r[c], c) for c in shown.columns] for i, r in shown.iterrows()]
+    body = [[str(i)] + [fmt(r[c], c, k) for c in shown.columns]
+            for k, (i, r) in enumerate(shown.iterrows())]
     header = [""] + list(shown.columns)
     widths = [max(len(h), *(len(b[k]) for b in body)) for k, h in enumerate(header)]
     lines.append(" ".join(h.ljust(widths[0]) if k == 0 else h.rjust(widths[k]) for k, h in enumerate(header)))
