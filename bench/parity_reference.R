@@ -11,7 +11,7 @@
 #    "splines": ["ns(age, df = 3)", ...]  (terms whose bases are recorded),
 #    "newdata": null | {"rows": [0-based], "new_levels": [{"row", "factor", "level"}],
 #                       "set": [{"row", "column", "value"}]},
-#    "extras": ["drop1", "ranova", "kenward_roger", "emmeans:arm"],
+#    "extras": ["drop1", "ranova", "kenward_roger", "emmeans:arm", "emmeans_by:arm | sex"],
 #    "out": "<json path>"}
 # Every fit is made with lmer()'s defaults ("default") and again with tight
 # tolerances ("tight": the better of nloptwrap and bobyqa at 1e-12); the extras
@@ -223,6 +223,12 @@ extras_json <- function(m, d, spec) {
                                 satterthwaite = emm_json(m, sp, "satterthwaite"),
                                 kenward_roger = emm_json(m, sp, "kenward-roger"),
                                 emmeans_version = as.character(packageVersion("emmeans")))
+        } else if (startsWith(x, "emmeans_by:")) {
+            # a second spec with a by variable ("arm | sex"): Satterthwaite only
+            sp <- sub("^emmeans_by:", "", x)
+            out$emmeans_by <- list(spec = paste("~", sp),
+                                   satterthwaite = emm_json(m, sp, "satterthwaite"),
+                                   emmeans_version = as.character(packageVersion("emmeans")))
         } else stop("unknown extra ", x)
     }
     out

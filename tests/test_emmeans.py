@@ -124,3 +124,24 @@ def test_two_specs_and_at(fits):
     b = fit.params
     assert e40.emmeans["emmean"][0] == pytest.approx(
         b["(Intercept)"] + 40 * b["age"] + 0.5 * b["sex"], rel=1e-12)
+
+
+def test_by_variable_matches_r(fits):
+    """emmeans(m, ~ arm | sex): means and Tukey pairs within each value of sex."""
+    ref, fit = fits["catint_reml"]
+    r = ref["emmeans_by"]["satterthwaite"]
+    for e in (bm.emmeans(fit, "~ arm | sex"), bm.emmeans(fit, "arm", by="sex")):
+        t = e.emmeans
+        assert list(t["arm"]) == r["emmeans"]["arm"]
+        np.testing.assert_array_equal(t["sex"], r["emmeans"]["sex"])
+        assert rel(t["emmean"], r["emmeans"]["emmean"]) < 1e-6
+        assert rel(t["SE"], r["emmeans"]["SE"]) < 1e-6
+        assert rel(t["df"], r["emmeans"]["df"]) < 1e-4
+        p = e.pairs()
+        assert list(p["contrast"]) == r["pairs"]["contrast"]
+        np.testing.assert_array_equal(p["sex"], r["pairs"]["sex"])
+        assert rel(p["estimate"], r["pairs"]["estimate"]) < 1e-6
+        assert rel(p["df"], r["pairs"]["df"]) < 1e-4
+        ok = np.array(r["pairs"]["p.value"]) > 1e-8
+        assert rel(p["p.value"][ok], np.array(r["pairs"]["p.value"])[ok]) < 1e-5
+        assert any("family of 3" in m for m in p.attrs["messages"])

@@ -1,5 +1,5 @@
 """Kenward-Roger (pbkrtest 0.5.2 through lmerTest 3.1.3) against the committed references
-(bench/references_parity/{slope,catint,catadd,crossed,uncorr}_reml.json: vcovAdj, summary(ddf = "Kenward-Roger")
+(bench/references_parity/{slope,catint,catadd,crossed,uncorr,nested}_reml.json: vcovAdj, summary(ddf = "Kenward-Roger")
 and anova(ddf = "Kenward-Roger")).
 
 Two comparisons: at R's own estimates (``model.results_at(R's theta)``: the same point, so
@@ -18,7 +18,8 @@ from lme4_refs import load_data
 
 PARITY = Path(__file__).resolve().parents[1] / "bench" / "references_parity"
 CASES = [("slope_reml", "slope.csv"), ("catint_reml", "catint.csv"), ("catadd_reml", "catint.csv"),
-         ("crossed_reml", "crossed.csv"), ("uncorr_reml", "slope.csv")]
+         ("crossed_reml", "crossed.csv"), ("uncorr_reml", "slope.csv"),
+         ("nested_reml", "nested.csv")]
 
 
 def load(name, data):

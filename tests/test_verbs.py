@@ -169,7 +169,7 @@ def test_drop1_lrt_is_deviance_difference_of_updated_fits():
 
 @pytest.mark.parametrize("name,data", [("ri_reml", "ri.csv"), ("slope_reml", "slope.csv"),
                                        ("catadd_reml", "catint.csv"), ("crossed_reml", "crossed.csv"),
-                                       ("uncorr_reml", "slope.csv")])
+                                       ("uncorr_reml", "slope.csv"), ("nested_reml", "nested.csv")])
 def test_ranova_matches_lmertest(name, data):
     r, fit = fit_of(name, data)
     t = fit.ranova()

@@ -5,6 +5,7 @@ an lmer fit.
     emm.emmeans                             # arm, emmean, SE, df, lower.CL, upper.CL
     emm.pairs()                             # contrast, estimate, SE, df, t.ratio, p.value (Tukey)
     emm.pairs(adjust="bonferroni", infer=True)  # with adjusted confidence limits
+    bm.emmeans(fit, "arm", by="sex")        # or "~ arm | sex": means and pairs within each sex
     bm.emmeans(fit, "arm", contrasts="pairwise").contrasts   # the same table as .pairs()
 
 The reference grid (emmeans' ``ref_grid``): every combination of the levels of the factors of
@@ -20,7 +21,7 @@ the average row L of the grid's model matrix, the estimate L beta, the SE sqrt(L
 the df are those of the t test of L beta (``ddf``: "satterthwaite" -- lmerTest's, emmeans'
 ``lmer.df = "satterthwaite"`` -- or "kenward-roger", where V is KR's adjusted covariance, as
 in emmeans; "asymptotic": z). Pairwise contrasts are differences of the marginal means
-("a - b" for every a listed before b), each with its own df; p-values adjusted by "tukey"
+("a - b" for every a listed before b; within each ``by`` group), each with its own df; p-values adjusted by "tukey"
 (the default for pairwise comparisons, the studentized range over the family of means, as
 emmeans), "bonferroni", "holm", "sidak" or "none". Tukey's confidence limits use the
 studentized range quantile; Bonferroni's the t quantile at 1 - alpha / (2 m).
@@ -40,14 +41,20 @@ import pandas as pd
 ADJUST = ("tukey", "bonferroni", "holm", "sidak", "none")
 
 
-def _specs_list(specs) -> list:
+def _names(s: str) -> list:
+    parts = [p.strip() for p in s.replace("*", "+").replace(":", "+").split("+")]
+    return [p for p in parts if p]
+
+
+def _specs_list(specs) -> tuple:
+    """specs -> (names, by names): "arm", "~ arm", "~ arm | sex", ["arm", "sex"]."""
     if isinstance(specs, str):
         s = specs.strip()
         if s.startswith("~"):
             s = s[1:]
-        parts = [p.strip() for p in s.replace("*", "+").replace(":", "+").split("+")]
-        return [p for p in parts if p]
-    return [str(x) for x in specs]
+        main, _, by = s.partition("|")
+        return _names(main), _names(by)
+    return [str(x) for x in specs], []
 
 
 def _design_variables(fit):
@@ -119,12 +126,17 @@ def _grid_matrix(fit, grid) -> np.ndarray:
 class EMMeans:
     """Marginal means of a fit over a reference grid (see the module docstring)."""
 
-    def __init__(self, fit, specs, *, ddf="satterthwaite", level=0.95, at=None, cov_keep=2,
-                 data=None, contrasts=None, adjust=None):
+    def __init__(self, fit, specs, *, by=None, ddf="satterthwaite", level=0.95, at=None,
+                 cov_keep=2, data=None, contrasts=None, adjust=None):
         from .satterthwaite import DDF_LABEL, resolve_ddf
 
         self.fit = fit
-        self.specs = _specs_list(specs)
+        main, by_spec = _specs_list(specs)
+        if by is not None:
+            by_spec = by_spec + ([by] if isinstance(by, str) else [str(b) for b in by])
+        self.by = [b for b in by_spec if b not in main]
+        self.n_spec = len(main)
+        self.specs = main + self.by  # the by variables vary slowest
         self.ddf = resolve_ddf(ddf)
         self.level = float(level)
         grid = reference_grid(fit, at=at, cov_keep=cov_keep, data=data)
@@ -189,19 +201,50 @@ class EMMeans:
         """emmeans' ``pairs(emm)``: every difference "a - b" (a before b; reverse: "b - a"),
         estimate, SE, df, t.ratio, p.value adjusted by `adjust`; with infer=True also
         lower.CL and upper.CL (adjusted likewise)."""
-        from scipy import stats
-
         adjust = str(adjust).lower()
         if adjust not in ADJUST:
             raise ValueError(f"adjust must be one of {ADJUST}, not {adjust!r}")
-        k = len(self.levels)
-        pairs = [(i, j) for i in range(k) for j in range(i + 1, k)]
+        ns = self.n_spec
+        groups: dict = {}
+        for i, lev in enumerate(self.levels):
+            groups.setdefault(lev[ns:], []).append(i)
+        tables = []
+        for g, idx in groups.items():
+            t = self._pairs_of(idx, adjust, infer, reverse)
+            for b, v in zip(self.by, g):
+                t[b] = v
+            tables.append(t)
+        out = pd.concat(tables, ignore_index=True) if len(tables) > 1 else tables[0]
+        if self.by:
+            out = out[["contrast"] + self.by + [c for c in out.columns
+                                                if c not in ["contrast"] + self.by]]
+        k = len(next(iter(groups.values())))
+        m = k * (k - 1) // 2
+        label = {"tukey": f"tukey method for comparing a family of {k} estimates",
+                 "bonferroni": f"bonferroni method for {m} tests",
+                 "holm": f"holm method for {m} tests",
+                 "sidak": f"sidak method for {m} tests", "none": None}[adjust]
+        if adjust == "tukey" and k <= 2:
+            label = None
+        msgs = [x for x in self.messages if not x.startswith("Confidence")]
+        if label:
+            msgs.append(f"P value adjustment: {label}")
+        out.attrs["messages"] = msgs
+        out.attrs["adjust"] = adjust
+        return out
+
+    def _pairs_of(self, idx, adjust, infer, reverse) -> pd.DataFrame:
+        from scipy import stats
+
+        ns = self.n_spec
+        k = len(idx)
+        pairs = [(idx[a], idx[b]) for a in range(k) for b in range(a + 1, k)]
         if reverse:
             pairs = [(j, i) for i, j in pairs]
         C = np.array([self.L[i] - self.L[j] for i, j in pairs]).reshape(len(pairs), -1)
         rows = self._rows(C)
-        out = pd.DataFrame({"contrast": [f"{self._label(self.levels[i])} - {self._label(self.levels[j])}"
-                                         for i, j in pairs]})
+        out = pd.DataFrame({"contrast": [f"{self._label(self.levels[i][:ns])} - "
+                                         f"{self._label(self.levels[j][:ns])}" for i, j in pairs]})
         est = np.array([r["estimate"] for r in rows])
         se = np.array([r["std_error"] for r in rows])
         df = np.array([r["df"] for r in rows])
@@ -236,17 +279,6 @@ class EMMeans:
             out["lower.CL"], out["upper.CL"] = est - q * se, est + q * se
         out["t.ratio"] = t
         out["p.value"] = p
-        label = {"tukey": f"tukey method for comparing a family of {k} estimates",
-                 "bonferroni": f"bonferroni method for {m} tests",
-                 "holm": f"holm method for {m} tests",
-                 "sidak": f"sidak method for {m} tests", "none": None}[adjust]
-        if adjust == "tukey" and k <= 2:
-            label = None
-        msgs = [x for x in self.messages if not x.startswith("Confidence")]
-        if label:
-            msgs.append(f"P value adjustment: {label}")
-        out.attrs["messages"] = msgs
-        out.attrs["adjust"] = adjust
         return out
 
     def __repr__(self) -> str:
@@ -272,13 +304,13 @@ def _qtukey(p, k, d):
     return float(stats.studentized_range.ppf(p, k, d if np.isfinite(d) else 1e6))
 
 
-def emmeans(fit, specs, *, ddf: str = "satterthwaite", level: float = 0.95, at: dict | None = None,
-            cov_keep: int = 2, data=None, contrasts: str | None = None,
+def emmeans(fit, specs, *, by=None, ddf: str = "satterthwaite", level: float = 0.95,
+            at: dict | None = None, cov_keep: int = 2, data=None, contrasts: str | None = None,
             adjust: str | None = None) -> EMMeans:
     """R's ``emmeans(fit, specs, lmer.df = ddf)``: marginal means over the reference grid with
     equal weights; ``contrasts="pairwise"`` also computes ``.contrasts`` (= ``.pairs(adjust)``,
     Tukey by default). See bigmixed.inference.emmeans."""
-    return EMMeans(fit, specs, ddf=ddf, level=level, at=at, cov_keep=cov_keep, data=data,
+    return EMMeans(fit, specs, by=by, ddf=ddf, level=level, at=at, cov_keep=cov_keep, data=data,
                    contrasts=contrasts, adjust=adjust)
 
 
