@@ -33,6 +33,7 @@ write.csv(nested, "bench/references_parity/nested.csv", row.names = FALSE)
 
 models <- list(
   slope = list(f = Reaction ~ Days + (Days | Subject), d = sleepstudy),
+  double_bar = list(f = Reaction ~ Days + (Days || Subject), d = sleepstudy),
   nested = list(f = y ~ x + (1 | hospital/doctor), d = nested),
   crossed_slope = list(f = y ~ x + (1 | g3) + (x | hospital), d = nested),
   nested_plus = list(f = y ~ x + (1 | g3) + (1 | hospital:doctor) + (1 | hospital), d = nested))

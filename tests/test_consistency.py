@@ -101,7 +101,7 @@ def test_summary_groups_line_and_order_as_lme4(nested):
     i = lines.index("Random effects:")
     assert lines[i + 2].split()[0] == "doctor:hospital" and lines[i + 3].split()[0] == "hospital"
     for name, m in REF["models"].items():
-        fit = _fit(m["formula"], "sleepstudy.csv" if name == "slope" else "nested.csv")
+        fit = _fit(m["formula"], "sleepstudy.csv" if name in ("slope", "double_bar") else "nested.csv")
         assert m["groups_line"] in fit.summary()
 
 

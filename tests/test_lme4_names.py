@@ -20,7 +20,7 @@ MODELS = REF["models"]
 
 
 def _data(name):
-    return pd.read_csv(PARITY / ("sleepstudy.csv" if name == "slope" else "nested.csv"))
+    return pd.read_csv(PARITY / ("sleepstudy.csv" if name in ("slope", "double_bar") else "nested.csv"))
 
 
 @pytest.fixture(scope="module")
@@ -139,3 +139,19 @@ def test_refit_ml_as_lme4_refitML(fits):
     # the same as the model's refit
     again = fit.model.refit(reml=False)
     assert again.objective == pytest.approx(ml.objective, abs=1e-6)
+
+
+def test_varcorr_of_double_bar_terms_named_as_lme4():
+    """(Days || Subject): two terms on Subject, printed by lme4 as Subject and Subject.1
+    (lme4 1.1: print(VarCorr(lmer(Reaction ~ Days + (Days || Subject), sleepstudy))))."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", bm.BigmixedWarning)
+        fit = bm.lmm("Reaction ~ Days + (Days || Subject)", _data("slope")).fit()
+    vc = fit.VarCorr()
+    assert vc.keys() == ["Subject", "Subject.1"]
+    assert list(vc.as_data_frame()["grp"]) == ["Subject", "Subject.1", "Residual"]
+    lines = str(vc).split("\n")
+    assert [ln.split()[0] for ln in lines] == ["Groups", "Subject", "Subject.1", "Residual"]
+    want = [r["sdcor"] for r in MODELS["double_bar"]["vc"]]
+    np.testing.assert_allclose(vc.as_data_frame()["sdcor"], want, rtol=1e-5)
+    assert "groups:  Subject, 18" in fit.summary()

@@ -83,9 +83,20 @@ def _stage_log(opt) -> list:
 
 def _lme4_terms(fit) -> list:
     """(group, column names, covariance) per random-effects term in lme4's order (its reTrms:
-    by decreasing number of levels, as theta is listed)."""
+    by decreasing number of levels, as theta is listed); several terms on one factor, as
+    ``(x || g)`` makes, are named as lme4 names them (R's make.unique: g, g.1, ...)."""
     covs = fit.term_covariances()
-    return [covs[k] for k in fit.structure.term_order]
+    return _make_unique([covs[k] for k in fit.structure.term_order])
+
+
+def _make_unique(terms) -> list:
+    seen: dict = {}
+    out = []
+    for g, names, cov in terms:
+        n = seen.get(g, 0)
+        seen[g] = n + 1
+        out.append((g if n == 0 else f"{g}.{n}", names, cov))
+    return out
 
 
 def groups_in_lme4_order(fit) -> list:
@@ -133,7 +144,8 @@ class VarCorr:
         """From [(group, column names, covariance matrix)] in lme4's order and the residual SD
         (None: no scale parameter)."""
         self = cls.__new__(cls)
-        self.terms = [(g, list(n), np.asarray(c, dtype=np.float64)) for g, n, c in terms]
+        self.terms = _make_unique([(g, list(n), np.asarray(c, dtype=np.float64))
+                                   for g, n, c in terms])
         self.sigma = None if sigma is None else float(sigma)
         return self
 
