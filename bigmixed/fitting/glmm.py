@@ -33,6 +33,7 @@ from ..errors import BigmixedError
 from ..kernels.ghrule import MAX_AGQ, gauss_hermite_rule
 from ..kernels.glm import glm_aic_constant
 from ..kernels.glmm import blockdiag_agq, blockdiag_laplace, blockdiag_pirls
+from ..kernels.glmm_gradient import blockdiag_laplace_gradient
 from ..results.rows import InMemoryRows
 from ..spec import glm_inputs
 from ..spec.design import build_design
@@ -205,7 +206,8 @@ class GeneralizedLinearMixedModel:
         if self._one_factor is not None:
             of = self._one_factor
             new._one_factor = dict(of, y=np.ascontiguousarray(y[of["order"]]),
-                                   u=np.zeros_like(of["u"]), L=np.empty_like(of["L"]))
+                                   u=np.zeros_like(of["u"]), u_exact=np.zeros_like(of["u"]),
+                                   L=np.empty_like(of["L"]))
             new._one_factor.pop("lp0", None)
         new.timings = {"design": 0.0}
         return new
@@ -252,6 +254,7 @@ class GeneralizedLinearMixedModel:
                                     y=np.ascontiguousarray(self.y[order]),
                                     w=np.ascontiguousarray(self.prior_weights[order]),
                                     u=np.zeros((f.n_levels, f.n_columns)),
+                                    u_exact=np.zeros((f.n_levels, f.n_columns)),
                                     L=np.empty((f.n_levels, f.n_columns, f.n_columns)))
         return self._one_factor
 
@@ -294,27 +297,30 @@ class GeneralizedLinearMixedModel:
     def beta_of(self, gamma) -> np.ndarray:
         return self._beta_ref + self._C @ np.asarray(gamma, dtype=np.float64)
 
-    def objective(self, params) -> float:
+    def objective(self, params, exact: bool | None = None) -> float:
         """The Laplace (nAGQ = 1) or quadrature criterion at params = (theta, gamma), beta =
-        beta_ref + C gamma (see `set_beta_basis`); inf if undefined."""
+        beta_ref + C gamma (see `set_beta_basis`); inf if undefined. exact=True: the exact
+        Laplace value whatever pirls_mode is (one grouping factor only; warm-started from
+        the last exact modes)."""
         params = np.asarray(params, dtype=np.float64)
         k = self.structure.n_theta
         theta, gamma = params[:k], params[k:]
         beta = self.beta_of(gamma)
         try:
-            value = self._criterion(theta, beta)
+            value = self._criterion(theta, beta, exact)
         except PirlsError:
             return np.inf
         return value if np.isfinite(value) else np.inf
 
-    def _criterion(self, theta, beta) -> float:
+    def _criterion(self, theta, beta, exact: bool | None = None) -> float:
         fixed = self.offset + self.design.X @ beta
         of = self.one_factor
+        exact = self.pirls_mode == "exact" if exact is None else exact
         if of is not None:
             st = self.structure
             T = np.ascontiguousarray(st.T_of(theta, 0))
             eta_fixed = np.ascontiguousarray(fixed[of["order"]])
-            if self.pirls_mode == "lme4":
+            if not exact:
                 of["u"][...] = 0.0
                 dev_hi, dev_lo, u2, logdet, status, _ = blockdiag_pirls(
                     of["indptr"], eta_fixed, of["Z"], of["unit"], of["y"], of["w"], T,
@@ -324,22 +330,23 @@ class GeneralizedLinearMixedModel:
             else:
                 dev_hi, dev_lo, u2, logdet, n_bad, _ = blockdiag_laplace(
                     of["indptr"], eta_fixed, of["Z"], of["unit"], of["y"], of["w"], T,
-                    self.family_id, self.link_id, np.zeros(0), of["u"], of["L"], LEVEL_TOL,
-                    LEVEL_MAXIT)
+                    self.family_id, self.link_id, np.zeros(0), of["u_exact"], of["L"],
+                    LEVEL_TOL, LEVEL_MAXIT)
                 if n_bad:
                     raise PirlsError(f"the conditional modes of {n_bad} level(s) did not converge")
             if self.nAGQ > 1:
                 z, w, ld = self._gh_rule
                 out = np.empty(st.factors[0].n_levels)
+                u_mode = of["u_exact"] if exact else of["u"]
                 hi, lo = blockdiag_agq(of["indptr"], eta_fixed, of["Z"], of["unit"], of["y"],
                                        of["w"], float(T[0, 0]), self.family_id, self.link_id,
-                                       np.ascontiguousarray(of["u"][:, 0]),
+                                       np.ascontiguousarray(u_mode[:, 0]),
                                        np.ascontiguousarray(of["L"][:, 0, 0]), z, w, ld, out)
                 # (glmer reports the quadrature without the family's constant: lme4's glmerAGQ)
                 return float(hi + lo)
             return float(dev_hi + dev_lo) + u2 + logdet + self.aic_constant
         ws = self.modes_system
-        if self.pirls_mode == "lme4":
+        if not exact:
             u0 = [np.zeros((f.n_levels, f.n_columns)) for f in self.structure.factors]
             r = pirls(self, ws, theta, self.lp0, u0, fixed_eta=fixed, **self._pirls_options())
             return r.laplace + self.aic_constant
@@ -349,6 +356,35 @@ class GeneralizedLinearMixedModel:
         r = pirls(self, ws, theta, eta0, u0, fixed_eta=fixed, consistent_start=True)
         self._u_warm = r.u
         return r.laplace + self.aic_constant
+
+    # ---- the analytic gradient (one factor, one scalar random effect, exact Laplace) -----
+    @property
+    def has_analytic_gradient(self) -> bool:
+        """Whether `gradient` applies: the exact Laplace criterion (nAGQ = 1) of a model with
+        one grouping factor and one random-effect column (bigmixed.kernels.glmm_gradient).
+        With pirls="lme4" it is the gradient of the exact Laplace value, not of glmer's
+        criterion (which only approximates it): a guide to glmer's optimum, not its gradient."""
+        of = self.one_factor
+        return of is not None and self.structure.factors[0].n_columns == 1 and self.nAGQ == 1
+
+    def gradient(self, params) -> np.ndarray:
+        """The gradient of `objective` at params = (theta, gamma) (see has_analytic_gradient);
+        NaN where the criterion is undefined."""
+        params = np.asarray(params, dtype=np.float64)
+        k = self.structure.n_theta
+        theta, gamma = params[:k], params[k:]
+        beta = self.beta_of(gamma)
+        of = self.one_factor
+        try:
+            self._criterion(theta, beta, True)  # the exact modes at (theta, beta), warm-started
+        except PirlsError:
+            return np.full(len(params), np.nan)
+        eta_fixed = np.ascontiguousarray((self.offset + self.design.X @ beta)[of["order"]])
+        g = np.empty(1 + self.n_fixed)
+        blockdiag_laplace_gradient(of["indptr"], eta_fixed, self.design.X, of["order"], of["Z"],
+                                   of["unit"], of["y"], of["w"], float(theta[0]), self.family_id,
+                                   self.link_id, np.ascontiguousarray(of["u_exact"][:, 0]), g)
+        return np.concatenate((g[:1], self._C.T @ g[1:]))
 
     @property
     def _gh_rule(self):
@@ -389,6 +425,12 @@ class GeneralizedLinearMixedModel:
                 return fun(x)
             return f
 
+        # every fit starts from the same state (the warm starts of the exact modes), so that a
+        # refit of the same model gives the same bits
+        if self.one_factor is not None:
+            self.one_factor["u"][...] = 0.0
+            self.one_factor["u_exact"][...] = 0.0
+        self._u_warm = self._eta0 = None
         # stage 1: theta with beta from PIRLS
         obj0 = counted(self.objective0)
         self._lp0 = None
@@ -428,10 +470,32 @@ class GeneralizedLinearMixedModel:
         lower = np.concatenate((st.lower_bounds, np.full(p, -np.inf)))
         restartable = np.concatenate((st.multi_column_diagonal(), np.zeros(p, bool)))
         obj = counted(self.objective)
-        rec2 = _quasi_newton_stage(obj, start, lower)
+        rec2 = None
+        if self.has_analytic_gradient and self.pirls_mode == "exact":
+            rec2 = _analytic_stage(obj, self.gradient, start, lower)
+        elif self.has_analytic_gradient:
+            # glmer's criterion has no analytic gradient, but the exact Laplace value, which
+            # it approximates, has: its optimum (a few analytic steps) and its Hessian start
+            # the difference-gradient steps on glmer's criterion next to glmer's optimum
+            exact = counted(lambda x: self.objective(x, exact=True))
+            rec_exact = _analytic_stage(exact, self.gradient, start, lower)
+            if rec_exact is not None:
+                H0 = gradient_hessian(self.gradient, rec_exact.params, central=False)
+                rec2 = _quasi_newton_stage(obj, rec_exact.params, lower, H0=H0)
+                if rec2 is not None:
+                    from dataclasses import replace
+
+                    rec2 = replace(rec2, n_evaluations=rec2.n_evaluations + rec_exact.n_evaluations,
+                                   n_gradients=rec_exact.n_gradients + len(start) + 1,
+                                   method="quasi-Newton (exact Laplace's analytic gradient, then "
+                                          "difference gradients of glmer's criterion)")
+        if rec2 is None and not (self.has_analytic_gradient and self.pirls_mode == "exact"):
+            rec2 = _quasi_newton_stage(obj, start, lower)
         if rec2 is not None:
             log.append(StageRecord(f"stage 2 (nAGQ = {self.nAGQ}): quasi-Newton",
-                                   rec2.n_evaluations, rec2.objective, time.perf_counter() - t1))
+                                   rec2.n_evaluations, rec2.objective, time.perf_counter() - t1,
+                                   f"{rec2.n_gradients} analytic gradient(s)"
+                                   if rec2.n_gradients else ""))
         else:  # a bound reached (a variance at zero) or no curvature: BOBYQA, then Newton
             calls0 = calls[0]
             rec2 = minimize_theta(obj, start, lower, **control.loose.as_dict(), restart_edge=True,
@@ -506,7 +570,7 @@ QN_GRADIENT_STEP = 1e-4
 QN_HESSIAN_STEP = 1e-3
 
 
-def _quasi_newton_stage(fun, x0, lower):
+def _quasi_newton_stage(fun, x0, lower, H0=None):
     """Stage 2 by quasi-Newton steps (bigmixed.fitting.optimize.quasi_newton) on difference
     gradients, from a difference Hessian at the start: the start (stage 1's theta and beta) is
     close, and gamma is in units of standard errors, so a few steps converge. None when it does
@@ -520,8 +584,11 @@ def _quasi_newton_stage(fun, x0, lower):
     f0 = fun(x0)
     if not np.isfinite(f0):
         return None
-    H0 = forward_hessian(fun, x0, idx, f0, rel_step=QN_HESSIAN_STEP)
-    n_start = 1 + len(x0) * (len(x0) + 3) // 2
+    if H0 is None:
+        H0 = forward_hessian(fun, x0, idx, f0, rel_step=QN_HESSIAN_STEP)
+        n_start = 1 + len(x0) * (len(x0) + 3) // 2
+    else:
+        n_start = 1
     if not np.all(np.isfinite(H0)):
         return None
 
@@ -542,6 +609,45 @@ def _quasi_newton_stage(fun, x0, lower):
     from dataclasses import replace
 
     return replace(rec, n_evaluations=evals, n_gradients=0)
+
+
+def _analytic_stage(fun, grad, x0, lower):
+    """Stage 2 by quasi-Newton steps on the analytic gradient (`has_analytic_gradient`), from
+    a Hessian of forward differences of the gradient at the start; None when it does not
+    apply (a bound reached, no curvature): the caller uses BOBYQA."""
+    from .optimize import quasi_newton
+
+    x0 = np.asarray(x0, dtype=np.float64)
+    if np.any(x0[lower == 0] <= 0):
+        return None
+    H0 = gradient_hessian(grad, x0, central=False)
+    if not np.all(np.isfinite(H0)):
+        return None
+    rec = quasi_newton(fun, grad, x0, H0, lower, xtol=1e-8, final_step=1e-6, max_iter=60,
+                       method="quasi-Newton (analytic gradient)")
+    if rec is None:
+        return None
+    from dataclasses import replace
+
+    return replace(rec, n_gradients=rec.n_gradients + len(x0) + 1)
+
+
+def gradient_hessian(grad, x, *, central: bool = True, rel_step: float = 1e-4) -> np.ndarray:
+    """The Hessian as differences of an analytic gradient, symmetrized: central (2 n
+    gradients, O(h^2)) or forward (n + 1 gradients, O(h)); h = rel_step max(|x|, 0.1)."""
+    x = np.asarray(x, dtype=np.float64)
+    n = len(x)
+    h = rel_step * np.maximum(np.abs(x), 0.1)
+    H = np.empty((n, n))
+    g0 = None if central else grad(x)
+    for a in range(n):
+        e = np.zeros(n)
+        e[a] = h[a]
+        if central:
+            H[:, a] = (grad(x + e) - grad(x - e)) / (2.0 * h[a])
+        else:
+            H[:, a] = (grad(x + e) - g0) / h[a]
+    return 0.5 * (H + H.T)
 
 
 def glmm(formula: str, data, *, family="binomial", link=None, weights=None, offset=None,

@@ -302,7 +302,12 @@ def _vcov(model, params, k, p):
         return C @ C.T, "R_X (nAGQ = 0)"
     lower = np.concatenate((model.structure.lower_bounds, np.full(p, -np.inf)))
     free = ~((lower == 0) & (params == 0))
-    _, _, H = finite_difference_derivatives(model.objective, params, free, rel_step=1e-3)
+    if model.has_analytic_gradient and model.pirls_mode == "exact" and free.all():
+        from ..fitting.glmm import gradient_hessian
+
+        H = gradient_hessian(model.gradient, params, central=True, rel_step=1e-4)
+    else:
+        _, _, H = finite_difference_derivatives(model.objective, params, free, rel_step=1e-3)
     try:
         Hinv = np.linalg.inv(H)
     except np.linalg.LinAlgError:

@@ -1,0 +1,146 @@
+"""The gradient of the exact Laplace criterion of a one-factor, scalar random-effect GLMM.
+
+Model (rows sorted by level, level g has rows indptr[g]..indptr[g+1]-1): eta_i = f_i +
+t z_i u_g with f = offset + X beta, t = theta (the relative SD), z_i = 1 for a random
+intercept. With the conditional modes u_g (the minimizers of d_g(u) = sum_i dev_i + u^2,
+found by `kernels.glmm.blockdiag_laplace` to ~1e-13) and the Fisher weights at the modes
+w_i = prior_w mu'^2 / V(mu), the exact Laplace criterion is
+
+    F(t, beta) = sum_i dev_i(eta_i) + sum_g u_g^2 + sum_g log(1 + t^2 S_g) + c,
+    S_g = sum_{i in g} w_i z_i^2.
+
+Its gradient (the modes are stationary points of d_g, so they enter the first two terms only
+through eta; the log-determinant term sees them through the weights):
+
+    dF/dbeta = sum_i dev_i' x_i + sum_g t^2 sum_i w_i' z_i^2 (x_i + t z_i du_g/dbeta) / L_g
+    dF/dt    = sum_i dev_i' z_i u_g
+               + sum_g [2 t S_g + t^2 sum_i w_i' z_i^2 (z_i u_g + t z_i du_g/dt)] / L_g
+
+with L_g = 1 + t^2 S_g, the implicit derivatives of the mode du_g/dbeta = -sum_i dev_i'' t z_i
+x_i / h_g, du_g/dt = -sum_i (dev_i'' t z_i^2 u_g + dev_i' z_i) / h_g, h_g = sum_i dev_i''
+t^2 z_i^2 + 2, and ' the derivative in eta: dev' = -2 prior_w (y - mu) mu' / V,
+dev'' = -2 prior_w [-mu'^2 / V + (y - mu)(mu'' / V - mu'^2 V' / V^2)], w' = prior_w
+(2 mu' mu'' / V - mu'^3 V' / V^2).
+
+Every kernel takes raw arrays; the per-chunk sums are added in chunk order (the chunks of
+`glmm_level_chunks`), so the result does not depend on the number of threads.
+"""
+import math
+
+import numpy as np
+from numba import njit, prange
+
+from .glm import BINOMIAL, CLOGLOG, LOG, LOGIT, POISSON, PROBIT, _link, _variance
+from .glmm import glmm_level_chunks
+
+
+@njit(cache=True, nogil=True)
+def row_derivatives(eta, y, prior_w, family, link):
+    """(dev', dev'', w, w') of one row at eta (see the module docstring).
+
+    Parameters
+    ----------
+    eta, y, prior_w : float, the linear predictor, the response (binomial: a proportion) and
+        the prior weight of the row
+    family, link : int, family and link ids (kernels.glm)
+    """
+    mu, me = _link(eta, link)
+    if link == LOGIT:
+        me2 = me * (1.0 - 2.0 * mu)
+    elif link == PROBIT:
+        me2 = -eta * me
+    elif link == CLOGLOG:
+        me2 = me * (1.0 - math.exp(eta))
+    elif link == LOG:
+        me2 = me
+    else:
+        me2 = 0.0
+    v = _variance(mu, family)
+    if family == BINOMIAL:
+        dv = 1.0 - 2.0 * mu
+    elif family == POISSON:
+        dv = 1.0
+    else:
+        dv = 0.0
+    r = y - mu
+    d1 = -2.0 * prior_w * r * me / v
+    d2 = -2.0 * prior_w * (-me * me / v + r * (me2 / v - me * me * dv / (v * v)))
+    w = prior_w * me * me / v
+    w1 = prior_w * (2.0 * me * me2 / v - me * me * me * dv / (v * v))
+    return d1, d2, w, w1
+
+
+@njit(cache=True, nogil=True)
+def _gradient_chunk(lo_g, hi_g, indptr, eta_fixed, X, order, Z, unit_z, y, prior_w, t, family,
+                    link, u, out, da):
+    """Adds the gradient contributions of levels lo_g..hi_g-1 to out (1 + p); da: (p,) scratch.
+    Row i of the sorted rows is row order[i] of X."""
+    p = X.shape[1]
+    for g in range(lo_g, hi_g):
+        s, e = indptr[g], indptr[g + 1]
+        ug = u[g]
+        # pass 1: the mode's implicit derivatives and S_g
+        S = 0.0
+        h = 2.0
+        a_t = 0.0
+        for j in range(p):
+            da[j] = 0.0
+        for i in range(s, e):
+            z = 1.0 if unit_z else Z[i, 0]
+            eta = eta_fixed[i] + t * z * ug
+            d1, d2, w, w1 = row_derivatives(eta, y[i], prior_w[i], family, link)
+            S += w * z * z
+            h += d2 * t * t * z * z
+            a_t += d2 * t * z * z * ug + d1 * z
+            c = d2 * t * z
+            r = order[i]
+            for j in range(p):
+                da[j] += c * X[r, j]
+        du_t = -a_t / h
+        L = 1.0 + t * t * S
+        # pass 2: the gradient
+        g_t = 2.0 * t * S / L
+        for i in range(s, e):
+            z = 1.0 if unit_z else Z[i, 0]
+            eta = eta_fixed[i] + t * z * ug
+            d1, d2, w, w1 = row_derivatives(eta, y[i], prior_w[i], family, link)
+            q = t * t * w1 * z * z / L
+            g_t += d1 * z * ug + q * (z * ug + t * z * du_t)
+            r = order[i]
+            for j in range(p):
+                out[1 + j] += d1 * X[r, j] + q * (X[r, j] - t * z * da[j] / h)
+        out[0] += g_t
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def blockdiag_laplace_gradient(indptr, eta_fixed, X, order, Z, unit_z, y, prior_w, t, family,
+                               link, u, grad_out):
+    """The gradient of the exact Laplace criterion in (t, beta) at the modes u.
+
+    Parameters
+    ----------
+    indptr : (n_levels + 1,) int64, row ranges of the levels (rows sorted by level)
+    eta_fixed : (n,) float64, offset + X beta (sorted rows)
+    X : (n, p) float64, fixed-effects columns (the rows as given, not sorted)
+    order : (n,) int64, sorted row i is row order[i] of X (no sorted copy of X is made)
+    Z : (n, 1) float64, the random-effect column (ignored when unit_z; may be (0, 1))
+    unit_z : bool, the random effect is an intercept
+    y, prior_w : (n,) float64, response (binomial: proportion) and prior weights
+    t : float, theta (the relative SD of the random effect)
+    family, link : int, family and link ids (kernels.glm)
+    u : (n_levels,) float64, the conditional modes (spherical: b = t u) at (t, beta)
+    grad_out : (1 + p,) float64, receives (dF/dt, dF/dbeta)
+    """
+    p = X.shape[1]
+    bounds = glmm_level_chunks(indptr)
+    n_chunks = bounds.shape[0] - 1
+    parts = np.zeros((n_chunks, 1 + p))
+    for c in prange(n_chunks):
+        da = np.empty(p)
+        _gradient_chunk(bounds[c], bounds[c + 1], indptr, eta_fixed, X, order, Z, unit_z, y,
+                        prior_w, t, family, link, u, parts[c], da)
+    for j in range(1 + p):
+        grad_out[j] = 0.0
+    for c in range(n_chunks):
+        for j in range(1 + p):
+            grad_out[j] += parts[c, j]
