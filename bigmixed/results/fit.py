@@ -31,8 +31,9 @@ def _frozen(a) -> np.ndarray:
 class LMMResults(FittedModel):
     """A fitted linear mixed model.
 
-    lme4 names: theta, sigma, beta, vcov, objective (REML criterion or deviance), ranef(), coef(),
-    variance_components, fitted / residuals; statsmodels names: params, bse, tvalues,
+    lme4 names: theta, sigma, beta, vcov, objective (REML criterion or deviance), VarCorr(),
+    fixef(), ranef(), coef(), refit_ml() (refitML), variance_components, fitted / residuals;
+    statsmodels names: params, bse, tvalues, pvalues (Satterthwaite), conf_int(alpha),
     cov_params(), llf, aic, bic, fittedvalues, resid, nobs.
 
     Attributes (read-only)
