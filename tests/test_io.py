@@ -338,3 +338,14 @@ def test_a_file_without_the_section_loads_and_names_what_is_missing(frame, tmp_p
     assert m.to_dict()["inference"]["ddf"] == "none"  # the document says what it holds
     with pytest.raises(bm.SavedSectionMissingError):
         bm.tidy.fit_document(m, ddf="satterthwaite")
+
+
+def test_saving_without_the_satterthwaite_section(frame, tmp_path):
+    from bigmixed.io.modelfile import save
+
+    fit = fitted(FORMULAS[0], frame)
+    save(fit, tmp_path / "m.bmfit", satterthwaite=False)
+    m = bm.load(tmp_path / "m.bmfit")
+    with pytest.raises(bm.SavedSectionMissingError, match="satterthwaite=False"):
+        m.fixed_effects_test()
+    np.testing.assert_array_equal(m.confint()["lower"], fit.confint()["lower"])

@@ -187,7 +187,7 @@ def _numeric_prototypes(variables: dict, specs: list) -> dict:
     return out
 
 
-def model_meta(fit, with_condvar: bool = True) -> tuple:
+def model_meta(fit, with_condvar: bool = True, with_inference: bool = True) -> tuple:
     """(metadata dict, arrays dict) describing `fit` (an LMMResults)."""
     from .._version import __version__
     from . import tidy as _tidy
@@ -268,7 +268,8 @@ def model_meta(fit, with_condvar: bool = True) -> tuple:
             rq = None
     except Exception:  # noqa: BLE001 - e.g. a fit without its data
         rq = None
-    inference = _inference_section(fit, arrays)
+    inference = (_inference_section(fit, arrays) if with_inference else
+                 {"satterthwaite": None, "fixed_gram": None, "reason": "saved with satterthwaite=False"})
     meta = {
         "format": FORMAT,
         "format_version": 1 if residual is None else 2,
@@ -411,15 +412,18 @@ def _float_or_none(f):
         return None
 
 
-def save(fit, path, *, condvar: bool = True) -> str:
+def save(fit, path, *, condvar: bool = True, satterthwaite: bool = True) -> str:
     """Write `fit` to `path` (one zip file, see the module docstring); returns the path.
 
     The file is written atomically (a temporary file in the same directory, then renamed):
     a failed save leaves no partial file. condvar=False skips the conditional covariances of
     the BLUPs (they need a selected inverse on crossed designs); the loaded fit's
-    ``ranef(condvar=True)`` then raises.
+    ``ranef(condvar=True)`` then raises. satterthwaite=False skips the "inference" section
+    (its Hessian costs about 8 k^2 evaluations of the criterion, k = number of variance
+    parameters); the loaded fit's fixed_effects_test() / anova_terms() then raise
+    SavedSectionMissingError.
     """
-    meta, arrays = model_meta(fit, with_condvar=condvar)
+    meta, arrays = model_meta(fit, with_condvar=condvar, with_inference=satterthwaite)
     # the encodings must be re-creatable before anything is written
     rebuild_design(meta, _ArrayReader(arrays))
     path = os.fspath(path)
