@@ -251,3 +251,24 @@ def test_weights_and_offset(kind):
         fit.update(". ~ . - offset(z)")
     assert bm.update_formula(r["formula"], ". ~ . - offset(z)") == \
         "mobility ~ age + married + sex + wbc + rbc + (1 | doctor)"
+
+
+@pytest.mark.parametrize("term", ["married", "age:arm", "sex"])
+def test_updated_fit_tables_equal_direct_fit(term):
+    """A fit reduced from the design answers everything as the reduced formula fitted from the
+    data: Type III and Type I tables, KR t tests, predictions (its encoding is formulaic's
+    ModelSpec restricted to the remaining terms)."""
+    df = load_data("catint.csv")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", bm.BigmixedWarning)
+        fit = bm.lmm("mobility ~ age * arm + sex + married + (1 | doctor)", df).fit()
+        new = fit.update(f". ~ . - {term}")
+        direct = bm.lmm(new.formula, df).fit()
+    for typ in (3, 1):
+        a, b = new.anova_terms(type=typ), direct.anova_terms(type=typ)
+        assert list(a["term"]) == list(b["term"])
+        np.testing.assert_array_equal(a["F_value"], b["F_value"])
+        np.testing.assert_allclose(a["den_df"], b["den_df"], rtol=1e-9)
+    np.testing.assert_array_equal(new.fixed_effects_test(ddf="kr")["df"],
+                                  direct.fixed_effects_test(ddf="kr")["df"])
+    np.testing.assert_array_equal(new.predict(df.iloc[:9]), direct.predict(df.iloc[:9]))

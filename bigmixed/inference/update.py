@@ -215,12 +215,7 @@ def reduced_design(design, drop_columns=(), random_terms=None, formula=None):
         changes["fixed_names"] = [design.fixed_names[j] for j in keep]
         fs = design.fixed_spec
         if fs is not None:
-            ms = fs.matrix
-            old_keep = list(range(len(ms.names))) if ms.keep is None else list(ms.keep)
-            all_names = list(ms.names) if ms.all_names is None else list(ms.all_names)
-            ms2 = replace(ms, keep=[old_keep[j] for j in keep], all_names=all_names,
-                          names=[ms.names[j] for j in keep])
-            changes["fixed_spec"] = replace(fs, matrix=ms2)
+            changes["fixed_spec"] = replace(fs, matrix=_reduced_matrix_spec(fs.matrix, drop))
     if random_terms is not None:
         terms, specs = [], []
         has_specs = len(design.term_specs) == len(design.terms)
@@ -264,12 +259,56 @@ def reduced_design(design, drop_columns=(), random_terms=None, formula=None):
             changes["prior"] = replace(prior, design_formula=stripped)
         try:
             new_parsed = parse_formula(stripped)
-            # the fixed part keeps the old term structure (its columns are in fixed_spec)
-            changes["parsed"] = replace(parsed, text=stripped, random=new_parsed.random,
-                                        terms=new_parsed.terms)
+            kw = dict(text=stripped, random=new_parsed.random, terms=new_parsed.terms)
+            if drop and design.fixed_spec is not None and \
+                    changes["fixed_spec"].matrix.model_spec is not design.fixed_spec.matrix.model_spec:
+                kw["fixed"] = new_parsed.fixed  # the term structure follows the new formula
+            changes["parsed"] = replace(parsed, **kw)
         except Exception:  # pragma: no cover - a Design without a parsed formula
             pass
     return replace(design, **changes)
+
+
+def _reduced_matrix_spec(ms, drop):
+    """The fixed part's MatrixSpec without the columns `drop` (indices into the kept columns):
+    formulaic's ModelSpec restricted to the remaining terms (ModelSpec.subset: the same
+    encoding of every remaining column), so that the term structure (R's assign, Type III
+    contrasts) is that of the reduced formula. Falls back to selecting columns."""
+    old_keep = list(range(len(ms.names))) if ms.keep is None else list(ms.keep)
+    all_names = list(ms.names) if ms.all_names is None else list(ms.all_names)
+    keep = [j for j in range(len(ms.names)) if j not in set(drop)]
+    fallback = replace(ms, keep=[old_keep[j] for j in keep], all_names=all_names,
+                       names=[ms.names[j] for j in keep])
+    spec = ms.model_spec
+    if spec is None:
+        return fallback
+    try:
+        dropped_all = {old_keep[j] for j in drop}  # indices into all_names
+        kept_terms, kept_all, col = [], [], 0
+        for st in spec.structure:
+            idx = list(range(col, col + len(st.columns)))
+            col += len(st.columns)
+            live = [c for c in idx if c in set(old_keep)]
+            if live and all(c in dropped_all for c in live):
+                continue
+            kept_terms.append(st.term)
+            kept_all.extend(idx)
+        if col != len(all_names):
+            return fallback
+        sub = spec.subset(kept_terms)
+        new_all = [all_names[c] for c in kept_all]
+        pos = {c: k for k, c in enumerate(kept_all)}
+        new_keep = [pos[old_keep[j]] for j in keep]
+        n_terms = sum(1 for t in kept_terms if any(f.eval_method.value != "literal" for f in t.factors))
+        names = [ms.names[j] for j in keep]
+        rhs = " + ".join(str(t) for t in kept_terms if str(t) != "1") or "1"
+        if ms.keep is None and new_keep == list(range(len(new_all))):
+            return replace(ms, rhs=rhs, n_terms=n_terms, model_spec=sub, names=names,
+                           keep=None, all_names=None)
+        return replace(ms, rhs=rhs, n_terms=n_terms, model_spec=sub, names=names,
+                       keep=new_keep, all_names=new_all)
+    except Exception:  # noqa: BLE001 - an encoding formulaic cannot subset: select columns
+        return fallback
 
 
 def _design_plan(fit, new_formula: str):
