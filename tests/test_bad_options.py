@@ -119,3 +119,9 @@ def test_fit_many_reports_degenerate_responses(sleep):
         assert st.loc[name, "status"] == "error"
         assert st.loc[name, "error_type"] == "DegenerateResponseError"
         assert what in st.loc[name, "error"] and repr(name) in st.loc[name, "error"]
+
+
+@pytest.mark.parametrize("reml", [True, False])
+def test_glmm_reml_explains_itself(sleep, reml):
+    with pytest.raises(bm.OptionError, match="does not apply to a GLMM.*maximum likelihood"):
+        bm.glmm("y ~ Days + (1 | Subject)", binary(sleep), family="binomial", reml=reml)

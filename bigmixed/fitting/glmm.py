@@ -41,7 +41,7 @@ from ..spec.family import family_from
 from ..spec.structure import RandomEffectsStructure
 from ..warnings import ConvergenceWarning, SingularFitWarning
 from .control import FitControl
-from .optimize import minimize_theta, newton_polish
+from .optimize import gradient_hessian, minimize_theta, newton_polish
 from .pirls import PIRLS_TOL, PirlsError, WorkingSystem, linear_predictor, pirls
 from .record import OptimizerRecord, StageRecord
 
@@ -365,7 +365,11 @@ class GeneralizedLinearMixedModel:
         With pirls="lme4" it is the gradient of the exact Laplace value, not of glmer's
         criterion (which only approximates it): a guide to glmer's optimum, not its gradient."""
         of = self.one_factor
-        return of is not None and self.structure.factors[0].n_columns == 1 and self.nAGQ == 1
+        # canonical links only: for probit and cloglog, PIRLS (Fisher scoring) converges
+        # linearly, the modes stop ~1e-7 from the exact ones and the gradient is too rough for
+        # the quasi-Newton steps (the difference-gradient path applies there)
+        return (of is not None and self.structure.factors[0].n_columns == 1 and self.nAGQ == 1
+                and self.family.link == {"binomial": "logit", "poisson": "log"}[self.family.name])
 
     def gradient(self, params) -> np.ndarray:
         """The gradient of `objective` at params = (theta, gamma) (see has_analytic_gradient);
@@ -632,31 +636,20 @@ def _analytic_stage(fun, grad, x0, lower):
     return replace(rec, n_gradients=rec.n_gradients + len(x0) + 1)
 
 
-def gradient_hessian(grad, x, *, central: bool = True, rel_step: float = 1e-4) -> np.ndarray:
-    """The Hessian as differences of an analytic gradient, symmetrized: central (2 n
-    gradients, O(h^2)) or forward (n + 1 gradients, O(h)); h = rel_step max(|x|, 0.1)."""
-    x = np.asarray(x, dtype=np.float64)
-    n = len(x)
-    h = rel_step * np.maximum(np.abs(x), 0.1)
-    H = np.empty((n, n))
-    g0 = None if central else grad(x)
-    for a in range(n):
-        e = np.zeros(n)
-        e[a] = h[a]
-        if central:
-            H[:, a] = (grad(x + e) - grad(x - e)) / (2.0 * h[a])
-        else:
-            H[:, a] = (grad(x + e) - g0) / h[a]
-    return 0.5 * (H + H.T)
-
-
 def glmm(formula: str, data, *, family="binomial", link=None, weights=None, offset=None,
-         nAGQ: int = 1, solver: str = "auto", pirls: str = "auto") -> GeneralizedLinearMixedModel:
+         nAGQ: int = 1, solver: str = "auto", pirls: str = "auto",
+         reml=None) -> GeneralizedLinearMixedModel:
     """Set up a generalized linear mixed model (lme4's glmer); call ``.fit()`` on the result.
     See `GeneralizedLinearMixedModel` for the arguments. A Polars DataFrame or pyarrow Table
     is converted to pandas (only the columns the model names)."""
     from ..spec.checks import as_pandas
 
+    if reml is not None:  # explain it rather than a bare "unexpected keyword argument"
+        from ..errors import OptionError
+
+        raise OptionError(f"bm.glmm: reml={reml!r} does not apply to a GLMM: it is fitted by "
+                          "maximum likelihood (Laplace, or adaptive Gauss-Hermite quadrature with "
+                          "nAGQ > 1), as glmer has no REML; drop reml=")
     data = as_pandas(data, formula, weights, offset)
     return GeneralizedLinearMixedModel(formula, data, family=family, link=link, weights=weights,
                                        offset=offset, nAGQ=nAGQ, solver=solver, pirls=pirls)
