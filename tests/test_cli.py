@@ -670,3 +670,12 @@ def test_glmm_outputs_carry_z_and_p_and_refuse_ddf(tmp_path):
     z = [float(r["z_value"]) for r in rows if r["effect"] == "fixed"]
     np.testing.assert_allclose([float(r["p_value"]) for r in rows if r["effect"] == "fixed"],
                                2 * stats.norm.sf(np.abs(z)), rtol=1e-12)
+
+
+def test_a_model_without_fixed_effects_has_an_empty_table(files, tmp_path):
+    d, _, _ = files
+    out = tmp_path / "f.json"
+    assert run("fit", "--data", d / "data.parquet", "--formula", "mobility ~ 0 + (1 | doctor)",
+               "--out", out, "-q") == 0
+    doc = json.loads(out.read_text())
+    assert doc["fixed_effects"] == [] and doc["inference"]["ddf"] == "satterthwaite"

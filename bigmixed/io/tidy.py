@@ -179,10 +179,13 @@ def coefficient_tests(fit, ddf: str | None = None) -> tuple:
     elif method == "satterthwaite":
         from ..inference.satterthwaite import DDF_LABEL, satterthwaite_state
 
-        tab = fit.fixed_effects_test(ddf="satterthwaite")
-        df = tab["df"].to_numpy(dtype=np.float64)
-        p = tab["p_value"].to_numpy(dtype=np.float64)
-        messages = list(satterthwaite_state(fit).messages)
+        if len(beta):
+            tab = fit.fixed_effects_test(ddf="satterthwaite")
+            df = tab["df"].to_numpy(dtype=np.float64)
+            p = tab["p_value"].to_numpy(dtype=np.float64)
+            messages = list(satterthwaite_state(fit).messages)
+        else:  # no fixed effects (y ~ 0 + (1 | g)): nothing to test
+            df = p = np.zeros(0)
         info = {"ddf": "satterthwaite", "statistic": "t", "method": DDF_LABEL["satterthwaite"]}
     else:
         df = p = None
