@@ -272,3 +272,15 @@ def test_updated_fit_tables_equal_direct_fit(term):
     np.testing.assert_array_equal(new.fixed_effects_test(ddf="kr")["df"],
                                   direct.fixed_effects_test(ddf="kr")["df"])
     np.testing.assert_array_equal(new.predict(df.iloc[:9]), direct.predict(df.iloc[:9]))
+
+
+def test_dask_fit_refuses_design_reductions():
+    dd = pytest.importorskip("dask.dataframe")
+    df = load_data("ri.csv")
+    fit = bm.lmm(ref("ri_ml")["formula"], dd.from_pandas(df, npartitions=2)).fit()
+    for call in (fit.drop1, fit.ranova, lambda: fit.update(". ~ . - rbc"),
+                 lambda: fit.fixed_effects_test(ddf="kenward-roger")):
+        with pytest.raises(NotImplementedError, match="in memory"):
+            call()
+    # with data=, update refits from those data
+    assert fit.update(". ~ . - rbc", data=df).formula.endswith("wbc + (1 | doctor)")

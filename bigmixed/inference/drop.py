@@ -42,7 +42,7 @@ import pandas as pd
 from ..warnings import BigmixedWarning
 from .compare import BOUNDARY, NAIVE, boundary_mixture, mixture_pvalue, refit_ml
 from .fixed_terms import fixed_terms
-from .update import model_from_design, reduced_design
+from .update import model_from_design, reduced_design, require_rows_in_memory
 
 LOG_2PI = math.log(2.0 * math.pi)
 
@@ -69,7 +69,7 @@ def drop1(fit, test: str = "Chisq") -> pd.DataFrame:
 
     if str(test).lower() not in ("chisq", "lrt"):
         raise ValueError(f"test must be 'Chisq' (likelihood-ratio test), not {test!r}")
-    fit._require_model("drop1 (it refits the reduced models)")
+    require_rows_in_memory(fit, "drop1 (it refits the reduced models)")
     full = refit_ml(fit)
     rows = {"<none>": {"npar": np.nan, "AIC": full.aic, "LRT": np.nan, "Pr(Chi)": np.nan}}
     for t in droppable_terms(fit):
@@ -144,7 +144,7 @@ def ranova(fit, reduce_terms: bool = True) -> pd.DataFrame:
     heading, formulae (the random part of each reduced model), criterion."""
     from scipy import stats
 
-    model = fit._require_model("ranova (it refits the reduced models)")
+    model = require_rows_in_memory(fit, "ranova (it refits the reduced models)")
     design = fit.design
     n_terms = len(design.terms)
     reml = bool(fit.reml)

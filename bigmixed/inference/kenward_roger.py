@@ -70,6 +70,10 @@ def kr_state(fit, max_random_effects: int | None = None) -> KRState:
 
 def _check(fit, limit):
     model = fit._require_model("Kenward-Roger df (they need the design)")
+    kind = getattr(getattr(fit, "rows", None), "kind", "memory")
+    if kind != "memory":
+        raise NotImplementedError(f"Kenward-Roger df need the model's rows in memory (Z and X); "
+                                  f"this fit's rows are {kind!r}: use ddf='satterthwaite'")
     if not fit.reml:
         raise ValueError("Kenward-Roger's method is only available for REML fits (as in "
                          "lmerTest); use fit.update(reml=True)")

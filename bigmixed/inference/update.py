@@ -199,6 +199,16 @@ def _model_of(fit):
     return fit._require_model("update() (it needs the model's design and cross-products)")
 
 
+def require_rows_in_memory(fit, what: str):
+    """The fit's model, when its rows are in memory (not Dask partitions, not a loaded file)."""
+    model = fit._require_model(what)
+    kind = getattr(getattr(fit, "rows", None), "kind", "memory")
+    if kind != "memory":
+        raise NotImplementedError(f"{what} needs the model's rows in memory; this fit's rows are "
+                                  f"{kind!r} (for Dask data, fit the reduced models with bm.lmm)")
+    return model
+
+
 def reduced_design(design, drop_columns=(), random_terms=None, formula=None):
     """A Design from `design` without the fixed-effects columns `drop_columns` (indices into
     X) and with the random terms `random_terms`: [(k, column indices or None for all)] over
@@ -448,6 +458,7 @@ def update(fit, formula: str | None = None, *, reml: bool | None = None, data=No
             return model if use_reml == model.reml else model._derived(reml=use_reml)
         return model.refit(reml=use_reml, **fit_options)
     else:
+        require_rows_in_memory(fit, "update() without data=")
         drop_cols, plan = _design_plan(fit, new_formula)
         design = reduced_design(fit.design, drop_cols, plan, formula=new_formula)
         new_model = model_from_design(fit, design, use_reml)
