@@ -1480,6 +1480,10 @@ def cmd_predict(args, display=None, interval=None) -> int:
     if args.coverage != 0.95 and args.interval is None:
         raise CLIError(EXIT_USAGE, "--coverage applies with --interval")
     keep = [c.strip() for c in (args.keep or "").split(",") if c.strip()]
+    clash = [c for c in keep if c in ("row", "fit", "se", "lower", "upper")]
+    if clash:
+        raise CLIError(EXIT_USAGE, f"--keep: column {clash[0]!r} would clash with the output column "
+                                   f"of that name (row, fit, se, lower, upper); rename it first")
     _check_outputs(args, fmt, [("--data", args.data), ("--model", args.model)])
     out = AtomicOutput(args.out, binary=fmt == "parquet")
     listen = (progress.listening(display, interval) if display is not None else contextlib.nullcontext())

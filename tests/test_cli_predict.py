@@ -113,6 +113,7 @@ def test_errors_and_usage(setup, tmp_path):
     assert run(*base, "--out", tmp_path / "p.csv", "--interval", "--coverage", "1.5") == cli.EXIT_USAGE
     assert run(*base, "--out", tmp_path / "p.csv", "--coverage", "0.9") == cli.EXIT_USAGE
     assert run(*base, "--out", tmp_path / "p.csv", "--keep", "nope") == cli.EXIT_USAGE
+    assert run(*base, "--out", tmp_path / "p.csv", "--keep", "id,fit") == cli.EXIT_USAGE
     assert run(*base, "--out", tmp_path / "p.csv", "--level", "marginal") == cli.EXIT_USAGE
     assert run("predict", "--model", tmp_path / "none.bmfit", "--data", d / "new.parquet",
                "--out", tmp_path / "p.csv", "-q") == cli.EXIT_DATA
