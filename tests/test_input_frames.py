@@ -86,3 +86,12 @@ def test_fit_many_and_glmm_take_arrow_and_polars(frame):
 def test_other_inputs_still_rejected():
     with pytest.raises(bm.DataTypeError, match="DataFrame"):
         bm.lmm("y ~ x + (1 | g)", {"y": [1, 2], "x": [1, 2], "g": ["a", "b"]})
+
+
+def test_polars_lazy_frame_collects_only_the_used_columns(frame):
+    pl = pytest.importorskip("polars")
+    ref = bm.lmm(FORMULA, frame).fit()
+    lazy = pl.from_pandas(frame).lazy()
+    conv = as_pandas(lazy, FORMULA)
+    assert sorted(conv.columns) == sorted(["mobility", "age", "sex", "time", "doctor"])
+    _same_fit(ref, bm.lmm(FORMULA, lazy).fit())

@@ -267,7 +267,8 @@ def check_lmm_options(where: str, *, reml=True, solver="auto", family=None, resi
 
 
 def _is_polars(data) -> bool:
-    return (type(data).__module__ or "").startswith("polars") and hasattr(data, "to_pandas")
+    return (type(data).__module__ or "").startswith("polars") and (
+        hasattr(data, "to_pandas") or hasattr(data, "collect"))
 
 
 def _is_arrow(data) -> bool:
@@ -299,9 +300,12 @@ def as_pandas(data, *texts):
     if isinstance(data, pd.DataFrame):
         return data
     if _is_polars(data):
-        cols = list(data.columns)
+        lazy = not hasattr(data, "to_pandas")  # a LazyFrame: only the used columns are collected
+        cols = list(data.collect_schema().names() if lazy else data.columns)
         if texts:
             data = data.select(used_columns(cols, *texts))
+        if lazy:
+            data = data.collect()
         try:
             return data.to_pandas()
         except ModuleNotFoundError as e:  # polars needs pyarrow for to_pandas
