@@ -310,15 +310,16 @@ def test_anova_of_an_added_random_slope_uses_the_boundary_mixture():
     assert tab["null"].iloc[1] == "0.5 chi2(1) + 0.5 chi2(2)"
 
 
-@pytest.mark.parametrize("link", ["logit", "cloglog"])
-def test_exact_laplace_fits_use_the_analytic_gradient_and_end_at_its_zero(link):
+@pytest.mark.parametrize("family,link,formula", [
+    ("binomial", "logit", "remission ~ age + married + wbc + (1 | doctor)"),
+    ("poisson", "log", "n_events ~ age + married + offset(log(exposure)) + (0 + sex | doctor)")])
+def test_exact_laplace_fits_use_the_analytic_gradient_and_end_at_its_zero(family, link, formula):
     from bigmixed.data_gen import generate_hdp
 
     df = generate_hdp(n_doctors=120, seed=4, binary=True, counts=True).data
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", bm.BigmixedWarning)
-        model = bm.glmm("remission ~ age + married + wbc + (1 | doctor)", df, family="binomial",
-                        link=link, pirls="exact")
+        model = bm.glmm(formula, df, family=family, link=link, pirls="exact")
         fit = model.fit()
     assert model.has_analytic_gradient
     stage2 = fit.optimizer.stages[1]

@@ -322,3 +322,21 @@ def forward_hessian(fun, x, idx, f0, rel_step):
         for b in range(a + 1):
             H[a, b] = H[b, a] = (fun(x + steps[a] + steps[b]) - f1[a] - f1[b] + f0) / (h[a] * h[b])
     return H
+
+
+def gradient_hessian(grad, x, *, central: bool = True, rel_step: float = 1e-4) -> np.ndarray:
+    """The Hessian as differences of an analytic gradient, symmetrized: central (2 n
+    gradients, O(h^2)) or forward (n + 1 gradients, O(h)); h = rel_step max(|x|, 0.1)."""
+    x = np.asarray(x, dtype=np.float64)
+    n = len(x)
+    h = rel_step * np.maximum(np.abs(x), 0.1)
+    H = np.empty((n, n))
+    g0 = None if central else grad(x)
+    for a in range(n):
+        e = np.zeros(n)
+        e[a] = h[a]
+        if central:
+            H[:, a] = (grad(x + e) - grad(x - e)) / (2.0 * h[a])
+        else:
+            H[:, a] = (grad(x + e) - g0) / h[a]
+    return 0.5 * (H + H.T)

@@ -303,7 +303,7 @@ def _vcov(model, params, k, p):
     lower = np.concatenate((model.structure.lower_bounds, np.full(p, -np.inf)))
     free = ~((lower == 0) & (params == 0))
     if model.has_analytic_gradient and model.pirls_mode == "exact" and free.all():
-        from ..fitting.glmm import gradient_hessian
+        from ..fitting.optimize import gradient_hessian
 
         H = gradient_hessian(model.gradient, params, central=True, rel_step=1e-4)
     else:
