@@ -1526,9 +1526,21 @@ def cmd_predict(args, display=None, interval=None) -> int:
             progress.report("predict", rows=len(data))
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                frame = predictions_frame(fit, data, level=args.level, unseen=args.unseen,
-                                          interval=args.interval, coverage=args.coverage, keep=keep,
-                                          type=scale)
+                try:
+                    frame = predictions_frame(fit, data, level=args.level, unseen=args.unseen,
+                                              interval=args.interval, coverage=args.coverage,
+                                              keep=keep, type=scale)
+                except ValueError as e:
+                    import numpy as np
+
+                    from .errors import BigmixedError
+
+                    if isinstance(e, (BigmixedError, np.linalg.LinAlgError)):
+                        raise
+                    # the new data do not fit the model (e.g. an unseen level with --unseen error)
+                    raise CLIError(EXIT_MODEL, f"{type(e).__name__}: {e} (bigmixed predict: "
+                                               f"--unseen population|nan)" if "unseen" in str(e)
+                                   else f"{type(e).__name__}: {e}") from None
             _log_caught(caught)
             meta = {
                 "format": PREDICT_FORMAT, "format_version": PREDICT_VERSION,

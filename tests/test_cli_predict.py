@@ -100,7 +100,7 @@ def test_unseen_levels(setup, tmp_path):
     assert np.isnan(want).any()
     np.testing.assert_allclose(got[~np.isnan(got)], want[~np.isnan(want)], rtol=1e-13)
     assert run("predict", "--model", d / "m.bmfit", "--data", d / "new.parquet", "--out", out,
-               "--unseen", "error", "-q") != 0
+               "--unseen", "error", "-q") == cli.EXIT_MODEL
     assert out.read_text().count("\n") == len(new)  # the earlier output is left untouched
 
 
