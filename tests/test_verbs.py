@@ -145,6 +145,17 @@ def test_drop1_matches_lme4(name, data):
     assert "Single term deletions" in format_table(t)
 
 
+def test_drop1_scope():
+    r, fit = fit_of("ri_ml", "ri.csv")
+    full = fit.drop1()
+    t = fit.drop1(scope=["rbc", "age"])
+    assert list(t.index) == ["<none>", "rbc", "age"]
+    np.testing.assert_array_equal(t.loc[["rbc", "age"], "LRT"], full.loc[["rbc", "age"], "LRT"])
+    assert list(fit.drop1(scope="~ wbc").index) == ["<none>", "wbc"]
+    with pytest.raises(ValueError, match="scope"):
+        fit.drop1(scope=["bmi"])
+
+
 def test_drop1_of_reml_fit_refits_ml():
     r = ref("catint_ml")
     with warnings.catch_warnings():

@@ -60,10 +60,29 @@ def droppable_terms(fit) -> list:
     return [t for t, s in zip(terms, sets) if t.columns and not any(s < u for u in sets)]
 
 
-def drop1(fit, test: str = "Chisq") -> pd.DataFrame:
-    """lme4's ``drop1(fit, test = "Chisq")``: an ML likelihood-ratio test per droppable fixed
-    term. Index ``<none>`` then the terms; columns npar, AIC, LRT, Pr(Chi). ``attrs``:
-    heading, refitted (True when a REML fit was refitted by ML).
+def _scope_terms(fit, scope) -> list:
+    """The terms of `scope` (labels, or a one-sided formula "~ a + b:c"), as fixed terms."""
+    from ..spec.formula import _term_label, r_term_order, to_python_expr
+
+    _, terms = fixed_terms(fit)
+    by_set = {frozenset(t.variables): t for t in terms if t.columns}
+    if isinstance(scope, str):
+        rhs = scope.split("~", 1)[-1]
+        wanted = [frozenset(_term_label([f]) for f in t) for t in r_term_order(to_python_expr(rhs))[1]]
+    else:
+        wanted = [frozenset(str(x).replace(" ", "").split(":")) for x in scope]
+    missing = [":".join(sorted(w)) for w in wanted if w not in by_set]
+    if missing:
+        raise ValueError(f"scope is not a subset of term labels: {missing} "
+                         f"(terms: {[t.label for t in terms]})")
+    return [by_set[w] for w in wanted]
+
+
+def drop1(fit, test: str = "Chisq", scope=None) -> pd.DataFrame:
+    """lme4's ``drop1(fit, scope, test = "Chisq")``: an ML likelihood-ratio test per droppable
+    fixed term (or per term of `scope`: labels or "~ a + b"). Index ``<none>`` then the terms;
+    columns npar, AIC, LRT, Pr(Chi). ``attrs``: heading, refitted (True when a REML fit was
+    refitted by ML).
     """
     from scipy import stats
 
@@ -72,7 +91,7 @@ def drop1(fit, test: str = "Chisq") -> pd.DataFrame:
     require_rows_in_memory(fit, "drop1 (it refits the reduced models)")
     full = refit_ml(fit)
     rows = {"<none>": {"npar": np.nan, "AIC": full.aic, "LRT": np.nan, "Pr(Chi)": np.nan}}
-    for t in droppable_terms(fit):
+    for t in (droppable_terms(fit) if scope is None else _scope_terms(fit, scope)):
         design = reduced_design(fit.design, t.columns)
         red = _quiet_fit(model_from_design(fit, design, reml=False))
         k = len(t.columns)

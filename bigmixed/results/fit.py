@@ -520,12 +520,12 @@ class LMMResults(FittedModel):
 
         return update(self, formula, reml=reml, data=data, **fit_options)
 
-    def drop1(self, test: str = "Chisq") -> pd.DataFrame:
+    def drop1(self, test: str = "Chisq", scope=None) -> pd.DataFrame:
         """lme4's drop1(fit, test = "Chisq"): an ML likelihood-ratio test per droppable
-        fixed term (bigmixed.inference.drop)."""
+        fixed term, or per term of `scope` (bigmixed.inference.drop)."""
         from ..inference.drop import drop1
 
-        return drop1(self, test=test)
+        return drop1(self, test=test, scope=scope)
 
     def ranova(self, reduce_terms: bool = True) -> pd.DataFrame:
         """lmerTest's ranova(): a likelihood-ratio test per random term, with lmerTest's
