@@ -31,7 +31,7 @@ from ..crossprods.basis import FixedEffectsBasis
 from ..crossprods.weighted import pair_plans
 from ..errors import BigmixedError
 from ..kernels.ghrule import MAX_AGQ, gauss_hermite_rule
-from ..kernels.glm import glm_aic_constant
+from ..kernels.glm import glm_aic_constant, glm_deviance
 from ..kernels.glmm import blockdiag_agq, blockdiag_laplace, blockdiag_pirls
 from ..kernels.glmm_gradient import blockdiag_laplace_gradient
 from ..results.rows import InMemoryRows
@@ -292,6 +292,20 @@ class GeneralizedLinearMixedModel:
                       u0, **self._pirls_options())
             self._lp0 = r.eta
         return self._lp0
+
+    # ---- the linear predictor on the rows (in memory: arrays; bigmixed.fitting.pirls) ---
+    def fixed_eta(self, beta) -> np.ndarray:
+        """offset + X beta."""
+        return self.offset + self.design.X @ beta
+
+    def linear_predictor(self, base, theta, us) -> np.ndarray:
+        """base + Z Lambda(theta) u."""
+        return linear_predictor(self, base, theta, us)
+
+    def deviance_at(self, eta) -> float:
+        """The deviance sum_i dev_i at the linear predictor eta."""
+        hi, lo = glm_deviance(self.y, eta, self.prior_weights, self.family_id, self.link_id)
+        return float(hi + lo)
 
     # ---- stage 2: (theta, beta) -------------------------------------------------------
     def beta_of(self, gamma) -> np.ndarray:
@@ -560,7 +574,7 @@ class GeneralizedLinearMixedModel:
     def modes_at(self, theta, beta):
         """PIRLS at (theta, beta) on the solver: (PirlsResult, fixed part eta) with the
         modes system holding the weights at the modes (for conditional variances)."""
-        fixed = self.offset + self.design.X @ beta
+        fixed = self.fixed_eta(beta)
         ws = self.modes_system
         u0 = [np.zeros((f.n_levels, f.n_columns)) for f in self.structure.factors]
         start = self.lp0 if self.pirls_mode == "lme4" else fixed.copy()

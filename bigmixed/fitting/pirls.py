@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..crossprods.weighted import assign_crossprods, weighted_crossprods
-from ..kernels.glm import add_ranef, glm_deviance, glm_working
+from ..kernels.glm import add_ranef, glm_working
 from ..solvers.choose import SYSTEMS, auto_solver
 from .objective import NotPositiveDefinite, profiled_state
 
@@ -125,7 +125,7 @@ def linear_predictor(model, base: np.ndarray, theta, us) -> np.ndarray:
     return eta
 
 
-def pirls(model, ws: WorkingSystem, theta, eta0: np.ndarray, u0: list, fixed_eta=None,
+def pirls(model, ws, theta, eta0, u0: list, fixed_eta=None,
           consistent_start: bool = False, tol: float = PIRLS_TOL,
           maxit: int = PIRLS_MAXIT, lme4: bool = False) -> PirlsResult:
     """PIRLS from the linear predictor eta0, the first linearization point.
@@ -136,11 +136,16 @@ def pirls(model, ws: WorkingSystem, theta, eta0: np.ndarray, u0: list, fixed_eta
     penalized deviance there; otherwise (glmer's lp0, a previous fit's eta) the first step is
     taken whatever it gives, as lme4 does.
 
+    The linear predictors (eta0, fixed_eta, the iterates) are whatever the model represents
+    them by -- row arrays in memory, coefficients for rows that stay in Dask -- and the model
+    computes with them: ``model.deviance_at(eta)``, ``model.fixed_eta(beta)``,
+    ``model.linear_predictor(base, theta, u)``; ``ws`` is a `WorkingSystem` or one with its
+    interface (load, solve, joint, p).
+
     lme4: glmer's own evaluation (pwrssUpdate): the convergence test comes right after the
     deviance at the new iterate, and the determinant is the one of the step that led there,
     i.e. with the weights of the iterate before (lme4's ldL2 after its last decomposition).
     """
-    fam, link = model.family_id, model.link_id
     offset_z = model.offset if ws.joint else fixed_eta
     eta = eta0
     u = [np.array(x, dtype=np.float64) for x in u0]
@@ -156,8 +161,7 @@ def pirls(model, ws: WorkingSystem, theta, eta0: np.ndarray, u0: list, fixed_eta
                 eta = 0.5 * (prev[0] + eta)
                 u = [0.5 * (a + b) for a, b in zip(prev[1], u)]
                 beta = 0.5 * (prev[2] + beta)
-                hi, lo = glm_deviance(model.y, eta, model.prior_weights, fam, link)
-                pdev = float(hi + lo) + sum(float(np.sum(x * x)) for x in u)
+                pdev = model.deviance_at(eta) + sum(float(np.sum(x * x)) for x in u)
                 if pdev <= prev[3]:
                     break
             else:
@@ -176,10 +180,7 @@ def pirls(model, ws: WorkingSystem, theta, eta0: np.ndarray, u0: list, fixed_eta
             return PirlsResult(dev, pdev - dev, logdet, eta, u,
                                beta if ws.joint else np.zeros(0), state, it)
         prev = (eta, u, beta, pdev if (prev is not None or consistent_start) else np.inf)
-        if ws.joint:
-            base = model.offset + ws.X @ (model.basis.W @ beta_new)
-        else:
-            base = fixed_eta
-        eta = linear_predictor(model, base, theta, u_new)
+        base = model.fixed_eta(model.basis.W @ beta_new) if ws.joint else fixed_eta
+        eta = model.linear_predictor(base, theta, u_new)
         u, beta = u_new, beta_new
     raise PirlsError(f"PIRLS did not converge in {maxit} iterations")
