@@ -83,7 +83,10 @@ lt <- list(slope = lmer(Reaction ~ Days + (Days | Subject), data = sleepstudy),
 out$lmertest <- lapply(lt, function(f) {
   s <- capture.output(summary(f))
   a <- capture.output(print(anova(f)))
+  s4 <- summary(f, ddf = "lme4")
   list(formula = deparse(formula(f)), coef_names = rownames(coef(summary(f))),
+       coefs = as.data.frame(coef(summary(f))), coefs_lme4 = as.data.frame(coef(s4)),
+       summary_lines_lme4 = capture.output(print(s4)),
        p_summary = unname(coef(summary(f))[, "Pr(>|t|)"]),
        summary_lines = s, anova_terms = rownames(anova(f)), p_anova = anova(f)[["Pr(>F)"]],
        anova_lines = a)

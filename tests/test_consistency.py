@@ -199,3 +199,30 @@ def test_lrt_table_prints_p_values_as_lme4(case, formulas):
     text = bm.format_anova(table)
     want = format_pval([ref["p"]], digits=4)[0]
     assert want in ref["lines"][6] and f" {want}" in text
+
+
+@pytest.mark.parametrize("model", ["slope", "nested_g3"])
+@pytest.mark.parametrize("key, lines_key", [("coefs", "summary_lines"), ("coefs_lme4", "summary_lines_lme4")])
+def test_print_coefmat_as_r(model, key, lines_key):
+    """lme4's / lmerTest's coefficient tables from R's own numbers: the same lines (R's legend
+    with ASCII quotes, as R prints it outside a UTF-8 locale)."""
+    from bigmixed.io.rformat import print_coefmat
+
+    lt = REF["lmertest"][model]
+    rows = lt[key]
+    cols = [c for c in rows[0] if c != "_row"]
+    got = print_coefmat([r["_row"] for r in rows], cols, [[r[c] for c in cols] for r in rows])
+    lines = lt[lines_key]
+    i = lines.index("Fixed effects:")
+    want = [ln.replace("\u2018", "'").replace("\u2019", "'") for ln in lines[i + 1:i + 1 + len(got)]]
+    assert got == want
+
+
+def test_summary_fixed_effects_block_as_lme4(slope):
+    """The fit's own numbers agree with lme4's to the digits printed: the block is lme4's."""
+    lt = REF["lmertest"]["slope"]
+    for text, lines in ((slope.summary(), lt["summary_lines_lme4"]),
+                        (slope.summary(ddf="satterthwaite"), lt["summary_lines"])):
+        mine = text.split("\n")
+        i, j = mine.index("Fixed effects:"), lines.index("Fixed effects:")
+        assert mine[i + 1:i + 4] == lines[j + 1:j + 4]

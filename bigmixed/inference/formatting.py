@@ -17,16 +17,15 @@ def format_p(p: float) -> str:
 
 
 def format_fixed_effects_test(table: pd.DataFrame) -> list:
-    """lmerTest-style coefficient table lines (Estimate, Std. Error, df, t value, Pr(>|t|))."""
-    header = ["", "Estimate", "Std. Error", "df", "t value", "Pr(>|t|)"]
-    # printCoefmat in lmerTest's summary: digits 4, so format.pval(digits = 3)
-    pvals = format_pval(table["p_value"].to_numpy(dtype=float), digits=3)
-    rows = [[r.term, f"{r.estimate:.6g}", f"{r.std_error:.6g}",
-             f"{r.df:.6g}" if np.isfinite(r.df) else "Inf", f"{r.t_value:.3f}", p]
-            for r, p in zip(table.itertuples(), pvals)]
-    widths = [max(len(h), *(len(x[k]) for x in rows)) for k, h in enumerate(header)]
-    return [" ".join(c.ljust(widths[k]) if k == 0 else c.rjust(widths[k]) for k, c in enumerate(line))
-            for line in [header] + rows]
+    """lmerTest's coefficient table lines (Estimate, Std. Error, df, t value, Pr(>|t|)), as
+    lme4's print.summary.merMod prints them: printCoefmat(digits = 4) with significance stars
+    and R's legend (bigmixed.io.rformat.print_coefmat)."""
+    from ..io.rformat import print_coefmat
+
+    cols = ["estimate", "std_error", "df", "t_value", "p_value"]
+    values = table[cols].to_numpy(dtype=float)
+    return print_coefmat(list(table["term"]), ["Estimate", "Std. Error", "df", "t value",
+                                               "Pr(>|t|)"], values, digits=4)
 
 
 def format_anova_terms(table: pd.DataFrame) -> str:

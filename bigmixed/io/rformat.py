@@ -92,3 +92,81 @@ def format_pval(pv, digits: int = 4, eps: float = EPS, na_form: str = "NA") -> l
         for i in is0:
             out[i] = text
     return out
+
+
+# R's legend as R prints it outside a UTF-8 locale (ASCII quotes: safe for any output encoding)
+SIGNIF_LEGEND = "Signif. codes:  0 '***' 0.001 '**' 0.01 '*' 0.05 '.' 0.1 ' ' 1"
+
+
+def _stars(p: float) -> str:
+    """R's symnum with printCoefmat's cutpoints (0, 0.001, 0.01, 0.05, 0.1, 1)."""
+    if p is None or not math.isfinite(p):
+        return ""
+    for cut, sym in ((0.001, "***"), (0.01, "**"), (0.05, "*"), (0.1, ".")):
+        if p <= cut:
+            return sym
+    return " "
+
+
+def print_coefmat(rownames, colnames, values, digits: int = 4, signif_stars: bool = True,
+                  has_p: bool | None = None, legend: bool = True) -> list:
+    """R's ``printCoefmat(x, digits, signif.stars)`` as lines: the columns before the test
+    statistic (estimates, SEs and any df) rounded and formatted together, the statistic (the
+    column before a p-value column, else the last) rounded to dig.tst = digits - 1 decimals,
+    the p-values by format.pval(digits = dig.tst) with significance stars and R's legend."""
+    x = np.array(values, dtype=np.float64, ndmin=2)
+    nr, nc = x.shape
+    if has_p is None:
+        has_p = nc >= 4 and str(colnames[-1])[:3] in ("Pr(", "p-v")
+    dig_tst = max(1, min(5, digits - 1))
+    k = nc - has_p - 1
+    cs, tst = list(range(k)), k
+    cf = [[""] * nc for _ in range(nr)]
+    if cs:
+        block = x[:, cs]
+        acs = np.abs(block[np.isfinite(block) & (block != 0)])
+        digmin = 1 + (np.floor(np.log10([acs.min(), acs.max()])) if acs.size else np.zeros(2))
+        dec = int(max(1, digits - digmin.min()))
+        flat = [float(np.round(v, dec)) if np.isfinite(v) else (None if np.isnan(v) else v)
+                for v in block.ravel()]
+        cells = r_format(flat, digits)
+        for idx, s in enumerate(cells):
+            i, j = divmod(idx, len(cs))
+            cf[i][cs[j]] = s
+    tcol = [float(np.round(v, dig_tst)) if np.isfinite(v) else None for v in x[:, tst]]
+    for i, s in enumerate(r_format(tcol, digits)):
+        cf[i][tst] = s
+    # a nonzero estimate printed as 0 (or the reverse) gets more digits, as R does
+    fixes = [(i, j) for i in range(nr) for j in cs
+             if np.isfinite(x[i, j]) and ((x[i, j] == 0) != (float(cf[i][j]) == 0))]
+    if fixes:
+        for (i, j), s in zip(fixes, r_format([x[i, j] for i, j in fixes], max(1, digits - 1))):
+            cf[i][j] = s
+    for i in range(nr):
+        for j in range(nc - has_p):
+            if np.isnan(x[i, j]):
+                cf[i][j] = "NA"
+    header = [str(c) for c in colnames]
+    stars = False
+    if has_p:
+        pv = x[:, -1]
+        ok = np.isfinite(pv)
+        for i, s in zip(np.flatnonzero(ok), format_pval(pv[ok], digits=dig_tst)):
+            cf[i][-1] = s
+        for i in np.flatnonzero(~ok):
+            cf[i][-1] = "NA"
+        stars = signif_stars and bool(ok.any()) and bool((pv[ok] < 0.1).any())
+        if stars:
+            sym = [_stars(p) for p in pv]
+            w = max(len(s) for s in sym)
+            for i in range(nr):
+                cf[i].append(sym[i].ljust(w))
+            header.append("")
+    w0 = max([len(str(r)) for r in rownames] + [0])
+    widths = [max(len(h), *(len(r[j]) for r in cf)) for j, h in enumerate(header)]
+    lines = ["".ljust(w0) + "".join(" " + h.rjust(widths[j]) for j, h in enumerate(header))]
+    for r, row in zip(rownames, cf):
+        lines.append(str(r).ljust(w0) + "".join(" " + c.rjust(widths[j]) for j, c in enumerate(row)))
+    if stars and legend:
+        lines += ["---", SIGNIF_LEGEND]
+    return lines

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .rformat import print_coefmat
+
 
 def _fmt_table(header, rows, align_left_cols=1):
     rows = [list(r) + [""] * (len(header) - len(r)) for r in rows]  # ragged rows (triangles)
@@ -47,9 +49,10 @@ def format_summary(fit, optimizer_log: bool = False) -> str:
         out += [""] + fit.residual.describe(fit.residual_eta)
 
     out += ["", "Fixed effects:"]
-    rows = [[name, f"{b:.6g}", f"{s:.6g}", f"{t:.3f}"] for name, b, s, t in
-            zip(fit.fixed_names, fit.beta, fit.bse, fit.tvalues)]
-    out += _fmt_table(["", "Estimate", "Std. Error", "t value"], rows, 1)
+    # lme4's printCoefmat(coefficients, digits = 4)
+    out += print_coefmat(list(fit.fixed_names), ["Estimate", "Std. Error", "t value"],
+                         np.column_stack([fit.beta, fit.bse.to_numpy(), fit.tvalues.to_numpy()]),
+                         digits=4)
     if 1 < len(fit.fixed_names) <= 12:
         out += ["", "Correlation of Fixed Effects:"]
         corr = fit.corr_fixed.to_numpy()
