@@ -104,6 +104,10 @@ def test_fit_documents_validate(data, tmp_path):
     assert_valid(doc, "fit")
     glmm = fit_json(d, tmp_path, "--family", "binomial", formula="remission ~ age + sex + (1 | doctor)")
     assert_valid(glmm, "fit")
+    weighted = fit_json(d, tmp_path, "--weights", "age", "--offset", "0.1 * age")
+    assert weighted["model"]["weights"] == "age"
+    assert_valid(weighted, "fit")
+    assert_invalid({**weighted, "model": {**weighted["model"], "weights": 3}}, "fit")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         assert_valid(bm.lmm(FORMULA, pd.read_parquet(d / "data.parquet")).fit().to_dict(), "fit")

@@ -54,7 +54,9 @@ MODEL = _obj({
     "reml": {"type": "boolean"},
     "family": {"anyOf": [{"type": "null"}, {"$ref": "#/$defs/family"}],
                "description": "null: a linear mixed model"},
-})
+    "weights": {**STR_OR_NULL, "description": "an LMM's weights= as given (only when given)"},
+    "offset": {**STR_OR_NULL, "description": "an LMM's offset= and offset() terms (only when given)"},
+}, required=["formula", "response", "reml", "family"])
 
 INFERENCE = _obj({
     "ddf": {"enum": ["satterthwaite", "none", None], "description": "null for a GLMM (z tests)"},
