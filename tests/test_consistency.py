@@ -226,3 +226,26 @@ def test_summary_fixed_effects_block_as_lme4(slope):
         mine = text.split("\n")
         i, j = mine.index("Fixed effects:"), lines.index("Fixed effects:")
         assert mine[i + 1:i + 4] == lines[j + 1:j + 4]
+
+
+def test_abbreviate_as_r():
+    """R 4.x: abbreviate(c(...), minlength = 6 / 11), as lme4's correlation table uses it."""
+    from bigmixed.io.rformat import abbreviate
+
+    names = ["(Intercept)", "methodhplc", "age:sexmale", "I(x^2)", "poly(age, 2)1", "treatmentB",
+             "x", "g3k2", "timeSinceBaseline", "sexfemale:agegroup"]
+    assert abbreviate(names, 6) == ["(Intr)", "mthdhp", "ag:sxm", "I(x^2)", "p(,2)1", "trtmnB",
+                                    "x", "g3k2", "tmSncB", "sxfml:"]
+    assert abbreviate(names[:3] + ["timeSinceBaseline", "sexfemale:agegroup"], 11) == \
+        ["(Intercept)", "methodhplc", "age:sexmale", "timeSncBsln", "sexfml:ggrp"]
+    assert abbreviate(["treatmentAB", "treatmentAC", "treatmentBC"], 6) == ["trtmAB", "trtmAC", "trtmBC"]
+
+
+@pytest.mark.parametrize("model", ["slope", "nested_g3"])
+def test_summary_correlation_of_fixed_effects_as_lme4(model, slope, nested):
+    fit = {"slope": slope, "nested_g3": nested}[model]
+    mine = fit.summary().split("\n")
+    lines = REF["lmertest"][model]["summary_lines_lme4"]
+    i, j = mine.index("Correlation of Fixed Effects:"), lines.index("Correlation of Fixed Effects:")
+    n = len(fit.fixed_names)
+    assert mine[i + 1:i + n] == lines[j + 1:j + n]

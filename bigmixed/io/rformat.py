@@ -170,3 +170,73 @@ def print_coefmat(rownames, colnames, values, digits: int = 4, signif_stars: boo
     if stars and legend:
         lines += ["---", SIGNIF_LEGEND]
     return lines
+
+
+def _strip_chars(s: str, minlen: int) -> str:
+    """R's C stripchars (abbreviate with use.classes = TRUE): drop lower-case vowels at word
+    ends, then other lower-case vowels, then lower-case letters at word ends, then other
+    lower-case letters, then anything, from the right and never a word's first character."""
+    b = list(s.lstrip())
+    if len(b) < minlen:
+        return "".join(b)
+
+    def first(i):  # the character before i is a space: i starts a word
+        return b[i - 1].isspace()
+
+    def last(i):
+        return (not b[i - 1].isspace()) and (i + 1 >= len(b) or b[i + 1].isspace())
+
+    nspace = 0
+    j = True
+    i = len(b) - 1
+    while i > 0:
+        if b[i].isspace():
+            if j:
+                del b[i]
+            else:
+                nspace += 1
+        else:
+            j = False
+        if len(b) - nspace <= minlen:
+            return _drop_spaces(b, minlen)
+        i -= 1
+    vowel = set("aeiou")
+    tests = (lambda i: b[i] in vowel and last(i), lambda i: b[i] in vowel and not first(i),
+             lambda i: b[i].islower() and last(i), lambda i: b[i].islower() and not first(i),
+             lambda i: not first(i) and not b[i].isspace())
+    for test in tests:
+        i = len(b) - 1
+        while i > 0:
+            if i < len(b) and test(i):
+                del b[i]
+            if len(b) - nspace <= minlen:
+                return _drop_spaces(b, minlen)
+            i -= 1
+    return _drop_spaces(b, minlen)
+
+
+def _drop_spaces(b, minlen) -> str:
+    if len(b) > minlen:
+        b = [b[0]] + [c for c in b[1:] if not c.isspace()]
+    return "".join(b)
+
+
+def abbreviate(names, minlength: int = 4) -> list:
+    """R's ``abbreviate(names, minlength)`` (method "left.kept", not strict): duplicated
+    abbreviations are made again with a larger minlength."""
+    names = [str(n) for n in names]
+    out = list(names)
+    redo = [True] * len(names)
+    while True:
+        for k in range(len(names)):
+            if redo[k]:
+                out[k] = _strip_chars(names[k], minlength)
+        seen, dup = set(), [False] * len(out)
+        for k, v in enumerate(out):
+            dup[k] = v in seen
+            seen.add(v)
+        if not any(dup):
+            return out
+        minlength += 1
+        dups = {out[k] for k in range(len(out)) if dup[k]}
+        redo = [dup[k] or out[k] in dups for k in range(len(out))]

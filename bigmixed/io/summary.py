@@ -53,12 +53,9 @@ def format_summary(fit, optimizer_log: bool = False) -> str:
     out += print_coefmat(list(fit.fixed_names), ["Estimate", "Std. Error", "t value"],
                          np.column_stack([fit.beta, fit.bse.to_numpy(), fit.tvalues.to_numpy()]),
                          digits=4)
-    if 1 < len(fit.fixed_names) <= 12:
+    if 1 < len(fit.fixed_names) <= 12:  # lme4.summary.cor.max = 12
         out += ["", "Correlation of Fixed Effects:"]
-        corr = fit.corr_fixed.to_numpy()
-        abbrev = [n[:6] if n != "(Intercept)" else "(Intr)" for n in fit.fixed_names]
-        rows = [[abbrev[i]] + [f"{corr[i, j]:.3f}" for j in range(i)] for i in range(1, len(abbrev))]
-        out += _fmt_table([""] + abbrev[:-1], rows, 1)
+        out += corr_fixed_lines(fit.corr_fixed.to_numpy(), fit.fixed_names)
     opt = fit.optimizer
     out += ["", f"optimizer ({opt.method}): {opt.n_evaluations} evaluations, {opt.message}"]
     if optimizer_log:
@@ -66,6 +63,26 @@ def format_summary(fit, optimizer_log: bool = False) -> str:
     for w in fit.warnings:
         out.append(f"warning: {type(w).__name__}: {w}")
     return "\n".join(out)
+
+
+def corr_fixed_lines(corr, names) -> list:
+    """lme4's 'Correlation of Fixed Effects': format(round(corr, 3), nsmall = 3) over the
+    matrix, the lower triangle, rows abbreviate(names, 11), columns abbreviate(names, 6),
+    printed left-aligned as R prints a character matrix."""
+    from .rformat import abbreviate, r_format
+
+    p = len(names)
+    cells = r_format([round(float(v), 3) for v in np.asarray(corr).ravel()], 7, nsmall=3)
+    cc = [cells[i * p:(i + 1) * p] for i in range(p)]
+    rows = abbreviate(names, 11)[1:]
+    cols = abbreviate(names, 6)[:-1]
+    body = [[cc[i][j] if j < i else "" for j in range(p - 1)] for i in range(1, p)]
+    w0 = max(len(r) for r in rows)
+    widths = [max(len(c), *(len(r[j]) for r in body)) for j, c in enumerate(cols)]
+    lines = ["".ljust(w0) + "".join(" " + c.ljust(widths[j]) for j, c in enumerate(cols))]
+    for r, row in zip(rows, body):
+        lines.append(r.ljust(w0) + "".join(" " + c.ljust(widths[j]) for j, c in enumerate(row)))
+    return lines
 
 
 def _stage_log(opt) -> list:
