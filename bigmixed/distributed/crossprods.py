@@ -66,14 +66,33 @@ def pass2_partition(part: pd.DataFrame, plan: Plan, enc: GlobalEncoding) -> _Par
     kept, y, X, per_term = encode_partition(part, plan, enc)
     if y is None:
         return _Partial(0, None, [], [], None)
+    st, ids_of, n_global = local_structure(enc, per_term)
+    w, off = prior_values(kept, plan)  # prior weights and offset: as in memory (model.py)
+    logw = None
+    if off is not None:
+        y = np.ascontiguousarray(y - off)
+    if w is not None:
+        w = np.ascontiguousarray(w)
+        from ..kernels.crossprod import dd_sum
+
+        hi, lo = dd_sum(np.log(w))
+        logw = (np.array([hi]), np.array([lo]))
+    part_sums = partition_sums(st, ids_of, n_global, X, y, w)
+    part_sums.logw = logw
+    return part_sums
+
+
+def local_structure(enc: GlobalEncoding, per_term):
+    """A partition's random-effects structure with local level numbering (only the levels
+    present in the partition get blocks) -> (structure, [global ids of the local levels],
+    [global level counts])."""
     terms = [
         RandomTerm(expr=t.expr, group=t.group, column_names=t.column_names, levels=t.levels,
-                      codes=codes, Z=Z, group_vars=t.group_vars, correlated=t.correlated)
+                   codes=codes, Z=Z, group_vars=t.group_vars, correlated=t.correlated)
         for t, (codes, Z) in zip(enc.terms, per_term)
     ]
     st = RandomEffectsStructure(terms)
     n_global = [f.n_levels for f in st.factors]
-    # local level numbering: only the levels present in this partition get blocks
     ids_of = []
     for f in st.factors:
         codes = np.asarray(f.codes)
@@ -86,17 +105,14 @@ def pass2_partition(part: pd.DataFrame, plan: Plan, enc: GlobalEncoding) -> _Par
         f.codes = np.ascontiguousarray(local, dtype=np.int64)
         f.levels = ids
         ids_of.append(ids.astype(np.int64))
-    n, p = X.shape
-    w, off = prior_values(kept, plan)  # prior weights and offset: as in memory (model.py)
-    logw = None
-    if off is not None:
-        y = np.ascontiguousarray(y - off)
-    if w is not None:
-        w = np.ascontiguousarray(w)
-        from ..kernels.crossprod import dd_sum
+    return st, ids_of, n_global
 
-        hi, lo = dd_sum(np.log(w))
-        logw = (np.array([hi]), np.array([lo]))
+
+def partition_sums(st, ids_of, n_global, X: np.ndarray, y: np.ndarray, w=None,
+                   with_R: bool = True) -> _Partial:
+    """The (weighted) cross-products of [Z X y] of one partition's rows, keyed by global level
+    ids, every sum a double-double; with_R: and the R factor of a QR of X."""
+    n, p = X.shape
     factors, gram = [], None
     for fi, f in enumerate(st.factors):
         zz_hi, zz_lo, zxy_hi, zxy_lo, g_hi, g_lo = factor_sums(f, X, y, fi == 0, 1, w)
@@ -112,8 +128,8 @@ def pass2_partition(part: pd.DataFrame, plan: Plan, enc: GlobalEncoding) -> _Par
             order = np.argsort(keys, kind="stable")
             pairs.append((b, a, keys[order], np.ascontiguousarray(hi[order]),
                           np.ascontiguousarray(lo[order])))
-    R = np.linalg.qr(X, mode="r") if p else np.zeros((0, 0))
-    return _Partial(n, gram, factors, pairs, R, logw)
+    R = (np.linalg.qr(X, mode="r") if p else np.zeros((0, 0))) if with_R else None
+    return _Partial(n, gram, factors, pairs, R)
 
 
 def _sorted_union(id_arrays: list) -> np.ndarray:
@@ -166,8 +182,10 @@ def merge_partials(*parts: _Partial) -> _Partial:
     for k, (b, a, *_) in enumerate(parts[0].pairs):
         ids, hi, lo = _merge_keyed([p.pairs[k][2:] for p in parts])
         pairs.append((b, a, ids, hi, lo))
-    stacked = np.vstack([p.R for p in parts])
-    R = np.linalg.qr(stacked, mode="r") if stacked.shape[0] > stacked.shape[1] else stacked
+    R = None
+    if parts[0].R is not None:
+        stacked = np.vstack([p.R for p in parts])
+        R = np.linalg.qr(stacked, mode="r") if stacked.shape[0] > stacked.shape[1] else stacked
     logw = None
     if parts[0].logw is not None:
         logw = (parts[0].logw[0].copy(), parts[0].logw[1].copy())

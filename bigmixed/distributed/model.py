@@ -82,28 +82,19 @@ from ..spec import glm_inputs
 from .rows import DaskRows
 from .transforms import global_transform_state
 
-__all__ = ["lmm_dask"]
+__all__ = ["lmm_dask", "prepare_levels"]
 
 
-def lmm_dask(formula: str, data, *, reml: bool = True, solver: str = "auto",
-             split_every: int = 8, weights=None, offset=None) -> LinearMixedModel:
-    """Set up a linear mixed model from a Dask DataFrame; call ``.fit()`` on the result.
-
-    The model is an ordinary `LinearMixedModel` on the reduced cross-products; its fits keep
-    their rows in Dask (`bigmixed.distributed.rows.DaskRows`: fitted values and residuals per
-    partition). ``timings`` has "transforms" (pass 0: the state of scale(), center(), poly();
-    0 without them), "levels" (pass 1), "crossprod" (pass 2 with the reduction) and "analyse".
-    Runs on the active Dask scheduler (a distributed Client if one is set, else Dask's default).
-    `split_every` is the fan-in of the reduction tree. `weights` and `offset` (columns or
-    expressions of columns; offset() terms in the formula too) are evaluated per partition, as
-    bm.lmm evaluates them in memory (the same weighted cross-products, the same fit).
-    """
+def prepare_levels(formula: str, data, *, weights=None, offset=None, split_every: int = 8):
+    """Passes 0 and 1 over a Dask DataFrame: the plan (with the prior weights and offset), the
+    global state of scale()/center()/poly(), the rows kept and the global encoding, checked as
+    lme4 checks the grouping factors. Returns (plan, encoding, level counts, PriorSpec or None,
+    the partitions as delayed objects, the shared plan, (time after pass 0, after pass 1))."""
     require_dask()
     from dask import compute, delayed
 
     if not is_dask_dataframe(data):
         raise DataTypeError(f"data must be a Dask DataFrame, got {type(data).__name__}")
-    t0 = time.perf_counter()
     meta = data._meta
     prior = None
     for arg, value in (("weights=", weights), ("offset=", offset)):
@@ -134,16 +125,38 @@ def lmm_dask(formula: str, data, *, reml: bool = True, solver: str = "auto",
             f"the data frame has no rows (columns: {format_values(list(meta.columns), 8)})")
     enc = global_encoding(plan, lv)
     t1 = time.perf_counter()
-    terms = enc.terms
     flist = {}
-    for t in terms:
+    for t in enc.terms:
         if t.group_vars not in flist:
             flist[t.group_vars] = (t.group, t.n_levels, t.levels)
-    check_grouping(flist, terms, lv.n_kept)  # lme4's checks on the global counts
+    check_grouping(flist, enc.terms, lv.n_kept)  # lme4's checks on the global counts
     if lv.n_expr_nan:
         warnings.warn(f"{lv.n_expr_nan} row(s) where an expression evaluates to NaN are dropped "
                       "(like R's na.omit after 'NaNs produced')", RuntimeWarning,
                       stacklevel=user_stacklevel())
+    return plan, enc, lv, prior, parts, plan_d, (t_state, t1)
+
+
+def lmm_dask(formula: str, data, *, reml: bool = True, solver: str = "auto",
+             split_every: int = 8, weights=None, offset=None) -> LinearMixedModel:
+    """Set up a linear mixed model from a Dask DataFrame; call ``.fit()`` on the result.
+
+    The model is an ordinary `LinearMixedModel` on the reduced cross-products; its fits keep
+    their rows in Dask (`bigmixed.distributed.rows.DaskRows`: fitted values and residuals per
+    partition). ``timings`` has "transforms" (pass 0: the state of scale(), center(), poly();
+    0 without them), "levels" (pass 1), "crossprod" (pass 2 with the reduction) and "analyse".
+    Runs on the active Dask scheduler (a distributed Client if one is set, else Dask's default).
+    `split_every` is the fan-in of the reduction tree. `weights` and `offset` (columns or
+    expressions of columns; offset() terms in the formula too) are evaluated per partition, as
+    bm.lmm evaluates them in memory (the same weighted cross-products, the same fit).
+    """
+    from dask import compute, delayed
+
+    t0 = time.perf_counter()
+    plan, enc, lv, prior, parts, plan_d, (t_state, t1) = prepare_levels(
+        formula, data, weights=weights, offset=offset, split_every=split_every)
+    terms = enc.terms
+    meta = data._meta
 
     # ---- pass 2: cross-products, reduced in a fixed tree
     enc_d = share(enc)
