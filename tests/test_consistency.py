@@ -249,3 +249,13 @@ def test_summary_correlation_of_fixed_effects_as_lme4(model, slope, nested):
     i, j = mine.index("Correlation of Fixed Effects:"), lines.index("Correlation of Fixed Effects:")
     n = len(fit.fixed_names)
     assert mine[i + 1:i + n] == lines[j + 1:j + n]
+
+
+@pytest.mark.parametrize("model", ["slope", "nested_g3"])
+def test_summary_scaled_residuals_as_lme4(model, slope, nested):
+    fit = {"slope": slope, "nested_g3": nested}[model]
+    mine = fit.summary().split("\n")
+    lines = REF["lmertest"][model]["summary_lines_lme4"]
+    i = mine.index("Scaled residuals:")
+    j = [k for k, ln in enumerate(lines) if ln.startswith("Scaled residuals:")][0]
+    assert mine[i + 1:i + 3] == lines[j + 1:j + 3]

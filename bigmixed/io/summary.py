@@ -34,9 +34,7 @@ def format_summary(fit, optimizer_log: bool = False) -> str:
         out += ["", *_fmt_table(["AIC", "BIC", "logLik", "deviance", "df.resid"],
                                 [[f"{fit.aic:.1f}", f"{fit.bic:.1f}", f"{fit.llf:.1f}",
                                   f"{fit.objective:.1f}", str(fit.nobs - fit.n_params)]], 0)]
-    q = fit.resid_quantiles()
-    out += ["", "Scaled residuals:"]
-    out += ["    " + l for l in _fmt_table(["Min", "1Q", "Median", "3Q", "Max"], [[f"{v:.4f}" for v in q]], 0)]
+    out += ["", "Scaled residuals:"] + resid_quantile_lines(fit.resid_quantiles())
 
     out += ["", "Random effects:"]
     # lme4's .prt.VC: print(formatVC(varcor, digits = 4, comp = c("Variance", "Std.Dev.")));
@@ -63,6 +61,21 @@ def format_summary(fit, optimizer_log: bool = False) -> str:
     for w in fit.warnings:
         out.append(f"warning: {type(w).__name__}: {w}")
     return "\n".join(out)
+
+
+def resid_quantile_lines(q, digits: int = 4) -> list:
+    """lme4's .prt.resids: print(zapsmall(quantile(resid), digits + 1), digits = digits) as R
+    prints a named vector (names over values, right-aligned, one common format)."""
+    from .rformat import r_format
+
+    q = np.asarray(q, dtype=np.float64)
+    mx = float(np.max(np.abs(q))) if np.all(np.isfinite(q)) else 0.0
+    if mx > 0:  # R's zapsmall(x, digits + 1)
+        q = np.round(q, max(0, digits + 1 - int(np.ceil(np.log10(mx)))))
+    vals = r_format(list(q), digits)
+    names = ["Min", "1Q", "Median", "3Q", "Max"]
+    w = max(len(v) for v in vals + names)
+    return ["".join(n.rjust(w) + " " for n in names), "".join(v.rjust(w) + " " for v in vals)]
 
 
 def corr_fixed_lines(corr, names) -> list:
