@@ -1127,9 +1127,9 @@ def cmd_fit(args, display=None, interval=None) -> int:
     if many and glmm is not None and (args.weights is not None or args.offset is not None):
         raise CLIError(EXIT_USAGE, "--weights / --offset fit one GLMM response for now; drop "
                                    "--responses / --responses-glob")
-    if structures and args.weights is not None:
-        raise CLIError(EXIT_USAGE, "--weights with --ar1 / --compound-symmetry / --var-ident is "
-                                   "not supported yet; drop one of them")
+    if structures.get("residual") is not None and args.weights is not None:
+        raise CLIError(EXIT_USAGE, "--weights with --ar1 / --compound-symmetry is not supported "
+                                   "yet (--var-ident is); drop one of them")
     if structures and glmm is not None:
         raise CLIError(EXIT_USAGE, "--ar1 / --compound-symmetry / --var-ident are for linear mixed "
                                    "models; drop them or --family")

@@ -223,8 +223,37 @@ def test_bad_offsets_and_types(wz):
         bm.lmm(RI, wz.assign(doctor=wz["doctor"].astype(str)), weights="doctor")
     with pytest.raises(bm.DataTypeError, match="one value per row"):
         bm.lmm(RI, wz, weights=np.ones(3))
-    with pytest.raises(NotImplementedError, match="weights= with a residual structure"):
+    with pytest.raises(NotImplementedError, match="weights= with a correlation structure"):
         bm.lmm(RI, wz.assign(t=np.arange(len(wz))), weights="w", residual=bm.AR1("t", "doctor"))
+
+
+def test_weights_with_varident_against_dense_oracle():
+    """Residual variance sigma^2 delta_s^2 / w_i: R0 = diag(delta_s^2 / w) in the oracle."""
+    df, g = small_data(seed=7)
+    df["arm"] = np.where(np.arange(len(df)) % 3 == 0, "a", "b")
+    X = np.column_stack([np.ones(len(df)), df["x"]])
+    terms = [(g, np.ones((len(df), 1)))]
+    y, w, o = df["y"].to_numpy(), df["w"].to_numpy(), df["o"].to_numpy()
+    for reml in (True, False):
+        model = bm.lmm("y ~ x + (1 | g)", df, reml=reml, weights="w", offset="o",
+                       variance=bm.VarIdent("arm"))
+        for theta, eta in (([0.7], 0.3), ([1.4], -0.5), ([0.2], 0.0)):
+            delta = model.residual.stratum_sd_ratio(np.array([eta]))
+            R0 = np.diag(delta[model.residual.strata] ** 2 / w)
+            ref = dense_objective(theta, y, X, terms, reml, R0=R0, offset=o)
+            assert rel(model.objective(np.r_[theta, eta]), ref) < 1e-10
+    fit = quiet_fit("y ~ x + (1 | g)", df, weights="w", variance=bm.VarIdent("arm"))
+    assert fit.converged and len(fit.residual_parameters) == 1
+    pi = fit.predict_interval()
+    ratio = fit.residual_sd().to_numpy() / fit.sigma
+    strata = (df["arm"] == "b").to_numpy().astype(int)
+    np.testing.assert_allclose(pi["var_residual"], (fit.sigma * ratio[strata]) ** 2 / w)
+    ys = fit.simulate(1, seed=2)[:, 0]
+    assert np.all(np.isfinite(ys))
+    # unit weights: bit-identical to the fit without weights
+    a = quiet_fit("y ~ x + (1 | g)", df, variance=bm.VarIdent("arm"))
+    b = quiet_fit("y ~ x + (1 | g)", df, weights=np.ones(len(df)), variance=bm.VarIdent("arm"))
+    assert a.objective == b.objective and np.array_equal(a.optimizer_params, b.optimizer_params)
 
 
 def test_offset_with_a_residual_structure(wz):

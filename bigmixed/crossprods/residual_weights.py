@@ -120,8 +120,15 @@ class ResidualModel(ResidualParameters):
     eta0 : (k,) starting values (phi = 0 or nlme's 0.2 for corCAR1, rho = 0, ratios 1)
     """
 
-    def __init__(self, residual, variance, design, structure, crossprods):
+    def __init__(self, residual, variance, design, structure, crossprods, prior_weights=None):
         check_specs(residual, variance)
+        if prior_weights is not None and residual is not None:
+            raise NotImplementedError(
+                "weights= with a correlation structure (residual=bm.AR1 / bm.CompoundSymmetry) "
+                "is not supported yet; weights= with variance=bm.VarIdent(...) alone is")
+        # prior weights (bm.lmm(weights=)): residual variance sigma^2 delta_s^2 / w_i; with
+        # varIdent alone every derived set is a subset of the rows, weighted as in memory
+        self._w = None if prior_weights is None else np.ascontiguousarray(prior_weights, dtype=np.float64)
         self.residual = residual
         self.variance = variance
         self.structure = structure
@@ -396,7 +403,11 @@ class ResidualModel(ResidualParameters):
             factors.append(GroupingFactor(f.group, f.levels, f.codes[lr], Z, f.column_names,
                                           f.term_ids, f.term_offsets))
         view = SimpleNamespace(factors=factors)
-        cp = CrossProducts.compute(rs.apply(self._X), rs.apply(self._y), view)
+        if self._w is not None:  # varIdent alone: rs is a subset of the rows (coefficient 1)
+            cp = CrossProducts.compute(rs.apply(self._X), rs.apply(self._y), view,
+                                       np.ascontiguousarray(self._w[rs.rows]))
+        else:
+            cp = CrossProducts.compute(rs.apply(self._X), rs.apply(self._y), view)
         cp.pairs = [_on_pattern(pb, full, self.structure) for pb, full in zip(cp.pairs, self._pairs)]
         return cp
 
@@ -432,6 +443,8 @@ class ResidualModel(ResidualParameters):
             alpha = (-np.sqrt(1.0 - rho) + np.sqrt(1.0 - rho + m * rho)) / m
             sums = np.bincount(series, weights=z)[series]
             e = np.sqrt(1.0 - rho) * z + alpha * sums
+        if self._w is not None:  # prior weights: sigma^2 delta_s^2 / w_i
+            return sigma * delta[self.strata] * e / np.sqrt(self._w)
         return sigma * delta[self.strata] * e
 
 

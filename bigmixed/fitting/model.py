@@ -113,10 +113,10 @@ class LinearMixedModel:
         # prior weights and offset (bm.lmm(weights=, offset=)): None without them
         self.prior = getattr(design, "prior", None)
         self.prior_weights, self.offset = prior_arrays(design)
-        if self.prior_weights is not None and (residual is not None or variance is not None):
+        if self.prior_weights is not None and residual is not None:
             raise NotImplementedError(
-                "weights= with a residual structure (residual=, variance=) is not supported "
-                "yet; for a residual SD per stratum use variance=bm.VarIdent(...) without weights=")
+                "weights= with a correlation structure (residual=bm.AR1 / bm.CompoundSymmetry) "
+                "is not supported yet; weights= with variance=bm.VarIdent(...) alone is")
         if sum_log_weights is None and self.prior_weights is not None:
             sum_log_weights = _sum_log(self.prior_weights)
         # the criterion's -sum(log w_i) (lme4's -ldW): the log det of the residual covariance / sigma^2
@@ -139,7 +139,8 @@ class LinearMixedModel:
             from ..crossprods.residual_weights import ResidualModel
 
             rdesign = design if self.offset is None else replace(design, y=self.working_y(design.y))
-            self.residual = ResidualModel(residual, variance, rdesign, self.structure, self.crossprods)
+            self.residual = ResidualModel(residual, variance, rdesign, self.structure, self.crossprods,
+                                          prior_weights=self.prior_weights)
             # the residual weights overwrite the working arrays: give them their own copies
             w = self.work_crossprods
             self.work_crossprods = replace(

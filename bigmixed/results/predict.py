@@ -192,7 +192,13 @@ def _residual_ratio_sq(fit, newdata, n) -> np.ndarray:
         return np.ones(n) if w is None else 1.0 / w  # prior weights: sigma^2 / w_i
     ratios = r.stratum_sd_ratio(fit.residual_eta)
     if newdata is None:
-        return ratios[r.strata] ** 2
+        from ..spec.glm_inputs import prior_arrays
+
+        w = prior_arrays(fit.design)[0]  # prior weights: sigma^2 delta_s^2 / w_i
+        strata = getattr(r, "strata", None)
+        if strata is None:  # the fit's parameters hold no rows: the model's residual structure does
+            strata = fit._require_model("the strata of its rows").residual.strata
+        return ratios[strata] ** 2 if w is None else ratios[strata] ** 2 / w
     by = r.variance.by
     if by not in newdata.columns:
         from ..spec.checks import missing_column_error
