@@ -352,6 +352,8 @@ def test_cli_weights_offset(wz, tmp_path):
     assert cli.main(["fit", "--data", str(data), "--formula", "~ age + (1 | doctor)",
                      "--responses", "mobility,rbc", "--weights", "w", "--out", str(many)]) == 0
     assert len(many.read_text().splitlines()) == 2
+    assert cli.main(["fit", "--data", str(data), "--formula", RI, "--weights", "w", "--ar1",
+                     "age,doctor", "--out", str(tmp_path / "x.json"), "-q"]) == 2  # usage error
 
 
 # ---- Dask ---------------------------------------------------------------------------------
