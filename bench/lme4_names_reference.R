@@ -99,6 +99,10 @@ out$anova_lrt <- lapply(list(fixed = list(m0, m1), slope = list(m1, m2)), functi
   a <- anova(p[[1]], p[[2]])
   list(p = a[["Pr(>Chisq)"]][2], lines = capture.output(print(a)))
 })
+# ML summaries: lme4's AIC table (.prt.aictab)
+out$ml_summary <- list(
+  slope = capture.output(summary(lme4::lmer(Reaction ~ Days + (Days | Subject), sleepstudy, REML = FALSE))),
+  nested = capture.output(summary(lme4::lmer(y ~ x + (1 | hospital/doctor), nested, REML = FALSE))))
 out$R_version <- R.version.string
 out$lme4_version <- as.character(packageVersion("lme4"))
 writeLines(toJSON(out, auto_unbox = TRUE, digits = NA, pretty = TRUE), "bench/references_parity/lme4_names.json")

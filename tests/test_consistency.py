@@ -259,3 +259,21 @@ def test_summary_scaled_residuals_as_lme4(model, slope, nested):
     i = mine.index("Scaled residuals:")
     j = [k for k, ln in enumerate(lines) if ln.startswith("Scaled residuals:")][0]
     assert mine[i + 1:i + 3] == lines[j + 1:j + 3]
+
+
+@pytest.mark.parametrize("model, formula, file", [
+    ("slope", "Reaction ~ Days + (Days | Subject)", "sleepstudy.csv"),
+    ("nested", "y ~ x + (1 | hospital/doctor)", "nested.csv"),
+])
+def test_ml_summary_aic_table_as_lme4(model, formula, file):
+    fit = _fit(formula, file, reml=False)
+    mine = fit.summary().split("\n")
+    lines = REF["ml_summary"][model]
+    i = next(k for k, ln in enumerate(mine) if ln.strip().startswith("AIC"))
+    j = next(k for k, ln in enumerate(lines) if ln.strip().startswith("AIC"))
+    assert mine[i:i + 2] == lines[j:j + 2]
+    assert REF["lmertest"]["slope"]["summary_lines_lme4"] and groups_line_of(lines) in fit.summary()
+
+
+def groups_line_of(lines):
+    return next(ln for ln in lines if ln.startswith("Number of obs"))

@@ -31,9 +31,8 @@ def format_summary(fit, optimizer_log: bool = False) -> str:
     if fit.reml:
         out.append(f"REML criterion at convergence: {fit.objective:.4f}")
     else:
-        out += ["", *_fmt_table(["AIC", "BIC", "logLik", "deviance", "df.resid"],
-                                [[f"{fit.aic:.1f}", f"{fit.bic:.1f}", f"{fit.llf:.1f}",
-                                  f"{fit.objective:.1f}", str(fit.nobs - fit.n_params)]], 0)]
+        out += ["", *aic_table_lines([fit.aic, fit.bic, fit.llf, fit.objective,
+                                      fit.nobs - fit.n_params])]
     out += ["", "Scaled residuals:"] + resid_quantile_lines(fit.resid_quantiles())
 
     out += ["", "Random effects:"]
@@ -61,6 +60,18 @@ def format_summary(fit, optimizer_log: bool = False) -> str:
     for w in fit.warnings:
         out.append(f"warning: {type(w).__name__}: {w}")
     return "\n".join(out)
+
+
+def aic_table_lines(values) -> list:
+    """lme4's .prt.aictab: format(round(c(AIC, BIC, logLik, deviance, df.resid), 1)) with
+    df.resid formatted alone, printed as R prints a named character vector."""
+    from .rformat import r_format
+
+    vals = r_format([round(float(v), 1) for v in values], 7)
+    vals = [v.strip() for v in vals[:-1]] + r_format([round(float(values[-1]), 1)], 7)
+    names = ["AIC", "BIC", "logLik", "deviance", "df.resid"]
+    w = max(len(v) for v in vals + names)
+    return ["".join(n.rjust(w) + " " for n in names), "".join(v.rjust(w) + " " for v in vals)]
 
 
 def resid_quantile_lines(q, digits: int = 4) -> list:
