@@ -277,3 +277,12 @@ def test_ml_summary_aic_table_as_lme4(model, formula, file):
 
 def groups_line_of(lines):
     return next(ln for ln in lines if ln.startswith("Number of obs"))
+
+
+def test_icc_bootstrap_takes_coverage(nested):
+    a = nested.icc("bootstrap", nsim=8, seed=2, coverage=0.8)
+    with pytest.warns(FutureWarning, match="coverage"):
+        b = nested.icc("bootstrap", nsim=8, seed=2, level=0.8)
+    pd.testing.assert_frame_equal(a, b)
+    assert "80%" in a.attrs["interval"]
+    assert (a["lower"] <= a["upper"]).all() and a[["lower", "upper"]].notna().all().all()

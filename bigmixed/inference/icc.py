@@ -9,11 +9,12 @@ import pandas as pd
 # ======================================================================================
 
 def icc(fit, interval: str | None = None, *, at=None, nsim: int = 200, seed=0,
-        level: float = 0.95) -> pd.DataFrame:
+        coverage: float = 0.95, level=None) -> pd.DataFrame:
     """Intraclass correlations, one row per grouping factor.
 
     interval="bootstrap" adds `lower` / `upper`: percentile limits of the ICC over a seeded,
-    deterministic parametric bootstrap (`nsim` refits of the same design).
+    deterministic parametric bootstrap (`nsim` refits of the same design), with `coverage`
+    as in confint and predict_interval (`level` is its deprecated alias).
 
     icc = var_g / (sum of the groups' variances + sigma^2): the correlation of two
     observations that share the level of g and of no other factor (for a single grouping
@@ -67,6 +68,9 @@ def icc(fit, interval: str | None = None, *, at=None, nsim: int = 200, seed=0,
         return out
     if interval != "bootstrap":
         raise ValueError(f"interval must be None or 'bootstrap', not {interval!r}")
+    from .confint import coverage_argument
+
+    level = coverage_argument(coverage, level, "icc")
     boot = fit.bootstrap(nsim, seed, func=lambda f: icc(f, at=at or None)["icc"].to_numpy())
     ci = boot.ci(level)
     out["lower"] = ci.iloc[:, -2].to_numpy()

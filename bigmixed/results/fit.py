@@ -469,7 +469,7 @@ class LMMResults(FittedModel):
     def icc(self, interval: str | None = None, **kwargs) -> pd.DataFrame:
         """Intraclass correlation per grouping factor; random slopes: conditional on the
         covariates given by ``at={"time": 0}`` (bigmixed.inference.icc); with
-        interval="bootstrap" (nsim, seed, level), percentile limits from a parametric bootstrap."""
+        interval="bootstrap" (nsim, seed, coverage), percentile limits from a parametric bootstrap."""
         from ..inference.icc import icc
 
         return icc(self, interval, **kwargs)
