@@ -134,6 +134,7 @@ def test_r_format_vectors():
         ["5.6492e-01", "1.1038e+00", "8.5180e-10", "9.7840e-01"]
     assert r_format([1.0, 0.066], 7, nsmall=3) == ["1.000", "0.066"]
     assert r_format([-0.5, 0.25], 7) == ["-0.50", " 0.25"]
+    assert r_format([round(-0.0004, 3), 0.25], 7, nsmall=3) == ["0.000", "0.250"]  # R: no "-0"
 
 
 @pytest.mark.parametrize("model", ["slope", "nested"])

@@ -21,7 +21,7 @@ def r_format(values, digits: int = 7, nsmall: int = 0) -> list:
     """R's ``format(x, digits = digits, nsmall = nsmall)`` of a numeric vector: one common
     notation (fixed unless scientific is narrower, R's formatReal with scipen = 0), common
     decimals, right-justified to a common width. NaN prints as "NaN", NA (None) as "NA"."""
-    vals = [None if v is None else float(v) for v in values]
+    vals = [None if v is None else float(v) + 0.0 for v in values]  # -0.0 prints as 0, as R
     fin = [v for v in vals if v is not None and math.isfinite(v)]
     if not fin:
         strs = ["NA" if v is None else "NaN" if math.isnan(v) else ("Inf" if v > 0 else "-Inf")
