@@ -206,6 +206,10 @@ def test_population_predictions_need_no_grouping_columns(label):
     p = fit.predict(only_fixed, level="population")
     np.testing.assert_allclose(p, case["population"], atol=1e-4 * fit.sigma)
     np.testing.assert_array_equal(p, fit.predict(nd, level="population"))
+    # bit-identical to the previous path (the whole design re-encoded, then X beta)
+    from bigmixed.spec.design import design_matrices_for_newdata
+
+    np.testing.assert_array_equal(p, design_matrices_for_newdata(fit.design, nd)[0] @ fit.beta)
     ci = fit.predict_interval(only_fixed, level="population", interval="confidence")
     np.testing.assert_array_equal(ci["fit"], p)
     full = fit.predict_interval(nd, level="population", interval="confidence")
