@@ -125,3 +125,8 @@ def test_fit_many_reports_degenerate_responses(sleep):
 def test_glmm_reml_explains_itself(sleep, reml):
     with pytest.raises(bm.OptionError, match="does not apply to a GLMM.*maximum likelihood"):
         bm.glmm("y ~ Days + (1 | Subject)", binary(sleep), family="binomial", reml=reml)
+
+
+def test_linear_mixed_model_constructor_checks_options(sleep):
+    with pytest.raises(bm.OptionError, match="LinearMixedModel: option reml='yes'"):
+        bm.LinearMixedModel("Reaction ~ Days + (1 | Subject)", sleep, reml="yes")

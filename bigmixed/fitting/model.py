@@ -26,7 +26,7 @@ from ..solvers.choose import SYSTEMS, auto_solver
 from ..warnings import CollinearRandomEffectsWarning, ConvergenceWarning, SingularFitWarning
 from ..spec.design import build_design
 from ..spec.glm_inputs import prior_arrays
-from ..spec.checks import check_response_values
+from ..spec.checks import check_lmm_options, check_response_values
 
 log = logging.getLogger("bigmixed")
 
@@ -62,6 +62,8 @@ class LinearMixedModel:
                  residual=None, variance=None, weights=None, offset=None):
         from ..spec.residual import residual_columns
 
+        check_lmm_options("LinearMixedModel", reml=reml, solver=solver, residual=residual,
+                          variance=variance)  # typed: bm.OptionError
         t0 = time.perf_counter()
         progress.report("design", rows=getattr(data, "shape", (None,))[0])  # progress hook
         extra = residual_columns(residual, variance)
