@@ -44,7 +44,7 @@ _EXPORTS = {
     "fit_many": ".fitting.batch",
     "iter_fits": ".fitting.batch",
     "GeneralizedLinearMixedModel": ".fitting.glmm",
-    "glmm": ".fitting.glmm",
+    "glmm": ".api",
     "LinearMixedModel": ".fitting.model",
     "anova": ".inference.compare",
     "emmeans": ".inference.emmeans",

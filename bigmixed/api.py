@@ -1,6 +1,7 @@
 """The entry points that pick a model for the data: in memory or Dask."""
 from __future__ import annotations
 
+from .fitting.glmm import GeneralizedLinearMixedModel
 from .fitting.model import LinearMixedModel
 
 
@@ -53,3 +54,28 @@ def _residual_column_names(residual, variance) -> list:
     from .spec.residual import residual_columns
 
     return [c for c, _ in residual_columns(residual, variance)]
+
+
+def glmm(formula: str, data, *, family="binomial", link=None, weights=None, offset=None,
+         nAGQ: int = 1, solver: str = "auto", pirls: str = "auto",
+         reml=None) -> GeneralizedLinearMixedModel:
+    """Set up a generalized linear mixed model (lme4's glmer); call ``.fit()`` on the result.
+    See `GeneralizedLinearMixedModel` for the arguments. `data` may be a Dask DataFrame
+    (bigmixed.distributed.glmm: every PIRLS iteration one pass over the partitions). A Polars DataFrame or pyarrow Table
+    is converted to pandas (only the columns the model names)."""
+    from .spec.checks import as_pandas
+
+    if reml is not None:  # explain it rather than a bare "unexpected keyword argument"
+        from .errors import OptionError
+
+        raise OptionError(f"bm.glmm: reml={reml!r} does not apply to a GLMM: it is fitted by "
+                          "maximum likelihood (Laplace, or adaptive Gauss-Hermite quadrature with "
+                          "nAGQ > 1), as glmer has no REML; drop reml=")
+    data = as_pandas(data, formula, weights, offset)
+    if is_dask_dataframe(data):
+        from .distributed.glmm import glmm_dask
+
+        return glmm_dask(formula, data, family=family, link=link, weights=weights, offset=offset,
+                         nAGQ=nAGQ, solver=solver, pirls=pirls)
+    return GeneralizedLinearMixedModel(formula, data, family=family, link=link, weights=weights,
+                                       offset=offset, nAGQ=nAGQ, solver=solver, pirls=pirls)

@@ -82,7 +82,7 @@ from ..spec import glm_inputs
 from .rows import DaskRows
 from .transforms import global_transform_state
 
-__all__ = ["lmm_dask", "prepare_levels"]
+__all__ = ["drop_aliased", "lmm_dask", "prepare_levels"]
 
 
 def prepare_levels(formula: str, data, *, weights=None, offset=None, split_every: int = 8):
@@ -137,6 +137,34 @@ def prepare_levels(formula: str, data, *, weights=None, offset=None, split_every
     return plan, enc, lv, prior, parts, plan_d, (t_state, t1)
 
 
+def drop_aliased(tpl, cp, R):
+    """lme4's check.rankX = "message+drop.cols" on the reduced system: the columns of X that
+    are linear combinations of the columns before them are dropped from the cross-products
+    and from the template's fixed-effects encoding (so that partitions encoded afterwards
+    have only the kept columns), with a RankDeficiencyWarning. Returns (cross-products, kept
+    names, dropped names, [warning])."""
+    names = list(tpl.fixed_names)
+    keep = kept_columns(cp.gram, R, cp.n_obs)
+    design_warnings, dropped = [], []
+    if len(keep) < len(names):
+        dropped = [names[j] for j in range(len(names)) if j not in set(keep.tolist())]
+        n_drop = len(dropped)
+        w = RankDeficiencyWarning(
+            "fixed-effect model matrix is rank deficient so dropping "
+            + (f"{n_drop} column / coefficient" if n_drop == 1 else f"{n_drop} columns / coefficients")
+            + f": {', '.join(dropped)} (a linear combination of the columns before "
+            + ("it" if n_drop == 1 else "them") + ")")
+        warnings.warn(w, stacklevel=user_stacklevel())
+        design_warnings.append(w)
+        cp = drop_columns(cp, keep)
+        ms = tpl.fixed_spec.matrix
+        ms.all_names = list(ms.names)
+        ms.names = [names[j] for j in keep]
+        ms.keep = keep
+        names = list(ms.names)
+    return cp, names, dropped, design_warnings
+
+
 def lmm_dask(formula: str, data, *, reml: bool = True, solver: str = "auto",
              split_every: int = 8, weights=None, offset=None) -> LinearMixedModel:
     """Set up a linear mixed model from a Dask DataFrame; call ``.fit()`` on the result.
@@ -170,25 +198,7 @@ def lmm_dask(formula: str, data, *, reml: bool = True, solver: str = "auto",
 
     # ---- aliased fixed-effects columns (lme4's check.rankX = "message+drop.cols")
     tpl = enc.template
-    names = list(tpl.fixed_names)
-    keep = kept_columns(cp.gram, total.R, cp.n_obs)
-    design_warnings, dropped = [], []
-    if len(keep) < len(names):
-        dropped = [names[j] for j in range(len(names)) if j not in set(keep.tolist())]
-        n_drop = len(dropped)
-        w = RankDeficiencyWarning(
-            "fixed-effect model matrix is rank deficient so dropping "
-            + (f"{n_drop} column / coefficient" if n_drop == 1 else f"{n_drop} columns / coefficients")
-            + f": {', '.join(dropped)} (a linear combination of the columns before "
-            + ("it" if n_drop == 1 else "them") + ")")
-        warnings.warn(w, stacklevel=user_stacklevel())
-        design_warnings.append(w)
-        cp = drop_columns(cp, keep)
-        ms = tpl.fixed_spec.matrix
-        ms.all_names = list(ms.names)
-        ms.names = [names[j] for j in keep]
-        ms.keep = keep
-        names = list(ms.names)
+    cp, names, dropped, design_warnings = drop_aliased(tpl, cp, total.R)
 
     # the design's encodings (the template's, with the global levels); its rows stay in Dask
     design = replace(

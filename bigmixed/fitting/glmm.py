@@ -65,6 +65,11 @@ def _link_eta(mu: np.ndarray, link: str) -> np.ndarray:
     return np.log(mu)
 
 
+def start_eta(family, y: np.ndarray, prior_w: np.ndarray) -> np.ndarray:
+    """R's starting linear predictor: the link of the family's starting means."""
+    return _link_eta(family.start_mu(y, prior_w), family.link)
+
+
 class GeneralizedLinearMixedModel:
     """A GLMM bound to data, ready to fit (see the module docstring; build with `bm.glmm`).
 
@@ -163,7 +168,7 @@ class GeneralizedLinearMixedModel:
         gram[:p, :p] = design.X.T @ design.X
         gram[p, p] = 1.0
         self.basis = FixedEffectsBasis.from_gram(gram, p)
-        self.eta_start = _link_eta(self.family.start_mu(self.y, self.prior_weights), self.family.link)
+        self.eta_start = start_eta(self.family, self.y, self.prior_weights)
         if self.nAGQ > 1 and not (len(st.factors) == 1 and st.factors[0].n_columns == 1):
             raise ValueError("nAGQ > 1 is only available for models with a single, scalar "
                              "random-effects term (as in lme4)")
@@ -200,7 +205,7 @@ class GeneralizedLinearMixedModel:
         new.y = y
         hi, lo, _ = glm_aic_constant(y, self.prior_weights, np.zeros(0), self.family_id)
         new.aic_constant = float(hi + lo)
-        new.eta_start = _link_eta(self.family.start_mu(y, self.prior_weights), self.family.link)
+        new.eta_start = start_eta(self.family, y, self.prior_weights)
         new._joint = new._modes = None
         new._lp0 = new._eta0 = new._u_warm = new._last0 = None
         if self._one_factor is not None:
@@ -327,7 +332,7 @@ class GeneralizedLinearMixedModel:
         return value if np.isfinite(value) else np.inf
 
     def _criterion(self, theta, beta, exact: bool | None = None) -> float:
-        fixed = self.offset + self.design.X @ beta
+        fixed = self.fixed_eta(beta)
         of = self.one_factor
         exact = self.pirls_mode == "exact" if exact is None else exact
         if of is not None:
@@ -366,7 +371,7 @@ class GeneralizedLinearMixedModel:
             return r.laplace + self.aic_constant
         u0 = self._u_warm if getattr(self, "_u_warm", None) is not None else [
             np.zeros((f.n_levels, f.n_columns)) for f in self.structure.factors]
-        eta0 = linear_predictor(self, fixed, theta, u0)
+        eta0 = self.linear_predictor(fixed, theta, u0)
         r = pirls(self, ws, theta, eta0, u0, fixed_eta=fixed, consistent_start=True)
         self._u_warm = r.u
         return r.laplace + self.aic_constant
@@ -648,22 +653,3 @@ def _analytic_stage(fun, grad, x0, lower):
     from dataclasses import replace
 
     return replace(rec, n_gradients=rec.n_gradients + len(x0) + 1)
-
-
-def glmm(formula: str, data, *, family="binomial", link=None, weights=None, offset=None,
-         nAGQ: int = 1, solver: str = "auto", pirls: str = "auto",
-         reml=None) -> GeneralizedLinearMixedModel:
-    """Set up a generalized linear mixed model (lme4's glmer); call ``.fit()`` on the result.
-    See `GeneralizedLinearMixedModel` for the arguments. A Polars DataFrame or pyarrow Table
-    is converted to pandas (only the columns the model names)."""
-    from ..spec.checks import as_pandas
-
-    if reml is not None:  # explain it rather than a bare "unexpected keyword argument"
-        from ..errors import OptionError
-
-        raise OptionError(f"bm.glmm: reml={reml!r} does not apply to a GLMM: it is fitted by "
-                          "maximum likelihood (Laplace, or adaptive Gauss-Hermite quadrature with "
-                          "nAGQ > 1), as glmer has no REML; drop reml=")
-    data = as_pandas(data, formula, weights, offset)
-    return GeneralizedLinearMixedModel(formula, data, family=family, link=link, weights=weights,
-                                       offset=offset, nAGQ=nAGQ, solver=solver, pirls=pirls)

@@ -61,6 +61,9 @@ def simulate_glmm(fit, nsim: int = 1, seed=None, *, use_fitted_effects: bool = F
     Poisson(mu). Deterministic for a given seed (numpy's default_rng).
     """
     model = fit._require_model("simulated responses")
+    if fit.rows.kind == "dask":
+        raise NotImplementedError("simulating responses of a GLMM fitted from Dask data (and so "
+                                  "its bootstrap) needs the rows in memory")
     rng = np.random.default_rng(seed)
     st = fit.structure
     n = fit.nobs

@@ -44,8 +44,12 @@ class GLMMResults(LMMResults):
         vcov, method = _vcov(model, params, k, p)
         from ..kernels.glm import glm_linkinv
 
-        mu = np.empty_like(r.eta)
-        glm_linkinv(r.eta, model.link_id, mu, np.empty_like(r.eta))
+        if isinstance(r.eta, np.ndarray):
+            eta = r.eta
+            mu = np.empty_like(eta)
+            glm_linkinv(eta, model.link_id, mu, np.empty_like(eta))
+        else:  # rows that stay in Dask: the linear predictor is coefficients (rows.dask_frame)
+            eta = mu = np.zeros(0)
         warnings = list(warnings)
         sep = model.separation_warning(mu)
         if sep is not None:
@@ -59,7 +63,7 @@ class GLMMResults(LMMResults):
             _deviance=float(r.deviance), conditional_modes=modes, _condvar_saved=condvar,
             _beta_work=np.zeros(0), n_obs=model.n_obs, n_dropped_rows=model.design.n_dropped,
             optimizer=record, _warnings=warnings, timings=timings, family=model.family,
-            nAGQ=model.nAGQ, _eta=_frozen(r.eta), _mu=_frozen(mu), vcov_method=method,
+            nAGQ=model.nAGQ, _eta=_frozen(eta), _mu=_frozen(mu), vcov_method=method,
             offset_spec=MappingProxyType(dict(model.offset_spec)),
         )
 
