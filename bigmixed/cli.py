@@ -1032,8 +1032,6 @@ def _glmm_options(args) -> dict | None:
                                    "effects are Wald z tests (z_value, p_value); drop --ddf")
     if args.ml:
         raise CLIError(EXIT_USAGE, "--ml does not apply to GLMMs (always fitted by maximum likelihood)")
-    if getattr(args, "dask", None) is not None:
-        raise CLIError(EXIT_USAGE, "--dask fits linear mixed models only for now; drop --family or --dask")
     return dict(family=args.family, link=args.link, nAGQ=args.nagq)
 
 

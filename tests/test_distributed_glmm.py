@@ -106,3 +106,33 @@ def test_a_response_outside_the_support_is_a_typed_error_from_the_partitions(dat
     with pytest.raises(bm.ResponseSupportError, match="n_events"):
         bm.glmm("n_events ~ age + (1 | doctor)", dd.from_pandas(bad, npartitions=3),
                 family="poisson")
+
+
+def test_cli_fits_a_glmm_through_a_distributed_cluster(data, tmp_path):
+    """bigmixed fit --family binomial --dask ADDRESS: the partitions are persisted on the
+    workers, each PIRLS pass runs there."""
+    distributed = pytest.importorskip("distributed")
+    import json
+
+    from bigmixed.cli import main
+
+    folder = tmp_path / "pq"
+    folder.mkdir()
+    for i, idx in enumerate(np.array_split(np.arange(len(data)), 3)):
+        data.iloc[idx].to_parquet(folder / f"part-{i}.parquet")
+    out = tmp_path / "fit.json"
+    formula = "n_events ~ age + sex + (1 | doctor)"
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
+                                  dashboard_address=":0") as cluster:
+        code = main(["fit", "--data", str(folder), "--formula", formula, "--family", "poisson",
+                     "--offset", "log(exposure)", "--dask", cluster.scheduler_address,
+                     "--out", str(out), "-q"])
+    assert code == 0
+    doc = json.loads(out.read_text())
+    assert doc["input"]["partitions"] == 3
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", bm.BigmixedWarning)
+        mem = bm.glmm(formula, data, family="poisson", offset="log(exposure)").fit()
+    est = [r["estimate"] for r in doc["fixed_effects"]]
+    np.testing.assert_allclose(est, mem.beta, rtol=1e-6)
+    assert doc["statistics"]["logLik"] == pytest.approx(mem.llf, rel=1e-10)
