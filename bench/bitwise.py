@@ -142,7 +142,13 @@ def refit_numbers(out: dict) -> None:
     boot = f.bootstrap(nsim=8, seed=1)
     out["refit/bootstrap_hdp"] = _hex(boot.replicates.to_numpy(dtype=float))
     ci = f.confint(method="profile")
-    out["refit/profile_hdp"] = _hex(ci.select_dtypes("number").to_numpy(dtype=float))
+    # (profiled estimate, lower, upper) per parameter, as the profile table had them: the
+    # profiled (ML refit's) estimates are in the table's attrs since confint's tables share
+    # one shape with the fit's own estimate column
+    profiled = ci.attrs.get("profiled_estimates")
+    est = (ci["estimate"] if profiled is None else ci["term"].map(profiled)).to_numpy(dtype=float)
+    out["refit/profile_hdp"] = _hex(np.column_stack([est, ci["lower"].to_numpy(dtype=float),
+                                                     ci["upper"].to_numpy(dtype=float)]))
     hdp2 = hdp.copy()
     rng = np.random.default_rng(7)
     for k in range(3):

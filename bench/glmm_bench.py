@@ -3,6 +3,7 @@
     .venv/bin/python bench/glmm_bench.py                       # default problems
     .venv/bin/python bench/glmm_bench.py --problems bin_1m --peers gpboost
     .venv/bin/python bench/glmm_bench.py --list
+    .venv/bin/python bench/glmm_bench.py --exact --glmer-timeout 300   # + pirls="exact"
 
 Problems (hdp-style data from bigmixed.data_gen with binary/count outcomes, random intercept per
 doctor unless crossed): bin_8k (8.5k rows, 407 doctors), bin_105k, pois_105k (offset
@@ -14,7 +15,9 @@ log(exposure)), crossed_105k (5k doctors x 100 hospitals), bin_1m (1.05M rows, 5
 - gpboost: ``GPModel(group_data=..., likelihood=...)`` fitted on X (with an intercept column;
   gpboost estimates by Laplace ML too) timed around ``fit``.
 Reported: wall time, -2 log-likelihood (as each engine reports it), the speed-ups
-(peer / bigmixed), the machine's load. Results in bench/results/glmm.md (and .csv).
+(peer / bigmixed), the machine's load, and bigmixed's peak memory during the fit beyond what
+the process held before it (ru_maxrss), as a multiple of the input columns' bytes (a lower
+bound when the fit's peak stays under the earlier peak of reading the data). Results in bench/results/glmm.md (and .csv).
 """
 from __future__ import annotations
 
@@ -67,11 +70,19 @@ spec = json.loads(sys.argv[1])
 df = pd.read_parquet(spec["parquet"])
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
-    bm.glmm(spec["formula"], df.head(3000), family=spec["family"]).fit()   # Numba warm-up
+    pirls = spec.get("pirls", "auto")
+    bm.glmm(spec["formula"], df.head(3000), family=spec["family"], pirls=pirls).fit()   # warm-up
+    import gc, resource
+    gc.collect()
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     t = time.perf_counter()
-    fit = bm.glmm(spec["formula"], df, family=spec["family"]).fit()
+    fit = bm.glmm(spec["formula"], df, family=spec["family"], pirls=pirls).fit()
     el = time.perf_counter() - t
+    rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+used = [c for c in df.columns if c in spec["formula"]]
+input_bytes = int(df[used].memory_usage(index=False, deep=True).sum())
 print(json.dumps({"seconds": el, "m2ll": fit.objective,
+                  "peak_extra_over_input": (rss1 - rss0) / input_bytes,
                   "stages": [[s.stage, s.n_evaluations, s.seconds] for s in fit.optimizer.stages]}))
 '''
 
@@ -128,6 +139,10 @@ def main() -> int:
     ap.add_argument("--timeout", type=float, default=900)
     ap.add_argument("--out", default="glmm")
     ap.add_argument("--list", action="store_true")
+    ap.add_argument("--exact", action="store_true",
+                    help="also time bigmixed with pirls='exact' (the exact Laplace criterion)")
+    ap.add_argument("--glmer-timeout", type=float, default=None,
+                    help="timeout for glmer only (default: --timeout)")
     args = ap.parse_args()
     if args.list:
         for k, v in PROBLEMS.items():
@@ -141,26 +156,37 @@ def main() -> int:
         spec.update(parquet=str(pq), csv=str(csv))
         js = json.dumps({k: spec[k] for k in ("formula", "family", "parquet", "csv")})
         res = {"bigmixed": run([sys.executable, "-c", BIGMIXED, js], args.timeout)}
+        if args.exact:  # the exact Laplace criterion (pirls="exact": the analytic gradient)
+            jx = json.dumps(dict(json.loads(js), pirls="exact"))
+            res["bigmixed_exact"] = run([sys.executable, "-c", BIGMIXED, jx], args.timeout)
         if "gpboost" in peers:
             res["gpboost"] = run([sys.executable, "-c", GPBOOST, js], args.timeout)
         if "glmer" in peers:
             script = DATA / "glmer_bench.R"
             script.write_text(GLMER)
-            res["glmer"] = run(["Rscript", str(script), js], args.timeout)
+            res["glmer"] = run(["Rscript", str(script), js], args.glmer_timeout or args.timeout)
         b = res["bigmixed"].get("seconds")
         row = {"problem": name, "load": loadavg()}
         for eng, r in res.items():
             row[f"{eng}_s"] = r.get("seconds") if r["status"] in ("ok", "timeout") else None
             row[f"{eng}_status"] = r["status"]
             row[f"{eng}_m2ll"] = r.get("m2ll")
-            if eng != "bigmixed" and b and r.get("seconds"):
+            if not eng.startswith("bigmixed") and b and r.get("seconds"):
                 row[f"vs_{eng}"] = r["seconds"] / b
+        row["peak_extra_x_input"] = res["bigmixed"].get("peak_extra_over_input")
         row["bigmixed_stages"] = "; ".join(f"{s[0]}: {s[1]} ev, {s[2]:.2f}s"
                                            for s in res["bigmixed"].get("stages", []))
         rows.append(row)
         print(json.dumps(row))
-    cols = ["problem", "bigmixed_s", "glmer_s", "gpboost_s", "vs_glmer", "vs_gpboost",
-            "bigmixed_m2ll", "glmer_m2ll", "gpboost_m2ll", "glmer_status", "load", "bigmixed_stages"]
+    for row in rows:  # the exact criterion's speed-ups
+        bx = row.get("bigmixed_exact_s")
+        for eng in ("glmer", "gpboost"):
+            if bx and row.get(f"{eng}_s"):
+                row[f"exact_vs_{eng}"] = row[f"{eng}_s"] / bx
+    cols = ["problem", "bigmixed_s", "bigmixed_exact_s", "glmer_s", "gpboost_s", "vs_glmer",
+            "vs_gpboost", "exact_vs_glmer", "exact_vs_gpboost", "bigmixed_m2ll",
+            "bigmixed_exact_m2ll", "glmer_m2ll", "gpboost_m2ll", "glmer_status", "load",
+            "peak_extra_x_input", "bigmixed_stages"]
     cols = [c for c in cols if any(c in r for r in rows)]
     RESULTS.mkdir(exist_ok=True)
     text = "\n".join(machine_header()) + "\n\n" + markdown_table(rows, cols) + "\n"
