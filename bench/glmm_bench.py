@@ -189,7 +189,8 @@ def main() -> int:
             "peak_extra_x_input", "bigmixed_stages"]
     cols = [c for c in cols if any(c in r for r in rows)]
     RESULTS.mkdir(exist_ok=True)
-    text = "\n".join(machine_header()) + "\n\n" + markdown_table(rows, cols) + "\n"
+    m2ll = {c: "{:.12g}" for c in cols if c.endswith("_m2ll")}  # (differences of ~1e-6 matter)
+    text = "\n".join(machine_header()) + "\n\n" + markdown_table(rows, cols, m2ll) + "\n"
     (RESULTS / f"{args.out}.md").write_text(
         f"# GLMM benchmark (`.venv/bin/python bench/glmm_bench.py`)\n\n{text}")
     write_csv(RESULTS / f"{args.out}.csv", rows, cols)
