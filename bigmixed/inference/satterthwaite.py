@@ -209,13 +209,13 @@ def contest1d(fit, L, *, rhs: float = 0.0, ddf: str = "satterthwaite", level: fl
 
 
 def _t_row(diff, est, se, df, level):
-    from scipy import stats
+    from .distributions import norm_ppf, norm_sf, t_ppf, t_sf
 
     t = diff / se if se > 0 else np.nan
-    p = 2.0 * (stats.t.sf(abs(t), df) if np.isfinite(df) else stats.norm.sf(abs(t)))
+    p = 2.0 * (t_sf(abs(t), df) if np.isfinite(df) else norm_sf(abs(t)))
     row = {"estimate": est, "std_error": se, "df": df, "t_value": t, "p_value": p}
     if level is not None:
-        q = stats.t.ppf(0.5 + level / 2, df) if np.isfinite(df) else stats.norm.ppf(0.5 + level / 2)
+        q = t_ppf(0.5 + level / 2, df) if np.isfinite(df) else norm_ppf(0.5 + level / 2)
         row["lower"], row["upper"] = est - q * se, est + q * se
     return row
 
@@ -239,7 +239,7 @@ def contest_md(fit, L, *, ddf: str = "satterthwaite", eps: float = math.sqrt(np.
 
     `den_df` overrides the denominator df (used by the between-within method).
     """
-    from scipy import stats
+    from .distributions import chi2_sf, f_sf
 
     L = np.atleast_2d(np.asarray(L, dtype=np.float64))
     sigma2 = fit.sigma ** 2
@@ -247,7 +247,7 @@ def contest_md(fit, L, *, ddf: str = "satterthwaite", eps: float = math.sqrt(np.
 
     def table(F, q, df):
         ms = F * sigma2
-        p = stats.f.sf(F, q, df) if np.isfinite(df) else stats.chi2.sf(F * q, q)
+        p = f_sf(F, q, df) if np.isfinite(df) else chi2_sf(F * q, q)
         return {"sum_sq": ms * q, "mean_sq": ms, "num_df": q, "den_df": df, "F_value": F, "p_value": p}
 
     if L.shape[0] == 0:

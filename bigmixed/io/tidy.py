@@ -164,7 +164,7 @@ def coefficient_tests(fit, ddf: str | None = None) -> tuple:
     column has null numbers and ``aliased: true``, as lme4 reports NA. `inference` is
     ``{"ddf", "statistic", "method", "messages"}``.
     """
-    from scipy import stats
+    from ..inference.distributions import norm_sf
 
     method = resolve_ddf(fit, ddf)
     beta = np.asarray(fit.beta, dtype=np.float64)
@@ -174,7 +174,7 @@ def coefficient_tests(fit, ddf: str | None = None) -> tuple:
     messages: list = []
     if method is None:
         df = None
-        p = 2.0 * stats.norm.sf(np.abs(stat))
+        p = 2.0 * norm_sf(np.abs(stat))
         info = {"ddf": None, "statistic": "z", "method": "Wald z tests (lme4's glmer)"}
     elif method == "satterthwaite":
         from ..inference.satterthwaite import DDF_LABEL, satterthwaite_state

@@ -85,9 +85,9 @@ class GLMMResults(LMMResults):
     @property
     def pvalues(self) -> pd.Series:
         """Pr(>|z|) of the Wald z tests."""
-        from scipy import stats
+        from ..inference.distributions import norm_sf
 
-        return pd.Series(2 * stats.norm.sf(np.abs(self.tvalues.to_numpy())),
+        return pd.Series(2 * norm_sf(np.abs(self.tvalues.to_numpy())),
                          index=self.fixed_names, name="p_value")
 
     @property
