@@ -313,8 +313,11 @@ class GLMMOracle:
         total = 0.0
         for g in range(nlev):
             d0 = f(g, u[g])
-            val, _err = sint.quad(lambda x: np.exp(-0.5 * (f(g, x) - d0)), -np.inf, np.inf,
-                                  points=None, epsabs=0.0, epsrel=1e-13, limit=400)
+            # over u_g +- 40 (the prior's SD is 1, so the integrand is 0 to double precision
+            # beyond; an infinite range gives inf - inf = NaN for Poisson's exp(eta))
+            val, _err = sint.quad(lambda x: np.exp(-0.5 * (f(g, x) - d0)), u[g] - 40.0,
+                                  u[g] + 40.0, points=[u[g]], epsabs=0.0, epsrel=1e-13,
+                                  limit=400)
             total += d0 - 2 * np.log(val / np.sqrt(2 * np.pi))
         return float(total)
 
