@@ -18,7 +18,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from .profile import Profiler, _bobyqa, _lower_tri, _term_slices, sdcor_from_theta, theta_from_sdcor
+from .profile import Profiler, _bobyqa, sdcor_from_theta, theta_from_sdcor, variance_names
 
 
 class GLMMProfiler:
@@ -50,14 +50,7 @@ class GLMMProfiler:
         self._start: dict = {}
 
     def names(self) -> list:
-        names = []
-        for k, sl, nc in _term_slices(self.st):
-            t = self.st.terms[k]
-            _, idx = _lower_tri(np.zeros(sl.stop - sl.start), nc)
-            for i, j in idx:
-                names.append(f"sd_{t.column_names[i]}|{t.group}" if i == j
-                             else f"cor_{t.column_names[i]}.{t.column_names[j]}|{t.group}")
-        return names + list(self.fit.fixed_names)
+        return variance_names(self.st) + list(self.fit.fixed_names)
 
     def _dev(self, sv, gamma) -> float:
         theta = theta_from_sdcor(self.st, np.append(sv, 1.0))

@@ -81,6 +81,19 @@ def theta_from_sdcor(structure, sv) -> np.ndarray:
     return theta
 
 
+def variance_names(structure) -> list:
+    """lme4's names (oldNames = FALSE) of the SDs and correlations, in theta's order:
+    ``sd_(Intercept)|g``, ``cor_x.(Intercept)|g``."""
+    names = []
+    for k, sl, nc in _term_slices(structure):
+        t = structure.terms[k]
+        _, idx = _lower_tri(np.zeros(sl.stop - sl.start), nc)
+        for i, j in idx:
+            names.append(f"sd_{t.column_names[i]}|{t.group}" if i == j
+                         else f"cor_{t.column_names[i]}.{t.column_names[j]}|{t.group}")
+    return names
+
+
 def chol_psd(S):
     """Lower Cholesky factor that tolerates a singular (positive semi-definite) matrix."""
     n = S.shape[0]
@@ -165,14 +178,7 @@ class Profiler:
         self._start: dict = {}
 
     def names(self):
-        names = []
-        for k, sl, nc in _term_slices(self.st):
-            t = self.st.terms[k]
-            _, idx = _lower_tri(np.zeros(sl.stop - sl.start), nc)
-            for i, j in idx:
-                names.append(f"sd_{t.column_names[i]}|{t.group}" if i == j
-                             else f"cor_{t.column_names[i]}.{t.column_names[j]}|{t.group}")
-        return names + ["sigma"] + list(self.ml.fixed_names)
+        return variance_names(self.st) + ["sigma"] + list(self.ml.fixed_names)
 
     def dev_sv(self, sv):
         theta = theta_from_sdcor(self.st, sv)

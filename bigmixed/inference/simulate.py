@@ -11,6 +11,19 @@ from ..warnings import BigmixedWarning
 # simulation and parametric bootstrap
 # ======================================================================================
 
+def add_random_effects(out, structure, theta, scale, rng) -> None:
+    """out += Z b with new random effects b ~ N(0, scale^2 T T') per level and factor (scale
+    None: 1, a GLMM's), drawn in factor order from rng."""
+    for fi, f in enumerate(structure.factors):
+        T = structure.T_of(theta, fi)
+        draws = rng.standard_normal((f.n_levels, f.n_columns))
+        b = (draws if scale is None else scale * draws) @ T.T
+        if f.unit_z:
+            out += b[f.codes, 0]
+        else:
+            out += np.einsum("ij,ij->i", f.Z, b[f.codes])
+
+
 def simulate(fit, nsim: int = 1, seed=None, *, use_fitted_effects: bool = False) -> np.ndarray:
     """Responses simulated from the fitted model on the fitting rows: an (n, nsim) array.
 
@@ -32,13 +45,7 @@ def simulate(fit, nsim: int = 1, seed=None, *, use_fitted_effects: bool = False)
     for s in range(int(nsim)):
         y = base.copy()
         if not use_fitted_effects:
-            for fi, f in enumerate(st.factors):
-                T = st.T_of(fit.theta, fi)
-                b = fit.sigma * rng.standard_normal((f.n_levels, f.n_columns)) @ T.T
-                if f.unit_z:
-                    y += b[f.codes, 0]
-                else:
-                    y += np.einsum("ij,ij->i", f.Z, b[f.codes])
+            add_random_effects(y, st, fit.theta, fit.sigma, rng)
         if fit.residual is None and w_prior is not None:  # prior weights: sigma^2 / w_i
             y += fit.sigma * rng.standard_normal(n) / np.sqrt(w_prior)
         elif fit.residual is None:
@@ -79,13 +86,7 @@ def simulate_glmm(fit, nsim: int = 1, seed=None, *, use_fitted_effects: bool = F
     for s in range(int(nsim)):
         eta = fixed.copy()
         if not use_fitted_effects:
-            for fi, f in enumerate(st.factors):
-                T = st.T_of(fit.theta, fi)
-                b = rng.standard_normal((f.n_levels, f.n_columns)) @ T.T
-                if f.unit_z:
-                    eta += b[f.codes, 0]
-                else:
-                    eta += np.einsum("ij,ij->i", f.Z, b[f.codes])
+            add_random_effects(eta, st, fit.theta, None, rng)
         mu = fit._linkinv(eta)
         if fit.family.name == "binomial":
             out[:, s] = rng.binomial(m, np.clip(mu, 0.0, 1.0)) / m
