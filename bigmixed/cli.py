@@ -1035,6 +1035,17 @@ def _glmm_options(args) -> dict | None:
     return dict(family=args.family, link=args.link, nAGQ=args.nagq)
 
 
+def _data_source(path: str, sep: str | None):
+    """(format, separator) of the --data path (a Parquet folder, or a file by its extension;
+    a CSV's separator sniffed unless given); EXIT_DATA if it does not exist."""
+    if not os.path.exists(path):
+        raise CLIError(EXIT_DATA, f"data file {path!r} does not exist")
+    dfmt = data_format(path) if not os.path.isdir(path) else "parquet"
+    if dfmt != "parquet" and os.path.isfile(path):
+        sep = csv_separator(path, dfmt, sep)
+    return dfmt, sep
+
+
 def _needed_columns(path: str, fmt: str, formula: str, responses: list | None, glob: str | None,
                     sep: str | None = None):
     """Columns to read: those named in the formula, the responses, the glob's matches."""
@@ -1156,11 +1167,7 @@ def cmd_fit(args, display=None, interval=None) -> int:
             # 3. the data: only the columns the formula and the responses need
             t0 = time.perf_counter()
             progress.report("read", path=args.data)
-            if not os.path.exists(args.data):
-                raise CLIError(EXIT_DATA, f"data file {args.data!r} does not exist")
-            dfmt = data_format(args.data) if not os.path.isdir(args.data) else "parquet"
-            if dfmt != "parquet" and os.path.isfile(args.data):
-                sep = csv_separator(args.data, dfmt, sep)
+            dfmt, sep = _data_source(args.data, sep)
             need, all_cols = _needed_columns(args.data, dfmt, " ".join(
                 [args.formula, args.weights or "", args.offset or ""]), responses,
                 args.responses_glob, sep)
@@ -1498,11 +1505,7 @@ def cmd_predict(args, display=None, interval=None) -> int:
                                            "mixed model: drop --type")
             scale = (args.type or "link") if glmm else None
             progress.report("read", path=args.data)
-            if not os.path.exists(args.data):
-                raise CLIError(EXIT_DATA, f"data file {args.data!r} does not exist")
-            dfmt = data_format(args.data) if not os.path.isdir(args.data) else "parquet"
-            if dfmt != "parquet" and os.path.isfile(args.data):
-                sep = csv_separator(args.data, dfmt, sep)
+            dfmt, sep = _data_source(args.data, sep)
             try:
                 all_cols = data_columns(args.data, dfmt, sep)
             except CLIError:
