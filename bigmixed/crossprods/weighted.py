@@ -13,11 +13,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..kernels import n_row_chunks
 from ..kernels.glm import factor_crossprod_weighted, factor_crossprod_weighted_serial, pair_crossprod_weighted
 from .crossprod import CrossProducts, PairBlocks, round_sum, sum_chunks
 
 _EMPTY_Z = np.ones((0, 1))
+# a PIRLS iteration's pass is on the critical path of every evaluation: two row chunks (the two
+# cores) from this many rows on, where the LMM's one-off pass uses two from 200k (n_row_chunks)
+PIRLS_TWO_CHUNKS_ROWS = 32_768
+
+
+def pirls_row_chunks(n_rows: int) -> int:
+    """The row chunks of the weighted cross-products of a PIRLS iteration (a function of the
+    row count only: the sums, double-doubles rounded once, do not depend on the threads)."""
+    return 1 if n_rows < PIRLS_TWO_CHUNKS_ROWS else 2
 
 
 @dataclass
@@ -50,7 +58,7 @@ def weighted_crossprods(structure, X: np.ndarray, z: np.ndarray, w: np.ndarray,
     """The cross-products of [Z X z] with row weights w. X may have no columns (the
     modes-only PIRLS step)."""
     n, p = X.shape
-    chunks = n_row_chunks(n)
+    chunks = pirls_row_chunks(n)
     kernel = factor_crossprod_weighted if chunks > 1 else factor_crossprod_weighted_serial
     zz, zxy, gram = [], [], None
     for fi, f in enumerate(structure.factors):
