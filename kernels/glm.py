@@ -220,7 +220,7 @@ def _pnorm(x):
     return 0.5 * (math.erfc(t) - err * _TWO_OVER_SQRT_PI * math.exp(-t * t))
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _link(eta, link):
     """(mu, mu.eta) at eta for a link id (see the module docstring)."""
     if link == LOGIT:
@@ -265,7 +265,7 @@ def _link(eta, link):
     return np.nan, np.nan
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _variance(mu, family):
     if family == BINOMIAL:
         return _cmax(_EPS, mu * (1.0 - mu))
@@ -287,7 +287,7 @@ def _y_log_y(y, mu):
     return y * v
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _dev_resid(y, mu, wt, family):
     """One deviance residual (see the module docstring)."""
     if family == BINOMIAL:
@@ -307,7 +307,7 @@ def _dev_resid(y, mu, wt, family):
     return np.nan
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _working(y, eta, wt, family, link):
     """(mu, w, wres) at one row: w = (mu.eta sqrt(wt / V(mu)))^2, wres = (y - mu) / mu.eta."""
     mu, me = _link(eta, link)
@@ -564,7 +564,7 @@ def glm_aic_constant(y, prior_w, m, family):
 # --------------------------------------------------------------------------------------
 # weighted cross-products
 # --------------------------------------------------------------------------------------
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _weighted_row(codes, Z, unit_z, X, i, wi, xy, z, c, p, P, m, square, with_gram,
                   zz_out, zxy_out, zz_lo, zxy_lo, g_hi, g_lo):
     """Adds row i with weight wi (its [X y] in xy, its z in z unless unit_z) to level codes[i]
