@@ -214,6 +214,7 @@ class GeneralizedLinearMixedModel:
                                    u=np.zeros_like(of["u"]), u_exact=np.zeros_like(of["u"]),
                                    L=np.empty_like(of["L"]))
             new._one_factor.pop("lp0", None)
+            new._one_factor.pop("exact_at", None)
         new.timings = {"design": 0.0}
         return new
 
@@ -347,12 +348,14 @@ class GeneralizedLinearMixedModel:
                 if status != 0:
                     raise PirlsError(f"PIRLS failed (status {status})")
             else:
+                of["exact_at"] = None  # (u_exact changes now)
                 dev_hi, dev_lo, u2, logdet, n_bad, _ = blockdiag_laplace(
                     of["indptr"], eta_fixed, of["Z"], of["unit"], of["y"], of["w"], T,
                     self.family_id, self.link_id, np.zeros(0), of["u_exact"], of["L"],
                     LEVEL_TOL, LEVEL_MAXIT)
                 if n_bad:
                     raise PirlsError(f"the conditional modes of {n_bad} level(s) did not converge")
+                of["exact_at"] = (theta.copy(), beta.copy(), eta_fixed)  # (for `gradient`)
             if self.nAGQ > 1:
                 z, w, ld = self._gh_rule
                 out = np.empty(st.factors[0].n_levels)
@@ -398,11 +401,14 @@ class GeneralizedLinearMixedModel:
         theta, gamma = params[:k], params[k:]
         beta = self.beta_of(gamma)
         of = self.one_factor
-        try:
-            self._criterion(theta, beta, True)  # the exact modes at (theta, beta), warm-started
-        except PirlsError:
-            return np.full(len(params), np.nan)
-        eta_fixed = np.ascontiguousarray((self.offset + self.design.X @ beta)[of["order"]])
+        at = of.get("exact_at")
+        if at is None or not (np.array_equal(at[0], theta) and np.array_equal(at[1], beta)):
+            of["exact_at"] = None
+            try:  # the exact modes at (theta, beta), warm-started
+                self._criterion(theta, beta, True)
+            except PirlsError:
+                return np.full(len(params), np.nan)
+        eta_fixed = of["exact_at"][2]
         g = np.empty(1 + self.n_fixed)
         blockdiag_laplace_gradient(of["indptr"], eta_fixed, self.design.X, of["order"], of["Z"],
                                    of["unit"], of["y"], of["w"], float(theta[0]), self.family_id,
@@ -453,6 +459,7 @@ class GeneralizedLinearMixedModel:
         if self.one_factor is not None:
             self.one_factor["u"][...] = 0.0
             self.one_factor["u_exact"][...] = 0.0
+            self.one_factor["exact_at"] = None
         self._u_warm = self._eta0 = None
         # stage 1: theta with beta from PIRLS
         obj0 = counted(self.objective0)
