@@ -11,8 +11,10 @@ import numpy as np
 from . import kernels as K
 
 
-def warmup() -> None:
-    """Call each kernel on tiny arrays with the dtypes the engine uses."""
+def warmup(glmm: bool = True) -> None:
+    """Call each kernel on tiny arrays with the dtypes the engine uses; with glmm (default),
+    also the GLMM kernels through tiny fits (about a second more: pass glmm=False in a pipeline
+    that fits linear mixed models only)."""
     rng = np.random.default_rng(0)
     n, L, p = 64, 4, 2
     for code_dtype in (np.int32, np.int64):
@@ -54,6 +56,34 @@ def warmup() -> None:
     K.lookup_entries(ip, np.zeros(1, dtype=np.int64), np.zeros(1, dtype=np.int64),
                      np.zeros(1, dtype=np.int64), np.empty(1, dtype=np.int64))
     _warm_models(rng)
+    if glmm:
+        _warm_glmms(rng)
+
+
+def _warm_glmms(rng) -> None:
+    """Tiny GLMM fits through each kernel path: glmer's criterion and the exact Laplace one
+    (with its analytic gradient) on one factor, quadrature, a Poisson offset, and crossed
+    factors on the solver (the weighted cross-products of the PIRLS passes)."""
+    import warnings
+
+    import pandas as pd
+
+    from .api import glmm
+
+    n = 120
+    g = np.arange(n) % 10
+    x = rng.normal(size=n)
+    eta = 0.3 * x + rng.normal(size=10)[g]
+    df = pd.DataFrame({"x": x, "g": g.astype(str), "h": (np.arange(n) % 4).astype(str),
+                       "b": (rng.random(n) < 1 / (1 + np.exp(-eta))).astype(float),
+                       "c": rng.poisson(np.exp(eta)).astype(float), "e": np.ones(n) * 2.0})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for pirls in ("lme4", "exact"):
+            glmm("b ~ x + (1 | g)", df, family="binomial", pirls=pirls).fit()
+        glmm("b ~ x + (1 | g)", df, family="binomial", nAGQ=3).fit()
+        glmm("c ~ x + offset(log(e)) + (1 | g)", df, family="poisson").fit()
+        glmm("b ~ x + (1 | g) + (1 | h)", df, family="binomial").fit()
 
 
 def _warm_models(rng) -> None:
