@@ -92,6 +92,7 @@ class GLMPartition:
     ids_of: list
     n_global: list
     eta_start: np.ndarray
+    index: object = None  # the kept rows' index labels (for row-level results)
 
 
 def _empty_partial():
@@ -104,7 +105,8 @@ def encode_glm_partition(part, plan, enc, family) -> GLMPartition:
     validate_partition(part, plan)
     kept, y, X, per_term = encode_partition(part, plan, enc)
     if y is None:
-        return GLMPartition(0, *(np.zeros(0),) * 3, np.zeros((0, 0)), None, [], [], np.zeros(0))
+        return GLMPartition(0, *(np.zeros(0),) * 3, np.zeros((0, 0)), None, [], [], np.zeros(0),
+                            kept.index)
     w, off = prior_values(kept, plan)
     n = len(y)
     w = np.ones(n) if w is None else np.ascontiguousarray(w, dtype=np.float64)
@@ -112,7 +114,8 @@ def encode_glm_partition(part, plan, enc, family) -> GLMPartition:
     family.check_response(y, w, f"response {plan.response!r}")
     st, ids_of, n_global = local_structure(enc, per_term)
     return GLMPartition(n, np.ascontiguousarray(y, dtype=np.float64), w, off,
-                        np.ascontiguousarray(X), st, ids_of, n_global, start_eta(family, y, w))
+                        np.ascontiguousarray(X), st, ids_of, n_global, start_eta(family, y, w),
+                        kept.index)
 
 
 def setup_sums(gp: GLMPartition, family_id: int):
@@ -204,10 +207,9 @@ class DaskWorkingSystem(WorkingSystem):
 def _glmm_fitted_task(part, ctx):
     plan, enc, family, beta, modes = ctx
     gp = encode_glm_partition(part, plan, enc, family)
-    kept_index = encode_partition(part, plan, enc, check=False)[0].index
     cols = ("fitted", "linear_predictor", "resid", "resid_pearson", "resid_response")
     if gp.n == 0:
-        return pd.DataFrame({c: np.empty(0) for c in cols}, index=kept_index)
+        return pd.DataFrame({c: np.empty(0) for c in cols}, index=gp.index)
     from ..kernels.glm import glm_dev_resids, glm_linkinv, glm_variance
 
     fid, lid = family.ids
@@ -222,7 +224,7 @@ def _glmm_fitted_task(part, ctx):
     return pd.DataFrame({"fitted": mu, "linear_predictor": eta,
                          "resid": np.sign(r) * np.sqrt(np.maximum(d, 0.0)),
                          "resid_pearson": r * np.sqrt(gp.prior_w) / np.sqrt(v),
-                         "resid_response": r}, index=kept_index)
+                         "resid_response": r}, index=gp.index)
 
 
 class DaskGLMRows(DaskRows):
