@@ -18,7 +18,8 @@ import math
 import numpy as np
 import pandas as pd
 
-from .profile import Profiler, _bobyqa, sdcor_from_theta, theta_from_sdcor, variance_names
+from .profile import (Profiler, _bobyqa, profile_rows, sdcor_from_theta, theta_from_sdcor,
+                      variance_names)
 
 
 class GLMMProfiler:
@@ -108,21 +109,8 @@ def profile_confint_glmm(fit, level: float = 0.95, which=None) -> pd.DataFrame:
     """Likelihood-profile confidence intervals of a GLMM (lme4's ``confint(fit, method =
     "profile")``), rows named as lme4's ``oldNames = FALSE`` (``sd_(Intercept)|g``,
     ``cor_x.(Intercept)|g``, then the fixed effects); `which` selects rows by name."""
-    from scipy import stats
-
     pr = GLMMProfiler(fit)
-    names = pr.names()
-    cutoff = float(stats.norm.ppf(0.5 + level / 2))
-    want = names if which is None else [n for n in names if n in set(which)]
-    rows = []
-    for name in want:
-        x_hat, lo, hi, step, zeta = pr.target(names.index(name), cutoff)
-        lower = pr.endpoint(zeta, x_hat, step, -1, lo, hi, cutoff)
-        pr._start.clear()
-        upper = pr.endpoint(zeta, x_hat, step, +1, lo, hi, cutoff)
-        pr._start.clear()
-        rows.append((name, x_hat, lower, upper))
-    out = pd.DataFrame(rows, columns=["term", "estimate", "lower", "upper"])
+    out = profile_rows(pr, pr.target, level, which)
     crit = "Laplace" if fit.nAGQ == 1 else f"adaptive Gauss-Hermite quadrature (nAGQ = {fit.nAGQ})"
     out.attrs.update(method=f"profile (-2 log-likelihood, {crit})", level=level,
                      scale="random effects: standard deviations and correlations; fixed "

@@ -269,22 +269,28 @@ def profile_confint(fit, level: float = 0.95, which=None) -> pd.DataFrame:
     Rows named as lme4's ``oldNames = FALSE`` (``sd_(Intercept)|g``, ``cor_x.(Intercept)|g``,
     ``sigma``, fixed effects); `which` selects rows by name. Always based on the ML deviance.
     """
-    from scipy import stats
-
     pr = Profiler(fit)
+    se_fixed = np.sqrt(np.diag(pr.ml.vcov))
+    out = profile_rows(pr, lambda k, cutoff: profile_target(pr, k, cutoff, se_fixed), level, which)
+    out.attrs.update(method="profile (ML deviance)", level=level)
+    return out
+
+
+def profile_rows(pr, target, level: float, which=None) -> pd.DataFrame:
+    """The end points of the profiles of a profiler `pr` (names(), endpoint, its warm starts
+    `_start`): target(k, cutoff) gives parameter k's (estimate, lower bound, upper bound, first
+    step, zeta); each end point is where |zeta| = qnorm((1 + level) / 2), or the bound."""
+    from .distributions import norm_ppf
+
     names = pr.names()
-    cutoff = float(stats.norm.ppf(0.5 + level / 2))
+    cutoff = float(norm_ppf(0.5 + level / 2))
     want = names if which is None else [n for n in names if n in set(which)]
     rows = []
-    ml = pr.ml
-    se_fixed = np.sqrt(np.diag(ml.vcov))
     for name in want:
-        x_hat, lo, hi, step, zeta = profile_target(pr, names.index(name), cutoff, se_fixed)
+        x_hat, lo, hi, step, zeta = target(names.index(name), cutoff)
         lower = pr.endpoint(zeta, x_hat, step, -1, lo, hi, cutoff)
         pr._start.clear()
         upper = pr.endpoint(zeta, x_hat, step, +1, lo, hi, cutoff)
         pr._start.clear()
         rows.append((name, x_hat, lower, upper))
-    out = pd.DataFrame(rows, columns=["term", "estimate", "lower", "upper"])
-    out.attrs.update(method="profile (ML deviance)", level=level)
-    return out
+    return pd.DataFrame(rows, columns=["term", "estimate", "lower", "upper"])
