@@ -315,6 +315,44 @@ def _working(y, eta, wt, family, link):
     return mu, s * s, (y - mu) / me
 
 
+@njit(cache=True, nogil=True, inline="always")
+def row_derivatives(eta, y, prior_w, family, link):
+    """(dev', dev'', w, w') of one row at eta: the first two derivatives in eta of its
+    deviance residual, its working (Fisher) weight and that weight's derivative
+    (kernels.glmm_gradient's module docstring has the formulas).
+
+    Parameters
+    ----------
+    eta, y, prior_w : float, the linear predictor, the response (binomial: a proportion) and
+        the prior weight of the row
+    family, link : int, family and link ids (kernels.glm)
+    """
+    mu, me = _link(eta, link)
+    if link == LOGIT:
+        me2 = me * (1.0 - 2.0 * mu)
+    elif link == PROBIT:
+        me2 = -eta * me
+    elif link == CLOGLOG:
+        me2 = me * (1.0 - math.exp(eta))
+    elif link == LOG:
+        me2 = me
+    else:
+        me2 = 0.0
+    v = _variance(mu, family)
+    if family == BINOMIAL:
+        dv = 1.0 - 2.0 * mu
+    elif family == POISSON:
+        dv = 1.0
+    else:
+        dv = 0.0
+    r = y - mu
+    d1 = -2.0 * prior_w * r * me / v
+    d2 = -2.0 * prior_w * (-me * me / v + r * (me2 / v - me * me * dv / (v * v)))
+    w = prior_w * me * me / v
+    w1 = prior_w * (2.0 * me * me2 / v - me * me * me * dv / (v * v))
+    return d1, d2, w, w1
+
+
 @njit(cache=True, inline="always")
 def _dd_add(hi, lo, v):
     """(hi, lo) + v in double-double (TwoSum): returns the new (hi, lo)."""

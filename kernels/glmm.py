@@ -57,11 +57,12 @@ import numpy as np
 from numba import njit, prange
 
 from .dense import chol_lower_inplace
-from .glm import _dd_add, _dd_add_dd, _dev_resid, _link, _variance
+from .glm import CLOGLOG, PROBIT, _dd_add, _dd_add_dd, _dev_resid, _link, _variance, row_derivatives
 
 LEVEL_CHUNK_ROWS = 16384  # target rows per level chunk
 MAX_LEVEL_CHUNKS = 256
 MAX_HALVINGS = 20  # lme4's maxstephalfit
+NEWTON_POLISH_STEPS = 4  # observed-information steps after Fisher scoring (probit, cloglog)
 
 # blockdiag_pirls status codes
 PIRLS_CONVERGED = 0
@@ -310,6 +311,43 @@ def _newton_level(g, indptr, eta_fixed, Z, unit_z, y, prior_w, T, family, link, 
         dl = nl
         if conv:
             break
+    if conv and P == 1 and (link == PROBIT or link == CLOGLOG):
+        # Fisher scoring converges only linearly for these links: it stops ~sqrt(tol) from
+        # the mode. Newton steps on the observed information (dev'' instead of the working
+        # weight) finish quadratically, so the exact Laplace value is smooth in the parameters
+        t = T[0, 0]
+        for _k in range(NEWTON_POLISH_STEPS):
+            u0 = ucur[0]
+            gsum = 2.0 * u0
+            hsum = 2.0
+            for i in range(s, e):
+                z = 1.0 if unit_z else Z[i, 0]
+                d1, d2, _w, _w1 = row_derivatives(eta_fixed[i] + t * z * u0, y[i], prior_w[i],
+                                                  family, link)
+                gsum += d1 * t * z
+                hsum += d2 * t * t * z * z
+            if not hsum > 0.0:
+                break
+            step = -gsum / hsum
+            if abs(step) <= 1e-15 * (1.0 + abs(u0)):
+                break
+            unew[0] = u0 + step
+            _tu(T, unew, v, P)
+            nh, nl = _eval_level(s, e, eta_fixed, Z, unit_z, y, prior_w, family, link, v,
+                                 eta_start, False, True, True, An, rn)
+            dn = (nh + unew[0] * unew[0]) + nl
+            if not dn <= d + 1e-13 * (1.0 + abs(d)):
+                break
+            ucur[0] = unew[0]
+            rn_a = rn[0]
+            rn[0] = r[0]
+            r[0] = rn_a
+            x = An[0, 0]
+            An[0, 0] = A[0, 0]
+            A[0, 0] = x
+            d = dn
+            dh = nh
+            dl = nl
     # the factor with the weights at the final u (A, r hold the cross-products there)
     ld = _factor(T, A, r, M, rhs, W, P)
     for a in range(P):
@@ -384,7 +422,10 @@ def blockdiag_laplace(indptr, eta_fixed, Z, unit_z, y, prior_w, T, family, link,
     (u + u_new)/2, at most 20 times) while d_g(u_new) > d_g(u) + tol (1 + |d_g(u)|) or is nan.
 
     Convergence: level g has converged after a step that changed d_g by at most
-    tol * (1 + |d_g|) (relative and absolute). Newton's convergence is quadratic, so the
+    tol * (1 + |d_g|) (relative and absolute). For the probit and cloglog links with one
+    random-effect column, where Fisher scoring converges only linearly, up to
+    NEWTON_POLISH_STEPS Newton steps on the observed information (dev'') then finish the mode
+    (each kept only if d_g does not rise beyond rounding); L_out still has the working weights. Newton's convergence is quadratic, so the
     modes are then accurate to ~tol (not sqrt(tol)): tol = 1e-12 gives the Laplace value to
     ~1e-12 per level, at one extra iteration over tol = 1e-8. Levels whose halving fails, or
     that reach max_iter, keep their last accepted iterate and are counted as not converged.

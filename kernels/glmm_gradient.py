@@ -25,49 +25,11 @@ dev'' = -2 prior_w [-mu'^2 / V + (y - mu)(mu'' / V - mu'^2 V' / V^2)], w' = prio
 Every kernel takes raw arrays; the per-chunk sums are added in chunk order (the chunks of
 `glmm_level_chunks`), so the result does not depend on the number of threads.
 """
-import math
-
 import numpy as np
 from numba import njit, prange
 
-from .glm import BINOMIAL, CLOGLOG, LOG, LOGIT, POISSON, PROBIT, _link, _variance
+from .glm import row_derivatives
 from .glmm import glmm_level_chunks
-
-
-@njit(cache=True, nogil=True)
-def row_derivatives(eta, y, prior_w, family, link):
-    """(dev', dev'', w, w') of one row at eta (see the module docstring).
-
-    Parameters
-    ----------
-    eta, y, prior_w : float, the linear predictor, the response (binomial: a proportion) and
-        the prior weight of the row
-    family, link : int, family and link ids (kernels.glm)
-    """
-    mu, me = _link(eta, link)
-    if link == LOGIT:
-        me2 = me * (1.0 - 2.0 * mu)
-    elif link == PROBIT:
-        me2 = -eta * me
-    elif link == CLOGLOG:
-        me2 = me * (1.0 - math.exp(eta))
-    elif link == LOG:
-        me2 = me
-    else:
-        me2 = 0.0
-    v = _variance(mu, family)
-    if family == BINOMIAL:
-        dv = 1.0 - 2.0 * mu
-    elif family == POISSON:
-        dv = 1.0
-    else:
-        dv = 0.0
-    r = y - mu
-    d1 = -2.0 * prior_w * r * me / v
-    d2 = -2.0 * prior_w * (-me * me / v + r * (me2 / v - me * me * dv / (v * v)))
-    w = prior_w * me * me / v
-    w1 = prior_w * (2.0 * me * me2 / v - me * me * me * dv / (v * v))
-    return d1, d2, w, w1
 
 
 @njit(cache=True, nogil=True)

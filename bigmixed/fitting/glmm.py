@@ -387,11 +387,9 @@ class GeneralizedLinearMixedModel:
         With pirls="lme4" it is the gradient of the exact Laplace value, not of glmer's
         criterion (which only approximates it): a guide to glmer's optimum, not its gradient."""
         of = self.one_factor
-        # canonical links only: for probit and cloglog, PIRLS (Fisher scoring) converges
-        # linearly, the modes stop ~1e-7 from the exact ones and the gradient is too rough for
-        # the quasi-Newton steps (the difference-gradient path applies there)
-        return (of is not None and self.structure.factors[0].n_columns == 1 and self.nAGQ == 1
-                and self.family.link == {"binomial": "logit", "poisson": "log"}[self.family.name])
+        # (for probit and cloglog the level kernel finishes the modes with Newton steps on the
+        # observed information, so the exact value is smooth enough for it too)
+        return of is not None and self.structure.factors[0].n_columns == 1 and self.nAGQ == 1
 
     def gradient(self, params) -> np.ndarray:
         """The gradient of `objective` at params = (theta, gamma) (see has_analytic_gradient);

@@ -10,7 +10,8 @@ import pytest
 
 from bigmixed.kernels.glm import (BINOMIAL, CLOGLOG, LOG, LOGIT, POISSON, PROBIT, _dev_resid,
                                   _link, _variance)
-from bigmixed.kernels.glmm_gradient import blockdiag_laplace_gradient, row_derivatives
+from bigmixed.kernels.glm import row_derivatives
+from bigmixed.kernels.glmm_gradient import blockdiag_laplace_gradient
 
 
 def reference_criterion(t, beta, data):
