@@ -48,8 +48,9 @@ def fit_both(formula, df, **kw):
 
 CASES = [
     ("remission ~ age + married + wbc + (1 | doctor)", dict(family="binomial")),
-    # (not probit or cloglog here: PIRLS (Fisher scoring) converges linearly for them, the
-    # criterion carries ~1e-7 of noise, and two fits of it agree to ~1e-3 only -- in memory too)
+    # (not probit or cloglog here: PIRLS (Fisher scoring) converges linearly for them; the
+    # in-memory level kernel finishes the modes by Newton steps, the partition passes do not,
+    # and their criterion carries ~1e-7 of noise: the two fits agree to ~1e-3 only)
     ("n_events ~ age + sex + (1 | doctor)", dict(family="poisson", offset="log(exposure)")),
     ("n_events ~ age + offset(log(exposure)) + (1 | doctor) + (1 | hospital)",
      dict(family="poisson")),
