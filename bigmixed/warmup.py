@@ -35,9 +35,13 @@ def warmup(glmm: bool = True) -> None:
         K.blockdiag_update_serial(T, zz, zxy, 1, np.empty((1, p + 1, p + 1)))
         K.blockdiag_modes(T, zz, zxy, np.zeros(p), np.empty((L, P)), np.empty((L, P, P)))
         rows, cols = np.tril_indices(P)
+        rows, cols = rows.astype(np.int64), cols.astype(np.int64)
+        for kernel, chunks in ((K.blockdiag_gradient, 2), (K.blockdiag_gradient_serial, 1)):
+            kernel(T, rows, cols, zz, zxy, np.eye(p), np.ones(p + 1), chunks,
+                   np.empty((chunks, len(rows), 3)))
         gram = np.eye(p + 1) * 10.0
         for reml in (True, False):
-            K.blockdiag_objective(T[rows, cols], rows.astype(np.int64), cols.astype(np.int64), zz, zxy,
+            K.blockdiag_objective(T[rows, cols], rows, cols, zz, zxy,
                                   gram, n, p, reml, 0.0, np.empty((1, p + 1, p + 1)))
             K.profiled_criterion(0.0, gram, np.zeros((2, p + 1, p + 1)), n, p, reml, 0.0)
     ids = np.arange(n, dtype=np.int64) % 3

@@ -1,5 +1,7 @@
 """Numba compute kernels. Raw arrays in, caller-owned ``*_out`` buffers out; no scipy or pandas."""
 from .blockdiag import (
+    blockdiag_gradient,
+    blockdiag_gradient_serial,
     blockdiag_modes,
     blockdiag_objective,
     blockdiag_update,
@@ -108,6 +110,8 @@ __all__ = [
     "blockdiag_pirls_serial",
     "blockdiag_update",
     "blockdiag_update_serial",
+    "blockdiag_gradient",
+    "blockdiag_gradient_serial",
     "dense_lower_from_csc",
     "factor_crossprod",
     "factor_crossprod_glm",

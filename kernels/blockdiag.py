@@ -265,3 +265,130 @@ def blockdiag_objective(theta, theta_row, theta_col, zz, zxy, gram, n_obs, n_fix
         T[theta_row[k], theta_col[k]] = theta[k]
     ld = _update_chunk(T, zz, zxy, 0, zz.shape[0], 0, schur_out)
     return profiled_criterion(ld, gram, schur_out, n_obs, n_fixed, reml, logdet_W)
+
+
+@njit(cache=True, inline="always")
+def _gradient_chunk(T, theta_row, theta_col, zz, zxy, Sxx_inv, v, lo, hi, c, parts_out):
+    """Levels lo..hi-1 of `blockdiag_gradient`: writes the chunk's three sums per theta."""
+    P = zz.shape[1]
+    m = zxy.shape[2]
+    p = m - 1
+    n_theta = theta_row.shape[0]
+    TA = np.empty((P, P))  # T' A_g
+    M = np.empty((P, P))  # T' A_g T + I, then its Cholesky factor
+    N = np.empty((P, P))  # M^{-1} T' A_g
+    H = np.empty((P, m))  # M^{-1} T' G_g, G_g = Z_g'[X y]
+    K = np.empty((P, m))  # G_g - A_g T H
+    kv = np.empty(P)
+    hv = np.empty(P)
+    WK = np.empty((P, p))
+    acc = np.zeros((n_theta, 3))
+    for g in range(lo, hi):
+        for a in range(P):
+            for b in range(P):
+                s = 0.0
+                for k in range(a, P):
+                    s += T[k, a] * zz[g, k, b]
+                TA[a, b] = s
+        for a in range(P):
+            for b in range(P):
+                s = 0.0
+                for k in range(b, P):
+                    s += TA[a, k] * T[k, b]
+                M[a, b] = s
+            M[a, a] += 1.0
+        chol_lower_inplace(M, P)
+        for a in range(P):
+            for b in range(m):
+                s = 0.0
+                for k in range(a, P):
+                    s += T[k, a] * zxy[g, k, b]
+                H[a, b] = s
+            for b in range(P):
+                N[a, b] = TA[a, b]
+        _forward_solve(M, H, P, m)
+        _forward_solve(M, N, P, P)
+        for cols in range(2):  # back solves L' X = Y, in place, for H and N
+            R = H if cols == 0 else N
+            w = m if cols == 0 else P
+            for b in range(w):
+                for a in range(P - 1, -1, -1):
+                    s = R[a, b]
+                    for k in range(a + 1, P):
+                        s -= M[k, a] * R[k, b]
+                    R[a, b] = s / M[a, a]
+        # K = G - A T H, with A T = (T' A)' = TA'
+        for a in range(P):
+            for b in range(m):
+                s = zxy[g, a, b]
+                for k in range(P):
+                    s -= TA[k, a] * H[k, b]
+                K[a, b] = s
+        for a in range(P):
+            s = 0.0
+            t = 0.0
+            for b in range(m):
+                s += K[a, b] * v[b]
+                t += H[a, b] * v[b]
+            kv[a] = s
+            hv[a] = t
+            for b in range(p):
+                s = 0.0
+                for k in range(p):
+                    s += Sxx_inv[b, k] * K[a, k]
+                WK[a, b] = s
+        for t_ in range(n_theta):
+            i = theta_row[t_]
+            j = theta_col[t_]
+            acc[t_, 0] += N[j, i]
+            s = 0.0
+            for b in range(p):
+                s += WK[i, b] * H[j, b]
+            acc[t_, 1] += s
+            acc[t_, 2] += kv[i] * hv[j]
+    for t_ in range(n_theta):
+        for k in range(3):
+            parts_out[c, t_, k] = acc[t_, k]
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def blockdiag_gradient(T, theta_row, theta_col, zz, zxy, Sxx_inv, v, n_chunks, parts_out):
+    """Per-theta sums of the analytic gradient of the profiled criterion (one grouping factor).
+
+    With A_g = Z_g'Z_g, G_g = Z_g'[X y], M_g = T'A_g T + I, H_g = M_g^{-1} T'G_g and
+    K_g = G_g - A_g T H_g, and E = dT/dtheta_k the unit matrix at (i, j) = (theta_row[k],
+    theta_col[k]), the derivative of the Schur complement S = [X y]'[X y] - sum_g G_g'T M_g^{-1}
+    T'G_g is dS = -(D_k + D_k'), D_k = sum_g K_g[i]' H_g[j] (outer product of rows), and
+    d log det M_g = 2 (M_g^{-1} T'A_g)[j, i]. The caller combines (see
+    BlockDiagonalSystem.criterion_gradient):
+        d log det(L L') = 2 sum_g N_g[j, i]                          (part 0, times 2)
+        d log det S_XX  = -2 sum_g K_g[i, :p] S_XX^{-1} H_g[j, :p]'  (part 1, times -2)
+        d r^2           = v'dS v = -2 sum_g (K_g[i] . v)(H_g[j] . v) (part 2, times -2)
+    with v = (-beta_hat, 1).
+
+    Parameters
+    ----------
+    T : (P, P) lower-triangular relative covariance factor at theta
+    theta_row, theta_col : (n_theta,) int, position of each theta in T
+    zz : (n_levels, P, P); zxy : (n_levels, P, p + 1)
+    Sxx_inv : (p, p) inverse of the fixed-effects block of S at theta
+    v : (p + 1,) (-beta_hat, 1) at theta
+    n_chunks : fixed chunking over levels (`n_level_chunks`)
+    parts_out : (n_chunks, n_theta, 3) float64, receives the per-chunk sums (added in chunk
+        order by the caller, so the result does not depend on the thread count)
+    """
+    n_levels = zz.shape[0]
+    per = (n_levels + n_chunks - 1) // n_chunks
+    for c in prange(n_chunks):
+        _gradient_chunk(T, theta_row, theta_col, zz, zxy, Sxx_inv, v, c * per,
+                        min(n_levels, (c + 1) * per), c, parts_out)
+
+
+@njit(cache=True, nogil=True)
+def blockdiag_gradient_serial(T, theta_row, theta_col, zz, zxy, Sxx_inv, v, n_chunks, parts_out):
+    """`blockdiag_gradient` without a parallel region (same chunks, same numbers)."""
+    n_levels = zz.shape[0]
+    per = (n_levels + n_chunks - 1) // n_chunks
+    for c in range(n_chunks):
+        _gradient_chunk(T, theta_row, theta_col, zz, zxy, Sxx_inv, v, c * per,
+                        min(n_levels, (c + 1) * per), c, parts_out)

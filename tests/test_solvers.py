@@ -35,7 +35,7 @@ def test_systems_declare_the_interface(data, solver):
                             "schur": SchurSystem}[solver]
     assert system.has_fused_objective == (solver == "blockdiag")
     assert system.has_approx_update == (solver == "schur")
-    assert system.has_gradient == (solver == "schur")  # scalar factors only
+    assert system.has_gradient == (solver in ("schur", "blockdiag"))  # schur: scalar factors only
     assert system.dense_block_size == (8 if solver == "schur" else 0)
 
 

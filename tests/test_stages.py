@@ -27,13 +27,26 @@ def _stages(fit):
     return [r.stage for r in fit.optimizer.stages]
 
 
-def test_one_factor_fit_runs_bobyqa_and_the_polish(hdp):
+def test_one_factor_fit_runs_the_quasi_newton_stage(hdp):
     fit = _fit(bm.lmm("mobility ~ age + (1 | doctor)", hdp))
+    assert _stages(fit) == ["quasi-Newton (one factor)"]
+    assert fit.optimizer.tolerances == {"xtol": FitControl().qn_one_factor_xtol}
+    (qn,) = fit.optimizer.stages
+    # (the results' criterion comes from the unfused path: equal to rounding)
+    assert qn.n_evaluations > 2 and qn.objective == pytest.approx(fit.objective, rel=1e-13)
+    assert fit.optimizer.n_gradients > 2
+
+
+def test_one_factor_fit_without_the_quasi_newton_runs_bobyqa_and_the_polish(hdp):
+    fit = _fit(bm.lmm("mobility ~ age + (1 | doctor)", hdp), control=FitControl(qn_one_factor=False))
     assert _stages(fit) == ["BOBYQA", "Newton polish"]
     assert fit.optimizer.tolerances == FitControl().loose.as_dict()
     bobyqa, polish = fit.optimizer.stages
     assert bobyqa.n_evaluations > 5 and polish.n_evaluations > 0
     assert polish.objective == fit.objective and bobyqa.objective >= polish.objective
+    qn = _fit(bm.lmm("mobility ~ age + (1 | doctor)", hdp))
+    assert qn.objective <= fit.objective + 1e-12 * abs(fit.objective)
+    np.testing.assert_allclose(qn.theta, fit.theta, rtol=1e-7)
 
 
 def test_several_factors_start_from_one_factor_fits(hdp):
@@ -69,7 +82,7 @@ def test_the_control_is_frozen_and_checked():
 
 
 def test_summary_shows_the_stage_log(hdp):
-    fit = _fit(bm.lmm("mobility ~ age + (1 | doctor)", hdp))
+    fit = _fit(bm.lmm("mobility ~ age + (1 | doctor)", hdp), control=FitControl(qn_one_factor=False))
     text = fit.summary(optimizer_log=True)
     assert "Newton polish" in text and "tolerances: ftol_abs = 1e-07" in text
     assert "Newton polish" not in fit.summary()

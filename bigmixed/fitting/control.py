@@ -62,6 +62,15 @@ class FitControl:
     qn_xtol: float = 1e-7
     qn_final_step: float = 1e-5
     qn_max_iter: int = 25
+    # one grouping factor: BFGS on the block-diagonal system's analytic gradient from lme4's
+    # start (False: BOBYQA and the Newton polish). The step tolerance is tighter than the
+    # crossed path's: from a far start BFGS's last steps are its most accurate (slope_1m:
+    # 13 evaluations and gradients, theta within 2e-8 of BOBYQA + polish, criterion equal
+    # to rounding); a variance below qn_one_factor_min_diagonal hands over to BOBYQA
+    qn_one_factor: bool = True
+    qn_one_factor_xtol: float = 1e-8
+    qn_one_factor_max_iter: int = 60
+    qn_one_factor_min_diagonal: float = 1e-4
     # start refinement on the approximate criterion (bigmixed.fitting.start): only when the
     # exact evaluation is expensive (a dense block of at least refine_min_dense columns) and
     # theta is short; the Newton step is taken only if below refine_max_step (relative), and

@@ -317,8 +317,9 @@ class LinearMixedModel:
 
     @property
     def has_gradient(self) -> bool:
-        """`gradient` applies: the system has an analytic gradient (SchurSystem with one effect
-        per level of every factor) and there is no residual structure."""
+        """`gradient` applies: the system has an analytic gradient (one grouping factor, or a
+        SchurSystem with one effect per level of every factor) and there is no residual
+        structure."""
         return self.system.has_gradient and self.residual is None
 
     def gradient(self, params) -> np.ndarray:
@@ -327,7 +328,12 @@ class LinearMixedModel:
         if not self.has_gradient:
             raise NotImplementedError("no analytic gradient for this model")
         theta = np.asarray(params, dtype=np.float64)
-        return self.system.criterion_gradient(theta, self.state(theta), self.reml)
+        if self.system.has_fused_objective:  # S of the evaluation just made, not a new pass
+            state = profiled_state(0.0, self.system.schur_complement(theta), self.n_obs,
+                                   self.n_fixed, self.basis, 0.0)
+        else:
+            state = self.state(theta)
+        return self.system.criterion_gradient(theta, state, self.reml)
 
     def fit(self, *, theta0=None, restart_edge: bool | None = None, polish: bool | None = None,
             ftol_abs: float | None = None, ftol_rel: float | None = None,
@@ -336,8 +342,8 @@ class LinearMixedModel:
         """Optimize theta; solve beta, sigma and the conditional modes at the optimum.
 
         The optimizer is a chain of stages (bigmixed.fitting.stages): one-factor start,
-        quasi-Newton on the analytic gradient (large crossed models), refined start, BOBYQA,
-        Newton polish, tight finish; each decides whether it applies. BOBYQA finds the
+        quasi-Newton on the analytic gradient (large crossed models; any one-factor model),
+        refined start, BOBYQA, Newton polish, tight finish; each decides whether it applies. BOBYQA finds the
         optimum's neighbourhood; with polish (default) Newton steps on finite-difference
         derivatives then converge to ~1e-9 in theta, so results do not depend on the
         optimizer's path (row order, level order, threads). The keywords are those of

@@ -199,6 +199,105 @@ def quasi_newton(fun, grad, x0, H0, lower, *, xtol=_DEFAULTS.qn_xtol,
                            tolerances={"xtol": xtol, "final_step": final_step})
 
 
+def quasi_newton_interior(fun, grad, x0, diagonal, *, xtol=1e-6, max_iter=60, min_diagonal=1e-4,
+                          method="BFGS (analytic gradient, log scale for the diagonal)"):
+    """Minimize fun from x0 by BFGS on the analytic gradient, with the diagonal elements of T on
+    the log scale (theta_d = exp(phi_d)) so that every iterate stays in the interior.
+
+    For starts far from the optimum (lme4's start): no Hessian is needed at the start (the
+    inverse-Hessian approximation starts at the identity, rescaled after the first step), and
+    no step can reach a bound. Gradient methods stall at the boundary, where the criterion is
+    stationary in a diagonal element (it depends on T T'), so a boundary optimum is left to
+    BOBYQA: returns None when a diagonal element falls below `min_diagonal` (lme4's singular-fit
+    threshold), when the line search fails, or without convergence within max_iter iterations.
+    Converged: a full step below xtol (relative to max(|theta|, 0.1)) after two or more updates.
+    """
+    x0 = np.asarray(x0, dtype=np.float64)
+    diagonal = np.asarray(diagonal, dtype=bool)
+    if np.any(x0[diagonal] <= 0):
+        return None
+
+    def theta_of(phi):
+        theta = phi.copy()
+        theta[diagonal] = np.exp(phi[diagonal])
+        return theta
+
+    def value_gradient(phi):
+        theta = theta_of(phi)
+        value = fun(theta)
+        if not np.isfinite(value):
+            return theta, value, None
+        g = np.array(grad(theta), dtype=np.float64)
+        g[diagonal] *= theta[diagonal]  # d/dphi = theta d/dtheta
+        return theta, value, g
+
+    phi = x0.copy()
+    phi[diagonal] = np.log(x0[diagonal])
+    theta, f, g = value_gradient(phi)
+    if g is None:
+        return None
+    n = len(phi)
+    Hinv = np.eye(n)
+    n_f = n_g = 1
+    updates = 0
+    history = [(theta.copy(), f)]
+    grad_at = [g]  # the phi-gradient at each point of history
+    for _ in range(max_iter):
+        step = -Hinv @ g
+        slope = float(g @ step)
+        if not slope < 0:  # not a descent direction: restart from steepest descent
+            Hinv = np.eye(n)
+            step, updates = -g, 0
+            slope = float(g @ step)
+        if updates == 0:  # no curvature known yet: at most a factor e in a standard deviation
+            step *= min(1.0, 1.0 / max(float(np.max(np.abs(step))), 1e-300))
+            slope = float(g @ step)
+        rel = float(np.max(np.abs(theta_of(phi + step) - theta) / np.maximum(np.abs(theta), 0.1)))
+        if updates >= 2 and rel < xtol:
+            break
+        t = 1.0
+        for _halving in range(30):
+            theta_t, ft, gt = value_gradient(phi + t * step)
+            n_f += 1
+            if gt is not None:
+                n_g += 1
+            if gt is not None and ft <= f + 1e-4 * t * slope + 1e-12 * max(1.0, abs(f)):
+                break
+            t *= 0.5
+        else:
+            return None
+        s, yv = t * step, gt - g
+        sy = float(s @ yv)
+        if sy > 1e-12 * float(np.sqrt((s @ s) * (yv @ yv))):
+            if updates == 0:
+                Hinv = np.eye(n) * (sy / float(yv @ yv))
+            rho = 1.0 / sy
+            V = np.eye(n) - rho * np.outer(s, yv)
+            Hinv = V @ Hinv @ V.T + rho * np.outer(s, s)
+            updates += 1
+        phi, theta, f, g = phi + s, theta_t, ft, gt
+        history.append((theta.copy(), f))
+        grad_at.append(g)
+        if np.any(theta[diagonal] < min_diagonal):
+            return None
+        if t == 1.0 and updates >= 2 and rel < xtol:
+            break
+    else:
+        return None
+    # the last steps are within rounding of each other (the line search accepts a rise of
+    # 1e-12 relative): end at the lowest criterion seen
+    k = min(range(len(history)), key=lambda i: (history[i][1], -i))
+    if history[k][1] < f:
+        theta, f = history[k]
+        g = grad_at[k]
+    g_theta = g.copy()
+    g_theta[diagonal] /= theta[diagonal]
+    return OptimizerRecord(method=method, n_evaluations=n_f, params=theta, objective=float(f),
+                           converged=True, message="converged", n_gradients=n_g,
+                           gradient=g_theta, history=tuple(history),
+                           tolerances={"xtol": xtol})
+
+
 _RESULT_MESSAGES = {
     1: "success",
     2: "stopval reached",

@@ -9,12 +9,16 @@ A fit runs `STAGES` in order on one `FitState`:
 2. `QuasiNewton`: a system with an analytic gradient (large crossed models with scalar factors)
    and no user tolerances: quasi-Newton steps on the gradient from the approximate criterion's
    minimum; the result is kept only when it is no worse than the criterion at lme4's start.
-3. `RefinedStart`: without a quasi-Newton result, the one-factor start refined on the
+3. `OneFactorQuasiNewton`: one grouping factor (block-diagonal system, any number of random
+   effects per level), no residual structure and no user tolerances: BFGS on the analytic
+   gradient from the start, variances on the log scale; a variance heading to zero hands over
+   to BOBYQA.
+4. `RefinedStart`: without a quasi-Newton result, the one-factor start refined on the
    approximate criterion, used when it beats lme4's start (BOBYQA's first step is then small).
-4. `Bobyqa`: without a result yet, BOBYQA under lme4's bounds with lme4's edge restart; loose
+5. `Bobyqa`: without a result yet, BOBYQA under lme4's bounds with lme4's edge restart; loose
    tolerances when a Newton polish follows, tight otherwise.
-5. `NewtonPolish`: after BOBYQA, Newton steps on finite differences (theta to ~1e-9).
-6. `TightFinish`: when the polish could take no step (e.g. at a boundary) after loose
+6. `NewtonPolish`: after BOBYQA, Newton steps on finite differences (theta to ~1e-9).
+7. `TightFinish`: when the polish could take no step (e.g. at a boundary) after loose
    tolerances, BOBYQA again to tight tolerances from its end point.
 
 Every number a stage uses comes from the frozen `FitControl`. Each stage that runs adds a
@@ -29,7 +33,7 @@ import numpy as np
 
 from .. import progress
 from .control import FitControl
-from .optimize import minimize_theta, newton_polish, quasi_newton
+from .optimize import minimize_theta, newton_polish, quasi_newton, quasi_newton_interior
 from .record import OptimizerRecord, StageRecord
 from .start import approx_newton_start, one_factor_start, refine_start
 
@@ -124,6 +128,30 @@ class QuasiNewton(Stage):
         return ""
 
 
+class OneFactorQuasiNewton(Stage):
+    """One grouping factor: BFGS on the block-diagonal system's analytic gradient from the start
+    (lme4's or the user's), with the variances on the log scale, instead of BOBYQA and a
+    difference-derivative polish (slope_1m: 68 evaluations -> 13 evaluations and gradients).
+    A boundary optimum (a variance going to zero) is left to BOBYQA and lme4's edge restart."""
+
+    name = "quasi-Newton (one factor)"
+
+    def applies(self, s):
+        m, c = s.model, s.control
+        return (s.record is None and c.qn_one_factor and len(m.structure.factors) == 1
+                and c.polish and not c.user_tolerances and m.has_gradient)
+
+    def run(self, s):
+        m, c = s.model, s.control
+        rec = quasi_newton_interior(s.objective, m.gradient, s.start, m.structure.lower_bounds == 0,
+                                    xtol=c.qn_one_factor_xtol, max_iter=c.qn_one_factor_max_iter,
+                                    min_diagonal=c.qn_one_factor_min_diagonal)
+        if rec is None:
+            return "a variance near zero, or no convergence: BOBYQA"
+        s.record = rec
+        return ""
+
+
 class RefinedStart(Stage):
     name = "refined start"
 
@@ -196,7 +224,7 @@ def _bobyqa_run(s: FitState) -> dict:
                 restart_step=c.initial_step, restartable=restartable)
 
 
-STAGES = (OneFactorStart(), QuasiNewton(), RefinedStart(), Bobyqa(), NewtonPolish(), TightFinish())
+STAGES = (OneFactorStart(), QuasiNewton(), OneFactorQuasiNewton(), RefinedStart(), Bobyqa(), NewtonPolish(), TightFinish())
 
 
 def run_stages(model, control: FitControl, stages=STAGES) -> OptimizerRecord:

@@ -4,6 +4,8 @@ from __future__ import annotations
 import numpy as np
 from ..crossprods.crossprod import CrossProducts
 from ..kernels import (
+    blockdiag_gradient,
+    blockdiag_gradient_serial,
     blockdiag_modes,
     blockdiag_objective,
     blockdiag_update,
@@ -20,6 +22,7 @@ class BlockDiagonalSystem(System):
     evaluation of the criterion runs in compiled code (`objective`)."""
 
     has_fused_objective = True
+    has_gradient = True  # any number of random effects per level (criterion_gradient)
 
     def __init__(self, cp: CrossProducts, structure: RandomEffectsStructure):
         if len(structure.factors) != 1:
@@ -32,6 +35,9 @@ class BlockDiagonalSystem(System):
         self._schur_out = np.empty((self.n_chunks, m, m))
         # one chunk: no parallel region (waking the OpenMP workers costs more than the work)
         self._update_kernel = blockdiag_update if self.n_chunks > 1 else blockdiag_update_serial
+        self._gradient_kernel = (blockdiag_gradient if self.n_chunks > 1
+                                 else blockdiag_gradient_serial)
+        self._schur_theta = None  # theta whose chunk sums `_schur_out` holds (None: stale)
 
     def refresh(self):
         """Re-read the cross-products after the caller changed the arrays of `self.cp` in place
@@ -39,30 +45,80 @@ class BlockDiagonalSystem(System):
         references are taken again (in case an array of the lists was replaced)."""
         self.zz = self.cp.zz[0]
         self.zxy = self.cp.zxy[0]
+        self._schur_theta = None
 
     def _own_buffers(self) -> None:
         self._schur_out = np.empty_like(self._schur_out)
+        self._schur_theta = None
 
     def objective(self, theta, reml, n_obs, n_fixed, logdet_W):
         """The profiled criterion at theta, all in compiled code (inf if undefined)."""
         theta = np.asarray(theta, dtype=np.float64)
         st = self.structure
         if self.n_chunks == 1:
-            return blockdiag_objective(theta, st.theta_row, st.theta_col, self.zz, self.zxy,
-                                       self.cp.gram, n_obs, n_fixed, reml, logdet_W, self._schur_out)
-        T = st.T_of(theta, 0)
-        logdet = self._update_kernel(T, self.zz, self.zxy, self.n_chunks, self._schur_out)
-        return profiled_criterion(logdet, self.cp.gram, self._schur_out, n_obs, n_fixed, reml, logdet_W)
+            value = blockdiag_objective(theta, st.theta_row, st.theta_col, self.zz, self.zxy,
+                                        self.cp.gram, n_obs, n_fixed, reml, logdet_W, self._schur_out)
+        else:
+            T = st.T_of(theta, 0)
+            logdet = self._update_kernel(T, self.zz, self.zxy, self.n_chunks, self._schur_out)
+            value = profiled_criterion(logdet, self.cp.gram, self._schur_out, n_obs, n_fixed, reml,
+                                       logdet_W)
+        self._schur_theta = theta.copy()
+        return value
 
     def update(self, theta):
         T = self.structure.T_of(theta, 0)
         logdet = self._update_kernel(T, self.zz, self.zxy, self.n_chunks, self._schur_out)
+        self._schur_theta = np.array(theta, dtype=np.float64)
         if not np.isfinite(logdet):
             return self._failed_update()
+        return logdet, self._schur_sum()
+
+    def _schur_sum(self) -> np.ndarray:
         S = self.cp.gram.copy()
         for c in range(self.n_chunks):
             S -= self._schur_out[c]
-        return logdet, S
+        return S
+
+    def schur_complement(self, theta) -> np.ndarray:
+        """S at theta ((p+1) x (p+1)), from the last evaluation when it was at this theta (the
+        gradient follows an evaluation at the same point), else by a pass over the levels."""
+        theta = np.asarray(theta, dtype=np.float64)
+        if self._schur_theta is None or not np.array_equal(theta, self._schur_theta):
+            self.update(theta)
+        return self._schur_sum()
+
+    def criterion_gradient(self, theta, state, reml: bool) -> np.ndarray:
+        """Gradient in theta of the profiled criterion (REML or ML) at theta; `state` is the
+        ProfiledState at theta (only its Cholesky factor of S, n_obs and n_fixed are read).
+
+        One pass over the levels (`blockdiag_gradient`, whose docstring derives the three sums):
+            d criterion / dtheta_k = 2 sum_g (M_g^{-1} T'A_g)[j, i] [- 2 tr(S_XX^{-1} D_k)]
+                                     - 2 dof sum_g (K_g[i] . v)(H_g[j] . v) / r^2
+        with the bracket for REML only, dof = n - p (REML) or n (ML). Valid at every theta,
+        also on the boundary (T'A_g T + I is positive definite for any T).
+        """
+        theta = np.asarray(theta, dtype=np.float64)
+        st = self.structure
+        p = state.n_fixed
+        L = state.chol_S
+        Lxx_inv = np.linalg.inv(L[:p, :p])  # lower triangular, p x p
+        Sxx_inv = np.ascontiguousarray(Lxx_inv.T @ Lxx_inv)
+        v = np.empty(p + 1)
+        v[:p] = -state.beta_work()
+        v[p] = 1.0
+        parts = np.empty((self.n_chunks, st.n_theta, 3))
+        self._gradient_kernel(st.T_of(theta, 0), st.theta_row, st.theta_col, self.zz, self.zxy,
+                              Sxx_inv, v, self.n_chunks, parts)
+        total = parts[0].copy()
+        for c in range(1, self.n_chunks):
+            total += parts[c]
+        r2 = state.pwrss
+        dof = state.n_obs - p if reml else state.n_obs
+        grad = 2.0 * total[:, 0] - 2.0 * dof * total[:, 2] / r2
+        if reml:
+            grad -= 2.0 * total[:, 1]
+        return grad
 
     def modes(self, theta, beta, condvar=True):
         T = self.structure.T_of(theta, 0)

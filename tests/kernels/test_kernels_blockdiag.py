@@ -2,7 +2,8 @@
 import numpy as np
 from hypothesis import given, settings, strategies as st
 
-from bigmixed.kernels import blockdiag_modes, blockdiag_update
+from bigmixed.kernels import (blockdiag_gradient, blockdiag_gradient_serial, blockdiag_modes,
+                              blockdiag_update)
 
 
 def random_problem(rng, L, P, m):
@@ -93,3 +94,49 @@ def test_fused_objective_matches_update_plus_dense_criterion():
         else:
             want = ld + n * (1 + np.log(2 * np.pi * r2 / n))
         assert abs(got - want) <= 1e-11 * abs(want)
+
+
+def _gradient_parts_dense(T, rows, cols, zz, zxy, Sxx_inv, v):
+    """The three per-theta sums of `blockdiag_gradient` from their definitions, level by level."""
+    L, P, m = zxy.shape
+    p = m - 1
+    parts = np.zeros((len(rows), 3))
+    for g in range(L):
+        A, G = zz[g], zxy[g]
+        M = T.T @ A @ T + np.eye(P)
+        N = np.linalg.solve(M, T.T @ A)
+        H = np.linalg.solve(M, T.T @ G)
+        K = G - A @ T @ H
+        for k, (i, j) in enumerate(zip(rows, cols)):
+            parts[k, 0] += N[j, i]
+            parts[k, 1] += K[i, :p] @ Sxx_inv @ H[j, :p]
+            parts[k, 2] += (K[i] @ v) * (H[j] @ v)
+    return parts
+
+
+@settings(max_examples=40, deadline=None)
+@given(L=st.integers(1, 25), P=st.integers(1, 3), p=st.integers(0, 3), chunks=st.integers(1, 4),
+       seed=st.integers(0, 2**31 - 1))
+def test_gradient_parts_match_dense(L, P, p, chunks, seed):
+    rng = np.random.default_rng(seed)
+    zz, zxy, T = random_problem(rng, L, P, p + 1)
+    rows, cols = np.tril_indices(P)
+    B = rng.normal(size=(p, p + 2))
+    Sxx_inv = B @ B.T
+    v = rng.normal(size=p + 1)
+    out = np.empty((chunks, len(rows), 3))
+    blockdiag_gradient(T, rows.astype(np.int64), cols.astype(np.int64), zz, zxy, Sxx_inv, v,
+                       chunks, out)
+    want = _gradient_parts_dense(T, rows, cols, zz, zxy, Sxx_inv, v)
+    np.testing.assert_allclose(out.sum(0), want, rtol=1e-9, atol=1e-10)
+
+
+def test_serial_and_parallel_gradient_give_identical_numbers():
+    rng = np.random.default_rng(5)
+    zz, zxy, T = random_problem(rng, 3000, 2, 5)
+    rows, cols = (np.array(a, dtype=np.int64) for a in np.tril_indices(2))
+    Sxx_inv, v = np.eye(4), rng.normal(size=5)
+    a, b = np.empty((4, 3, 3)), np.empty((4, 3, 3))
+    blockdiag_gradient(T, rows, cols, zz, zxy, Sxx_inv, v, 4, a)
+    blockdiag_gradient_serial(T, rows, cols, zz, zxy, Sxx_inv, v, 4, b)
+    assert np.array_equal(a, b)
