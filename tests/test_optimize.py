@@ -62,3 +62,29 @@ def test_quasi_newton_gives_up_at_a_bound_or_without_curvature():
     assert quasi_newton(fun, grad, np.array([0.0, 0.9]), A, np.zeros(2)) is None  # on the bound
     rec = quasi_newton(fun, grad, np.array([0.3, 0.9]), A, np.zeros(2))
     np.testing.assert_allclose(rec.params, [0.5, 1.0], rtol=1e-8)
+
+
+def test_quasi_newton_interior_converges_and_reports_a_zero_variance():
+    from bigmixed.fitting.optimize import quasi_newton_interior
+
+    # f(a, b) = (a^2 - 0.49)^2 + (b - 0.3)^2 + a b: smooth in a diagonal element a, minimum inside
+    def fun(x):
+        a, b = x
+        return (a * a - 0.49) ** 2 + (b - 0.3) ** 2 + 0.1 * a * b
+
+    def grad(x):
+        a, b = x
+        return np.array([4 * a * (a * a - 0.49) + 0.1 * b, 2 * (b - 0.3) + 0.1 * a])
+
+    diagonal = np.array([True, False])
+    rec = quasi_newton_interior(fun, grad, np.array([1.0, 0.0]), diagonal, xtol=1e-10)
+    assert rec.converged and rec.message == "converged"
+    assert np.max(np.abs(grad(rec.params))) < 1e-8
+    assert rec.objective == min(f for _, f in rec.history)
+    # minimum on the boundary a = 0 (f depends on a^2: stationary there), never reached
+    rec = quasi_newton_interior(lambda x: (x[0] ** 2 + 1) ** 2 + x[1] ** 2,
+                                lambda x: np.array([4 * x[0] * (x[0] ** 2 + 1), 2 * x[1]]),
+                                np.array([1.0, 0.5]), diagonal, min_diagonal=1e-3)
+    assert not rec.converged and rec.message == "a variance near zero"
+    assert 0 < rec.params[0] < 1e-3
+    assert quasi_newton_interior(fun, grad, np.array([0.0, 0.0]), diagonal) is None

@@ -66,11 +66,15 @@ class FitControl:
     # start (False: BOBYQA and the Newton polish). The step tolerance is tighter than the
     # crossed path's: from a far start BFGS's last steps are its most accurate (slope_1m:
     # 13 evaluations and gradients, theta within 2e-8 of BOBYQA + polish, criterion equal
-    # to rounding); a variance below qn_one_factor_min_diagonal hands over to BOBYQA
+    # to rounding). A diagonal element of T below qn_one_factor_min_diagonal hands over to
+    # BOBYQA from that point with the element on the boundary: gradient steps only creep
+    # towards a zero variance (on the log scale), BOBYQA with lme4's edge rules settles it
+    # (the singular references: 6-19 BFGS iterations, then fewer BOBYQA evaluations than from
+    # lme4's start)
     qn_one_factor: bool = True
     qn_one_factor_xtol: float = 1e-8
     qn_one_factor_max_iter: int = 60
-    qn_one_factor_min_diagonal: float = 1e-4
+    qn_one_factor_min_diagonal: float = 1e-2
     # start refinement on the approximate criterion (bigmixed.fitting.start): only when the
     # exact evaluation is expensive (a dense block of at least refine_min_dense columns) and
     # theta is short; the Newton step is taken only if below refine_max_step (relative), and

@@ -208,9 +208,11 @@ def quasi_newton_interior(fun, grad, x0, diagonal, *, xtol=1e-6, max_iter=60, mi
     inverse-Hessian approximation starts at the identity, rescaled after the first step), and
     no step can reach a bound. Gradient methods stall at the boundary, where the criterion is
     stationary in a diagonal element (it depends on T T'), so a boundary optimum is left to
-    BOBYQA: returns None when a diagonal element falls below `min_diagonal` (lme4's singular-fit
-    threshold), when the line search fails, or without convergence within max_iter iterations.
-    Converged: a full step below xtol (relative to max(|theta|, 0.1)) after two or more updates.
+    BOBYQA. Converged: a full step below xtol (relative to max(|theta|, 0.1)) after two or more
+    updates. Otherwise the record is not converged, ends at the lowest point seen, and its
+    message says why: "a variance near zero" (a diagonal element below `min_diagonal`, lme4's
+    singular-fit threshold), "line search failed" or "no convergence" (max_iter iterations).
+    None when the start is on the boundary or the criterion is undefined there.
     """
     x0 = np.asarray(x0, dtype=np.float64)
     diagonal = np.asarray(diagonal, dtype=bool)
@@ -242,6 +244,7 @@ def quasi_newton_interior(fun, grad, x0, diagonal, *, xtol=1e-6, max_iter=60, mi
     updates = 0
     history = [(theta.copy(), f)]
     grad_at = [g]  # the phi-gradient at each point of history
+    message = "converged"
     for _ in range(max_iter):
         step = -Hinv @ g
         slope = float(g @ step)
@@ -265,7 +268,8 @@ def quasi_newton_interior(fun, grad, x0, diagonal, *, xtol=1e-6, max_iter=60, mi
                 break
             t *= 0.5
         else:
-            return None
+            message = "line search failed"
+            break
         s, yv = t * step, gt - g
         sy = float(s @ yv)
         if sy > 1e-12 * float(np.sqrt((s @ s) * (yv @ yv))):
@@ -279,11 +283,12 @@ def quasi_newton_interior(fun, grad, x0, diagonal, *, xtol=1e-6, max_iter=60, mi
         history.append((theta.copy(), f))
         grad_at.append(g)
         if np.any(theta[diagonal] < min_diagonal):
-            return None
+            message = "a variance near zero"
+            break
         if t == 1.0 and updates >= 2 and rel < xtol:
             break
     else:
-        return None
+        message = "no convergence"
     # the last steps are within rounding of each other (the line search accepts a rise of
     # 1e-12 relative): end at the lowest criterion seen
     k = min(range(len(history)), key=lambda i: (history[i][1], -i))
@@ -293,7 +298,7 @@ def quasi_newton_interior(fun, grad, x0, diagonal, *, xtol=1e-6, max_iter=60, mi
     g_theta = g.copy()
     g_theta[diagonal] /= theta[diagonal]
     return OptimizerRecord(method=method, n_evaluations=n_f, params=theta, objective=float(f),
-                           converged=True, message="converged", n_gradients=n_g,
+                           converged=message == "converged", message=message, n_gradients=n_g,
                            gradient=g_theta, history=tuple(history),
                            tolerances={"xtol": xtol})
 

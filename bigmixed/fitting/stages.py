@@ -147,9 +147,18 @@ class OneFactorQuasiNewton(Stage):
                                     xtol=c.qn_one_factor_xtol, max_iter=c.qn_one_factor_max_iter,
                                     min_diagonal=c.qn_one_factor_min_diagonal)
         if rec is None:
-            return "a variance near zero, or no convergence: BOBYQA"
-        s.record = rec
-        return ""
+            return "start on the boundary: BOBYQA"
+        if rec.converged:
+            s.record = rec
+            return ""
+        if rec.message == "a variance near zero" and rec.objective <= s.objective(s.start):
+            # BOBYQA from there, with that variance on the boundary (lme4's edge): it ends
+            # at a boundary optimum in a few evaluations instead of walking from lme4's start
+            start = rec.params.copy()
+            start[(m.structure.lower_bounds == 0) & (start < c.qn_one_factor_min_diagonal)] = 0.0
+            s.start, s.initial_step = start, c.near_start_step
+            return "a variance near zero: BOBYQA from its end point"
+        return f"{rec.message}: BOBYQA"
 
 
 class RefinedStart(Stage):
