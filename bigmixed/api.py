@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from .fitting.glmm import GeneralizedLinearMixedModel
 from .fitting.model import LinearMixedModel
+from .pages import small_pages
 
 
 def is_dask_dataframe(data) -> bool:
@@ -77,5 +78,7 @@ def glmm(formula: str, data, *, family="binomial", link=None, weights=None, offs
 
         return glmm_dask(formula, data, family=family, link=link, weights=weights, offset=offset,
                          nAGQ=nAGQ, solver=solver, pirls=pirls)
-    return GeneralizedLinearMixedModel(formula, data, family=family, link=link, weights=weights,
-                                       offset=offset, nAGQ=nAGQ, solver=solver, pirls=pirls)
+    with small_pages():
+        return GeneralizedLinearMixedModel(formula, data, family=family, link=link,
+                                           weights=weights, offset=offset, nAGQ=nAGQ,
+                                           solver=solver, pirls=pirls)

@@ -14,6 +14,7 @@ import warnings as _warnings
 import numpy as np
 
 from .. import progress
+from ..pages import small_pages
 from ..crossprods.basis import FixedEffectsBasis
 from ..crossprods.crossprod import CrossProducts
 from .objective import NotPositiveDefinite, ProfiledState, profiled_state
@@ -58,6 +59,7 @@ class LinearMixedModel:
         too): the model is fitted to y - offset and fitted values include it.
     """
 
+    @small_pages()
     def __init__(self, formula: str, data, *, reml: bool = True, solver: str = "auto",
                  residual=None, variance=None, weights=None, offset=None):
         from ..spec.residual import residual_columns
@@ -335,6 +337,7 @@ class LinearMixedModel:
             state = self.state(theta)
         return self.system.criterion_gradient(theta, state, self.reml)
 
+    @small_pages()
     def fit(self, *, theta0=None, restart_edge: bool | None = None, polish: bool | None = None,
             ftol_abs: float | None = None, ftol_rel: float | None = None,
             xtol_abs: float | None = None, maxeval: int | None = None,
