@@ -28,8 +28,8 @@ Every kernel takes raw arrays; the per-chunk sums are added in chunk order (the 
 import numpy as np
 from numba import njit, prange
 
-from .glm import row_derivatives
-from .glmm import glmm_level_chunks
+from .glm import _dd_add, _dd_add_dd, row_derivatives
+from .glmm import _combine, _newton_level, glmm_level_chunks
 
 
 @njit(cache=True, nogil=True)
@@ -106,3 +106,183 @@ def blockdiag_laplace_gradient(indptr, eta_fixed, X, order, Z, unit_z, y, prior_
     for c in range(n_chunks):
         for j in range(1 + p):
             grad_out[j] += parts[c, j]
+
+
+# --------------------------------------------------------------------------------------
+# one pass per level, fused with the modes (blockdiag_laplace_fused)
+# --------------------------------------------------------------------------------------
+@njit(cache=True, nogil=True)
+def _level_gradient(s, e, eta_fixed, X, order, Z, unit_z, y, prior_w, t, family, link, ug,
+                    out, da, d1x, wx):
+    """Adds level g's (rows s..e-1, mode ug) gradient contribution to out (1 + p) in one pass
+    over its rows: the two passes of `_gradient_chunk` rearranged into per-level sums,
+
+        dF/dt    += 2 t S / L + ug sum d1 z + k B (ug + t du_t),
+        dF/dbeta += sum d1 x + k sum w' z^2 x - k B t da / h,
+
+    with k = t^2 / L, B = sum w' z^3 and S, h, du_t, da as in the module docstring (da, d1x,
+    wx: (p,) scratch)."""
+    p = X.shape[1]
+    S = 0.0
+    h = 2.0
+    a_t = 0.0
+    sd1z = 0.0
+    B = 0.0
+    for j in range(p):
+        da[j] = 0.0
+        d1x[j] = 0.0
+        wx[j] = 0.0
+    for i in range(s, e):
+        z = 1.0 if unit_z else Z[i, 0]
+        eta = eta_fixed[i] + t * z * ug
+        d1, d2, w, w1 = row_derivatives(eta, y[i], prior_w[i], family, link)
+        zz = z * z
+        S += w * zz
+        h += d2 * t * t * zz
+        a_t += d2 * t * zz * ug + d1 * z
+        sd1z += d1 * z
+        wz2 = w1 * zz
+        B += wz2 * z
+        c = d2 * t * z
+        r = order[i]
+        for j in range(p):
+            x = X[r, j]
+            da[j] += c * x
+            d1x[j] += d1 * x
+            wx[j] += wz2 * x
+    du_t = -a_t / h
+    L = 1.0 + t * t * S
+    k = t * t / L
+    out[0] += 2.0 * t * S / L + sd1z * ug + k * B * (ug + t * du_t)
+    kb = k * B * t / h
+    for j in range(p):
+        out[1 + j] += d1x[j] + k * wx[j] - kb * da[j]
+
+
+@njit(cache=True, nogil=True)
+def _fused_chunk(lo_g, hi_g, indptr, eta_fixed, X, order, Z, unit_z, y, prior_w, T, family, link,
+                 u_inout, L_out, tol, step_tol, max_iter, with_gradient, grad_part, sums, c,
+                 counts):
+    P = T.shape[0]
+    p = X.shape[1]
+    ucur = np.empty(P)
+    unew = np.empty(P)
+    v = np.empty(P)
+    A = np.zeros((P, P))
+    r = np.zeros(P)
+    An = np.zeros((P, P))
+    rn = np.zeros(P)
+    M = np.zeros((P, P))
+    rhs = np.empty(P)
+    W = np.empty((P, P))
+    da = np.empty(p)
+    d1x = np.empty(p)
+    wx = np.empty(p)
+    no_start = eta_fixed[:0]
+    t = T[0, 0]
+    dev_h = 0.0
+    dev_l = 0.0
+    u2_h = 0.0
+    u2_l = 0.0
+    ld_h = 0.0
+    ld_l = 0.0
+    n_fail = 0
+    max_it = 0
+    for g in range(lo_g, hi_g):
+        dh, dl, u2, ld, conv, it = _newton_level(g, indptr, eta_fixed, Z, unit_z, y, prior_w, T,
+                                                 family, link, no_start, False, u_inout, L_out,
+                                                 tol, max_iter, ucur, unew, v, A, r, An, rn, M,
+                                                 rhs, W, step_tol)
+        dev_h, dev_l = _dd_add_dd(dev_h, dev_l, dh, dl)
+        u2_h, u2_l = _dd_add(u2_h, u2_l, u2)
+        ld_h, ld_l = _dd_add(ld_h, ld_l, ld)
+        if not conv:
+            n_fail += 1
+        if it > max_it:
+            max_it = it
+        if with_gradient:
+            _level_gradient(indptr[g], indptr[g + 1], eta_fixed, X, order, Z, unit_z, y, prior_w,
+                            t, family, link, u_inout[g, 0], grad_part, da, d1x, wx)
+    sums[c, 0] = dev_h
+    sums[c, 1] = dev_l
+    sums[c, 2] = u2_h
+    sums[c, 3] = u2_l
+    sums[c, 4] = ld_h
+    sums[c, 5] = ld_l
+    counts[c, 0] = n_fail
+    counts[c, 1] = max_it
+
+
+@njit(cache=True, nogil=True)
+def _fused_finish(sums, counts, parts, n_chunks, n_levels, grad_out):
+    dh, dl, u2, ld = _combine(sums, n_chunks)
+    n_fail = 0
+    max_it = 0
+    for c in range(n_chunks):
+        n_fail += counts[c, 0]
+        max_it = max(max_it, counts[c, 1])
+    for j in range(grad_out.shape[0]):
+        grad_out[j] = 0.0
+    for c in range(n_chunks):
+        for j in range(grad_out.shape[0]):
+            grad_out[j] += parts[c, j]
+    if n_levels == 0:
+        return 0.0, 0.0, 0.0, 0.0, 0, 0
+    return dh, dl, u2, ld, n_fail, max_it
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def blockdiag_laplace_fused(indptr, eta_fixed, X, order, Z, unit_z, y, prior_w, T, family, link,
+                            u_inout, L_out, tol, step_tol, max_iter, with_gradient, grad_out):
+    """`kernels.glmm.blockdiag_laplace` from a warm start (no eta_start), and with_gradient
+    the gradient of the exact Laplace criterion (`blockdiag_laplace_gradient`, P = 1 only) at
+    the modes it finds: one kernel, each level's gradient taken right after its mode, in one
+    pass over its rows (still in cache).
+
+    Parameters
+    ----------
+    indptr, eta_fixed, Z, unit_z, y, prior_w, T, family, link, u_inout, L_out, tol,
+    max_iter : as `blockdiag_laplace` (u_inout: the warm start, receives the modes)
+    X, order : as `blockdiag_laplace_gradient` (X as given, sorted row i is X[order[i]])
+    step_tol : float, a level has also converged when the next full Fisher step would move
+        its mode by at most step_tol (1 + |u|) (0: `blockdiag_laplace`'s rule only, then the
+        modes and sums are bit-identical to it)
+    with_gradient : bool, also the gradient (needs P = 1)
+    grad_out : (1 + p,) float64, receives (dF/dt, dF/dbeta) (zeros unless with_gradient)
+
+    Returns
+    -------
+    as `blockdiag_laplace`. Chunks of `glmm_level_chunks`, added in order: the same bits for
+    any number of threads and as `blockdiag_laplace_fused_serial`.
+    """
+    n_levels = indptr.shape[0] - 1
+    p = X.shape[1]
+    bounds = glmm_level_chunks(indptr)
+    n_chunks = bounds.shape[0] - 1
+    sums = np.zeros((n_chunks, 6))
+    counts = np.zeros((n_chunks, 2), np.int64)
+    parts = np.zeros((n_chunks, 1 + p))
+    for c in prange(n_chunks):
+        _fused_chunk(bounds[c], bounds[c + 1], indptr, eta_fixed, X, order, Z, unit_z, y, prior_w,
+                     T, family, link, u_inout, L_out, tol, step_tol, max_iter, with_gradient,
+                     parts[c], sums, c, counts)
+    return _fused_finish(sums, counts, parts, n_chunks, n_levels, grad_out)
+
+
+@njit(cache=True, nogil=True)
+def blockdiag_laplace_fused_serial(indptr, eta_fixed, X, order, Z, unit_z, y, prior_w, T, family,
+                                   link, u_inout, L_out, tol, step_tol, max_iter, with_gradient,
+                                   grad_out):
+    """`blockdiag_laplace_fused` without a parallel region (same chunks, same bits)."""
+    n_levels = indptr.shape[0] - 1
+    p = X.shape[1]
+    bounds = glmm_level_chunks(indptr)
+    n_chunks = bounds.shape[0] - 1
+    sums = np.zeros((n_chunks, 6))
+    counts = np.zeros((n_chunks, 2), np.int64)
+    parts = np.zeros((n_chunks, 1 + p))
+    for c in range(n_chunks):
+        _fused_chunk(bounds[c], bounds[c + 1], indptr, eta_fixed, X, order, Z, unit_z, y, prior_w,
+                     T, family, link, u_inout, L_out, tol, step_tol, max_iter, with_gradient,
+                     parts[c], sums, c, counts)
+    return _fused_finish(sums, counts, parts, n_chunks, n_levels, grad_out)

@@ -362,3 +362,27 @@ def test_the_exact_criterion_of_a_non_canonical_link_is_smooth(link):
                         for e in np.eye(len(x)) * h])
         np.testing.assert_allclose(g, num, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(fit.bse, glmer_like.bse, rtol=2e-2)
+
+
+@pytest.mark.parametrize("link", ["logit", "probit"])
+def test_exact_stage2_from_the_start_reaches_the_optimum_of_the_full_stage1(link, monkeypatch):
+    """pirls="exact" with the analytic gradient starts stage 2 from the joint PIRLS at the
+    start theta (no BOBYQA over theta): the same optimum as after the full stage 1 (criterion
+    to 1e-10 relative, estimates to the optimizer's tolerance), SEs to ~1e-5."""
+    import bigmixed.fitting.glmm as glmm_mod
+    from bigmixed.data_gen import generate_hdp
+
+    df = generate_hdp(n_doctors=120, seed=4, binary=True, counts=True).data
+    f = "remission ~ age + married + wbc + (1 | doctor)"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", bm.BigmixedWarning)
+        quick = bm.glmm(f, df, family="binomial", link=link, pirls="exact").fit()
+        monkeypatch.setattr(glmm_mod, "EXACT_STAGE2_FROM_START", False)
+        full = bm.glmm(f, df, family="binomial", link=link, pirls="exact").fit()
+    assert quick.optimizer.stages[0].n_evaluations == 1
+    assert full.optimizer.stages[0].n_evaluations > 1
+    assert quick.objective <= full.objective + 1e-10 * abs(full.objective)
+    assert abs(quick.objective - full.objective) <= 1e-10 * abs(full.objective)
+    np.testing.assert_allclose(quick.theta, full.theta, rtol=1e-6)
+    np.testing.assert_allclose(quick.beta, full.beta, rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(quick.bse, full.bse, rtol=1e-4)

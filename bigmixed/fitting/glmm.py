@@ -32,8 +32,8 @@ from ..crossprods.weighted import pair_plans
 from ..errors import BigmixedError
 from ..kernels.ghrule import MAX_AGQ, gauss_hermite_rule
 from ..kernels.glm import glm_aic_constant, glm_deviance
-from ..kernels.glmm import blockdiag_agq, blockdiag_laplace, blockdiag_pirls
-from ..kernels.glmm_gradient import blockdiag_laplace_gradient
+from ..kernels.glmm import blockdiag_agq, blockdiag_pirls
+from ..kernels.glmm_gradient import blockdiag_laplace_fused
 from ..results.rows import InMemoryRows
 from ..spec import glm_inputs
 from ..spec.design import build_design
@@ -49,6 +49,9 @@ SOLVERS = ("auto", "blockdiag", "cholmod", "schur")
 LEVEL_TOL = 1e-13  # per-level PIRLS convergence of the one-factor kernel
 LEVEL_MAXIT = 60
 LME4_TOL = 1e-7  # glmerControl's tolPwrss
+# pirls="exact" with the analytic gradient: stage 2 from the joint PIRLS at the start theta (no
+# BOBYQA over theta first; it follows only if stage 2 does not apply from there)
+EXACT_STAGE2_FROM_START = True
 _EMPTY_Z = np.ones((0, 1))
 
 
@@ -348,14 +351,25 @@ class GeneralizedLinearMixedModel:
                 if status != 0:
                     raise PirlsError(f"PIRLS failed (status {status})")
             else:
+                at = of.get("exact_at")
+                if (self.nAGQ == 1 and at is not None and np.array_equal(at[0], theta)
+                        and np.array_equal(at[1], beta)):
+                    return at[3]  # (the modes there are in u_exact)
                 of["exact_at"] = None  # (u_exact changes now)
-                dev_hi, dev_lo, u2, logdet, n_bad, _ = blockdiag_laplace(
-                    of["indptr"], eta_fixed, of["Z"], of["unit"], of["y"], of["w"], T,
-                    self.family_id, self.link_id, np.zeros(0), of["u_exact"], of["L"],
-                    LEVEL_TOL, LEVEL_MAXIT)
+                # the modes warm-started from the last ones (blockdiag_laplace's rule, same
+                # bits) and, where it applies, the gradient at them in the same pass
+                with_gradient = self.has_analytic_gradient
+                grad = np.zeros(1 + self.n_fixed)
+                dev_hi, dev_lo, u2, logdet, n_bad, _ = blockdiag_laplace_fused(
+                    of["indptr"], eta_fixed, self.design.X, of["order"], of["Z"], of["unit"],
+                    of["y"], of["w"], T, self.family_id, self.link_id, of["u_exact"], of["L"],
+                    LEVEL_TOL, 0.0, LEVEL_MAXIT, with_gradient, grad)
                 if n_bad:
                     raise PirlsError(f"the conditional modes of {n_bad} level(s) did not converge")
-                of["exact_at"] = (theta.copy(), beta.copy(), eta_fixed)  # (for `gradient`)
+                value = float(dev_hi + dev_lo) + u2 + logdet + self.aic_constant
+                # (for `gradient`, and a second evaluation at the same point)
+                of["exact_at"] = (theta.copy(), beta.copy(), grad if with_gradient else None,
+                                  value)
             if self.nAGQ > 1:
                 z, w, ld = self._gh_rule
                 out = np.empty(st.factors[0].n_levels)
@@ -402,15 +416,11 @@ class GeneralizedLinearMixedModel:
         at = of.get("exact_at")
         if at is None or not (np.array_equal(at[0], theta) and np.array_equal(at[1], beta)):
             of["exact_at"] = None
-            try:  # the exact modes at (theta, beta), warm-started
+            try:  # the exact modes at (theta, beta), warm-started, and the gradient there
                 self._criterion(theta, beta, True)
             except PirlsError:
                 return np.full(len(params), np.nan)
-        eta_fixed = of["exact_at"][2]
-        g = np.empty(1 + self.n_fixed)
-        blockdiag_laplace_gradient(of["indptr"], eta_fixed, self.design.X, of["order"], of["Z"],
-                                   of["unit"], of["y"], of["w"], float(theta[0]), self.family_id,
-                                   self.link_id, np.ascontiguousarray(of["u_exact"][:, 0]), g)
+        g = of["exact_at"][2]
         return np.concatenate((g[:1], self._C.T @ g[1:]))
 
     @property
@@ -462,30 +472,49 @@ class GeneralizedLinearMixedModel:
         # stage 1: theta with beta from PIRLS
         obj0 = counted(self.objective0)
         self._lp0 = None
-        # nAGQ = 0 is the fit itself: tight; otherwise stage 1 only gives stage 2 its start
-        # (theta, beta and the scale of the beta basis), and loose tolerances do
-        tol1 = control.tight if (self.nAGQ == 0 or self.pirls_mode == "lme4") else control.approx_tolerances
         start1 = st.initial_theta()
         if theta0 is not None:
             start1 = np.maximum(np.asarray(theta0, dtype=np.float64)[:k], st.lower_bounds)
             start1 = np.where((st.lower_bounds == 0) & (start1 < 1e-4), 1e-4, start1)
-        rec1 = minimize_theta(obj0, start1, st.lower_bounds, **tol1.as_dict(),
-                              restart_edge=True, restartable=st.multi_column_diagonal())
-        theta1 = rec1.params
-        self.objective0(theta1)
-        _, r1 = self._last0
-        beta_work1 = r1.beta_work
-        W = self.basis.W
-        beta1 = W @ beta_work1
         p = self.n_fixed
-        RX = r1.state.chol_S[:p, :p].T  # R_X (working basis): Var(beta_work) ~ (R_X'R_X)^{-1}
-        C = W @ np.linalg.solve(RX, np.eye(p)) if p else np.zeros((0, 0))
-        self.set_beta_basis(beta1, C)
-        self._lp0 = r1.eta  # stage 2 restarts from stage 1's linear predictor (glmer's lp0)
-        if self.one_factor is not None:
-            self.one_factor["lp0"] = np.ascontiguousarray(r1.eta[self.one_factor["order"]])
-        log.append(StageRecord("stage 1 (nAGQ = 0)", rec1.n_evaluations, rec1.objective,
-                               time.perf_counter() - t0))
+        lower = np.concatenate((st.lower_bounds, np.full(p, -np.inf)))
+        obj = counted(self.objective)
+        exact_analytic = self.has_analytic_gradient and self.pirls_mode == "exact"
+        rec1 = rec2 = None
+        if exact_analytic and EXACT_STAGE2_FROM_START:
+            # stage 1 only gives stage 2 its start and the beta basis; with the analytic
+            # gradient stage 2 converges from the joint PIRLS at the start theta as well (one
+            # PIRLS instead of a BOBYQA run over theta, each evaluation a PIRLS). Should
+            # stage 2 not apply from there (a bound reached), the full stage 1 follows.
+            t_1 = time.perf_counter()
+            self._eta0 = self.eta_start
+            v0 = obj0(start1)
+            if np.isfinite(v0):
+                rec1 = OptimizerRecord("joint PIRLS at the start (nAGQ = 0)", 1, start1.copy(), float(v0),
+                            True, "start only")
+                self._stage1_basis(rec1, reuse_last=True)
+                log.append(StageRecord("stage 1 (nAGQ = 0): the start only", 1, rec1.objective,
+                                       time.perf_counter() - t_1))
+                t1 = time.perf_counter()
+                rec2 = _analytic_stage(obj, self.gradient, np.concatenate((start1, np.zeros(p))),
+                                       lower, approximate_start=True)
+        quick_note = ""
+        if exact_analytic and EXACT_STAGE2_FROM_START and rec2 is None:
+            log.clear()  # (the stages that ran are the full stage 1 and stage 2 below)
+            quick_note = (f"after {time.perf_counter() - t0:.3g} s on stage 2 from the start, "
+                          "which did not apply")
+        if rec2 is None:
+            t_1 = time.perf_counter()
+            # nAGQ = 0 is the fit itself: tight; otherwise stage 1 only gives stage 2 its start
+            # (theta, beta and the scale of the beta basis), and loose tolerances do
+            tol1 = control.tight if (self.nAGQ == 0 or self.pirls_mode == "lme4") else control.approx_tolerances
+            self._eta0 = None
+            rec1 = minimize_theta(obj0, start1, st.lower_bounds, **tol1.as_dict(),
+                                  restart_edge=True, restartable=st.multi_column_diagonal())
+            self._stage1_basis(rec1)
+            log.append(StageRecord("stage 1 (nAGQ = 0)", rec1.n_evaluations, rec1.objective,
+                                   time.perf_counter() - t_1, quick_note))
+        theta1 = rec1.params
         if self.nAGQ == 0:
             record = OptimizerRecord("nlopt LN_BOBYQA (nAGQ = 0)", rec1.n_evaluations,
                                      np.concatenate((theta1, np.zeros(p))), rec1.objective,
@@ -493,20 +522,20 @@ class GeneralizedLinearMixedModel:
                                      tolerances=rec1.tolerances)
             return self._results(record, control, t0)
         # stage 2: theta and beta (in the gamma basis) jointly
-        t1 = time.perf_counter()
+        if rec2 is None:
+            t1 = time.perf_counter()
         start = np.concatenate((theta1, np.zeros(p)))
-        lower = np.concatenate((st.lower_bounds, np.full(p, -np.inf)))
         restartable = np.concatenate((st.multi_column_diagonal(), np.zeros(p, bool)))
-        obj = counted(self.objective)
-        rec2 = None
-        if self.has_analytic_gradient and self.pirls_mode == "exact":
+        if rec2 is not None:
+            pass
+        elif exact_analytic:
             rec2 = _analytic_stage(obj, self.gradient, start, lower)
         elif self.has_analytic_gradient:
             # glmer's criterion has no analytic gradient, but the exact Laplace value, which
             # it approximates, has: its optimum (a few analytic steps) and its Hessian start
             # the difference-gradient steps on glmer's criterion next to glmer's optimum
             exact = counted(lambda x: self.objective(x, exact=True))
-            rec_exact = _analytic_stage(exact, self.gradient, start, lower)
+            rec_exact = _analytic_stage(exact, self.gradient, start, lower, approximate_start=True)
             if rec_exact is not None:
                 H0 = gradient_hessian(self.gradient, rec_exact.params, central=False)
                 rec2 = _quasi_newton_stage(obj, rec_exact.params, lower, H0=H0)
@@ -546,6 +575,25 @@ class GeneralizedLinearMixedModel:
             polish_steps=rec2.polish_steps, gradient=rec2.gradient, hessian=rec2.hessian,
             tolerances=rec2.tolerances, stages=tuple(log))
         return self._results(record, control, t0)
+
+    def _stage1_basis(self, rec1, reuse_last: bool = False) -> None:
+        """From stage 1's end (rec1.params): beta_1, the basis beta = beta_1 + C gamma with
+        C = W R_X^{-1} (gamma in units of standard errors) and glmer's lp0 for stage 2.
+        reuse_last: the last joint PIRLS was at rec1.params already."""
+        theta1 = rec1.params
+        last = getattr(self, "_last0", None)
+        if not (reuse_last and last is not None and np.array_equal(last[0], theta1)):
+            self.objective0(theta1)
+        _, r1 = self._last0
+        W = self.basis.W
+        beta1 = W @ r1.beta_work
+        p = self.n_fixed
+        RX = r1.state.chol_S[:p, :p].T  # R_X (working basis): Var(beta_work) ~ (R_X'R_X)^{-1}
+        C = W @ np.linalg.solve(RX, np.eye(p)) if p else np.zeros((0, 0))
+        self.set_beta_basis(beta1, C)
+        self._lp0 = r1.eta  # stage 2 restarts from stage 1's linear predictor (glmer's lp0)
+        if self.one_factor is not None:
+            self.one_factor["lp0"] = np.ascontiguousarray(r1.eta[self.one_factor["order"]])
 
     def _results(self, record, control, t0):
         from ..results.glmm_fit import GLMMResults
@@ -639,22 +687,55 @@ def _quasi_newton_stage(fun, x0, lower, H0=None):
     return replace(rec, n_evaluations=evals, n_gradients=0)
 
 
-def _analytic_stage(fun, grad, x0, lower):
+def _start_hessian(grad, x0, n_theta, rel_step=1e-4):
+    """A start Hessian for quasi-Newton in (theta, gamma) from n_theta + 1 gradients: the
+    theta columns by forward differences, the gamma block 2 I (gamma is in units of stage 1's
+    standard errors: Var(gamma) ~ 2 H^{-1} ~ I). None if not positive definite. The gradient
+    at x0 is taken last (the point the optimizer starts from: it is cached there)."""
+    n = len(x0)
+    h = rel_step * np.maximum(np.abs(x0[:n_theta]), 0.1)
+    cols = []
+    for a in range(n_theta):
+        e = np.zeros(n)
+        e[a] = h[a]
+        cols.append(grad(x0 + e))
+    g0 = grad(x0)
+    H = 2.0 * np.eye(n)
+    for a in range(n_theta):
+        H[:, a] = (cols[a] - g0) / h[a]
+    H[:n_theta, :n_theta] = 0.5 * (H[:n_theta, :n_theta] + H[:n_theta, :n_theta].T)
+    H[:n_theta, n_theta:] = H[n_theta:, :n_theta].T
+    if not np.all(np.isfinite(H)):
+        return None
+    try:
+        np.linalg.cholesky(H)
+    except np.linalg.LinAlgError:
+        return None
+    return H
+
+
+def _analytic_stage(fun, grad, x0, lower, approximate_start: bool = False, n_theta: int = 1):
     """Stage 2 by quasi-Newton steps on the analytic gradient (`has_analytic_gradient`), from
-    a Hessian of forward differences of the gradient at the start; None when it does not
+    a Hessian of forward differences of the gradient at the start (approximate_start: only
+    the theta columns, `_start_hessian`; BFGS corrects the rest); None when it does not
     apply (a bound reached, no curvature): the caller uses BOBYQA."""
     from .optimize import quasi_newton
 
     x0 = np.asarray(x0, dtype=np.float64)
     if np.any(x0[lower == 0] <= 0):
         return None
-    H0 = gradient_hessian(grad, x0, central=False)
+    H0 = _start_hessian(grad, x0, n_theta) if approximate_start else None
+    n_start = n_theta + 1 if H0 is not None else 0
+    if H0 is None:
+        H0 = gradient_hessian(grad, x0, central=False)
+        n_start += len(x0) + 1
     if not np.all(np.isfinite(H0)):
         return None
     rec = quasi_newton(fun, grad, x0, H0, lower, xtol=1e-8, final_step=1e-6, max_iter=60,
-                       method="quasi-Newton (analytic gradient)")
+                       method="quasi-Newton (analytic gradient)",
+                       bound_cap=0.5 if approximate_start else None)
     if rec is None:
         return None
     from dataclasses import replace
 
-    return replace(rec, n_gradients=rec.n_gradients + len(x0) + 1)
+    return replace(rec, n_gradients=rec.n_gradients + n_start)

@@ -130,7 +130,7 @@ def minimize_theta(fun, theta0, lower, *, ftol_abs=1e-10, ftol_rel=1e-13, xtol_a
 
 def quasi_newton(fun, grad, x0, H0, lower, *, xtol=_DEFAULTS.qn_xtol,
                  final_step=_DEFAULTS.qn_final_step, max_iter=_DEFAULTS.qn_max_iter,
-                 method="quasi-Newton (analytic gradient)"):
+                 method="quasi-Newton (analytic gradient)", bound_cap=None):
     """Minimize fun from x0, an interior start near the optimum, by Newton steps on grad(x) and
     a Hessian that starts at H0 (e.g. an approximate criterion's) and gets BFGS updates.
 
@@ -139,7 +139,10 @@ def quasi_newton(fun, grad, x0, H0, lower, *, xtol=_DEFAULTS.qn_xtol,
     the criterion decreases (Armijo, within rounding). Returns None when the method does not
     apply, so that the caller falls back to BOBYQA: H not positive definite, a step that would
     reach a bound (the optimum may be on the boundary), no decrease after 5 halvings, or no
-    convergence within max_iter iterations.
+    convergence within max_iter iterations. bound_cap (a fraction in (0, 1), for a start far
+    from the optimum): a step toward a bound is first shortened to cover at most that fraction
+    of the distance to it (a bound is then never reached; an optimum on it is not either, and
+    max_iter ends the run).
     """
     x = np.asarray(x0, dtype=np.float64).copy()
     bounded = np.isfinite(lower)
@@ -159,6 +162,12 @@ def quasi_newton(fun, grad, x0, H0, lower, *, xtol=_DEFAULTS.qn_xtol,
             step = -np.linalg.solve(H, g)
         except np.linalg.LinAlgError:
             return None
+        if bound_cap is not None:
+            toward = bounded & (step < 0)
+            if np.any(toward):
+                room = bound_cap * (x[toward] - lower[toward]) / -step[toward]
+                if np.min(room) < 1.0:
+                    step = step * float(np.min(room))
         scale = np.maximum(np.abs(x), 0.1)
         rel = float(np.max(np.abs(step) / scale))
         if rel < xtol:

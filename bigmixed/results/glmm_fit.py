@@ -309,7 +309,9 @@ def _vcov(model, params, k, p):
     if model.has_analytic_gradient and model.pirls_mode == "exact" and free.all():
         from ..fitting.optimize import gradient_hessian
 
-        H = gradient_hessian(model.gradient, params, central=True, rel_step=1e-4)
+        # forward differences of the analytic gradient (its value at params is mostly known
+        # already): n + 1 gradients, O(h) = ~1e-5 relative with gamma in units of SEs
+        H = gradient_hessian(model.gradient, params, central=False, rel_step=1e-4)
     else:
         _, _, H = finite_difference_derivatives(model.objective, params, free, rel_step=1e-3)
     try:

@@ -135,3 +135,82 @@ def test_row_derivatives_are_the_derivatives_of_the_deviance_and_the_weight(fam,
                                    / (h2 * h2), rel=1e-4)
         assert w == pytest.approx(weight(eta, 2.0), rel=1e-14)
         assert w1 == pytest.approx((weight(eta + h, 2) - weight(eta - h, 2)) / (2 * h), rel=1e-6)
+
+
+def sorted_inputs(t, beta, data, n_levels_pad=0):
+    X, z, y, pw, off, codes, fam, link = data
+    order = np.argsort(codes, kind="stable")
+    counts = np.bincount(codes)
+    indptr = np.concatenate(([0], np.cumsum(counts))).astype(np.int64)
+    eta_fixed = np.ascontiguousarray((off + X @ beta)[order])
+    Z = np.ascontiguousarray(z[order][:, None])
+    return (indptr, eta_fixed, X, order, Z, bool(np.all(z == 1)), np.ascontiguousarray(y[order]),
+            np.ascontiguousarray(pw[order]))
+
+
+def fused(t, beta, data, u0, step_tol=0.0, serial=False, with_gradient=True):
+    from bigmixed.kernels.glmm_gradient import (blockdiag_laplace_fused,
+                                                blockdiag_laplace_fused_serial)
+
+    indptr, eta_fixed, X, order, Z, unit, ys, pws = sorted_inputs(t, beta, data)
+    fam, link = data[6], data[7]
+    u = np.array(u0, dtype=np.float64).reshape(-1, 1).copy()
+    L = np.empty((len(u), 1, 1))
+    g = np.empty(1 + X.shape[1])
+    kernel = blockdiag_laplace_fused_serial if serial else blockdiag_laplace_fused
+    out = kernel(indptr, eta_fixed, X, order, Z, unit, ys, pws, np.array([[t]]), fam, link, u, L,
+                 1e-13, step_tol, 60, with_gradient, g)
+    return out, u, L, g
+
+
+@pytest.mark.parametrize("fam,link,unit", CASES)
+def test_fused_laplace_and_gradient_equal_the_separate_kernels(fam, link, unit):
+    """blockdiag_laplace_fused (modes, then each level's gradient in one pass) against
+    blockdiag_laplace followed by the two-pass blockdiag_laplace_gradient: with step_tol = 0
+    the modes and the criterion's sums are the same bits, the gradient equal to rounding
+    (its sums are rearranged); with a step tolerance the modes move by at most ~it. The
+    parallel and serial kernels give the same bits, and so does every call."""
+    from bigmixed.kernels.glmm import blockdiag_laplace
+
+    data = make_data(fam, link, unit, seed=fam * 10 + link + 3, n_levels=40)
+    t, beta = 0.8, np.array([-0.3, 0.2, 0.1])
+    n_levels = int(data[5].max()) + 1
+    u0 = np.linspace(-0.5, 0.5, n_levels)  # a warm start away from the modes
+    indptr, eta_fixed, X, order, Z, unit_z, ys, pws = sorted_inputs(t, beta, data)
+    u_old = u0.reshape(-1, 1).copy()
+    L_old = np.empty((n_levels, 1, 1))
+    old = blockdiag_laplace(indptr, eta_fixed, Z, unit_z, ys, pws, np.array([[t]]), fam, link,
+                            np.zeros(0), u_old, L_old, 1e-13, 60)
+    g_old = kernel_gradient(t, beta, data, np.ascontiguousarray(u_old[:, 0]))
+    out, u, L, g = fused(t, beta, data, u0)
+    assert out == old
+    np.testing.assert_array_equal(u, u_old)
+    np.testing.assert_array_equal(L, L_old)
+    scale = np.max(np.abs(g_old)) + 1.0
+    assert np.max(np.abs(g - g_old)) <= 1e-12 * scale
+    # against the slow reference: the modes by scalar minimization, the gradient by differences
+    np.testing.assert_allclose(u[:, 0], reference_modes(t, beta, data), atol=1e-6)
+    x = np.concatenate(([t], beta))
+    num = np.array([(reference_criterion(*(lambda v: (v[0], v[1:]))(x + e), data)
+                     - reference_criterion(*(lambda v: (v[0], v[1:]))(x - e), data)) / 2e-4
+                    for e in np.eye(len(x)) * 1e-4])
+    np.testing.assert_allclose(g, num, rtol=2e-4, atol=2e-5)
+    # serial = parallel, run to run
+    for st in (0.0, 1e-12):
+        a = fused(t, beta, data, u0, step_tol=st)
+        b = fused(t, beta, data, u0, step_tol=st, serial=True)
+        c = fused(t, beta, data, u0, step_tol=st)
+        assert a[0] == b[0] == c[0]
+        for i in (1, 2, 3):
+            np.testing.assert_array_equal(a[i], b[i])
+            np.testing.assert_array_equal(a[i], c[i])
+    # a step tolerance: the same modes to ~it, the same criterion to rounding
+    out_s, u_s, _, g_s = fused(t, beta, data, u0, step_tol=1e-12)
+    np.testing.assert_allclose(u_s, u, rtol=0, atol=1e-10)
+    crit = lambda o: o[0] + o[1] + o[2] + o[3]  # noqa: E731
+    assert abs(crit(out_s) - crit(out)) <= 1e-12 * abs(crit(out))
+    assert np.max(np.abs(g_s - g)) <= 1e-8 * scale
+    # without the gradient: the same modes and sums, a zero gradient
+    out_n, u_n, _, g_n = fused(t, beta, data, u0, with_gradient=False)
+    assert out_n == out and not np.any(g_n)
+    np.testing.assert_array_equal(u_n, u)
