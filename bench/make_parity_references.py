@@ -46,6 +46,13 @@ def _slope_ftime(df: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
+def _catint_w(df: pd.DataFrame) -> pd.DataFrame:
+    i = np.arange(len(df))
+    df = df.copy()
+    df["w"] = 0.5 + (i % 7) / 2.0             # prior weights 0.5..3.5
+    return df
+
+
 # derived file -> (source CSV, rule as text, function)
 DERIVED = {
     "ri_wz.csv": ("ri.csv", "ri.csv + w = 1 + i % 5 (i = 0-based row), "
@@ -53,6 +60,8 @@ DERIVED = {
     "slope_ftime.csv": ("slope.csv", "slope.csv + ftime = round(time + "
                         "(((i * 7919) % 801) - 400) / 1000, 3) (i = 0-based row)",
                         _slope_ftime),
+    "catint_w.csv": ("catint.csv", "catint.csv + w = 0.5 + (i % 7) / 2 (i = 0-based row)",
+                     _catint_w),
 }
 
 FACTORS = {"doctor": None, "patient": None, "arm": None, "hospital": None}  # C-locale sorted levels
@@ -118,6 +127,10 @@ MODELS = [
      dict(extras={"reml": ["kenward_roger", "emmeans:arm", "emmeans_by:arm | sex"],
                   "ml": ["drop1"]}),
      "3-level factor arm with an age interaction: emmeans at the mean age, also by sex"),
+    ("catint_weights", "catint_w.csv", "mobility ~ age * arm + sex + (1 | doctor)",
+     ("reml",), dict(weights="w", extras={"reml": ["anova_types"]}),
+     "prior weights with a factor interaction: lmerTest's Type I (sequential, on the "
+     "unweighted X'X), II and III tables differ"),
     ("catadd", "../references/catint.csv", "mobility ~ age + arm + sex + (1 | doctor)",
      ("reml",), dict(extras={"reml": ["kenward_roger", "emmeans:arm", "ranova"]}),
      "arm without the interaction"),

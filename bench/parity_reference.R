@@ -11,7 +11,8 @@
 #    "splines": ["ns(age, df = 3)", ...]  (terms whose bases are recorded),
 #    "newdata": null | {"rows": [0-based], "new_levels": [{"row", "factor", "level"}],
 #                       "set": [{"row", "column", "value"}]},
-#    "extras": ["drop1", "ranova", "kenward_roger", "emmeans:arm", "emmeans_by:arm | sex"],
+#    "extras": ["drop1", "ranova", "anova_types", "kenward_roger", "emmeans:arm",
+#               "emmeans_by:arm | sex"],
 #    "out": "<json path>"}
 # Every fit is made with lmer()'s defaults ("default") and again with tight
 # tolerances ("tight": the better of nloptwrap and bobyqa at 1e-12); the extras
@@ -198,6 +199,14 @@ extras_json <- function(m, d, spec) {
                          paste(deparse(f, width.cutoff = 500L), collapse = "")),
                      warnings = as.list(unique(r$warnings))))
                 else list(error = r$error)
+        } else if (x == "anova_types") {
+            mt <- as_lmerModLmerTest(m)
+            out$anova_types <- lapply(c(I = "1", II = "2", III = "3"), function(ty) {
+                r <- try_w(anova(mt, type = ty, ddf = "Satterthwaite"))
+                if (is.null(r$error)) c(table_json(r$value),
+                    list(heading = I(attr(r$value, "heading"))))
+                else list(error = r$error)
+            })
         } else if (x == "kenward_roger") {
             mt <- as_lmerModLmerTest(m)
             t0 <- proc.time()[["elapsed"]]

@@ -52,6 +52,16 @@ def rel(a, b):
     return float(np.max(np.abs(a - b) / np.maximum(np.abs(b), 1e-300)))
 
 
+def load_parity_csv(name: str) -> pd.DataFrame:
+    """A parity CSV with its factor columns in R's (C-locale) level order."""
+    df = pd.read_csv(PARITY / name)
+    for col in INDEX["factor_columns"]:
+        if col in df.columns:
+            values = df[col].astype("string").astype(object)
+            df[col] = pd.Categorical(values, categories=sorted(values.unique()))
+    return df
+
+
 # ---- lme4 --------------------------------------------------------------------------------
 @pytest.mark.parametrize("kind", ["reml", "ml"])
 @pytest.mark.parametrize("model", sorted(CASES))
@@ -387,3 +397,34 @@ def test_summary_names_weights_and_offset(wz):
     assert "Weights: w" in s and "Offset: z" in s
     s = quiet_fit(RI_OFF, wz).summary()
     assert "offset(z)" in s and "Weights:" not in s and "Offset:" not in s
+
+
+@pytest.mark.parametrize("anova_type", ["I", "III"])
+def test_anova_types_with_prior_weights_against_lmertest(anova_type):
+    """lmerTest's Type I hypotheses come from the unweighted X'X (crossprod(model.matrix)),
+    also with prior weights; Type III from the coefficients' contrasts."""
+    ref = json.loads((PARITY / "catint_weights_reml.json").read_text())["anova_types"][anova_type]
+    fit = quiet_fit("mobility ~ age * arm + sex + (1 | doctor)", load_parity_csv("catint_w.csv"),
+                    weights="w")
+    got = fit.anova_terms(type={"I": 1, "III": 3}[anova_type]).set_index("term").loc[ref["rows"]]
+    assert list(got["num_df"]) == ref["NumDF"]
+    assert rel(got["F_value"], ref["F value"]) < 1e-6
+    assert rel(got["den_df"], ref["DenDF"]) < 1e-6
+    assert rel(got["sum_sq"], ref["Sum Sq"]) < 1e-6
+
+
+def test_type1_with_prior_weights_saved_and_from_dask(tmp_path):
+    """A saved model keeps the unweighted X'X; a Dask model, which has no rows in memory,
+    refuses Type I with prior weights instead of using the weighted X'X."""
+    dd = pytest.importorskip("dask.dataframe")
+    df = load_parity_csv("catint_w.csv")
+    formula = "mobility ~ age * arm + sex + (1 | doctor)"
+    fit = quiet_fit(formula, df, weights="w")
+    path = tmp_path / "m.bmfit"
+    fit.save(path)
+    loaded = bm.load(path)
+    np.testing.assert_allclose(loaded.anova_terms(type=1)["F_value"],
+                               fit.anova_terms(type=1)["F_value"], rtol=1e-12)
+    dask_fit = quiet_fit(formula, dd.from_pandas(df, npartitions=2), weights="w")
+    with pytest.raises(NotImplementedError, match="unweighted X'X"):
+        dask_fit.anova_terms(type=1)

@@ -51,7 +51,18 @@ def fixed_gram(fit) -> np.ndarray:
     p = len(fit.beta)
 
     def live():
-        gram = fit._require_model("Type I hypotheses (X'X)").crossprods.gram
+        model = fit._require_model("Type I hypotheses (X'X)")
+        prior = getattr(model, "prior", None)
+        if prior is not None and (prior.weights is not None or prior.weights_values):
+            # lmerTest's Type I uses crossprod(model.matrix(m)), the unweighted X'X, also with
+            # prior weights; the model's cross-products are the weighted ones
+            X = getattr(model.design, "X", None)
+            if X is None or X.shape[0] != model.n_obs:
+                raise NotImplementedError(
+                    "Type I hypotheses of a model with prior weights need the unweighted X'X, "
+                    "which a model without its rows in memory (Dask) does not keep; use type=3")
+            return np.array(X.T @ X, dtype=np.float64)
+        gram = model.crossprods.gram
         return np.array(np.asarray(gram)[:p, :p], dtype=np.float64)
 
     gram = fit.derived(GRAM_KEY, live)
