@@ -386,3 +386,33 @@ def test_exact_stage2_from_the_start_reaches_the_optimum_of_the_full_stage1(link
     np.testing.assert_allclose(quick.theta, full.theta, rtol=1e-6)
     np.testing.assert_allclose(quick.beta, full.beta, rtol=1e-6, atol=1e-8)
     np.testing.assert_allclose(quick.bse, full.bse, rtol=1e-4)
+
+
+def test_difference_hessian_of_the_vcov():
+    """The vcov's difference Hessian (central diagonal, one-sided corners): exact for a
+    quadratic, O(h) off the diagonal with third derivatives, 1 + 2k + k (k - 1) / 2
+    evaluations; a coordinate that is not free is left out."""
+    from bigmixed.fitting.optimize import finite_difference_derivatives
+    from bigmixed.results.glmm_fit import _difference_hessian
+
+    rng = np.random.default_rng(3)
+    A = rng.normal(size=(4, 4))
+    H = A @ A.T + 4 * np.eye(4)
+    b = rng.normal(size=4)
+    calls = [0]
+
+    def quad(x):
+        calls[0] += 1
+        return 0.5 * x @ H @ x + b @ x + 7.0
+
+    x = rng.normal(size=4)
+    free = np.array([True, True, False, True])
+    got = _difference_hessian(quad, x, free, rel_step=1e-3)
+    assert calls[0] == 1 + 2 * 3 + 3
+    np.testing.assert_allclose(got, H[np.ix_(free, free)], rtol=1e-7, atol=1e-7)
+
+    def cubic(x):
+        return quad(x) + 0.1 * x[0] ** 2 * x[1] + 0.05 * x[3] ** 3
+    _, _, central = finite_difference_derivatives(cubic, x, free, rel_step=1e-3)
+    np.testing.assert_allclose(_difference_hessian(cubic, x, free, rel_step=1e-3), central,
+                               rtol=1e-3, atol=1e-4)
