@@ -46,10 +46,14 @@ def _frame(n, seed=0, missing=False):
     return df
 
 
+@pytest.mark.parametrize("threaded", [False, True])
 @pytest.mark.parametrize("missing", [False, True])
 @pytest.mark.parametrize("fill_rows", [3, 1 << 14])
-def test_plain_columns_are_the_kept_data(missing, fill_rows, monkeypatch):
+def test_plain_columns_are_the_kept_data(missing, fill_rows, threaded, monkeypatch):
     monkeypatch.setattr(D, "_FILL_ROWS", fill_rows)  # blocks of 3 rows: many block boundaries
+    # threaded: row ranges on threads from any size (rows not a multiple of the block or of
+    # the thread count)
+    monkeypatch.setattr(D, "_FILL_PARALLEL_MIN", 1 if threaded else 1 << 62)
     df = _frame(200, missing=missing)
     des = build_design("y ~ x + k + x32 + z + (1 + x | g)", df)
     keep = df[["y", "x", "z"]].notna().all(axis=1).to_numpy()

@@ -201,8 +201,40 @@ def _fill_columns(out: np.ndarray, sources: list, rows=None) -> None:
     if not sources:
         return
     n = out.shape[0]
-    for start in range(0, n, _FILL_ROWS):
-        stop = min(n, start + _FILL_ROWS)
+    n_threads = _fill_threads(n * len(sources))
+    if n_threads == 1:
+        _fill_rows(out, sources, rows, 0, n)
+        return
+    # large: row ranges on threads (NumPy's copies release the GIL). Most of a fresh matrix's
+    # cost is the kernel mapping its pages on first touch, which runs in parallel this way
+    # (10.5M x 7: 0.2-0.45 s against 1.4-1.6 s in one thread); a pure copy, so the same bits
+    per = -(-n // n_threads)
+    per = -(-per // _FILL_ROWS) * _FILL_ROWS
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(n_threads) as pool:
+        list(pool.map(lambda c: _fill_rows(out, sources, rows, c * per, min(n, (c + 1) * per)),
+                      range(n_threads)))
+
+
+_FILL_PARALLEL_MIN = 1 << 22  # values to write (rows x columns) from which threads pay
+
+
+def _fill_threads(n_values: int) -> int:
+    if n_values < _FILL_PARALLEL_MIN:
+        return 1
+    import os
+
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(4, cores))
+
+
+def _fill_rows(out, sources, rows, lo: int, hi: int) -> None:
+    for start in range(lo, hi, _FILL_ROWS):
+        stop = min(hi, start + _FILL_ROWS)
         sel = slice(start, stop) if rows is None else rows[start:stop]
         block = out[start:stop]
         for j, v in sources:
