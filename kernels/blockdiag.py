@@ -268,6 +268,106 @@ def blockdiag_objective(theta, theta_row, theta_col, zz, zxy, gram, n_obs, n_fix
 
 
 @njit(cache=True, inline="always")
+def _gradient_level(T, zz, zxy, g, P, m, TA, M, N, H, K):
+    """One level of `blockdiag_gradient`, any P: N = M^{-1} T'A, H = M^{-1} T'G, K = G - A T H
+    (M = T'A T + I, A = zz[g], G = zxy[g]); TA and M are work buffers."""
+    for a in range(P):
+        for b in range(P):
+            s = 0.0
+            for k in range(a, P):
+                s += T[k, a] * zz[g, k, b]
+            TA[a, b] = s
+    for a in range(P):
+        for b in range(P):
+            s = 0.0
+            for k in range(b, P):
+                s += TA[a, k] * T[k, b]
+            M[a, b] = s
+        M[a, a] += 1.0
+    chol_lower_inplace(M, P)
+    for a in range(P):
+        for b in range(m):
+            s = 0.0
+            for k in range(a, P):
+                s += T[k, a] * zxy[g, k, b]
+            H[a, b] = s
+        for b in range(P):
+            N[a, b] = TA[a, b]
+    _forward_solve(M, H, P, m)
+    _forward_solve(M, N, P, P)
+    for cols in range(2):  # back solves L' X = Y, in place, for H and N
+        R = H if cols == 0 else N
+        w = m if cols == 0 else P
+        for b in range(w):
+            for a in range(P - 1, -1, -1):
+                s = R[a, b]
+                for k in range(a + 1, P):
+                    s -= M[k, a] * R[k, b]
+                R[a, b] = s / M[a, a]
+    # K = G - A T H, with A T = (T' A)' = TA'
+    for a in range(P):
+        for b in range(m):
+            s = zxy[g, a, b]
+            for k in range(P):
+                s -= TA[k, a] * H[k, b]
+            K[a, b] = s
+
+
+@njit(cache=True, inline="always")
+def _gradient_level_p1(T, zz, zxy, g, m, N, H, K):
+    """`_gradient_level` for one random effect per level, in scalars."""
+    t = T[0, 0]
+    a = zz[g, 0, 0]
+    inv = 1.0 / (t * t * a + 1.0)
+    N[0, 0] = t * a * inv
+    for b in range(m):
+        G = zxy[g, 0, b]
+        h = t * G * inv
+        H[0, b] = h
+        K[0, b] = G - a * t * h
+
+
+@njit(cache=True, inline="always")
+def _gradient_level_p2(T, zz, zxy, g, m, N, H, K):
+    """`_gradient_level` for two random effects per level (intercept and slope), in scalars:
+    M^{-1} by the closed-form inverse of a 2 x 2 matrix."""
+    t00 = T[0, 0]
+    t10 = T[1, 0]
+    t11 = T[1, 1]
+    a00 = zz[g, 0, 0]
+    a01 = zz[g, 1, 0]
+    a11 = zz[g, 1, 1]
+    # TA = T'A
+    ta00 = t00 * a00 + t10 * a01
+    ta01 = t00 * a01 + t10 * a11
+    ta10 = t11 * a01
+    ta11 = t11 * a11
+    # M = TA T + I (symmetric)
+    m00 = ta00 * t00 + ta01 * t10 + 1.0
+    m01 = ta01 * t11
+    m11 = ta11 * t11 + 1.0
+    det = m00 * m11 - m01 * m01
+    i00 = m11 / det
+    i01 = -m01 / det
+    i11 = m00 / det
+    N[0, 0] = i00 * ta00 + i01 * ta10
+    N[0, 1] = i00 * ta01 + i01 * ta11
+    N[1, 0] = i01 * ta00 + i11 * ta10
+    N[1, 1] = i01 * ta01 + i11 * ta11
+    for b in range(m):
+        G0 = zxy[g, 0, b]
+        G1 = zxy[g, 1, b]
+        r0 = t00 * G0 + t10 * G1
+        r1 = t11 * G1
+        h0 = i00 * r0 + i01 * r1
+        h1 = i01 * r0 + i11 * r1
+        H[0, b] = h0
+        H[1, b] = h1
+        K[0, b] = G0 - ta00 * h0 - ta10 * h1
+        K[1, b] = G1 - ta01 * h0 - ta11 * h1
+
+
+@njit(cache=True, inline="always")
 def _gradient_chunk(T, theta_row, theta_col, zz, zxy, Sxx_inv, v, lo, hi, c, parts_out):
     """Levels lo..hi-1 of `blockdiag_gradient`: writes the chunk's three sums per theta."""
     P = zz.shape[1]
@@ -284,46 +384,12 @@ def _gradient_chunk(T, theta_row, theta_col, zz, zxy, Sxx_inv, v, lo, hi, c, par
     WK = np.empty((P, p))
     acc = np.zeros((n_theta, 3))
     for g in range(lo, hi):
-        for a in range(P):
-            for b in range(P):
-                s = 0.0
-                for k in range(a, P):
-                    s += T[k, a] * zz[g, k, b]
-                TA[a, b] = s
-        for a in range(P):
-            for b in range(P):
-                s = 0.0
-                for k in range(b, P):
-                    s += TA[a, k] * T[k, b]
-                M[a, b] = s
-            M[a, a] += 1.0
-        chol_lower_inplace(M, P)
-        for a in range(P):
-            for b in range(m):
-                s = 0.0
-                for k in range(a, P):
-                    s += T[k, a] * zxy[g, k, b]
-                H[a, b] = s
-            for b in range(P):
-                N[a, b] = TA[a, b]
-        _forward_solve(M, H, P, m)
-        _forward_solve(M, N, P, P)
-        for cols in range(2):  # back solves L' X = Y, in place, for H and N
-            R = H if cols == 0 else N
-            w = m if cols == 0 else P
-            for b in range(w):
-                for a in range(P - 1, -1, -1):
-                    s = R[a, b]
-                    for k in range(a + 1, P):
-                        s -= M[k, a] * R[k, b]
-                    R[a, b] = s / M[a, a]
-        # K = G - A T H, with A T = (T' A)' = TA'
-        for a in range(P):
-            for b in range(m):
-                s = zxy[g, a, b]
-                for k in range(P):
-                    s -= TA[k, a] * H[k, b]
-                K[a, b] = s
+        if P == 1:
+            _gradient_level_p1(T, zz, zxy, g, m, N, H, K)
+        elif P == 2:
+            _gradient_level_p2(T, zz, zxy, g, m, N, H, K)
+        else:
+            _gradient_level(T, zz, zxy, g, P, m, TA, M, N, H, K)
         for a in range(P):
             s = 0.0
             t = 0.0
