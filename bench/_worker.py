@@ -2,7 +2,7 @@
 
     python bench/_worker.py ENGINE PROBLEM DATA.parquet OUT.json [--ml]
 
-ENGINE is bigmixed or statsmodels.  The data are read first (not timed); the timed section is the
+ENGINE is bigmixed, statsmodels or gpboost.  The data are read first (not timed); the timed section is the
 fit including the design building: ``bm.lmm(formula, df).fit()`` or
 ``smf.mixedlm(...).fit()``.  Before it, bigmixed fits a tiny problem of the same shape (JIT warm-up)
 and the process's peak-RSS counter is reset (``echo 5 > /proc/self/clear_refs``), so that VmHWM
@@ -161,6 +161,37 @@ def run_statsmodels(problem, df, reml: bool) -> dict:
     }
 
 
+def run_gpboost(problem, df, reml: bool) -> dict:
+    """gpboost's GPModel with a Gaussian likelihood and grouped random effects (one intercept
+    per grouping factor; random slopes are independent of the intercept in gpboost, so problems
+    with correlated slopes are not run). gpboost estimates by maximum likelihood; its -2 log
+    likelihood is reported (comparable with the ML deviance, not the REML criterion)."""
+    import numpy as np
+    import gpboost as gpb
+
+    lhs, rhs = problem.formula.split("~", 1)
+    fixed = [t.strip() for t in rhs.split("+") if "|" not in t and t.strip() not in ("", "1")]
+    X = np.column_stack([np.ones(len(df))] + [df[c].to_numpy(np.float64) for c in fixed])
+    y = df[lhs.strip()].to_numpy(np.float64)
+    rss_before = _status_kb("VmRSS")
+    reset = _reset_peak()
+    t0 = time.perf_counter()
+    groups = np.column_stack([df[f].cat.codes.to_numpy() if hasattr(df[f], "cat")
+                              else df[f].to_numpy() for f in problem.factors])
+    gp = gpb.GPModel(group_data=groups, likelihood="gaussian")
+    gp.fit(y=y, X=X)
+    wall = time.perf_counter() - t0
+    hwm = _status_kb("VmHWM")
+    return {
+        "wall_s": wall,
+        "rss_before_mb": rss_before / 1024,
+        "fit_peak_mb": hwm / 1024 if reset else None,
+        "objective_ml": _num(2.0 * float(gp.get_current_neg_log_likelihood())),
+        "version": gpb.__version__,
+        "warnings": [],
+    }
+
+
 def _str(x):
     """None for None / NaN (pandas turns None into NaN in a column of labels)."""
     return x if isinstance(x, str) else None
@@ -184,7 +215,8 @@ def main() -> int:
         t0 = time.perf_counter()
         df = pd.read_parquet(data_path)
         out["read_s"] = time.perf_counter() - t0
-        fn = {"bigmixed": run_bigmixed, "statsmodels": run_statsmodels}[engine]
+        fn = {"bigmixed": run_bigmixed, "statsmodels": run_statsmodels,
+              "gpboost": run_gpboost}[engine]
         out.update(fn(problem, df, reml))
         out["status"] = "ok"
     except Exception as exc:  # noqa: BLE001

@@ -26,6 +26,10 @@ Every fit runs in its own process under ``/usr/bin/time`` with a time limit (``-
   Both lme4 rows record the BLAS and LAPACK R actually loaded (sessionInfo()), shown in the header.
 - statsmodels: bench/_worker.py times ``smf.mixedlm(...).fit(reml=True)`` (default methods);
   crossed problems are marked "not supported".
+- gpboost (``--peers ...,gpboost``): bench/_worker.py times ``GPModel(group_data=...,
+  likelihood="gaussian").fit(y, X)`` (maximum likelihood; its -2 log-likelihood is the
+  ``objective_ml`` column of the CSV); problems with random slopes are "not supported" (gpboost's
+  slopes are uncorrelated with the intercepts).
 
 Reported per fit: wall time of the fit, peak RSS during the fit (VmHWM after resetting it with
 /proc/self/clear_refs just before the fit: the data in memory included), peak RSS of the whole
@@ -55,7 +59,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 from problems import DEFAULT, PROBLEMS, make_data, spec_key  # noqa: E402
 
-ENGINES = ("bigmixed", "lme4", "lme4_refblas", "statsmodels")
+ENGINES = ("bigmixed", "lme4", "lme4_refblas", "statsmodels", "gpboost")
 LME4_ENGINES = ("lme4", "lme4_refblas")  # both run the same generated R script
 # Debian's reference BLAS/LAPACK (packages libblas3, liblapack3), preloaded for lme4_refblas.
 REF_BLAS_PRELOAD = ("/usr/lib/x86_64-linux-gnu/blas/libblas.so.3",
@@ -310,6 +314,11 @@ def run_problem(name: str, engines: list, args) -> list[dict]:
         if engine == "statsmodels" and p.statsmodels is None:
             results[engine] = {"status": "not supported", "error": p.statsmodels_reason}
             continue
+        if engine == "gpboost" and "|" in p.formula.replace("(1 |", ""):
+            results[engine] = {"status": "not supported",
+                               "error": "gpboost's random slopes are uncorrelated with the "
+                                        "intercepts: not the same model"}
+            continue
         if engine == "lme4_refblas" and missing_ref_blas:
             results[engine] = {"status": "unavailable",
                                "error": "reference BLAS/LAPACK not installed: "
@@ -336,6 +345,7 @@ def run_problem(name: str, engines: list, args) -> list[dict]:
                   f"objective {res.get('objective')}", file=sys.stderr, flush=True)
     ref = results.get("lme4")
     ref_refblas = results.get("lme4_refblas")
+    ref_gpboost = results.get("gpboost")
 
     def speedup(base: dict | None, res: dict):
         """base engine's wall time / this one's."""
@@ -352,11 +362,13 @@ def run_problem(name: str, engines: list, args) -> list[dict]:
             "wall_s": res.get("wall_s"),
             "vs_lme4": speedup(ref, res),
             "vs_lme4_refblas": speedup(ref_refblas, res),
+            "vs_gpboost": speedup(ref_gpboost, res),
             "n_evals": res.get("n_evals"),
             "fit_peak_mb": res.get("fit_peak_mb"),
             "rss_before_mb": res.get("rss_before_mb"),
             "process_peak_mb": res.get("process_peak_mb"),
             "objective": res.get("objective"),
+            "objective_ml": res.get("objective_ml"),
             "converged": res.get("converged"),
             "load": res.get("load_start"),
             "process_s": res.get("process_s"),
@@ -380,10 +392,12 @@ def run_problem(name: str, engines: list, args) -> list[dict]:
     return rows
 
 
-MAIN_COLS = ["problem", "N", "engine", "status", "wall_s", "vs_lme4", "vs_lme4_refblas", "n_evals",
+MAIN_COLS = ["problem", "N", "engine", "status", "wall_s", "vs_lme4", "vs_lme4_refblas",
+             "vs_gpboost", "n_evals",
              "fit_peak_mb", "process_peak_mb", "objective", "d_objective", "beta_maxdiff_se",
              "vc_maxreldiff", "load"]
 MAIN_FMTS = {"N": "{:,d}", "wall_s": "{:.2f}", "vs_lme4": "{:.1f}x", "vs_lme4_refblas": "{:.1f}x",
+             "vs_gpboost": "{:.1f}x",
              "n_evals": "{:d}", "fit_peak_mb": "{:,.0f}", "process_peak_mb": "{:,.0f}",
              "objective": "{:.4f}", "d_objective": "{:.2e}", "beta_maxdiff_se": "{:.1e}",
              "vc_maxreldiff": "{:.1e}", "load": "{:.1f}"}
@@ -461,7 +475,8 @@ def main() -> int:
     ap.add_argument("--timeout", type=float, default=600, help="per-fit time limit in seconds")
     ap.add_argument("--peers", default="lme4,lme4_refblas,statsmodels",
                     help="peers besides bigmixed: comma list of lme4, lme4_refblas (lme4 with "
-                         "the reference BLAS), statsmodels, or 'none'")
+                         "the reference BLAS), statsmodels, gpboost (ML, intercepts only), "
+                         "or 'none'")
     ap.add_argument("--no-bigmixed", action="store_true", help="run the peers only")
     ap.add_argument("--ml", action="store_true", help="ML instead of REML")
     ap.add_argument("--rebuild-data", action="store_true", help="regenerate the data files")
@@ -485,7 +500,7 @@ def main() -> int:
     if bad:
         ap.error(f"unknown peers {bad}")
     # lme4 first: it is the reference of the comparisons; lme4_refblas next to it
-    engines = [e for e in ("lme4", "lme4_refblas", "bigmixed", "statsmodels")
+    engines = [e for e in ("lme4", "lme4_refblas", "gpboost", "bigmixed", "statsmodels")
                if (e == "bigmixed" and not args.no_bigmixed) or e in peers]
     C.ensure_dirs()
     header = C.machine_header({"problems": ", ".join(names), "engines": ", ".join(engines),
