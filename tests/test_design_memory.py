@@ -171,3 +171,39 @@ def test_crossproducts_sum_chunks_in_place_bit_for_bit():
         want = hi + lo_
         assert got.shape == want.shape and got.flags.c_contiguous
         np.testing.assert_array_equal(_bits(got), _bits(want))
+
+
+def test_plain_formula_skips_formulaic_with_the_same_matrix_and_spec(monkeypatch, tmp_path):
+    """Every term a plain numeric column: the matrix is written without formulaic's pass, to
+    the same bits; the ModelSpec made on first use re-encodes new data and saves as formulaic's
+    own fitted on the data does."""
+    import pickle
+
+    import bigmixed as bm
+
+    df = _frame(300, missing=True)
+    formula = "y ~ x + k + x32 + (1 + z | g)"
+    fast = build_design(formula, df)
+    assert isinstance(fast.fixed_spec.matrix.model_spec, D._DeferredModelSpec)
+    monkeypatch.setattr(D, "_is_plain_term", lambda facs, columns: False)
+    slow = build_design(formula, df)
+    assert not isinstance(slow.fixed_spec.matrix.model_spec, D._DeferredModelSpec)
+    np.testing.assert_array_equal(_bits(fast.X), _bits(slow.X))
+    assert fast.fixed_names == slow.fixed_names
+    for a, b in zip(fast.terms, slow.terms):
+        np.testing.assert_array_equal(_bits(a.Z), _bits(b.Z))
+        assert a.column_names == b.column_names
+    fs, ss = fast.fixed_spec.matrix.model_spec, slow.fixed_spec.matrix.model_spec
+    assert [str(c) for st in fs.structure for c in st.columns] == \
+        [str(c) for st in ss.structure for c in st.columns]
+    new = _frame(40, seed=9)
+    for a, b in ((fast.fixed_spec.matrix, slow.fixed_spec.matrix),
+                 (fast.term_specs[0].matrix, slow.term_specs[0].matrix)):
+        np.testing.assert_array_equal(_bits(a.matrix(new)), _bits(b.matrix(new)))
+    again = pickle.loads(pickle.dumps(fast.fixed_spec.matrix.model_spec))
+    np.testing.assert_array_equal(again.get_model_matrix(new).__wrapped__,
+                                  ss.get_model_matrix(new).__wrapped__)
+    monkeypatch.undo()
+    fit = bm.lmm(formula, df).fit()
+    fit.save(tmp_path / "fast.bmfit")
+    np.testing.assert_array_equal(bm.load(tmp_path / "fast.bmfit").predict(new), fit.predict(new))

@@ -59,3 +59,14 @@ def test_model_building_and_fitting_run_with_small_pages(monkeypatch):
     df = pd.DataFrame({"y": rng.normal(size=60), "g": np.arange(60) % 6})
     bm.lmm("y ~ 1 + (1 | g)", df).fit()
     assert seen == [False, False]  # __init__ and fit
+
+
+def test_fit_warnings_point_at_the_callers_line():
+    """fit() runs inside small_pages' wrapper: its warnings still name the user's line."""
+    import pandas as pd
+
+    rng = np.random.default_rng(1)
+    df = pd.DataFrame({"y": rng.normal(size=60), "g": np.arange(60) % 6})
+    with pytest.warns(bm.SingularFitWarning) as caught:
+        bm.lmm("y ~ 1 + (1 | g)", df).fit()
+    assert caught[0].filename == __file__

@@ -27,7 +27,7 @@ from ..solvers.choose import SYSTEMS, auto_solver
 from ..warnings import CollinearRandomEffectsWarning, ConvergenceWarning, SingularFitWarning
 from ..spec.design import build_design
 from ..spec.glm_inputs import prior_arrays
-from ..spec.checks import check_lmm_options, check_response_values
+from ..spec.checks import check_lmm_options, check_response_values, user_stacklevel
 
 log = logging.getLogger("bigmixed")
 
@@ -367,7 +367,7 @@ class LinearMixedModel:
         results = LMMResults.from_model(self, record, warnings=list(self.design.warnings) + caught,
                                         timings=dict(self.timings, optimize=t1 - t0))
         for w in caught:
-            _warnings.warn(w, stacklevel=2)
+            _warnings.warn(w, stacklevel=user_stacklevel())
         return results
 
     def _fit_warnings(self, record) -> list:

@@ -161,7 +161,8 @@ def user_stacklevel() -> int:
     import os
     import sys
 
-    pkg = os.path.dirname(os.path.abspath(__file__))
+    # the package's root (bigmixed/, not this subpackage): fit() and its wrappers are inside
+    pkg = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
     level, frame = 1, sys._getframe(1)
     while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(pkg):
         frame = frame.f_back

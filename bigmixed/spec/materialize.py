@@ -403,6 +403,8 @@ def build_matrix(
     if not terms:
         spec = MatrixSpec(rhs, intercept, 0, None, ["(Intercept)"] if intercept else [])
         return spec.matrix(frame), spec
+    if columns and all(_is_plain_term(facs, columns) for facs in terms):
+        return _plain_matrix(rhs, intercept, terms, n, what, transform_state, columns, rows)
     fterms = [Term([Factor("1", eval_method="literal")])] if intercept else []
     fterms += [Term(list(facs)) for facs in terms]
     ms = ModelSpec(
@@ -432,6 +434,57 @@ def build_matrix(
             j += len(st.columns)
         _fill_columns(X, fills, rows)
     return X, MatrixSpec(rhs, intercept, len(terms), fitted, names)
+
+
+def _is_plain_term(facs, columns) -> bool:
+    return len(facs) == 1 and facs[0].eval_method.value == "lookup" and facs[0].expr in columns
+
+
+def _plain_matrix(rhs, intercept, terms, n, what, transform_state, columns, rows):
+    """`build_matrix` when every term is a plain numeric data column: the intercept and the
+    columns' kept rows written straight into the matrix, in the terms' order, with R's names.
+    formulaic would write the same values (a copy of each column, 1.0 for the intercept) after
+    a pass of its own over stand-ins; its ModelSpec, which `predict` and saving need, is made
+    on first use (`_DeferredModelSpec`)."""
+    names = (["(Intercept)"] if intercept else []) + [r_var_name(f[0].expr, True) for f in terms]
+    X = np.empty((n, len(names)), dtype=np.float64)
+    fills = [(0, np.float64(1.0))] if intercept else []
+    fills += [(len(fills) + j, columns[facs[0].expr]) for j, facs in enumerate(terms)]
+    _fill_columns(X, fills, rows)
+    deferred = _DeferredModelSpec(rhs, intercept, terms, what, transform_state)
+    return X, MatrixSpec(rhs, intercept, len(terms), deferred, names)
+
+
+class _DeferredModelSpec:
+    """The formulaic ModelSpec of a matrix of plain numeric columns, fitted on first use.
+
+    formulaic keeps no state for a numeric column, so the spec it fits on a one-row stand-in
+    frame is the one it would fit on the data. Attribute access is forwarded to that spec."""
+
+    __slots__ = ("_args", "_spec")
+
+    def __init__(self, rhs, intercept, terms, what, transform_state):
+        self._args = (rhs, intercept, terms, what, copy.deepcopy(transform_state or {}))
+        self._spec = None
+
+    def resolve(self):
+        if self._spec is None:
+            rhs, intercept, terms, what, state = self._args
+            stub = pd.DataFrame({facs[0].expr: np.full(1, np.nan) for facs in terms})
+            _, spec = build_matrix(rhs, intercept, terms, stub, what, state)
+            self._spec = spec.model_spec
+        return self._spec
+
+    def __getattr__(self, name):
+        if name.startswith("__") or name in ("_args", "_spec"):
+            raise AttributeError(name)
+        return getattr(self.resolve(), name)
+
+    def __getstate__(self):
+        return {"_args": self._args, "_spec": None}
+
+    def __setstate__(self, state):
+        self._args, self._spec = state["_args"], state["_spec"]
 
 
 def plain_columns(terms) -> set:
