@@ -416,3 +416,25 @@ def test_difference_hessian_of_the_vcov():
     _, _, central = finite_difference_derivatives(cubic, x, free, rel_step=1e-3)
     np.testing.assert_allclose(_difference_hessian(cubic, x, free, rel_step=1e-3), central,
                                rtol=1e-3, atol=1e-4)
+
+
+def test_exact_modes_at_the_optimum_from_the_level_kernels_modes():
+    """pirls="exact": the final PIRLS on the solver (conditional modes and variances) starts
+    from the level kernel's exact modes; the same modes, deviance and linear predictor as from
+    zero, to rounding."""
+    from bigmixed.data_gen import generate_hdp
+
+    df = generate_hdp(n_doctors=120, seed=4, binary=True, counts=True).data
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", bm.BigmixedWarning)
+        model = bm.glmm("remission ~ age + married + wbc + (1 | doctor)", df, family="binomial",
+                        pirls="exact")
+        fit = model.fit()
+    warm, _ = model.modes_at(fit.theta, fit.beta)
+    assert warm.iterations <= 3
+    model.one_factor["exact_at"] = None
+    cold, _ = model.modes_at(fit.theta, fit.beta)
+    assert cold.iterations > warm.iterations
+    np.testing.assert_allclose(warm.u[0], cold.u[0], rtol=0, atol=1e-9)
+    np.testing.assert_allclose(warm.eta, cold.eta, rtol=0, atol=1e-9)
+    assert abs(warm.laplace - cold.laplace) <= 1e-11 * abs(cold.laplace)
