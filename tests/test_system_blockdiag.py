@@ -115,3 +115,39 @@ def test_user_tolerances_and_no_polish_keep_bobyqa():
         warnings.simplefilter("ignore", bm.BigmixedWarning)
         assert m.fit(xtol_abs=1e-6).optimizer.method == "nlopt LN_BOBYQA"
         assert m.fit(polish=False).optimizer.method == "nlopt LN_BOBYQA"
+
+
+@pytest.mark.parametrize("formula", FORMULAS)
+def test_subsample_start_ends_at_the_same_optimum(formula):
+    """Many levels: BFGS first on every k-th level's criterion, then a few steps on the full
+    one; the same optimum as BOBYQA's and as BFGS from lme4's start, in fewer full
+    evaluations. (Thresholds lowered so that 2000 levels take that path; with fewer than a few
+    hundred levels kept, the subsample's criterion is too rough and the path is not taken.)"""
+    df = _frame(7, n=20000, levels=2000)
+    sub_control = FitControl(qn_subsample_min_levels=100, qn_subsample_levels=400)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", bm.BigmixedWarning)
+        fit = bm.lmm(formula, df).fit(control=sub_control)
+        plain = bm.lmm(formula, df).fit()
+        ref = bm.lmm(formula, df).fit(control=BOBYQA_PATH)
+    (stage,) = fit.optimizer.stages
+    assert stage.note.startswith("start from one level in 5")
+    assert fit.objective <= ref.objective + 1e-12 * abs(ref.objective)
+    np.testing.assert_allclose(fit.theta, ref.theta, rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(fit.theta, plain.theta, rtol=1e-6, atol=1e-8)
+    assert fit.optimizer.n_evaluations <= plain.optimizer.n_evaluations
+    system = bm.lmm(formula, df).system
+    sub = system.subsample(5)
+    assert sub.zz.shape[0] == 400 and np.array_equal(sub.zz, system.zz[::5])
+    np.testing.assert_array_equal(sub.cp.gram, system.cp.gram * 0.2)
+
+
+def test_a_failed_subsample_start_changes_nothing():
+    df = _frame(7, n=4000, levels=400)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", bm.BigmixedWarning)
+        fit = bm.lmm("y ~ x + (x | g)", df).fit(
+            control=FitControl(qn_subsample_min_levels=100, qn_subsample_levels=80))
+        plain = bm.lmm("y ~ x + (x | g)", df).fit()
+    assert fit.optimizer.stages[0].note == "subsample start failed"
+    assert np.array_equal(fit.theta, plain.theta) and fit.objective == plain.objective

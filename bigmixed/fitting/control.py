@@ -75,6 +75,12 @@ class FitControl:
     qn_one_factor_xtol: float = 1e-8
     qn_one_factor_max_iter: int = 60
     qn_one_factor_min_diagonal: float = 1e-2
+    # ... from this many levels, BFGS first on about qn_subsample_levels of them (every k-th
+    # level) to a loose tolerance: the full criterion then starts near its optimum with a
+    # good inverse Hessian (slope_10m: fewer full evaluations and gradients)
+    qn_subsample_min_levels: int = 100_000
+    qn_subsample_levels: int = 20_000
+    qn_subsample_xtol: float = 1e-4
     # start refinement on the approximate criterion (bigmixed.fitting.start): only when the
     # exact evaluation is expensive (a dense block of at least refine_min_dense columns) and
     # theta is short; the Newton step is taken only if below refine_max_step (relative), and

@@ -209,6 +209,7 @@ def quasi_newton(fun, grad, x0, H0, lower, *, xtol=_DEFAULTS.qn_xtol,
 
 
 def quasi_newton_interior(fun, grad, x0, diagonal, *, xtol=1e-6, max_iter=60, min_diagonal=1e-4,
+                          inverse_hessian=None, state_out=None,
                           method="BFGS (analytic gradient, log scale for the diagonal)"):
     """Minimize fun from x0 by BFGS on the analytic gradient, with the diagonal elements of T on
     the log scale (theta_d = exp(phi_d)) so that every iterate stays in the interior.
@@ -222,6 +223,10 @@ def quasi_newton_interior(fun, grad, x0, diagonal, *, xtol=1e-6, max_iter=60, mi
     message says why: "a variance near zero" (a diagonal element below `min_diagonal`, lme4's
     singular-fit threshold), "line search failed" or "no convergence" (max_iter iterations).
     None when the start is on the boundary or the criterion is undefined there.
+
+    inverse_hessian: a start for the inverse-Hessian approximation on the log scale (e.g. from
+    a fit of a subsample), else the identity; state_out (a dict) receives the final one as
+    "inverse_hessian".
     """
     x0 = np.asarray(x0, dtype=np.float64)
     diagonal = np.asarray(diagonal, dtype=bool)
@@ -248,9 +253,9 @@ def quasi_newton_interior(fun, grad, x0, diagonal, *, xtol=1e-6, max_iter=60, mi
     if g is None:
         return None
     n = len(phi)
-    Hinv = np.eye(n)
+    Hinv = np.eye(n) if inverse_hessian is None else np.array(inverse_hessian, dtype=np.float64)
     n_f = n_g = 1
-    updates = 0
+    updates = 0 if inverse_hessian is None else 2  # a given start counts as curvature known
     history = [(theta.copy(), f)]
     grad_at = [g]  # the phi-gradient at each point of history
     message = "converged"
@@ -304,6 +309,8 @@ def quasi_newton_interior(fun, grad, x0, diagonal, *, xtol=1e-6, max_iter=60, mi
     if history[k][1] < f:
         theta, f = history[k]
         g = grad_at[k]
+    if state_out is not None:
+        state_out["inverse_hessian"] = Hinv
     g_theta = g.copy()
     g_theta[diagonal] /= theta[diagonal]
     return OptimizerRecord(method=method, n_evaluations=n_f, params=theta, objective=float(f),

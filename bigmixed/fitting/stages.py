@@ -143,14 +143,27 @@ class OneFactorQuasiNewton(Stage):
 
     def run(self, s):
         m, c = s.model, s.control
-        rec = quasi_newton_interior(s.objective, m.gradient, s.start, m.structure.lower_bounds == 0,
+        diagonal = m.structure.lower_bounds == 0
+        start, Hinv, note = s.start, None, ""
+        n_levels = m.structure.factors[0].n_levels
+        if n_levels >= c.qn_subsample_min_levels:
+            start, Hinv, note = _subsample_start(m, c, s.start, diagonal)
+        rec = quasi_newton_interior(s.objective, m.gradient, start, diagonal,
                                     xtol=c.qn_one_factor_xtol, max_iter=c.qn_one_factor_max_iter,
-                                    min_diagonal=c.qn_one_factor_min_diagonal)
+                                    min_diagonal=c.qn_one_factor_min_diagonal,
+                                    inverse_hessian=Hinv)
+        if rec is not None and not rec.converged and Hinv is not None:
+            # the subsample's start did not serve: from lme4's start, as without it
+            note += "; not used"
+            rec = quasi_newton_interior(s.objective, m.gradient, s.start, diagonal,
+                                        xtol=c.qn_one_factor_xtol,
+                                        max_iter=c.qn_one_factor_max_iter,
+                                        min_diagonal=c.qn_one_factor_min_diagonal)
         if rec is None:
             return "start on the boundary: BOBYQA"
         if rec.converged:
             s.record = rec
-            return ""
+            return note
         if rec.message == "a variance near zero" and rec.objective <= s.objective(s.start):
             # BOBYQA from there, with that variance on the boundary (lme4's edge): it ends
             # at a boundary optimum in a few evaluations instead of walking from lme4's start
@@ -159,6 +172,41 @@ class OneFactorQuasiNewton(Stage):
             s.start, s.initial_step = start, c.near_start_step
             return "a variance near zero: BOBYQA from its end point"
         return f"{rec.message}: BOBYQA"
+
+
+def _subsample_start(m, c, start, diagonal):
+    """BFGS on every k-th level's criterion (`BlockDiagonalSystem.subsample`, about
+    c.qn_subsample_levels levels) from `start`: its end point and inverse Hessian (scaled to the
+    full criterion, which sums over k times the levels) start the full BFGS near the optimum,
+    where a few steps converge. -> (start, inverse Hessian or None, note)."""
+    from .objective import profiled_state
+
+    n_levels = m.structure.factors[0].n_levels
+    step = max(2, n_levels // c.qn_subsample_levels)
+    sub = m.system.subsample(step)
+    frac = sub.zz.shape[0] / n_levels
+    n_sub = max(m.n_fixed + 2, int(round(m.n_obs * frac)))
+    reml, logdet_W = m.reml, m.basis.logdet_W
+
+    def fun(theta):
+        value = sub.objective(np.asarray(theta, dtype=np.float64), reml, n_sub, m.n_fixed, logdet_W)
+        return value if np.isfinite(value) else np.inf
+
+    def grad(theta):
+        state = profiled_state(0.0, sub.schur_complement(theta), n_sub, m.n_fixed, m.basis, 0.0)
+        return sub.criterion_gradient(theta, state, reml)
+
+    out: dict = {}
+    try:
+        rec = quasi_newton_interior(fun, grad, start, diagonal, xtol=c.qn_subsample_xtol,
+                                    max_iter=c.qn_one_factor_max_iter,
+                                    min_diagonal=c.qn_one_factor_min_diagonal, state_out=out)
+    except Exception:  # noqa: BLE001 - only a start: the full fit goes on without it
+        rec = None
+    if rec is None or not rec.converged:
+        return start, None, "subsample start failed"
+    return (rec.params, out["inverse_hessian"] * frac,
+            f"start from one level in {step}: {rec.n_evaluations} cheap evaluations")
 
 
 class RefinedStart(Stage):
