@@ -238,20 +238,19 @@ def quasi_newton_interior(fun, grad, x0, diagonal, *, xtol=1e-6, max_iter=60, mi
         theta[diagonal] = np.exp(phi[diagonal])
         return theta
 
-    def value_gradient(phi):
-        theta = theta_of(phi)
-        value = fun(theta)
-        if not np.isfinite(value):
-            return theta, value, None
+    def gradient_phi(theta):
+        """The gradient on the log scale at theta (just evaluated: grad reuses its factor)."""
         g = np.array(grad(theta), dtype=np.float64)
         g[diagonal] *= theta[diagonal]  # d/dphi = theta d/dtheta
-        return theta, value, g
+        return g
 
     phi = x0.copy()
     phi[diagonal] = np.log(x0[diagonal])
-    theta, f, g = value_gradient(phi)
-    if g is None:
+    theta = theta_of(phi)
+    f = fun(theta)
+    if not np.isfinite(f):
         return None
+    g = gradient_phi(theta)
     n = len(phi)
     Hinv = np.eye(n) if inverse_hessian is None else np.array(inverse_hessian, dtype=np.float64)
     n_f = n_g = 1
@@ -274,16 +273,17 @@ def quasi_newton_interior(fun, grad, x0, diagonal, *, xtol=1e-6, max_iter=60, mi
             break
         t = 1.0
         for _halving in range(30):
-            theta_t, ft, gt = value_gradient(phi + t * step)
+            theta_t = theta_of(phi + t * step)
+            ft = fun(theta_t)
             n_f += 1
-            if gt is not None:
-                n_g += 1
-            if gt is not None and ft <= f + 1e-4 * t * slope + 1e-12 * max(1.0, abs(f)):
+            if np.isfinite(ft) and ft <= f + 1e-4 * t * slope + 1e-12 * max(1.0, abs(f)):
                 break
             t *= 0.5
         else:
             message = "line search failed"
             break
+        gt = gradient_phi(theta_t)  # at accepted points only
+        n_g += 1
         s, yv = t * step, gt - g
         sy = float(s @ yv)
         if sy > 1e-12 * float(np.sqrt((s @ s) * (yv @ yv))):
