@@ -477,6 +477,52 @@ def glm_working_serial(y, eta, prior_w, family, link, mu_out, w_out, wres_out):
 
 
 @njit(cache=True, nogil=True)
+def _working_response_chunk(y, eta, offset, prior_w, family, link, start, stop, w_out, z_out):
+    hi = 0.0
+    lo = 0.0
+    for i in range(start, stop):
+        e = eta[i]
+        mu, w, r = _working(y[i], e, prior_w[i], family, link)
+        w_out[i] = w
+        z_out[i] = (e - offset[i]) + r
+        hi, lo = _dd_add(hi, lo, _dev_resid(y[i], mu, prior_w[i], family))
+    return hi, lo
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def glm_working_response(y, eta, offset, prior_w, family, link, w_out, z_out):
+    """`glm_working` for a PIRLS step, in one pass: the working weights and the working
+    response z = (eta - offset) + wres (lme4's glmResp::wrkResp), and the deviance.
+
+    Parameters
+    ----------
+    y, eta, prior_w : (n,) float64, family, link : int, as `glm_working`
+    offset : (n,) float64, subtracted from eta in the working response
+    w_out : (n,) float64, receives the working weights (bit-identical to glm_working's)
+    z_out : (n,) float64, receives (eta - offset) + wres (bit-identical to NumPy's
+        ``eta - offset + wres`` with glm_working's wres)
+
+    Returns
+    -------
+    (dev_hi, dev_lo) : bit-identical to `glm_working`'s (the same chunks, added in order)
+    """
+    n = y.shape[0]
+    n_chunks = max(1, (n + GLM_ROW_CHUNK - 1) // GLM_ROW_CHUNK)
+    his = np.zeros(n_chunks)
+    los = np.zeros(n_chunks)
+    for c in prange(n_chunks):
+        h, l_ = _working_response_chunk(y, eta, offset, prior_w, family, link, c * GLM_ROW_CHUNK,
+                                        min(n, (c + 1) * GLM_ROW_CHUNK), w_out, z_out)
+        his[c] = h
+        los[c] = l_
+    hi = 0.0
+    lo = 0.0
+    for c in range(n_chunks):
+        hi, lo = _dd_add_dd(hi, lo, his[c], los[c])
+    return hi, lo
+
+
+@njit(cache=True, nogil=True)
 def _deviance_chunk(y, eta, prior_w, family, link, start, stop):
     hi = 0.0
     lo = 0.0

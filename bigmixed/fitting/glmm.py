@@ -210,7 +210,7 @@ class GeneralizedLinearMixedModel:
         new.aic_constant = float(hi + lo)
         new.eta_start = start_eta(self.family, y, self.prior_weights)
         new._joint = new._modes = None
-        new._lp0 = new._eta0 = new._u_warm = new._last0 = None
+        new._lp0 = new._eta0 = new._u_warm = new._last0 = new._best0 = None
         if self._one_factor is not None:
             of = self._one_factor
             new._one_factor = dict(of, y=np.ascontiguousarray(y[of["order"]]),
@@ -288,7 +288,12 @@ class GeneralizedLinearMixedModel:
         self._eta0 = r.eta
         self._last0 = (theta.copy(), r)
         value = r.laplace + self.aic_constant
-        return value if np.isfinite(value) else np.inf
+        if not np.isfinite(value):
+            return np.inf
+        best = getattr(self, "_best0", None)
+        if best is None or value < best[0]:
+            self._best0 = (value, theta.copy(), r)
+        return value
 
     @property
     def lp0(self) -> np.ndarray:
@@ -468,7 +473,7 @@ class GeneralizedLinearMixedModel:
             self.one_factor["u"][...] = 0.0
             self.one_factor["u_exact"][...] = 0.0
             self.one_factor["exact_at"] = None
-        self._u_warm = self._eta0 = None
+        self._u_warm = self._eta0 = self._best0 = None
         # stage 1: theta with beta from PIRLS
         obj0 = counted(self.objective0)
         self._lp0 = None
@@ -582,7 +587,14 @@ class GeneralizedLinearMixedModel:
         reuse_last: the last joint PIRLS was at rec1.params already."""
         theta1 = rec1.params
         last = getattr(self, "_last0", None)
-        if not (reuse_last and last is not None and np.array_equal(last[0], theta1)):
+        best = getattr(self, "_best0", None)
+        if reuse_last and last is not None and np.array_equal(last[0], theta1):
+            pass
+        elif self.pirls_mode == "lme4" and best is not None and np.array_equal(best[1], theta1):
+            # glmer's evaluations all start from lp0: the best one's PIRLS is what a new
+            # evaluation there gives, bit for bit
+            self._last0 = (best[1], best[2])
+        else:
             self.objective0(theta1)
         _, r1 = self._last0
         W = self.basis.W

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..crossprods.weighted import assign_crossprods, weighted_crossprods
-from ..kernels.glm import add_ranef, glm_working
+from ..kernels.glm import add_ranef, glm_working_response
 from ..solvers.choose import SYSTEMS, auto_solver
 from .objective import NotPositiveDefinite, profiled_state
 
@@ -72,9 +72,8 @@ class WorkingSystem:
         self.X = model.rows.X if joint else np.zeros((n, 0))
         self.basis = model.basis if joint else None
         self.p = self.X.shape[1]
-        self.mu = np.empty(n)
         self.w = np.empty(n)
-        self.wres = np.empty(n)
+        self.z = np.empty(n)
         offset = model.offset if joint else eta  # any start: the arrays are overwritten
         cp = self._crossprods(eta, offset)
         self.cp = cp
@@ -87,10 +86,11 @@ class WorkingSystem:
     def _crossprods(self, eta, offset_z):
         m = self.model
         fam, link = m.family_id, m.link_id
-        hi, lo = glm_working(m.y, eta, m.prior_weights, fam, link, self.mu, self.w, self.wres)
+        # (w and z = (eta - offset_z) + wres in one pass, the same bits as glm_working's)
+        hi, lo = glm_working_response(m.y, eta, np.ascontiguousarray(offset_z, dtype=np.float64),
+                                      m.prior_weights, fam, link, self.w, self.z)
         self.deviance = float(hi + lo)
-        z = eta - offset_z + self.wres
-        cp = weighted_crossprods(m.structure, self.X, z, self.w, m.pair_plans)
+        cp = weighted_crossprods(m.structure, self.X, self.z, self.w, m.pair_plans)
         return self.basis.apply(cp) if self.basis is not None else cp
 
     def load(self, eta: np.ndarray, offset_z: np.ndarray) -> float:
