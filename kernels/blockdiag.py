@@ -88,6 +88,17 @@ def _forward_solve(L, R, P, m):
 
 
 @njit(cache=True, inline="always")
+def _back_solve(L, R, P, m):
+    """R <- L'^{-1} R for lower-triangular L (P x P), R (P x m)."""
+    for b in range(m):
+        for a in range(P - 1, -1, -1):
+            s = R[a, b]
+            for k in range(a + 1, P):
+                s -= L[k, a] * R[k, b]
+            R[a, b] = s / L[a, a]
+
+
+@njit(cache=True, inline="always")
 def _update_chunk(T, zz, zxy, lo, hi, c, schur_out):
     """Levels lo..hi-1: writes sum_g R_g'R_g into schur_out[c]; returns the sum of log dets."""
     P = zz.shape[1]
@@ -271,39 +282,20 @@ def blockdiag_objective(theta, theta_row, theta_col, zz, zxy, gram, n_obs, n_fix
 def _gradient_level(T, zz, zxy, g, P, m, TA, M, N, H, K):
     """One level of `blockdiag_gradient`, any P: N = M^{-1} T'A, H = M^{-1} T'G, K = G - A T H
     (M = T'A T + I, A = zz[g], G = zxy[g]); TA and M are work buffers."""
-    for a in range(P):
-        for b in range(P):
-            s = 0.0
-            for k in range(a, P):
-                s += T[k, a] * zz[g, k, b]
-            TA[a, b] = s
-    for a in range(P):
-        for b in range(P):
-            s = 0.0
-            for k in range(b, P):
-                s += TA[a, k] * T[k, b]
-            M[a, b] = s
-        M[a, a] += 1.0
+    _scaled_block(T, zz, zxy, g, P, m, TA, M, H)  # TA <- A T, M, H <- T'G
+    for a in range(P):  # A T -> T'A = (A T)' (A symmetric)
+        for b in range(a + 1, P):
+            t = TA[a, b]
+            TA[a, b] = TA[b, a]
+            TA[b, a] = t
     chol_lower_inplace(M, P)
     for a in range(P):
-        for b in range(m):
-            s = 0.0
-            for k in range(a, P):
-                s += T[k, a] * zxy[g, k, b]
-            H[a, b] = s
         for b in range(P):
             N[a, b] = TA[a, b]
     _forward_solve(M, H, P, m)
     _forward_solve(M, N, P, P)
-    for cols in range(2):  # back solves L' X = Y, in place, for H and N
-        R = H if cols == 0 else N
-        w = m if cols == 0 else P
-        for b in range(w):
-            for a in range(P - 1, -1, -1):
-                s = R[a, b]
-                for k in range(a + 1, P):
-                    s -= M[k, a] * R[k, b]
-                R[a, b] = s / M[a, a]
+    _back_solve(M, H, P, m)
+    _back_solve(M, N, P, P)
     # K = G - A T H, with A T = (T' A)' = TA'
     for a in range(P):
         for b in range(m):
