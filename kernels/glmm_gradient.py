@@ -113,7 +113,7 @@ def blockdiag_laplace_gradient(indptr, eta_fixed, X, order, Z, unit_z, y, prior_
 # --------------------------------------------------------------------------------------
 @njit(cache=True, nogil=True)
 def _level_gradient(s, e, eta_fixed, X, order, Z, unit_z, y, prior_w, t, family, link, ug,
-                    out, da, d1x, wx):
+                    out, da, d1x, wx, du_out, g):
     """Adds level g's (rows s..e-1, mode ug) gradient contribution to out (1 + p) in one pass
     over its rows: the two passes of `_gradient_chunk` rearranged into per-level sums,
 
@@ -121,7 +121,8 @@ def _level_gradient(s, e, eta_fixed, X, order, Z, unit_z, y, prior_w, t, family,
         dF/dbeta += sum d1 x + k sum w' z^2 x - k B t da / h,
 
     with k = t^2 / L, B = sum w' z^3 and S, h, du_t, da as in the module docstring (da, d1x,
-    wx: (p,) scratch)."""
+    wx: (p,) scratch). du_out[g] (unless du_out has no rows) receives the mode's derivatives
+    (du_g/dt, du_g/dbeta) = (du_t, -da / h)."""
     p = X.shape[1]
     S = 0.0
     h = 2.0
@@ -157,12 +158,16 @@ def _level_gradient(s, e, eta_fixed, X, order, Z, unit_z, y, prior_w, t, family,
     kb = k * B * t / h
     for j in range(p):
         out[1 + j] += d1x[j] + k * wx[j] - kb * da[j]
+    if du_out.shape[0] > 0:
+        du_out[g, 0] = du_t
+        for j in range(p):
+            du_out[g, 1 + j] = -da[j] / h
 
 
 @njit(cache=True, nogil=True)
 def _fused_chunk(lo_g, hi_g, indptr, eta_fixed, X, order, Z, unit_z, y, prior_w, T, family, link,
                  u_inout, L_out, tol, step_tol, max_iter, with_gradient, grad_part, sums, c,
-                 counts):
+                 counts, du_out):
     P = T.shape[0]
     p = X.shape[1]
     ucur = np.empty(P)
@@ -202,7 +207,7 @@ def _fused_chunk(lo_g, hi_g, indptr, eta_fixed, X, order, Z, unit_z, y, prior_w,
             max_it = it
         if with_gradient:
             _level_gradient(indptr[g], indptr[g + 1], eta_fixed, X, order, Z, unit_z, y, prior_w,
-                            t, family, link, u_inout[g, 0], grad_part, da, d1x, wx)
+                            t, family, link, u_inout[g, 0], grad_part, da, d1x, wx, du_out, g)
     sums[c, 0] = dev_h
     sums[c, 1] = dev_l
     sums[c, 2] = u2_h
@@ -233,7 +238,8 @@ def _fused_finish(sums, counts, parts, n_chunks, n_levels, grad_out):
 
 @njit(parallel=True, cache=True, nogil=True)
 def blockdiag_laplace_fused(indptr, eta_fixed, X, order, Z, unit_z, y, prior_w, T, family, link,
-                            u_inout, L_out, tol, step_tol, max_iter, with_gradient, grad_out):
+                            u_inout, L_out, tol, step_tol, max_iter, with_gradient, grad_out,
+                            du_out):
     """`kernels.glmm.blockdiag_laplace` from a warm start (no eta_start), and with_gradient
     the gradient of the exact Laplace criterion (`blockdiag_laplace_gradient`, P = 1 only) at
     the modes it finds: one kernel, each level's gradient taken right after its mode, in one
@@ -249,6 +255,9 @@ def blockdiag_laplace_fused(indptr, eta_fixed, X, order, Z, unit_z, y, prior_w, 
         modes and sums are bit-identical to it)
     with_gradient : bool, also the gradient (needs P = 1)
     grad_out : (1 + p,) float64, receives (dF/dt, dF/dbeta) (zeros unless with_gradient)
+    du_out : (n_levels, 1 + p) float64 or shape (0, 1 + p): with_gradient, receives each mode's
+        derivatives (du_g/dt, du_g/dbeta) (the implicit ones of the module docstring): a
+        first-order prediction of the modes at nearby parameters, the next warm start
 
     Returns
     -------
@@ -265,14 +274,14 @@ def blockdiag_laplace_fused(indptr, eta_fixed, X, order, Z, unit_z, y, prior_w, 
     for c in prange(n_chunks):
         _fused_chunk(bounds[c], bounds[c + 1], indptr, eta_fixed, X, order, Z, unit_z, y, prior_w,
                      T, family, link, u_inout, L_out, tol, step_tol, max_iter, with_gradient,
-                     parts[c], sums, c, counts)
+                     parts[c], sums, c, counts, du_out)
     return _fused_finish(sums, counts, parts, n_chunks, n_levels, grad_out)
 
 
 @njit(cache=True, nogil=True)
 def blockdiag_laplace_fused_serial(indptr, eta_fixed, X, order, Z, unit_z, y, prior_w, T, family,
                                    link, u_inout, L_out, tol, step_tol, max_iter, with_gradient,
-                                   grad_out):
+                                   grad_out, du_out):
     """`blockdiag_laplace_fused` without a parallel region (same chunks, same bits)."""
     n_levels = indptr.shape[0] - 1
     p = X.shape[1]
@@ -284,5 +293,5 @@ def blockdiag_laplace_fused_serial(indptr, eta_fixed, X, order, Z, unit_z, y, pr
     for c in range(n_chunks):
         _fused_chunk(bounds[c], bounds[c + 1], indptr, eta_fixed, X, order, Z, unit_z, y, prior_w,
                      T, family, link, u_inout, L_out, tol, step_tol, max_iter, with_gradient,
-                     parts[c], sums, c, counts)
+                     parts[c], sums, c, counts, du_out)
     return _fused_finish(sums, counts, parts, n_chunks, n_levels, grad_out)

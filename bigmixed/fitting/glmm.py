@@ -218,6 +218,7 @@ class GeneralizedLinearMixedModel:
                                    L=np.empty_like(of["L"]))
             new._one_factor.pop("lp0", None)
             new._one_factor.pop("exact_at", None)
+            new._one_factor.pop("du", None)
         new.timings = {"design": 0.0}
         return new
 
@@ -360,15 +361,24 @@ class GeneralizedLinearMixedModel:
                 if (self.nAGQ == 1 and at is not None and np.array_equal(at[0], theta)
                         and np.array_equal(at[1], beta)):
                     return at[3]  # (the modes there are in u_exact)
-                of["exact_at"] = None  # (u_exact changes now)
-                # the modes warm-started from the last ones (blockdiag_laplace's rule, same
-                # bits) and, where it applies, the gradient at them in the same pass
+                # the modes warm-started from the last ones (blockdiag_laplace's rule) and,
+                # where it applies, the gradient at them in the same pass
                 with_gradient = self.has_analytic_gradient
+                if with_gradient and at is not None and at[2] is not None and "du" in of:
+                    # the start: the last modes moved by their derivatives there (first order:
+                    # a Newton step fewer per level for a nearby point)
+                    du = of["du"]
+                    of["u_exact"][:, 0] += (du[:, 0] * (theta[0] - at[0][0])
+                                            + du[:, 1:] @ (beta - at[1]))
+                of["exact_at"] = None  # (u_exact changes now)
                 grad = np.zeros(1 + self.n_fixed)
+                if with_gradient and "du" not in of:
+                    of["du"] = np.zeros((len(of["indptr"]) - 1, 1 + self.n_fixed))
+                du_out = of["du"] if with_gradient else np.zeros((0, 1 + self.n_fixed))
                 dev_hi, dev_lo, u2, logdet, n_bad, _ = blockdiag_laplace_fused(
                     of["indptr"], eta_fixed, self.design.X, of["order"], of["Z"], of["unit"],
                     of["y"], of["w"], T, self.family_id, self.link_id, of["u_exact"], of["L"],
-                    LEVEL_TOL, 0.0, LEVEL_MAXIT, with_gradient, grad)
+                    LEVEL_TOL, 0.0, LEVEL_MAXIT, with_gradient, grad, du_out)
                 if n_bad:
                     raise PirlsError(f"the conditional modes of {n_bad} level(s) did not converge")
                 value = float(dev_hi + dev_lo) + u2 + logdet + self.aic_constant

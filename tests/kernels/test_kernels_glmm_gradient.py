@@ -158,8 +158,10 @@ def fused(t, beta, data, u0, step_tol=0.0, serial=False, with_gradient=True):
     L = np.empty((len(u), 1, 1))
     g = np.empty(1 + X.shape[1])
     kernel = blockdiag_laplace_fused_serial if serial else blockdiag_laplace_fused
+    du = np.zeros((len(u), 1 + X.shape[1]))
     out = kernel(indptr, eta_fixed, X, order, Z, unit, ys, pws, np.array([[t]]), fam, link, u, L,
-                 1e-13, step_tol, 60, with_gradient, g)
+                 1e-13, step_tol, 60, with_gradient, g, du)
+    fused.du = du
     return out, u, L, g
 
 
@@ -214,3 +216,22 @@ def test_fused_laplace_and_gradient_equal_the_separate_kernels(fam, link, unit):
     out_n, u_n, _, g_n = fused(t, beta, data, u0, with_gradient=False)
     assert out_n == out and not np.any(g_n)
     np.testing.assert_array_equal(u_n, u)
+
+
+@pytest.mark.parametrize("fam,link,unit", CASES)
+def test_fused_mode_derivatives_predict_the_modes_at_nearby_parameters(fam, link, unit):
+    """du_out: the modes' derivatives in (t, beta), against differences of the modes (each
+    level's mode by the kernel from a cold start)."""
+    data = make_data(fam, link, unit, seed=fam * 10 + link + 7, n_levels=30)
+    t, beta = 0.8, np.array([-0.3, 0.2, 0.1])
+    n_levels = int(data[5].max()) + 1
+    _, u, _, _ = fused(t, beta, data, np.zeros(n_levels))
+    du = fused.du.copy()
+    x = np.concatenate(([t], beta))
+    h = 1e-5
+    for a in range(len(x)):
+        e = np.zeros_like(x)
+        e[a] = h
+        up = fused((x + e)[0], (x + e)[1:], data, np.zeros(n_levels))[1]
+        um = fused((x - e)[0], (x - e)[1:], data, np.zeros(n_levels))[1]
+        np.testing.assert_allclose(du[:, a], (up - um)[:, 0] / (2 * h), rtol=1e-5, atol=1e-7)
