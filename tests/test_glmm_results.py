@@ -438,3 +438,29 @@ def test_exact_modes_at_the_optimum_from_the_level_kernels_modes():
     np.testing.assert_allclose(warm.u[0], cold.u[0], rtol=0, atol=1e-9)
     np.testing.assert_allclose(warm.eta, cold.eta, rtol=0, atol=1e-9)
     assert abs(warm.laplace - cold.laplace) <= 1e-11 * abs(cold.laplace)
+
+
+def test_blas_runs_on_one_thread_during_a_glmm_fit_and_is_restored():
+    """GLMM fits run BLAS on one thread (OpenBLAS's spinning workers would compete with the
+    Numba kernels for the cores); nested uses restore the setting once, at the last exit; offset
+    + X beta has the same bits either way."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    from bigmixed.fitting.glmm import blas_one_thread
+
+    def blas_threads():
+        return [d["num_threads"] for d in threadpoolctl.threadpool_info()
+                if d["user_api"] == "blas"]
+
+    before = blas_threads()
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300_000, 6))
+    beta = rng.normal(size=6)
+    outside = X @ beta
+    with blas_one_thread():
+        assert all(t == 1 for t in blas_threads())
+        with blas_one_thread():
+            assert all(t == 1 for t in blas_threads())
+        assert all(t == 1 for t in blas_threads())
+        inside = X @ beta
+    assert blas_threads() == before
+    np.testing.assert_array_equal(inside, outside)
