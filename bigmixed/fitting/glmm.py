@@ -16,6 +16,13 @@ glmer's two stages:
    on wbc ~ 6000). Newton steps on finite differences then converge to ~1e-8, and the
    Hessian there gives lme4's default Var(beta) (vcov with use.hessian).
 
+pirls="exact" with one grouping factor and one random-effect column has the analytic gradient
+of the Laplace criterion (kernels/glmm_gradient.py): stage 1 is then only the joint PIRLS at
+the start theta (beta_1 and the basis C; the full BOBYQA stage 1 follows only if stage 2 does
+not apply from there), stage 2 is quasi-Newton on the gradient, computed with the modes in one
+kernel call per point (blockdiag_laplace_fused), and Var(beta) comes from forward differences
+of the gradient.
+
 With one grouping factor the modes of different levels do not interact and stage 2 runs level
 by level in one compiled kernel over rows sorted by level (kernels/glmm.py): one pass over the
 rows per evaluation.
@@ -547,8 +554,8 @@ class GeneralizedLinearMixedModel:
             self._eta0 = self.eta_start
             v0 = obj0(start1)
             if np.isfinite(v0):
-                rec1 = OptimizerRecord("joint PIRLS at the start (nAGQ = 0)", 1, start1.copy(), float(v0),
-                            True, "start only")
+                rec1 = OptimizerRecord("joint PIRLS at the start (nAGQ = 0)", 1, start1.copy(),
+                                       float(v0), True, "start only")
                 self._stage1_basis(rec1, reuse_last=True)
                 log.append(StageRecord("stage 1 (nAGQ = 0): the start only", 1, rec1.objective,
                                        time.perf_counter() - t_1))
@@ -583,11 +590,9 @@ class GeneralizedLinearMixedModel:
             t1 = time.perf_counter()
         start = np.concatenate((theta1, np.zeros(p)))
         restartable = np.concatenate((st.multi_column_diagonal(), np.zeros(p, bool)))
-        if rec2 is not None:
-            pass
-        elif exact_analytic:
+        if rec2 is None and exact_analytic:
             rec2 = _analytic_stage(obj, self.gradient, start, lower)
-        elif self.has_analytic_gradient:
+        elif rec2 is None and self.has_analytic_gradient:
             # glmer's criterion has no analytic gradient, but the exact Laplace value, which
             # it approximates, has: its optimum (a few analytic steps) and its Hessian start
             # the difference-gradient steps on glmer's criterion next to glmer's optimum
