@@ -440,27 +440,46 @@ def test_exact_modes_at_the_optimum_from_the_level_kernels_modes():
     assert abs(warm.laplace - cold.laplace) <= 1e-11 * abs(cold.laplace)
 
 
-def test_blas_runs_on_one_thread_during_a_glmm_fit_and_is_restored():
-    """GLMM fits run BLAS on one thread (OpenBLAS's spinning workers would compete with the
-    Numba kernels for the cores); nested uses restore the setting once, at the last exit; offset
-    + X beta has the same bits either way."""
-    threadpoolctl = pytest.importorskip("threadpoolctl")
-    from bigmixed.fitting.glmm import blas_one_thread
+def test_blas_runs_on_one_thread_during_a_glmm_fit_and_is_restored(monkeypatch):
+    """GLMM fits run this thread's BLAS on one thread (OpenBLAS's spinning workers would compete
+    with the Numba kernels for the cores) and restore it after; offset + X beta has the same
+    bits either way."""
+    from bigmixed.fitting.glmm import GeneralizedLinearMixedModel
+    from bigmixed.solvers import blas
 
-    def blas_threads():
-        return [d["num_threads"] for d in threadpoolctl.threadpool_info()
-                if d["user_api"] == "blas"]
+    setters = blas._blas_thread_setters()
+    if not setters:
+        pytest.skip("no OpenBLAS with openblas_set_num_threads_local in this process")
 
-    before = blas_threads()
+    def local_threads():
+        out = []
+        for fn in setters:
+            prev = fn(1)  # the setter returns the previous value: read it, put it back
+            fn(prev)
+            out.append(prev)
+        return out
+
+    before = local_threads()
+    seen = []
+    real_fit = GeneralizedLinearMixedModel._fit
+
+    def spy(self, **kw):
+        seen.append(local_threads())
+        return real_fit(self, **kw)
+
+    monkeypatch.setattr(GeneralizedLinearMixedModel, "_fit", spy)
     rng = np.random.default_rng(0)
+    n = 400
+    df = pd.DataFrame({"x": rng.normal(size=n), "g": (np.arange(n) % 20).astype(str)})
+    df["y"] = (rng.random(n) < 1 / (1 + np.exp(-df["x"]))).astype(float)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        bm.glmm("y ~ x + (1 | g)", df, family="binomial").fit()
+    assert seen and all(t == 1 for t in seen[0])
+    assert local_threads() == before
     X = rng.normal(size=(300_000, 6))
     beta = rng.normal(size=6)
     outside = X @ beta
-    with blas_one_thread():
-        assert all(t == 1 for t in blas_threads())
-        with blas_one_thread():
-            assert all(t == 1 for t in blas_threads())
-        assert all(t == 1 for t in blas_threads())
+    with blas.BlasThreads(1):
         inside = X @ beta
-    assert blas_threads() == before
     np.testing.assert_array_equal(inside, outside)

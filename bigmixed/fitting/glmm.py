@@ -29,7 +29,6 @@ rows per evaluation.
 """
 from __future__ import annotations
 
-import threading
 import time
 import warnings as _warnings
 
@@ -49,6 +48,7 @@ from ..spec.family import family_from
 from ..spec.structure import RandomEffectsStructure
 from ..warnings import ConvergenceWarning, SingularFitWarning
 from .control import FitControl
+from ..solvers.blas import BlasThreads
 from .optimize import gradient_hessian, minimize_theta, newton_polish
 from .pirls import PIRLS_TOL, PirlsError, WorkingSystem, linear_predictor, pirls
 from .record import OptimizerRecord, StageRecord
@@ -61,43 +61,6 @@ LME4_TOL = 1e-7  # glmerControl's tolPwrss
 # BOBYQA over theta first; it follows only if stage 2 does not apply from there)
 EXACT_STAGE2_FROM_START = True
 _EMPTY_Z = np.ones((0, 1))
-
-
-_blas_lock = threading.Lock()
-_blas_depth = 0
-_blas_limits = None
-
-
-class blas_one_thread:
-    """Context manager: BLAS (NumPy's OpenBLAS) on one thread inside, through threadpoolctl
-    when it is installed (else nothing changes). A GLMM fit's only large BLAS call is offset +
-    X beta before each evaluation; a multi-threaded one leaves OpenBLAS's workers spinning
-    after it, on the cores the next parallel Numba kernel needs (1M rows, 2 cores: ~30 ms of
-    each ~120 ms level-kernel call). One thread gives the same bits for it (each row's sum is
-    the same kernel's) and returns at once. Nested and concurrent uses are counted: the first
-    in sets the limit, the last out restores it."""
-
-    def __enter__(self):
-        global _blas_depth, _blas_limits
-        with _blas_lock:
-            _blas_depth += 1
-            if _blas_depth == 1:
-                try:
-                    from threadpoolctl import threadpool_limits
-                except ImportError:
-                    _blas_limits = None
-                else:
-                    _blas_limits = threadpool_limits(limits=1, user_api="blas")
-        return self
-
-    def __exit__(self, *exc):
-        global _blas_depth, _blas_limits
-        with _blas_lock:
-            _blas_depth -= 1
-            if _blas_depth == 0 and _blas_limits is not None:
-                _blas_limits.restore_original_limits()
-                _blas_limits = None
-        return False
 
 
 def _link_eta(mu: np.ndarray, link: str) -> np.ndarray:
@@ -507,8 +470,14 @@ class GeneralizedLinearMixedModel:
     def fit(self, *, control: FitControl | None = None, theta0=None):
         """glmer's two stages (module docstring), then Newton steps; returns a GLMMResults.
         theta0: where stage 1 starts (default: lme4's start, 1 for SDs and 0 for
-        correlations). BLAS runs on one thread meanwhile (`blas_one_thread`)."""
-        with blas_one_thread():
+        correlations).
+
+        BLAS runs on one thread meanwhile: the fit's only large BLAS call is offset + X beta
+        before each evaluation, and a multi-threaded one leaves OpenBLAS's workers spinning on
+        the cores the next parallel Numba kernel needs (1M rows, 2 cores: ~30 ms of each ~120
+        ms level-kernel call). One thread gives the same bits (each row's sum is the same
+        kernel's)."""
+        with BlasThreads(1):
             return self._fit(control=control, theta0=theta0)
 
     def _fit(self, *, control: FitControl | None = None, theta0=None):
