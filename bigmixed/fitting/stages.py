@@ -179,7 +179,7 @@ def _subsample_start(m, c, start, diagonal):
     c.qn_subsample_levels levels) from `start`: its end point and inverse Hessian (scaled to the
     full criterion, which sums over k times the levels) start the full BFGS near the optimum,
     where a few steps converge. -> (start, inverse Hessian or None, note)."""
-    from .objective import profiled_state
+    from .objective import NotPositiveDefinite, profiled_state
 
     n_levels = m.structure.factors[0].n_levels
     step = max(2, n_levels // c.qn_subsample_levels)
@@ -201,8 +201,8 @@ def _subsample_start(m, c, start, diagonal):
         rec = quasi_newton_interior(fun, grad, start, diagonal, xtol=c.qn_subsample_xtol,
                                     max_iter=c.qn_one_factor_max_iter,
                                     min_diagonal=c.qn_one_factor_min_diagonal, state_out=out)
-    except Exception:  # noqa: BLE001 - only a start: the full fit goes on without it
-        rec = None
+    except (NotPositiveDefinite, np.linalg.LinAlgError):  # the subsample's S: not PD
+        rec = None  # only a start: the full fit goes on without it
     if rec is None or not rec.converged:
         return start, None, "subsample start failed"
     return (rec.params, out["inverse_hessian"] * frac,
@@ -281,7 +281,8 @@ def _bobyqa_run(s: FitState) -> dict:
                 restart_step=c.initial_step, restartable=restartable)
 
 
-STAGES = (OneFactorStart(), QuasiNewton(), OneFactorQuasiNewton(), RefinedStart(), Bobyqa(), NewtonPolish(), TightFinish())
+STAGES = (OneFactorStart(), QuasiNewton(), OneFactorQuasiNewton(), RefinedStart(), Bobyqa(),
+          NewtonPolish(), TightFinish())
 
 
 def run_stages(model, control: FitControl, stages=STAGES) -> OptimizerRecord:
