@@ -346,8 +346,8 @@ class LinearMixedModel:
 
         The optimizer is a chain of stages (bigmixed.fitting.stages): one-factor start,
         quasi-Newton on the analytic gradient (large crossed models; any one-factor model),
-        refined start, BOBYQA, Newton polish, tight finish; each decides whether it applies. BOBYQA finds the
-        optimum's neighbourhood; with polish (default) Newton steps on finite-difference
+        refined start, BOBYQA, Newton polish, tight finish; each decides whether it applies.
+        BOBYQA finds the optimum's neighbourhood; with polish (default) Newton steps on finite-difference
         derivatives then converge to ~1e-9 in theta, so results do not depend on the
         optimizer's path (row order, level order, threads). The keywords are those of
         `FitControl` (None: the control's value; defaults restart_edge=True, polish=True,
