@@ -46,6 +46,7 @@ def warmup(glmm: bool = True) -> None:
             K.profiled_criterion(0.0, gram, np.zeros((2, p + 1, p + 1)), n, p, reml, 0.0)
     ids = np.arange(n, dtype=np.int64) % 3
     K.crossprod.add_double_double(np.ones(3), np.zeros(3), np.ones(3), np.zeros(3))
+    K.crossprod.add_double_double_parallel(np.ones(3), np.zeros(3), np.ones(3), np.zeros(3))
     K.crossprod.dd_sum(np.ones(5))
     K.pair_crossprod(ids, np.ones((0, 1)), True, np.ones((0, 1)), True, np.zeros((3, 1, 1)),
                      np.zeros((3, 1, 1)))

@@ -49,6 +49,23 @@ def add_double_double(hi, lo, hi2, lo2):
         hi[i] = t
 
 
+@njit(parallel=True, cache=True, nogil=True)
+def add_double_double_parallel(hi, lo, hi2, lo2):
+    """`add_double_double` on the threads, element by element: the same numbers (each element's
+    operations are independent of the others), for arrays of millions of elements (the per-chunk
+    level blocks of 500k levels: memory-bound, 0.08 s per call on one thread)."""
+    n = hi.shape[0]
+    n_blocks = 64
+    per = (n + n_blocks - 1) // n_blocks
+    for b in prange(n_blocks):
+        for i in range(b * per, min(n, (b + 1) * per)):
+            s = hi[i]
+            v = hi2[i]
+            t = s + v
+            lo[i] = (lo[i] + lo2[i]) + _two_sum_error(s, v, t)
+            hi[i] = t
+
+
 @njit(cache=True, nogil=True)
 def dd_sum(x):
     """The sum of a 1-D array as a double-double (hi, lo): a TwoSum per term, into four

@@ -95,3 +95,16 @@ def test_poly_state_matches_formulaic_and_split_independent():
     basis = np.asarray(poly(x, degree=3, _state=st))
     assert np.allclose(basis.T @ basis, np.eye(3), atol=1e-12)
     assert complete_state("poly", x, {}, degree=2, raw=True) == {}
+
+
+def test_parallel_double_double_add_gives_the_same_bits():
+    from bigmixed.kernels.crossprod import add_double_double, add_double_double_parallel
+
+    rng = np.random.default_rng(3)
+    n = 100_003  # not a multiple of the blocks
+    hi, lo = rng.normal(size=n) * 1e8, rng.normal(size=n) * 1e-9
+    hi2, lo2 = rng.normal(size=n), rng.normal(size=n) * 1e-17
+    a_hi, a_lo, b_hi, b_lo = hi.copy(), lo.copy(), hi.copy(), lo.copy()
+    add_double_double(a_hi, a_lo, hi2, lo2)
+    add_double_double_parallel(b_hi, b_lo, hi2, lo2)
+    assert np.array_equal(a_hi, b_hi) and np.array_equal(a_lo, b_lo)

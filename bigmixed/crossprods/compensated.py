@@ -24,7 +24,7 @@ Both give the same state, bit for bit.
 from __future__ import annotations
 
 import numpy as np
-from ..kernels.crossprod import add_double_double
+from ..kernels.crossprod import add_double_double, add_double_double_parallel
 from ..kernels.crossprod import dd_sum as _dd_sum_1d
 
 __all__ = [
@@ -42,12 +42,16 @@ __all__ = [
 # ======================================================================================
 
 
+_PARALLEL_ADD_MIN = 1 << 20  # elements from which the threads pay
+
+
 def add_compensated(hi: np.ndarray, lo: np.ndarray, hi2, lo2) -> None:
     """(hi, lo) += (hi2, lo2) in double-double arithmetic, in place (TwoSum on the high parts,
     the low parts and the rounding error added to lo); arrays of one shape."""
     if hi.flags.c_contiguous and lo.flags.c_contiguous and hi.shape == np.shape(hi2):
-        add_double_double(hi.reshape(-1), lo.reshape(-1), np.ascontiguousarray(hi2).reshape(-1),
-                          np.ascontiguousarray(lo2).reshape(-1))
+        kernel = add_double_double_parallel if hi.size >= _PARALLEL_ADD_MIN else add_double_double
+        kernel(hi.reshape(-1), lo.reshape(-1), np.ascontiguousarray(hi2).reshape(-1),
+               np.ascontiguousarray(lo2).reshape(-1))
         return
     t = hi + hi2  # the same operations in numpy
     bv = t - hi
