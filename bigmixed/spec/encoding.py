@@ -90,8 +90,10 @@ def factorize(s: pd.Series):
         labels = r_labels(uniques)
         ordered = False
     # distinct values with the same label (1 and "1"; 0.1 and 0.1+1e-17) are one level in
-    # R, where factor() matches on as.character(): merge them (first = lowest stays).
-    if len(labels) and len(pd.unique(labels)) != len(labels):
+    # R, where factor() matches on as.character(): merge them (first = lowest stays). The
+    # categories of a string dtype are distinct strings, their own labels: nothing to merge.
+    distinct = isinstance(dt, pd.CategoricalDtype) and isinstance(dt.categories.dtype, pd.StringDtype)
+    if len(labels) and not distinct and len(pd.unique(labels)) != len(labels):
         lab_codes, lab_uniques = pd.factorize(labels)
         codes = np.where(codes >= 0, lab_codes[codes], -1)
         labels = np.asarray(lab_uniques, dtype=object)
