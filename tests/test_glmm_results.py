@@ -393,7 +393,7 @@ def test_difference_hessian_of_the_vcov():
     quadratic, O(h) off the diagonal with third derivatives, 1 + 2k + k (k - 1) / 2
     evaluations; a coordinate that is not free is left out."""
     from bigmixed.fitting.optimize import finite_difference_derivatives
-    from bigmixed.results.glmm_fit import _difference_hessian
+    from bigmixed.fitting.optimize import corner_difference_hessian as _difference_hessian
 
     rng = np.random.default_rng(3)
     A = rng.normal(size=(4, 4))

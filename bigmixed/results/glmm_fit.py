@@ -298,21 +298,23 @@ class GLMMResults(LMMResults):
 
 def _vcov(model, params, k, p):
     """Var(beta): 2 H^{-1} restricted to beta, H the Hessian of the criterion in (theta, gamma)
-    by central differences (lme4's vcov with use.hessian = TRUE), mapped by beta = beta_ref +
+    by differences (lme4's vcov with use.hessian = TRUE: central on the diagonal, one-sided
+    corners off it; with the exact mode's analytic gradient, its forward differences), mapped
+    by beta = beta_ref +
     C gamma; for nAGQ = 0 (no beta in the criterion) C C' = W (R_X'R_X)^{-1} W'."""
     C = model._C
     if model.nAGQ == 0 or p == 0:
         return C @ C.T, "R_X (nAGQ = 0)"
     lower = np.concatenate((model.structure.lower_bounds, np.full(p, -np.inf)))
     free = ~((lower == 0) & (params == 0))
-    if model.has_analytic_gradient and model.pirls_mode == "exact" and free.all():
-        from ..fitting.optimize import gradient_hessian
+    from ..fitting.optimize import corner_difference_hessian, gradient_hessian
 
+    if model.has_analytic_gradient and model.pirls_mode == "exact" and free.all():
         # forward differences of the analytic gradient (its value at params is mostly known
         # already): n + 1 gradients, O(h) = ~1e-5 relative with gamma in units of SEs
         H = gradient_hessian(model.gradient, params, central=False, rel_step=1e-4)
     else:
-        H = _difference_hessian(model.objective, params, free, rel_step=1e-3)
+        H = corner_difference_hessian(model.objective, params, free, rel_step=1e-3)
     try:
         Hinv = np.linalg.inv(H)
     except np.linalg.LinAlgError:
@@ -325,32 +327,3 @@ def _vcov(model, params, k, p):
         return C @ C.T, "R_X (Hessian not positive definite)"
     return V, "Hessian"
 
-
-def _difference_hessian(fun, x, free, rel_step):
-    """The Hessian of fun at x over the free coordinates by differences: the diagonal central,
-    H_aa = (f(x + h_a) - 2 f(x) + f(x - h_a)) / h_a^2, the off-diagonal from the one-sided
-    corner, H_ab = (f(x + h_a + h_b) - f(x + h_a) - f(x + h_b) + f(x)) / (h_a h_b); h = rel_step
-    max(|x|, 0.1). 1 + 2k + k (k - 1) / 2 evaluations (k free coordinates) instead of
-    `finite_difference_derivatives`' 1 + 2k + k (k - 1); the corner's error is
-    (h_a T_aab + h_b T_abb) / 2 in the third derivatives T, with gamma in units of standard
-    errors ~1e-4 of H (the central scheme's h^2 terms ~1e-8; both far below the criterion's
-    rounding noise / h^2 on large data)."""
-    idx = np.flatnonzero(free)
-    k = len(idx)
-    h = rel_step * np.maximum(np.abs(x[idx]), 0.1)
-    f0 = fun(x)
-    fp = np.empty(k)
-    H = np.empty((k, k))
-    for a in range(k):
-        e = np.zeros_like(x)
-        e[idx[a]] = h[a]
-        fp[a] = fun(x + e)
-        fm = fun(x - e)
-        H[a, a] = (fp[a] - 2 * f0 + fm) / (h[a] * h[a])
-    for a in range(k):
-        for b in range(a):
-            e = np.zeros_like(x)
-            e[idx[a]] = h[a]
-            e[idx[b]] = h[b]
-            H[a, b] = H[b, a] = (fun(x + e) - fp[a] - fp[b] + f0) / (h[a] * h[b])
-    return H
