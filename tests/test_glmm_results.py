@@ -339,6 +339,34 @@ def test_exact_laplace_fits_use_the_analytic_gradient_and_end_at_its_zero(family
     np.testing.assert_array_equal(again.beta, fit.beta)
 
 
+def test_a_start_where_the_criterion_is_concave_in_theta_still_takes_the_quick_stage_2(
+        monkeypatch):
+    # Poisson counts with a doctor SD ~0.5: at lme4's start theta = 1 the exact Laplace
+    # criterion is concave in theta; stage 2 runs from the start all the same (the theta
+    # curvature by its magnitude), to the optimum the full stage 1 + stage 2 reach
+    import bigmixed.fitting.glmm as glmm_module
+    from bigmixed.data_gen import generate_hdp
+
+    df = generate_hdp(n_doctors=200, seed=3, binary=True, counts=True).data
+    formula = "n_events ~ age + married + sex + wbc + rbc + offset(log(exposure)) + (1 | doctor)"
+    model = bm.glmm(formula, df, family="poisson", pirls="exact")
+    fit = model.fit()
+    assert fit.optimizer.stages[0].stage == "stage 1 (nAGQ = 0): the start only"
+    start = np.zeros(len(fit.optimizer.params))
+    start[0] = 1.0
+    step = np.zeros_like(start)
+    step[0] = 1e-4
+    curvature = (model.gradient(start + step) - model.gradient(start))[0] / 1e-4
+    assert curvature < 0  # (what this test is about)
+    assert np.max(np.abs(model.gradient(np.asarray(fit.optimizer.params)))) < 1e-4
+    monkeypatch.setattr(glmm_module, "EXACT_STAGE2_FROM_START", False)
+    full = bm.glmm(formula, df, family="poisson", pirls="exact").fit()
+    assert full.optimizer.stages[0].stage == "stage 1 (nAGQ = 0)"
+    assert fit.objective == pytest.approx(full.objective, rel=1e-12)
+    np.testing.assert_allclose(fit.beta, full.beta, rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(fit.theta, full.theta, rtol=1e-6)
+
+
 @pytest.mark.parametrize("link", ["probit", "cloglog"])
 def test_the_exact_criterion_of_a_non_canonical_link_is_smooth(link):
     """Fisher scoring stops ~sqrt(tol) from the modes for these links; the level kernel's

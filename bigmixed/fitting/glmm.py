@@ -539,8 +539,13 @@ class GeneralizedLinearMixedModel:
         if rec2 is None:
             t_1 = time.perf_counter()
             # nAGQ = 0 is the fit itself: tight; otherwise stage 1 only gives stage 2 its start
-            # (theta, beta and the scale of the beta basis), and loose tolerances do
-            tol1 = control.tight if (self.nAGQ == 0 or self.pirls_mode == "lme4") else control.approx_tolerances
+            # (theta, beta and the scale of the beta basis), and loose tolerances do. glmer's
+            # criterion (pirls="lme4") also depends on where stage 1 ends (its lp0): loose
+            # there only with one scalar random effect, where stage 2 starts from the exact
+            # optimum and the end moves by ~3e-9 in beta (bin_105k; 5.6e-9 in the deviance of
+            # Contraception's random slope with several thetas, so those stay tight)
+            loose1 = self.pirls_mode != "lme4" or self.has_analytic_gradient
+            tol1 = control.approx_tolerances if (self.nAGQ != 0 and loose1) else control.tight
             self._eta0 = None
             rec1 = minimize_theta(obj0, start1, st.lower_bounds, **tol1.as_dict(),
                                   restart_edge=True, restartable=st.multi_column_diagonal())
@@ -776,7 +781,8 @@ def _quasi_newton_stage(fun, x0, lower, H0=None):
 def _start_hessian(grad, x0, n_theta, rel_step=1e-4):
     """A start Hessian for quasi-Newton in (theta, gamma) from n_theta + 1 gradients: the
     theta columns by forward differences, the gamma block 2 I (gamma is in units of stage 1's
-    standard errors: Var(gamma) ~ 2 H^{-1} ~ I). None if not positive definite. The gradient
+    standard errors: Var(gamma) ~ 2 H^{-1} ~ I); where that is not positive definite, the theta
+block by its curvatures' magnitudes alone. None if still not. The gradient
     at x0 is taken last (the point the optimizer starts from: it is cached there)."""
     n = len(x0)
     h = rel_step * np.maximum(np.abs(x0[:n_theta]), 0.1)
@@ -796,7 +802,17 @@ def _start_hessian(grad, x0, n_theta, rel_step=1e-4):
     try:
         np.linalg.cholesky(H)
     except np.linalg.LinAlgError:
-        return None
+        # lme4's start theta can lie where the criterion is concave in theta (a Poisson fit
+        # far above its optimum): steer there by the curvature's magnitude alone (the
+        # steps toward theta = 0 are capped, BFGS learns the rest)
+        curvature = np.maximum(np.abs(np.diag(H)[:n_theta]), 1e-8)
+        H[:n_theta, :] = 0.0
+        H[:, :n_theta] = 0.0
+        H[:n_theta, :n_theta] = np.diag(curvature)
+        try:
+            np.linalg.cholesky(H)
+        except np.linalg.LinAlgError:
+            return None
     return H
 
 
