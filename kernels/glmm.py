@@ -862,3 +862,30 @@ def blockdiag_agq_serial(indptr, eta_fixed, Z, unit_z, y, prior_w, t, family, li
                            family, link, u_mode, L_diag, gh_z, gh_w, gh_ldnorm, out)
         hi, lo = _dd_add_dd(hi, lo, h, l_)
     return hi, lo
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def sorted_fixed_eta(order, offset, X, beta, eta_out):
+    """The fixed part of the linear predictor, offset + X beta, of the rows sorted by level
+    (the `eta_fixed` of the level kernels) in one pass, without the (n,) array in the rows'
+    own order that ``(offset + X @ beta)[order]`` makes first.
+
+    Parameters
+    ----------
+    order : (n,) int64, sorted row i is row order[i] of offset and X
+    offset : (n,) float64, in the rows' own order
+    X : (n, p) float64, in the rows' own order
+    beta : (p,) float64
+    eta_out : (n,) float64, receives offset[order[i]] + X[order[i]] . beta (the products
+        added left to right: the same bits for any number of threads)
+    """
+    n = order.shape[0]
+    p = X.shape[1]
+    n_chunks = max(1, (n + LEVEL_CHUNK_ROWS - 1) // LEVEL_CHUNK_ROWS)
+    for c in prange(n_chunks):
+        for i in range(c * LEVEL_CHUNK_ROWS, min(n, (c + 1) * LEVEL_CHUNK_ROWS)):
+            r = order[i]
+            s = 0.0
+            for j in range(p):
+                s += X[r, j] * beta[j]
+            eta_out[i] = offset[r] + s

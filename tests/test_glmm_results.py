@@ -446,26 +446,35 @@ def test_difference_hessian_of_the_vcov():
                                rtol=1e-3, atol=1e-4)
 
 
-def test_exact_modes_at_the_optimum_from_the_level_kernels_modes():
-    """pirls="exact": the final PIRLS on the solver (conditional modes and variances) starts
-    from the level kernel's exact modes; the same modes, deviance and linear predictor as from
-    zero, to rounding."""
+@pytest.mark.parametrize("formula", ["remission ~ age + married + wbc + (1 | doctor)",
+                                     "remission ~ age + married + (1 + wbc | doctor)"])
+def test_exact_modes_at_the_optimum_come_from_the_level_kernel_as_pirls_on_the_solver(formula):
+    """pirls="exact", one grouping factor: the fit's conditional modes, linear predictor,
+    deviance and conditional variances are the level kernel's (no PIRLS on the solver); the
+    same, to rounding, as PIRLS on the block-diagonal solver from zero gives."""
     from bigmixed.data_gen import generate_hdp
 
     df = generate_hdp(n_doctors=120, seed=4, binary=True, counts=True).data
+    df["wbc"] = (df["wbc"] - df["wbc"].mean()) / df["wbc"].std()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", bm.BigmixedWarning)
-        model = bm.glmm("remission ~ age + married + wbc + (1 | doctor)", df, family="binomial",
-                        pirls="exact")
+        model = bm.glmm(formula, df, family="binomial", pirls="exact")
         fit = model.fit()
-    warm, _ = model.modes_at(fit.theta, fit.beta)
-    assert warm.iterations <= 3
-    model.one_factor["exact_at"] = None
-    cold, _ = model.modes_at(fit.theta, fit.beta)
-    assert cold.iterations > warm.iterations
-    np.testing.assert_allclose(warm.u[0], cold.u[0], rtol=0, atol=1e-9)
-    np.testing.assert_allclose(warm.eta, cold.eta, rtol=0, atol=1e-9)
-    assert abs(warm.laplace - cold.laplace) <= 1e-11 * abs(cold.laplace)
+    assert model._modes is None  # (the solver's modes system was never built)
+    kernel, _ = model.modes_at(fit.theta, fit.beta)
+    kernel_var = model.conditional_variances(fit.theta)
+    assert kernel.iterations == 0 and kernel.state is None
+    model.use_level_kernels = False
+    model._one_factor = None
+    solver, _ = model.modes_at(fit.theta, fit.beta)
+    solver_var = model.conditional_variances(fit.theta)
+    assert solver.iterations > 1
+    np.testing.assert_allclose(kernel.u[0], solver.u[0], rtol=0, atol=1e-9)
+    np.testing.assert_allclose(kernel.eta, solver.eta, rtol=0, atol=1e-9)
+    assert abs(kernel.laplace - solver.laplace) <= 1e-11 * abs(solver.laplace)
+    np.testing.assert_allclose(kernel_var[0], solver_var[0], rtol=1e-9, atol=1e-14)
+    np.testing.assert_allclose(fit.conditional_modes[0],
+                               solver.u[0] @ model.structure.T_of(fit.theta, 0).T, atol=1e-9)
 
 
 def test_blas_runs_on_one_thread_during_a_glmm_fit_and_is_restored(monkeypatch):

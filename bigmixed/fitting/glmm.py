@@ -39,7 +39,7 @@ from ..crossprods.weighted import pair_plans
 from ..errors import BigmixedError
 from ..kernels.ghrule import MAX_AGQ, gauss_hermite_rule
 from ..kernels.glm import glm_aic_constant, glm_deviance
-from ..kernels.glmm import blockdiag_agq, blockdiag_pirls
+from ..kernels.glmm import blockdiag_agq, blockdiag_pirls, sorted_fixed_eta
 from ..kernels.glmm_gradient import blockdiag_laplace_fused
 from ..results.rows import InMemoryRows
 from ..spec import glm_inputs
@@ -50,7 +50,8 @@ from ..warnings import ConvergenceWarning, SingularFitWarning
 from .control import FitControl
 from ..solvers.blas import BlasThreads
 from .optimize import gradient_hessian, minimize_theta, newton_polish
-from .pirls import PIRLS_TOL, PirlsError, WorkingSystem, linear_predictor, pirls
+from .pirls import (PIRLS_TOL, PirlsError, PirlsResult, WorkingSystem, linear_predictor,
+                    pirls)
 from .record import OptimizerRecord, StageRecord
 
 SOLVERS = ("auto", "blockdiag", "cholmod", "schur")
@@ -349,14 +350,21 @@ class GeneralizedLinearMixedModel:
             return np.inf
         return value if np.isfinite(value) else np.inf
 
+    def sorted_fixed_eta(self, beta) -> np.ndarray:
+        """offset + X beta of the rows sorted by level (one-factor models: `one_factor`)."""
+        of = self.one_factor
+        out = np.empty(self.n_obs)
+        sorted_fixed_eta(of["order"], np.ascontiguousarray(self.offset, dtype=np.float64),
+                         self.design.X, np.ascontiguousarray(beta, dtype=np.float64), out)
+        return out
+
     def _criterion(self, theta, beta, exact: bool | None = None) -> float:
-        fixed = self.fixed_eta(beta)
         of = self.one_factor
         exact = self.pirls_mode == "exact" if exact is None else exact
         if of is not None:
             st = self.structure
             T = np.ascontiguousarray(st.T_of(theta, 0))
-            eta_fixed = np.ascontiguousarray(fixed[of["order"]])
+            eta_fixed = self.sorted_fixed_eta(beta)
             if not exact:
                 of["u"][...] = 0.0
                 dev_hi, dev_lo, u2, logdet, status, _ = blockdiag_pirls(
@@ -386,7 +394,7 @@ class GeneralizedLinearMixedModel:
                 dev_hi, dev_lo, u2, logdet, n_bad, _ = blockdiag_laplace_fused(
                     of["indptr"], eta_fixed, self.design.X, of["order"], of["Z"], of["unit"],
                     of["y"], of["w"], T, self.family_id, self.link_id, of["u_exact"], of["L"],
-                    LEVEL_TOL, 0.0, LEVEL_MAXIT, with_gradient, grad, du_out)
+                    LEVEL_TOL, 1e-10, LEVEL_MAXIT, with_gradient, grad, du_out)
                 if n_bad:
                     raise PirlsError(f"the conditional modes of {n_bad} level(s) did not converge")
                 value = float(dev_hi + dev_lo) + u2 + logdet + self.aic_constant
@@ -404,6 +412,7 @@ class GeneralizedLinearMixedModel:
                 # (glmer reports the quadrature without the family's constant: lme4's glmerAGQ)
                 return float(hi + lo)
             return float(dev_hi + dev_lo) + u2 + logdet + self.aic_constant
+        fixed = self.fixed_eta(beta)
         ws = self.modes_system
         if not exact:
             u0 = [np.zeros((f.n_levels, f.n_columns)) for f in self.structure.factors]
@@ -674,7 +683,24 @@ class GeneralizedLinearMixedModel:
 
     def modes_at(self, theta, beta):
         """PIRLS at (theta, beta) on the solver: (PirlsResult, fixed part eta) with the
-        modes system holding the weights at the modes (for conditional variances)."""
+        modes system holding the weights at the modes (for conditional variances, see
+        `conditional_variances`). The exact modes of one grouping factor come from the level
+        kernel instead (the criterion's own evaluation there, no solver)."""
+        of = self.one_factor
+        if self.pirls_mode != "lme4" and of is not None:
+            theta = np.asarray(theta, dtype=np.float64)
+            beta = np.asarray(beta, dtype=np.float64)
+            self._criterion(theta, beta, exact=True)  # (the modes and factors there)
+            fixed = self.fixed_eta(beta)
+            u = [np.array(of["u_exact"], copy=True)]
+            eta = self.linear_predictor(fixed, theta, u)
+            deviance = self.deviance_at(eta)
+            u2 = float(np.sum(u[0] * u[0]))
+            L = of["L"]
+            logdet = 2.0 * float(np.sum(np.log(np.diagonal(L, axis1=1, axis2=2))))
+            self._modes_factors = (theta.copy(), np.array(L, copy=True))
+            return PirlsResult(deviance, u2, logdet, eta, u, np.zeros(0), None, 0), fixed
+        self._modes_factors = None
         fixed = self.fixed_eta(beta)
         ws = self.modes_system
         of = self.one_factor
@@ -690,6 +716,21 @@ class GeneralizedLinearMixedModel:
         start = self.lp0 if self.pirls_mode == "lme4" else fixed.copy()
         r = pirls(self, ws, theta, start, u0, fixed_eta=fixed, **self._pirls_options())
         return r, fixed
+
+
+    def conditional_variances(self, theta) -> list:
+        """Per factor (n_levels, P, P): Var(b_g | y) = T (T'Z_g'W Z_g T + I)^{-1} T' with the
+        weights at the modes of the last `modes_at` (from the level kernel's factors L_g, or
+        the modes system's)."""
+        st = self.structure
+        got = getattr(self, "_modes_factors", None)
+        if got is not None and np.array_equal(got[0], theta):
+            L_inv = np.linalg.inv(got[1])
+            cinvs = [np.einsum("lji,ljk->lik", L_inv, L_inv)]  # (L L')^{-1} = L^-T L^-1
+        else:
+            _, cinvs = self.modes_system.system.modes(theta, np.zeros(0), condvar=True)
+        return [np.einsum("ij,ljk,mk->lim", st.T_of(theta, fi), cinvs[fi], st.T_of(theta, fi))
+                for fi in range(len(st.factors))]
 
 
 # quasi-Newton on (theta, gamma): central-difference gradients with this step (relative to

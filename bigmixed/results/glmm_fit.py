@@ -36,10 +36,7 @@ class GLMMResults(LMMResults):
         beta = model.beta_of(gamma)
         r, fixed = model.modes_at(theta, beta)
         modes = [r.u[fi] @ st.T_of(theta, fi).T for fi in range(len(st.factors))]
-        ws = model.modes_system
-        _, cinvs = ws.system.modes(theta, np.zeros(0), condvar=True)
-        condvar = [np.einsum("ij,ljk,mk->lim", st.T_of(theta, fi), cinvs[fi], st.T_of(theta, fi))
-                   for fi in range(len(st.factors))]
+        condvar = model.conditional_variances(theta)
         vcov, method = _vcov(model, params, k, p)
         from ..kernels.glm import glm_linkinv
 
