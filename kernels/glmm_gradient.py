@@ -28,7 +28,7 @@ Every kernel takes raw arrays; the per-chunk sums are added in chunk order (the 
 import numpy as np
 from numba import njit, prange
 
-from .glm import _dd_add, _dd_add_dd, row_derivatives
+from .glm import _dd_add, _dd_add_dd, row_derivatives, row_third_derivatives
 from .glmm import _combine, _newton_level, glmm_level_chunks
 
 
@@ -295,3 +295,156 @@ def blockdiag_laplace_fused_serial(indptr, eta_fixed, X, order, Z, unit_z, y, pr
                      T, family, link, u_inout, L_out, tol, step_tol, max_iter, with_gradient,
                      parts[c], sums, c, counts, du_out)
     return _fused_finish(sums, counts, parts, n_chunks, n_levels, grad_out)
+
+
+# --------------------------------------------------------------------------------------
+# the Hessian (at the modes)
+# --------------------------------------------------------------------------------------
+@njit(cache=True, nogil=True)
+def _hessian_chunk(lo_g, hi_g, indptr, eta_fixed, X, order, Z, unit_z, y, prior_w, t, family,
+                   link, u, H_out):
+    """Adds the Hessian (1 + p, 1 + p) of levels lo_g..hi_g-1 to H_out (the module docstring
+    of `blockdiag_laplace_hessian` has the formulas); u: the modes."""
+    p = X.shape[1]
+    n = 1 + p
+    du = np.empty(n)
+    b = np.empty(n)
+    a = np.empty(n)
+    q = np.empty(n)
+    dS = np.empty(n)
+    gG = np.empty(n)
+    M1 = np.empty((n, n))
+    M3 = np.empty((n, n))
+    M4 = np.empty((n, n))
+    d2u = np.empty((n, n))
+    for g in range(lo_g, hi_g):
+        s, e = indptr[g], indptr[g + 1]
+        ug = u[g]
+        # pass 1: S, h and the mode's derivatives du = -d_u,psi / h
+        S = 0.0
+        h = 2.0
+        s2 = 0.0
+        B3 = 0.0
+        for j in range(n):
+            du[j] = 0.0
+        for i in range(s, e):
+            z = 1.0 if unit_z else Z[i, 0]
+            d1, d2, w, w1 = row_derivatives(eta_fixed[i] + t * z * ug, y[i], prior_w[i], family,
+                                            link)
+            S += w * z * z
+            s2 += d2 * z * z
+            B3 += w1 * z * z * z
+            du[0] += d2 * t * z * z * ug + d1 * z
+            c = d2 * t * z
+            r = order[i]
+            for j in range(p):
+                du[1 + j] += c * X[r, j]
+        h += t * t * s2
+        for j in range(n):
+            du[j] = -du[j] / h
+        # pass 2: the sums over the level's rows of the outer products
+        for j in range(n):
+            q[j] = 0.0
+            dS[j] = 0.0
+            for k in range(n):
+                M1[j, k] = 0.0
+                M3[j, k] = 0.0
+                M4[j, k] = 0.0
+        for i in range(s, e):
+            z = 1.0 if unit_z else Z[i, 0]
+            d1, d2, d3, w, w1, w2 = row_third_derivatives(eta_fixed[i] + t * z * ug, y[i],
+                                                          prior_w[i], family, link)
+            r = order[i]
+            b[0] = z * ug
+            for j in range(p):
+                b[1 + j] = X[r, j]
+            for j in range(n):
+                a[j] = b[j] + t * z * du[j]  # d eta_i / d psi along the mode
+            c3 = z * d3
+            c4 = z * z * w2
+            for j in range(n):
+                q[j] += z * d2 * a[j]
+                dS[j] += w1 * z * z * a[j]
+                for k in range(j, n):
+                    M1[j, k] += d2 * b[j] * b[k]
+                    M3[j, k] += c3 * a[j] * a[k]
+                    M4[j, k] += c4 * a[j] * a[k]
+        L = 1.0 + t * t * S
+        for j in range(n):
+            q[j] += t * s2 * du[j]
+            gG[j] = t * t * dS[j] / L
+        gG[0] += 2.0 * t * S / L
+        for j in range(n):
+            for k in range(j, n):
+                # the mode's second derivatives d2u = -(e_t q' + q e_t' + t M3) / h
+                v = t * M3[j, k]
+                if j == 0:
+                    v += q[k]
+                if k == 0:
+                    v += q[j]
+                d2u[j, k] = -v / h
+        for j in range(n):
+            for k in range(j, n):
+                # the penalized deviance at the mode: d_psi,psi - h du du'
+                hd = M1[j, k] - h * du[j] * du[k]
+                # log L: d2S = M4 + B3 (e_t du' + du e_t') + t B3 d2u
+                d2S = M4[j, k] + t * B3 * d2u[j, k]
+                if j == 0:
+                    d2S += B3 * du[k]
+                if k == 0:
+                    d2S += B3 * du[j]
+                hg = t * t * d2S
+                if j == 0:
+                    hg += 2.0 * t * dS[k]
+                if k == 0:
+                    hg += 2.0 * t * dS[j]
+                if j == 0 and k == 0:
+                    hg += 2.0 * S
+                hg = hg / L - gG[j] * gG[k]
+                H_out[j, k] += hd + hg
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def blockdiag_laplace_hessian(indptr, eta_fixed, X, order, Z, unit_z, y, prior_w, t, family,
+                              link, u, hess_out):
+    """The Hessian in (t, beta) of the exact Laplace criterion F of the module docstring, at
+    the conditional modes u (converged: `blockdiag_laplace_fused`): two passes over each
+    level's rows. Per level, with b_i = (z_i u_g, x_i) (d eta_i at fixed u), du the mode's
+    derivatives, a_i = b_i + t z_i du (d eta_i along the mode), h = 2 + t^2 sum dev_i'' z_i^2,
+    S = sum w_i z_i^2, L = 1 + t^2 S and e_t the first unit vector:
+
+        d2 [sum dev + u^2] = sum dev_i'' b_i b_i' - h du du'
+        d2 u = -(e_t q' + q e_t' + t sum z_i dev3_i a_i a_i') / h,
+               q = sum z_i dev_i'' a_i + t (sum z_i^2 dev_i'') du
+        dS = sum w_i' z_i^2 a_i,
+        d2S = sum z_i^2 w_i'' a_i a_i' + B (e_t du' + du e_t') + t B d2u, B = sum w_i' z_i^3
+        d2 log L = (2 S e_t e_t' + 2 t (e_t dS' + dS e_t') + t^2 d2S) / L - g g',
+               g = (2 t S e_t + t^2 dS) / L
+
+    (dev3 and w'': kernels.glm.row_third_derivatives.)
+
+    Parameters
+    ----------
+    indptr, eta_fixed, X, order, Z, unit_z, y, prior_w, t, family, link, u : as
+        `blockdiag_laplace_gradient`
+    hess_out : (1 + p, 1 + p) float64, receives the Hessian (symmetric)
+
+    Chunks of `glmm_level_chunks`, added in order: the same bits for any number of threads.
+    """
+    n = X.shape[1] + 1
+    bounds = glmm_level_chunks(indptr)
+    n_chunks = bounds.shape[0] - 1
+    parts = np.zeros((n_chunks, n, n))
+    for c in prange(n_chunks):
+        _hessian_chunk(bounds[c], bounds[c + 1], indptr, eta_fixed, X, order, Z, unit_z, y,
+                       prior_w, t, family, link, u, parts[c])
+    for j in range(n):
+        for k in range(n):
+            hess_out[j, k] = 0.0
+    for c in range(n_chunks):
+        for j in range(n):
+            for k in range(j, n):
+                hess_out[j, k] += parts[c, j, k]
+    for j in range(n):
+        for k in range(j):
+            hess_out[j, k] = hess_out[k, j]

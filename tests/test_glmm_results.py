@@ -367,6 +367,39 @@ def test_a_start_where_the_criterion_is_concave_in_theta_still_takes_the_quick_s
     np.testing.assert_allclose(fit.theta, full.theta, rtol=1e-6)
 
 
+@pytest.mark.parametrize("family,link,formula", [
+    ("binomial", "logit", "remission ~ age + married + wbc + (1 | doctor)"),
+    ("binomial", "probit", "remission ~ age + married + wbc + (1 | doctor)"),
+    ("binomial", "cloglog", "remission ~ age + married + (1 | doctor)"),
+    ("binomial", "logit", "remission ~ age + married + (0 + wbc | doctor)"),
+    ("poisson", "log", "n_events ~ age + married + offset(log(exposure)) + (0 + sex | doctor)")])
+def test_the_analytic_hessian_is_the_difference_of_analytic_gradients(family, link, formula,
+                                                                        monkeypatch):
+    """model.hessian (kernels.glmm_gradient.blockdiag_laplace_hessian: third derivatives of the
+    deviance, second of the weights, second derivatives of the modes) against central
+    differences of the analytic gradient (itself checked against a dense oracle in
+    tests/kernels), at the optimum and away from it, with the modes converged fully."""
+    import bigmixed.fitting.glmm as glmm_module
+    from bigmixed.data_gen import generate_hdp
+    from bigmixed.fitting.optimize import gradient_hessian
+
+    monkeypatch.setattr(glmm_module, "LEVEL_STEP_TOL", 0.0)
+    df = generate_hdp(n_doctors=120, seed=4, binary=True, counts=True).data
+    df["wbc"] = (df["wbc"] - df["wbc"].mean()) / df["wbc"].std()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", bm.BigmixedWarning)
+        model = bm.glmm(formula, df, family=family, link=link, pirls="exact")
+        fit = model.fit()
+    x = np.asarray(fit.optimizer.params)
+    for point in (x, x + 0.05):
+        H = model.hessian(point)
+        assert np.array_equal(H, H.T)
+        H_diff = gradient_hessian(model.gradient, point, central=True, rel_step=1e-5)
+        assert np.max(np.abs(H - H_diff)) <= 1e-7 * np.max(np.abs(H_diff))
+    # the fit's Var(beta) comes from it
+    assert fit.vcov_method == "Hessian"
+
+
 @pytest.mark.parametrize("link", ["probit", "cloglog"])
 def test_the_exact_criterion_of_a_non_canonical_link_is_smooth(link):
     """Fisher scoring stops ~sqrt(tol) from the modes for these links; the level kernel's

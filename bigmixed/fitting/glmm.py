@@ -20,8 +20,8 @@ pirls="exact" with one grouping factor and one random-effect column has the anal
 of the Laplace criterion (kernels/glmm_gradient.py): stage 1 is then only the joint PIRLS at
 the start theta (beta_1 and the basis C; the full BOBYQA stage 1 follows only if stage 2 does
 not apply from there), stage 2 is quasi-Newton on the gradient, computed with the modes in one
-kernel call per point (blockdiag_laplace_fused), and Var(beta) comes from forward differences
-of the gradient.
+kernel call per point (blockdiag_laplace_fused), from the analytic Hessian at its start
+(blockdiag_laplace_hessian), which also gives Var(beta).
 
 With one grouping factor the modes of different levels do not interact and stage 2 runs level
 by level in one compiled kernel over rows sorted by level (kernels/glmm.py): one pass over the
@@ -40,7 +40,7 @@ from ..errors import BigmixedError
 from ..kernels.ghrule import MAX_AGQ, gauss_hermite_rule
 from ..kernels.glm import glm_aic_constant, glm_deviance
 from ..kernels.glmm import blockdiag_agq, blockdiag_pirls, sorted_fixed_eta
-from ..kernels.glmm_gradient import blockdiag_laplace_fused
+from ..kernels.glmm_gradient import blockdiag_laplace_fused, blockdiag_laplace_hessian
 from ..results.rows import InMemoryRows
 from ..spec import glm_inputs
 from ..spec.design import build_design
@@ -49,7 +49,7 @@ from ..spec.structure import RandomEffectsStructure
 from ..warnings import ConvergenceWarning, SingularFitWarning
 from .control import FitControl
 from ..solvers.blas import BlasThreads
-from .optimize import gradient_hessian, minimize_theta, newton_polish
+from .optimize import minimize_theta, newton_polish
 from .pirls import (PIRLS_TOL, PirlsError, PirlsResult, WorkingSystem, linear_predictor,
                     pirls)
 from .record import OptimizerRecord, StageRecord
@@ -57,6 +57,9 @@ from .record import OptimizerRecord, StageRecord
 SOLVERS = ("auto", "blockdiag", "cholmod", "schur")
 LEVEL_TOL = 1e-13  # per-level PIRLS convergence of the one-factor kernel
 LEVEL_MAXIT = 60
+# ... or when its next step would move a mode by at most this (relative to 1 + |u|): the
+# exact criterion evaluations then skip the pass that would confirm it
+LEVEL_STEP_TOL = 1e-10
 LME4_TOL = 1e-7  # glmerControl's tolPwrss
 # pirls="exact" with the analytic gradient: stage 2 from the joint PIRLS at the start theta (no
 # BOBYQA over theta first; it follows only if stage 2 does not apply from there)
@@ -394,7 +397,7 @@ class GeneralizedLinearMixedModel:
                 dev_hi, dev_lo, u2, logdet, n_bad, _ = blockdiag_laplace_fused(
                     of["indptr"], eta_fixed, self.design.X, of["order"], of["Z"], of["unit"],
                     of["y"], of["w"], T, self.family_id, self.link_id, of["u_exact"], of["L"],
-                    LEVEL_TOL, 1e-10, LEVEL_MAXIT, with_gradient, grad, du_out)
+                    LEVEL_TOL, LEVEL_STEP_TOL, LEVEL_MAXIT, with_gradient, grad, du_out)
                 if n_bad:
                     raise PirlsError(f"the conditional modes of {n_bad} level(s) did not converge")
                 value = float(dev_hi + dev_lo) + u2 + logdet + self.aic_constant
@@ -454,6 +457,33 @@ class GeneralizedLinearMixedModel:
                 return np.full(len(params), np.nan)
         g = of["exact_at"][2]
         return np.concatenate((g[:1], self._C.T @ g[1:]))
+
+    def hessian(self, params) -> np.ndarray:
+        """The Hessian of `objective` at params = (theta, gamma), analytic
+        (kernels.glmm_gradient.blockdiag_laplace_hessian; where has_analytic_gradient); NaN
+        where the criterion is undefined."""
+        params = np.asarray(params, dtype=np.float64)
+        k = self.structure.n_theta
+        theta, gamma = params[:k], params[k:]
+        beta = self.beta_of(gamma)
+        of = self.one_factor
+        at = of.get("exact_at")
+        if at is None or not (np.array_equal(at[0], theta) and np.array_equal(at[1], beta)):
+            of["exact_at"] = None
+            try:
+                self._criterion(theta, beta, True)
+            except PirlsError:
+                return np.full((len(params), len(params)), np.nan)
+        H = np.empty((1 + self.n_fixed, 1 + self.n_fixed))
+        blockdiag_laplace_hessian(of["indptr"], self.sorted_fixed_eta(beta), self.design.X,
+                                  of["order"], of["Z"], of["unit"], of["y"], of["w"],
+                                  float(theta[0]), self.family_id, self.link_id,
+                                  np.ascontiguousarray(of["u_exact"][:, 0]), H)
+        J = np.zeros((len(params), 1 + self.n_fixed))
+        J[0, 0] = 1.0
+        J[1:, 1:] = self._C.T
+        H = J @ H @ J.T
+        return 0.5 * (H + H.T)
 
     @property
     def _gh_rule(self):
@@ -538,7 +568,8 @@ class GeneralizedLinearMixedModel:
                 log.append(StageRecord("stage 1 (nAGQ = 0): the start only", 1, rec1.objective,
                                        time.perf_counter() - t_1))
                 t1 = time.perf_counter()
-                rec2 = _analytic_stage(obj, self.gradient, np.concatenate((start1, np.zeros(p))),
+                rec2 = _analytic_stage(obj, self.gradient, self.hessian,
+                                       np.concatenate((start1, np.zeros(p))),
                                        lower, approximate_start=True)
         quick_note = ""
         if exact_analytic and EXACT_STAGE2_FROM_START and rec2 is None:
@@ -574,21 +605,22 @@ class GeneralizedLinearMixedModel:
         start = np.concatenate((theta1, np.zeros(p)))
         restartable = np.concatenate((st.multi_column_diagonal(), np.zeros(p, bool)))
         if rec2 is None and exact_analytic:
-            rec2 = _analytic_stage(obj, self.gradient, start, lower)
+            rec2 = _analytic_stage(obj, self.gradient, self.hessian, start, lower)
         elif rec2 is None and self.has_analytic_gradient:
             # glmer's criterion has no analytic gradient, but the exact Laplace value, which
             # it approximates, has: its optimum (a few analytic steps) and its Hessian start
             # the difference-gradient steps on glmer's criterion next to glmer's optimum
             exact = counted(lambda x: self.objective(x, exact=True))
-            rec_exact = _analytic_stage(exact, self.gradient, start, lower, approximate_start=True)
+            rec_exact = _analytic_stage(exact, self.gradient, self.hessian, start, lower,
+                                        approximate_start=True)
             if rec_exact is not None:
-                H0 = gradient_hessian(self.gradient, rec_exact.params, central=False)
+                H0 = self.hessian(rec_exact.params)
                 rec2 = _quasi_newton_stage(obj, rec_exact.params, lower, H0=H0)
                 if rec2 is not None:
                     from dataclasses import replace
 
                     rec2 = replace(rec2, n_evaluations=rec2.n_evaluations + rec_exact.n_evaluations,
-                                   n_gradients=rec_exact.n_gradients + len(start) + 1,
+                                   n_gradients=rec_exact.n_gradients + 1,
                                    method="quasi-Newton (exact Laplace's analytic gradient, then "
                                           "difference gradients of glmer's criterion)")
         if rec2 is None and not (self.has_analytic_gradient and self.pirls_mode == "exact"):
@@ -819,66 +851,51 @@ def _quasi_newton_stage(fun, x0, lower, H0=None):
     return replace(rec, n_evaluations=evals, n_gradients=0)
 
 
-def _start_hessian(grad, x0, n_theta, rel_step=1e-4):
-    """A start Hessian for quasi-Newton in (theta, gamma) from n_theta + 1 gradients: the
-    theta columns by forward differences, the gamma block 2 I (gamma is in units of stage 1's
-    standard errors: Var(gamma) ~ 2 H^{-1} ~ I); where that is not positive definite, the theta
-block by its curvatures' magnitudes alone. None if still not. The gradient
-    at x0 is taken last (the point the optimizer starts from: it is cached there)."""
-    n = len(x0)
-    h = rel_step * np.maximum(np.abs(x0[:n_theta]), 0.1)
-    cols = []
-    for a in range(n_theta):
-        e = np.zeros(n)
-        e[a] = h[a]
-        cols.append(grad(x0 + e))
-    g0 = grad(x0)
-    H = 2.0 * np.eye(n)
-    for a in range(n_theta):
-        H[:, a] = (cols[a] - g0) / h[a]
-    H[:n_theta, :n_theta] = 0.5 * (H[:n_theta, :n_theta] + H[:n_theta, :n_theta].T)
-    H[:n_theta, n_theta:] = H[n_theta:, :n_theta].T
+def _start_hessian(hess, x0, n_theta, approximate: bool):
+    """The analytic Hessian at x0 as quasi-Newton's start; None if not finite, or not positive
+    definite at a start taken from stage 1's end. From lme4's start (approximate), which can
+    lie where the criterion is concave in theta (a Poisson fit far above its optimum), the
+    theta block is then replaced by its curvatures' magnitudes (and the theta-gamma block by
+    zero): the steps toward theta = 0 are capped, BFGS learns the rest."""
+    H = np.array(hess(x0), dtype=np.float64)
     if not np.all(np.isfinite(H)):
         return None
     try:
         np.linalg.cholesky(H)
+        return H
     except np.linalg.LinAlgError:
-        # lme4's start theta can lie where the criterion is concave in theta (a Poisson fit
-        # far above its optimum): steer there by the curvature's magnitude alone (the
-        # steps toward theta = 0 are capped, BFGS learns the rest)
-        curvature = np.maximum(np.abs(np.diag(H)[:n_theta]), 1e-8)
-        H[:n_theta, :] = 0.0
-        H[:, :n_theta] = 0.0
-        H[:n_theta, :n_theta] = np.diag(curvature)
-        try:
-            np.linalg.cholesky(H)
-        except np.linalg.LinAlgError:
+        if not approximate:
             return None
+    curvature = np.maximum(np.abs(np.diag(H)[:n_theta]), 1e-8)
+    H[:n_theta, :] = 0.0
+    H[:, :n_theta] = 0.0
+    H[:n_theta, :n_theta] = np.diag(curvature)
+    try:
+        np.linalg.cholesky(H)
+    except np.linalg.LinAlgError:
+        return None
     return H
 
 
-def _analytic_stage(fun, grad, x0, lower, approximate_start: bool = False, n_theta: int = 1):
-    """Stage 2 by quasi-Newton steps on the analytic gradient (`has_analytic_gradient`), from
-    a Hessian of forward differences of the gradient at the start (approximate_start: only
-    the theta columns, `_start_hessian`; BFGS corrects the rest); None when it does not
-    apply (a bound reached, no curvature): the caller uses BOBYQA."""
+def _analytic_stage(fun, grad, hess, x0, lower, approximate_start: bool = False,
+                    n_theta: int = 1):
+    """Stage 2 by quasi-Newton steps on the analytic gradient (`has_analytic_gradient`) from
+    the analytic Hessian at the start (`_start_hessian`; approximate_start: lme4's start, far
+    from the optimum); None when it does not apply (a bound reached, no curvature): the
+    caller uses BOBYQA."""
     from .optimize import quasi_newton
 
     x0 = np.asarray(x0, dtype=np.float64)
     if np.any(x0[lower == 0] <= 0):
         return None
-    H0 = _start_hessian(grad, x0, n_theta) if approximate_start else None
-    n_start = n_theta + 1 if H0 is not None else 0
+    H0 = _start_hessian(hess, x0, n_theta, approximate_start)
     if H0 is None:
-        H0 = gradient_hessian(grad, x0, central=False)
-        n_start += len(x0) + 1
-    if not np.all(np.isfinite(H0)):
         return None
     rec = quasi_newton(fun, grad, x0, H0, lower, xtol=1e-8, final_step=1e-6, max_iter=60,
-                       method="quasi-Newton (analytic gradient)",
+                       method="quasi-Newton (analytic gradient and start Hessian)",
                        bound_cap=0.5 if approximate_start else None)
     if rec is None:
         return None
     from dataclasses import replace
 
-    return replace(rec, n_gradients=rec.n_gradients + n_start)
+    return replace(rec, n_gradients=rec.n_gradients + 1)  # (+ the Hessian's passes)

@@ -296,7 +296,7 @@ class GLMMResults(LMMResults):
 def _vcov(model, params, k, p):
     """Var(beta): 2 H^{-1} restricted to beta, H the Hessian of the criterion in (theta, gamma)
     by differences (lme4's vcov with use.hessian = TRUE: central on the diagonal, one-sided
-    corners off it; with the exact mode's analytic gradient, its forward differences), mapped
+    corners off it; with the exact mode's analytic gradient, the analytic Hessian), mapped
     by beta = beta_ref +
     C gamma; for nAGQ = 0 (no beta in the criterion) C C' = W (R_X'R_X)^{-1} W'."""
     C = model._C
@@ -304,12 +304,10 @@ def _vcov(model, params, k, p):
         return C @ C.T, "R_X (nAGQ = 0)"
     lower = np.concatenate((model.structure.lower_bounds, np.full(p, -np.inf)))
     free = ~((lower == 0) & (params == 0))
-    from ..fitting.optimize import corner_difference_hessian, gradient_hessian
+    from ..fitting.optimize import corner_difference_hessian
 
     if model.has_analytic_gradient and model.pirls_mode == "exact" and free.all():
-        # forward differences of the analytic gradient (its value at params is mostly known
-        # already): n + 1 gradients, O(h) = ~1e-5 relative with gamma in units of SEs
-        H = gradient_hessian(model.gradient, params, central=False, rel_step=1e-4)
+        H = model.hessian(params)  # (analytic: kernels.glmm_gradient.blockdiag_laplace_hessian)
     else:
         H = corner_difference_hessian(model.objective, params, free, rel_step=1e-3)
     try:

@@ -26,3 +26,26 @@ def test_sorted_fixed_eta_is_offset_plus_x_beta_in_level_order(n, p, seed):
     for j in range(p):
         s += X[order[i], j] * beta[j]
     assert out[i] == offset[order[i]] + s
+
+
+@settings(max_examples=60, deadline=None)
+@given(eta=st.floats(-4.0, 3.0), y=st.sampled_from([0.0, 0.25, 1.0, 3.0]),
+       wt=st.floats(0.5, 4.0),
+       combo=st.sampled_from([("binomial", "logit"), ("binomial", "probit"),
+                              ("binomial", "cloglog"), ("poisson", "log")]))
+def test_row_third_derivatives_are_the_derivatives_of_row_derivatives(eta, y, wt, combo):
+    from bigmixed.kernels import glm
+
+    family = {"binomial": glm.BINOMIAL, "poisson": glm.POISSON}[combo[0]]
+    link = {"logit": glm.LOGIT, "probit": glm.PROBIT, "cloglog": glm.CLOGLOG,
+            "log": glm.LOG}[combo[1]]
+    if family == glm.BINOMIAL:
+        y = min(y, 1.0)
+    d1, d2, d3, w, w1, w2 = glm.row_third_derivatives(eta, y, wt, family, link)
+    assert (d1, d2, w, w1) == glm.row_derivatives(eta, y, wt, family, link)
+    h = 1e-5
+    up = glm.row_derivatives(eta + h, y, wt, family, link)
+    down = glm.row_derivatives(eta - h, y, wt, family, link)
+    assert abs(d3 - (up[1] - down[1]) / (2 * h)) <= 1e-6 * (1 + abs(d3))
+    assert abs(w2 - (up[3] - down[3]) / (2 * h)) <= 1e-6 * (1 + abs(w2))
+    assert abs(w1 - (up[2] - down[2]) / (2 * h)) <= 1e-6 * (1 + abs(w1))
