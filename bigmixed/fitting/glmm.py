@@ -64,6 +64,8 @@ LME4_TOL = 1e-7  # glmerControl's tolPwrss
 # pirls="exact" with the analytic gradient: stage 2 from the joint PIRLS at the start theta (no
 # BOBYQA over theta first; it follows only if stage 2 does not apply from there)
 EXACT_STAGE2_FROM_START = True
+# ... where the joint PIRLS only gives stage 2 a start and the beta basis: loosely converged
+START_PIRLS_TOL = 1e-6
 _EMPTY_Z = np.ones((0, 1))
 
 
@@ -285,17 +287,20 @@ class GeneralizedLinearMixedModel:
         return (dict(lme4=True, tol=LME4_TOL) if self.pirls_mode == "lme4"
                 else dict(lme4=False, tol=PIRLS_TOL))
 
-    def objective0(self, theta):
+    def objective0(self, theta, tol: float | None = None):
         """glmer's nAGQ = 0 criterion at theta (beta and the modes jointly by PIRLS from the
-        stage's lp0), or inf."""
+        stage's lp0), or inf. tol: PIRLS's tolerance instead of the mode's."""
         theta = np.asarray(theta, dtype=np.float64)
         u0 = [np.zeros((f.n_levels, f.n_columns)) for f in self.structure.factors]
         if self.pirls_mode == "lme4":
             eta0 = self.lp0
         else:  # warm start from the last modes: the exact value does not depend on it
             eta0 = self._eta0 if getattr(self, "_eta0", None) is not None else self.lp0
+        options = self._pirls_options()
+        if tol is not None:
+            options["tol"] = tol
         try:
-            r = pirls(self, self.joint_system, theta, eta0, u0, **self._pirls_options())
+            r = pirls(self, self.joint_system, theta, eta0, u0, **options)
         except PirlsError:
             return np.inf
         self._eta0 = r.eta
@@ -529,9 +534,9 @@ class GeneralizedLinearMixedModel:
         calls = [0]
 
         def counted(fun):
-            def f(x):
+            def f(x, *args):
                 calls[0] += 1
-                return fun(x)
+                return fun(x, *args)
             return f
 
         # every fit starts from the same state (the warm starts of the exact modes), so that a
@@ -560,7 +565,7 @@ class GeneralizedLinearMixedModel:
             # stage 2 not apply from there (a bound reached), the full stage 1 follows.
             t_1 = time.perf_counter()
             self._eta0 = self.eta_start
-            v0 = obj0(start1)
+            v0 = obj0(start1, START_PIRLS_TOL)
             if np.isfinite(v0):
                 rec1 = OptimizerRecord("joint PIRLS at the start (nAGQ = 0)", 1, start1.copy(),
                                        float(v0), True, "start only")
