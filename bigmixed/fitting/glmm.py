@@ -408,7 +408,7 @@ class GeneralizedLinearMixedModel:
                 value = float(dev_hi + dev_lo) + u2 + logdet + self.aic_constant
                 # (for `gradient`, and a second evaluation at the same point)
                 of["exact_at"] = (theta.copy(), beta.copy(), grad if with_gradient else None,
-                                  value)
+                                  value, float(dev_hi + dev_lo))
             if self.nAGQ > 1:
                 z, w, ld = self._gh_rule
                 out = np.empty(st.factors[0].n_levels)
@@ -570,6 +570,10 @@ class GeneralizedLinearMixedModel:
                 rec1 = OptimizerRecord("joint PIRLS at the start (nAGQ = 0)", 1, start1.copy(),
                                        float(v0), True, "start only")
                 self._stage1_basis(rec1, reuse_last=True)
+                if self.one_factor is not None:
+                    # the joint modes are the exact ones at stage 2's start to PIRLS's
+                    # tolerance: its first evaluation then needs a step or two per level
+                    self.one_factor["u_exact"][...] = self._last0[1].u[0]
                 log.append(StageRecord("stage 1 (nAGQ = 0): the start only", 1, rec1.objective,
                                        time.perf_counter() - t_1))
                 t1 = time.perf_counter()
@@ -731,7 +735,7 @@ class GeneralizedLinearMixedModel:
             fixed = self.fixed_eta(beta)
             u = [np.array(of["u_exact"], copy=True)]
             eta = self.linear_predictor(fixed, theta, u)
-            deviance = self.deviance_at(eta)
+            deviance = of["exact_at"][4]  # (the level kernel's, at these modes)
             u2 = float(np.sum(u[0] * u[0]))
             L = of["L"]
             logdet = 2.0 * float(np.sum(np.log(np.diagonal(L, axis1=1, axis2=2))))
