@@ -328,6 +328,12 @@ def row_derivatives(eta, y, prior_w, family, link):
     family, link : int, family and link ids (kernels.glm)
     """
     mu, me = _link(eta, link)
+    return derivatives_at(eta, mu, me, y, prior_w, family, link)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def derivatives_at(eta, mu, me, y, prior_w, family, link):
+    """`row_derivatives` from mu and mu.eta at eta (``_link(eta, link)``), already known."""
     if link == LOGIT:
         me2 = me * (1.0 - 2.0 * mu)
     elif link == PROBIT:

@@ -25,11 +25,14 @@ dev'' = -2 prior_w [-mu'^2 / V + (y - mu)(mu'' / V - mu'^2 V' / V^2)], w' = prio
 Every kernel takes raw arrays; the per-chunk sums are added in chunk order (the chunks of
 `glmm_level_chunks`), so the result does not depend on the number of threads.
 """
+import math
+
 import numpy as np
 from numba import njit, prange
 
-from .glm import _dd_add, _dd_add_dd, row_derivatives, row_third_derivatives
-from .glmm import _combine, _newton_level, glmm_level_chunks
+from .glm import (CLOGLOG, PROBIT, _dd_add, _dd_add_dd, _dev_resid, _link, _variance,
+                  derivatives_at, row_derivatives, row_third_derivatives)
+from .glmm import MAX_HALVINGS, _combine, _newton_level, glmm_level_chunks
 
 
 @njit(cache=True, nogil=True)
@@ -193,11 +196,20 @@ def _fused_chunk(lo_g, hi_g, indptr, eta_fixed, X, order, Z, unit_z, y, prior_w,
     ld_l = 0.0
     n_fail = 0
     max_it = 0
+    # one scalar random effect (not probit or cloglog, whose modes get Newton polish steps):
+    # the gradient's sums in the modes' own evaluations
+    scalar = with_gradient and P == 1 and link != PROBIT and link != CLOGLOG
+    G = np.zeros(5 + 3 * p)
+    Gn = np.zeros(5 + 3 * p)
     for g in range(lo_g, hi_g):
-        dh, dl, u2, ld, conv, it = _newton_level(g, indptr, eta_fixed, Z, unit_z, y, prior_w, T,
-                                                 family, link, no_start, False, u_inout, L_out,
-                                                 tol, max_iter, ucur, unew, v, A, r, An, rn, M,
-                                                 rhs, W, step_tol)
+        if scalar:
+            dh, dl, u2, ld, conv, it = _scalar_level_fused(
+                g, indptr, eta_fixed, X, order, Z, unit_z, y, prior_w, t, family, link, u_inout,
+                L_out, tol, step_tol, max_iter, grad_part, du_out, G, Gn)
+        else:
+            dh, dl, u2, ld, conv, it = _newton_level(
+                g, indptr, eta_fixed, Z, unit_z, y, prior_w, T, family, link, no_start, False,
+                u_inout, L_out, tol, max_iter, ucur, unew, v, A, r, An, rn, M, rhs, W, step_tol)
         dev_h, dev_l = _dd_add_dd(dev_h, dev_l, dh, dl)
         u2_h, u2_l = _dd_add(u2_h, u2_l, u2)
         ld_h, ld_l = _dd_add(ld_h, ld_l, ld)
@@ -205,7 +217,7 @@ def _fused_chunk(lo_g, hi_g, indptr, eta_fixed, X, order, Z, unit_z, y, prior_w,
             n_fail += 1
         if it > max_it:
             max_it = it
-        if with_gradient:
+        if with_gradient and not scalar:
             _level_gradient(indptr[g], indptr[g + 1], eta_fixed, X, order, Z, unit_z, y, prior_w,
                             t, family, link, u_inout[g, 0], grad_part, da, d1x, wx, du_out, g)
     sums[c, 0] = dev_h
@@ -243,7 +255,9 @@ def blockdiag_laplace_fused(indptr, eta_fixed, X, order, Z, unit_z, y, prior_w, 
     """`kernels.glmm.blockdiag_laplace` from a warm start (no eta_start), and with_gradient
     the gradient of the exact Laplace criterion (`blockdiag_laplace_gradient`, P = 1 only) at
     the modes it finds: one kernel, each level's gradient taken right after its mode, in one
-    pass over its rows (still in cache).
+    pass over its rows (still in cache); for links other than probit and cloglog (whose modes
+    end with Newton polish steps) its sums are taken in the modes' own evaluations instead
+    (`_scalar_level_fused`: the same modes and criterion sums, bit for bit).
 
     Parameters
     ----------
@@ -448,3 +462,142 @@ def blockdiag_laplace_hessian(indptr, eta_fixed, X, order, Z, unit_z, y, prior_w
     for j in range(n):
         for k in range(j):
             hess_out[j, k] = hess_out[k, j]
+
+
+# --------------------------------------------------------------------------------------
+# one scalar random effect: the gradient's sums taken in the modes' own evaluations
+# --------------------------------------------------------------------------------------
+@njit(cache=True, nogil=True)
+def _eval_scalar_level(s, e, eta_fixed, X, order, Z, unit_z, y, prior_w, family, link, t, u,
+                       sums, da, d1x, wx):
+    """Rows s..e-1 of one level at eta = eta_fixed + z (t u), as `kernels.glmm._eval_level`
+    (P = 1, with the cross-products and the deviance), and the sums of `_level_gradient` at
+    the same eta (from the same mu and mu.eta): sums[:5] <- (S, h, a_t, sum dev' z, B), da,
+    d1x, wx (p) as there. Returns (dev_hi, dev_lo, Z'WZ, Z'Wz)."""
+    p = X.shape[1]
+    hi = 0.0
+    lo = 0.0
+    a00 = 0.0
+    r0 = 0.0
+    S = 0.0
+    h = 2.0
+    a_t = 0.0
+    sd1z = 0.0
+    B = 0.0
+    for j in range(p):
+        da[j] = 0.0
+        d1x[j] = 0.0
+        wx[j] = 0.0
+    z = 1.0
+    v0 = t * u
+    for i in range(s, e):
+        ef = eta_fixed[i]
+        if not unit_z:
+            z = Z[i, 0]
+        eta = ef + z * v0
+        mu, me = _link(eta, link)
+        pw = prior_w[i]
+        hi, lo = _dd_add(hi, lo, _dev_resid(y[i], mu, pw, family))
+        sw = me * math.sqrt(pw / _variance(mu, family))
+        w = sw * sw
+        zr = (eta - ef) + (y[i] - mu) / me
+        wz = z * w
+        a00 += wz * z
+        r0 += wz * zr
+        d1, d2, wf, w1 = derivatives_at(eta, mu, me, y[i], pw, family, link)
+        zz = z * z
+        S += wf * zz
+        h += d2 * t * t * zz
+        a_t += d2 * t * zz * u + d1 * z
+        sd1z += d1 * z
+        wz2 = w1 * zz
+        B += wz2 * z
+        c = d2 * t * z
+        r = order[i]
+        for j in range(p):
+            x = X[r, j]
+            da[j] += c * x
+            d1x[j] += d1 * x
+            wx[j] += wz2 * x
+    sums[0] = S
+    sums[1] = h
+    sums[2] = a_t
+    sums[3] = sd1z
+    sums[4] = B
+    return hi, lo, a00, r0
+
+
+@njit(cache=True, nogil=True)
+def _scalar_level_fused(g, indptr, eta_fixed, X, order, Z, unit_z, y, prior_w, t, family, link,
+                        u_inout, L_out, tol, step_tol, max_iter, out, du_out, G, Gn):
+    """`kernels.glmm._newton_level` for one scalar random effect from a warm start (the same
+    steps, tests and halvings; no Newton polish: not for probit or cloglog) with the
+    gradient's sums taken in each evaluation, and level g's gradient contribution (as
+    `_level_gradient`) added to out from those at the final mode: one pass over the level's
+    rows fewer. G, Gn: (5 + 3 p,) scratch (the sums at the current and the new point).
+    Returns (dev_hi, dev_lo, u^2, log det, converged, iterations)."""
+    p = X.shape[1]
+    s = indptr[g]
+    e = indptr[g + 1]
+    ucur = u_inout[g, 0]
+    dh, dl, A, r = _eval_scalar_level(s, e, eta_fixed, X, order, Z, unit_z, y, prior_w, family,
+                                      link, t, ucur, G[:5], G[5:5 + p], G[5 + p:5 + 2 * p],
+                                      G[5 + 2 * p:])
+    d = (dh + ucur * ucur) + dl
+    it = 0
+    conv = False
+    while it < max_iter:
+        it += 1
+        m = t * t * A + 1.0
+        if not m > 0.0:
+            break
+        M = math.sqrt(m)
+        unew = ((t * r) / M) / M
+        if step_tol > 0.0 and abs(unew - ucur) <= step_tol * (1.0 + abs(ucur)):
+            conv = True
+            break
+        nh, nl, An, rn = _eval_scalar_level(s, e, eta_fixed, X, order, Z, unit_z, y, prior_w,
+                                            family, link, t, unew, Gn[:5], Gn[5:5 + p],
+                                            Gn[5 + p:5 + 2 * p], Gn[5 + 2 * p:])
+        dn = (nh + unew * unew) + nl
+        k = 0
+        while (dn != dn or dn - d > tol * (1.0 + abs(d))) and k < MAX_HALVINGS:
+            unew = (ucur + unew) / 2.0
+            nh, nl, An, rn = _eval_scalar_level(s, e, eta_fixed, X, order, Z, unit_z, y, prior_w,
+                                                family, link, t, unew, Gn[:5], Gn[5:5 + p],
+                                                Gn[5 + p:5 + 2 * p], Gn[5 + 2 * p:])
+            dn = (nh + unew * unew) + nl
+            k += 1
+        if dn != dn or dn - d > tol * (1.0 + abs(d)):
+            break
+        conv = abs(d - dn) <= tol * (1.0 + abs(dn))
+        ucur = unew
+        A = An
+        r = rn
+        for j in range(G.shape[0]):
+            G[j] = Gn[j]
+        d = dn
+        dh = nh
+        dl = nl
+        if conv:
+            break
+    # the factor with the weights at the final u (A holds the cross-product there)
+    m = t * t * A + 1.0
+    M = math.sqrt(m) if m > 0.0 else np.nan
+    ld = 2.0 * math.log(M) if m > 0.0 else np.nan
+    u_inout[g, 0] = ucur
+    L_out[g, 0, 0] = M
+    # the gradient contribution from the sums at ucur (`_level_gradient`'s formulas)
+    S, h, a_t, sd1z, B = G[0], G[1], G[2], G[3], G[4]
+    du_t = -a_t / h
+    L = 1.0 + t * t * S
+    kk = t * t / L
+    out[0] += 2.0 * t * S / L + sd1z * ucur + kk * B * (ucur + t * du_t)
+    kb = kk * B * t / h
+    for j in range(p):
+        out[1 + j] += G[5 + p + j] + kk * G[5 + 2 * p + j] - kb * G[5 + j]
+    if du_out.shape[0] > 0:
+        du_out[g, 0] = du_t
+        for j in range(p):
+            du_out[g, 1 + j] = -G[5 + j] / h
+    return dh, dl, ucur * ucur, ld, conv, it

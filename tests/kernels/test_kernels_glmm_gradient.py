@@ -167,7 +167,8 @@ def fused(t, beta, data, u0, step_tol=0.0, serial=False, with_gradient=True):
 
 @pytest.mark.parametrize("fam,link,unit", CASES)
 def test_fused_laplace_and_gradient_equal_the_separate_kernels(fam, link, unit):
-    """blockdiag_laplace_fused (modes, then each level's gradient in one pass) against
+    """blockdiag_laplace_fused (modes, then each level's gradient in one pass; for logit and
+    log, the gradient's sums taken in the modes' own evaluations) against
     blockdiag_laplace followed by the two-pass blockdiag_laplace_gradient: with step_tol = 0
     the modes and the criterion's sums are the same bits, the gradient equal to rounding
     (its sums are rearranged); with a step tolerance the modes move by at most ~it. The
