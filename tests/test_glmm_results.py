@@ -553,3 +553,28 @@ def test_blas_runs_on_one_thread_during_a_glmm_fit_and_is_restored(monkeypatch):
     with blas.BlasThreads(1):
         inside = X @ beta
     np.testing.assert_array_equal(inside, outside)
+
+
+def test_rows_in_level_order_are_not_copied_and_the_joint_system_is_released():
+    """One grouping factor with rows already in level order: the level kernels read the
+    model's own y and weights (no sorted copies); after stage 1 the joint PIRLS system is let
+    go (its (n,) working arrays). Shuffled rows give the same fit."""
+    from bigmixed.data_gen import generate_hdp
+
+    df = generate_hdp(n_doctors=150, seed=6, binary=True, counts=True).data
+    df = df.sort_values("doctor", kind="stable").reset_index(drop=True)
+    formula = "remission ~ age + married + (1 | doctor)"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", bm.BigmixedWarning)
+        model = bm.glmm(formula, df, family="binomial", pirls="exact")
+        fit = model.fit()
+        shuffled = df.sample(frac=1.0, random_state=3).reset_index(drop=True)
+        other = bm.glmm(formula, shuffled, family="binomial", pirls="exact")
+        fit2 = other.fit()
+    assert np.shares_memory(model.one_factor["y"], model.y)
+    assert not np.shares_memory(other.one_factor["y"], other.y)
+    assert model._joint is None and fit.solver == "blockdiag"
+    assert fit2.objective == pytest.approx(fit.objective, rel=1e-12)
+    np.testing.assert_allclose(fit2.beta, fit.beta, rtol=1e-7, atol=1e-9)
+    again = model.refit()  # (rebuilds the joint system)
+    np.testing.assert_array_equal(again.beta, fit.beta)

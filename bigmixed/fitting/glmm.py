@@ -254,12 +254,13 @@ class GeneralizedLinearMixedModel:
     @property
     def modes_system(self) -> WorkingSystem:
         if self._modes is None:
-            self._modes = WorkingSystem(self, False, self.joint_system.solver, self.eta_start)
+            self._modes = WorkingSystem(self, False, self.solver, self.eta_start)
         return self._modes
 
     @property
     def solver(self) -> str:
-        return self.joint_system.solver
+        name = getattr(self, "_solver_name", None)
+        return name if (self._joint is None and name is not None) else self.joint_system.solver
 
     @property
     def one_factor(self):
@@ -273,10 +274,15 @@ class GeneralizedLinearMixedModel:
             counts = np.bincount(f.codes, minlength=f.n_levels)
             indptr = np.zeros(f.n_levels + 1, dtype=np.int64)
             np.cumsum(counts, out=indptr[1:])
-            Z = _EMPTY_Z if f.unit_z else np.ascontiguousarray(f.Z[order])
+            # rows already in level order (registries often are): the model's own arrays
+            in_order = bool(np.all(order[1:] > order[:-1]))
+
+            def by_level(a):
+                return np.ascontiguousarray(a if in_order else a[order])
+
+            Z = _EMPTY_Z if f.unit_z else by_level(f.Z)
             self._one_factor = dict(order=order, indptr=indptr, Z=Z, unit=f.unit_z,
-                                    y=np.ascontiguousarray(self.y[order]),
-                                    w=np.ascontiguousarray(self.prior_weights[order]),
+                                    y=by_level(self.y), w=by_level(self.prior_weights),
                                     u=np.zeros((f.n_levels, f.n_columns)),
                                     u_exact=np.zeros((f.n_levels, f.n_columns)),
                                     L=np.empty((f.n_levels, f.n_columns, f.n_columns)))
@@ -685,8 +691,13 @@ class GeneralizedLinearMixedModel:
         C = W @ np.linalg.solve(RX, np.eye(p)) if p else np.zeros((0, 0))
         self.set_beta_basis(beta1, C)
         self._lp0 = r1.eta  # stage 2 restarts from stage 1's linear predictor (glmer's lp0)
-        if self.one_factor is not None:
+        if self.one_factor is not None and self.pirls_mode == "lme4":
             self.one_factor["lp0"] = np.ascontiguousarray(r1.eta[self.one_factor["order"]])
+        if self.one_factor is not None and self.nAGQ != 0:
+            # stage 2 and the results use the level kernels (and, for glmer's modes at the
+            # end, the modes system): the joint system's arrays can go (refit rebuilds it)
+            self._solver_name = self._joint.solver
+            self._joint = None
 
     def _results(self, record, control, t0):
         from ..results.glmm_fit import GLMMResults

@@ -21,9 +21,10 @@ import pandas as pd
 from .base import FittedModel
 
 
-def _frozen(a) -> np.ndarray:
-    """A read-only copy of a float64 array."""
-    out = np.array(a, dtype=np.float64, copy=True)
+def _frozen(a, copy: bool = True) -> np.ndarray:
+    """A read-only copy of a float64 array (copy=False: the array itself, made read-only, for
+    one made for the result and referenced nowhere else)."""
+    out = np.array(a, dtype=np.float64, copy=True) if copy else np.asarray(a, dtype=np.float64)
     out.flags.writeable = False
     return out
 

@@ -59,7 +59,7 @@ class GLMMResults(LMMResults):
             _deviance=float(r.deviance), conditional_modes=modes, _condvar_saved=condvar,
             _beta_work=np.zeros(0), n_obs=model.n_obs, n_dropped_rows=model.design.n_dropped,
             optimizer=record, _warnings=warnings, timings=timings, family=model.family,
-            nAGQ=model.nAGQ, _eta=_frozen(eta), _mu=_frozen(mu), vcov_method=method,
+            nAGQ=model.nAGQ, _eta=_frozen(eta), _mu=_frozen(mu, copy=False), vcov_method=method,
             offset_spec=MappingProxyType(dict(model.offset_spec)),
         )
 
