@@ -9,7 +9,7 @@ Problems (hdp-style data from bigmixed.data_gen with binary/count outcomes, rand
 doctor unless crossed): bin_8k (8.5k rows, 407 doctors), bin_105k, pois_105k (offset
 log(exposure)), crossed_105k (5k doctors x 100 hospitals), bin_1m (1.05M rows, 50k doctors).
 
-- bigmixed: a fresh process reads the Parquet file, warms Numba on a tiny fit, then times
+- bigmixed: a fresh process reads the Parquet file, runs bm.warmup() and a tiny fit, then times
   ``bm.glmm(formula, df, family=...).fit()`` (design included).
 - glmer: Rscript times ``glmer(formula, data, family)`` (default control) after reading the CSV.
 - gpboost: ``GPModel(group_data=..., likelihood=...)`` fitted on X (with an intercept column;
@@ -71,6 +71,7 @@ df = pd.read_parquet(spec["parquet"])
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     pirls = spec.get("pirls", "auto")
+    bm.warmup()  # (as a pipeline would: the parallel kernels of large fits too)
     bm.glmm(spec["formula"], df.head(3000), family=spec["family"], pirls=pirls).fit()   # warm-up
     import gc, resource
     gc.collect()

@@ -82,6 +82,18 @@ def _warm_glmms(rng) -> None:
     df = pd.DataFrame({"x": x, "g": g.astype(str), "h": (np.arange(n) % 4).astype(str),
                        "b": (rng.random(n) < 1 / (1 + np.exp(-eta))).astype(float),
                        "c": rng.poisson(np.exp(eta)).astype(float), "e": np.ones(n) * 2.0})
+    # the PIRLS passes of 32k rows or more run the weighted cross-products on two row chunks
+    # (bigmixed.crossprods.weighted): their parallel kernel, which tiny fits do not reach
+    from .kernels.glm import factor_crossprod_weighted
+
+    for code_dtype in (np.int32, np.int64):
+        codes = (np.arange(n) % 10).astype(code_dtype)
+        X = np.ascontiguousarray(rng.normal(size=(n, 2)))
+        for P, unit in ((1, True), (2, False)):
+            Z = np.ones((0, 1)) if unit else np.ascontiguousarray(rng.normal(size=(n, P)))
+            bufs = (np.zeros((2, 10, P, P)), np.zeros((2, 10, P, 3)), np.zeros((2, 3, 3)))
+            factor_crossprod_weighted(codes, Z, unit, X, x, np.ones(n), True, *bufs,
+                                      *(np.zeros_like(b) for b in bufs))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for pirls in ("lme4", "exact"):

@@ -26,3 +26,25 @@ def test_warmup_leaves_glmm_fits_unchanged():
         after = bm.glmm("remission ~ age + (1 | doctor)", df, family="binomial").fit()
     assert before.objective == after.objective
     np.testing.assert_array_equal(before.beta, after.beta)
+
+
+def test_warmup_compiles_the_parallel_pirls_cross_products():
+    """A GLMM of 32k rows or more takes the two-chunk (parallel) weighted cross-products on
+    every PIRLS pass: warmup compiles them (or loads them from the cache), so the first large
+    fit is not charged for it; also the level kernels of the exact criterion. (A fresh process:
+    in this one other tests may have run them.)"""
+    import subprocess
+    import sys
+
+    code = (
+        "import bigmixed as bm\n"
+        "from bigmixed.kernels.glm import factor_crossprod_weighted as a\n"
+        "from bigmixed.kernels.glmm import sorted_fixed_eta as b\n"
+        "from bigmixed.kernels.glmm_gradient import blockdiag_laplace_fused as c, "
+        "blockdiag_laplace_hessian as d\n"
+        "assert not a.signatures\n"
+        "bm.warmup()\n"
+        "print([k.__name__ for k in (a, b, c, d) if not k.signatures])\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=600)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
