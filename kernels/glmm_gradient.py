@@ -114,6 +114,44 @@ def blockdiag_laplace_gradient(indptr, eta_fixed, X, order, Z, unit_z, y, prior_
 # --------------------------------------------------------------------------------------
 # one pass per level, fused with the modes (blockdiag_laplace_fused)
 # --------------------------------------------------------------------------------------
+@njit(cache=True, nogil=True, inline="always")
+def _gradient_row(d1, d2, w, w1, z, ug, t, S, h, a_t, sd1z, B, X, r, da, d1x, wx):
+    """One row's terms of `_level_gradient`'s per-level sums (row r of X); returns the new
+    (S, h, a_t, sd1z, B), adds to da, d1x, wx."""
+    zz = z * z
+    S += w * zz
+    h += d2 * t * t * zz
+    a_t += d2 * t * zz * ug + d1 * z
+    sd1z += d1 * z
+    wz2 = w1 * zz
+    B += wz2 * z
+    c = d2 * t * z
+    for j in range(X.shape[1]):
+        x = X[r, j]
+        da[j] += c * x
+        d1x[j] += d1 * x
+        wx[j] += wz2 * x
+    return S, h, a_t, sd1z, B
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _add_level_gradient(t, ug, S, h, a_t, sd1z, B, da, d1x, wx, out, du_out, g):
+    """Level g's gradient contribution from its sums (`_level_gradient`'s formulas) added to
+    out, and the mode's derivatives into du_out[g] (unless du_out has no rows)."""
+    p = da.shape[0]
+    du_t = -a_t / h
+    L = 1.0 + t * t * S
+    k = t * t / L
+    out[0] += 2.0 * t * S / L + sd1z * ug + k * B * (ug + t * du_t)
+    kb = k * B * t / h
+    for j in range(p):
+        out[1 + j] += d1x[j] + k * wx[j] - kb * da[j]
+    if du_out.shape[0] > 0:
+        du_out[g, 0] = du_t
+        for j in range(p):
+            du_out[g, 1 + j] = -da[j] / h
+
+
 @njit(cache=True, nogil=True)
 def _level_gradient(s, e, eta_fixed, X, order, Z, unit_z, y, prior_w, t, family, link, ug,
                     out, da, d1x, wx, du_out, g):
@@ -140,31 +178,9 @@ def _level_gradient(s, e, eta_fixed, X, order, Z, unit_z, y, prior_w, t, family,
         z = 1.0 if unit_z else Z[i, 0]
         eta = eta_fixed[i] + t * z * ug
         d1, d2, w, w1 = row_derivatives(eta, y[i], prior_w[i], family, link)
-        zz = z * z
-        S += w * zz
-        h += d2 * t * t * zz
-        a_t += d2 * t * zz * ug + d1 * z
-        sd1z += d1 * z
-        wz2 = w1 * zz
-        B += wz2 * z
-        c = d2 * t * z
-        r = order[i]
-        for j in range(p):
-            x = X[r, j]
-            da[j] += c * x
-            d1x[j] += d1 * x
-            wx[j] += wz2 * x
-    du_t = -a_t / h
-    L = 1.0 + t * t * S
-    k = t * t / L
-    out[0] += 2.0 * t * S / L + sd1z * ug + k * B * (ug + t * du_t)
-    kb = k * B * t / h
-    for j in range(p):
-        out[1 + j] += d1x[j] + k * wx[j] - kb * da[j]
-    if du_out.shape[0] > 0:
-        du_out[g, 0] = du_t
-        for j in range(p):
-            du_out[g, 1 + j] = -da[j] / h
+        S, h, a_t, sd1z, B = _gradient_row(d1, d2, w, w1, z, ug, t, S, h, a_t, sd1z, B, X,
+                                           order[i], da, d1x, wx)
+    _add_level_gradient(t, ug, S, h, a_t, sd1z, B, da, d1x, wx, out, du_out, g)
 
 
 @njit(cache=True, nogil=True)
@@ -505,20 +521,8 @@ def _eval_scalar_level(s, e, eta_fixed, X, order, Z, unit_z, y, prior_w, family,
         a00 += wz * z
         r0 += wz * zr
         d1, d2, wf, w1 = derivatives_at(eta, mu, me, y[i], pw, family, link)
-        zz = z * z
-        S += wf * zz
-        h += d2 * t * t * zz
-        a_t += d2 * t * zz * u + d1 * z
-        sd1z += d1 * z
-        wz2 = w1 * zz
-        B += wz2 * z
-        c = d2 * t * z
-        r = order[i]
-        for j in range(p):
-            x = X[r, j]
-            da[j] += c * x
-            d1x[j] += d1 * x
-            wx[j] += wz2 * x
+        S, h, a_t, sd1z, B = _gradient_row(d1, d2, wf, w1, z, u, t, S, h, a_t, sd1z, B, X,
+                                           order[i], da, d1x, wx)
     sums[0] = S
     sums[1] = h
     sums[2] = a_t
@@ -587,17 +591,7 @@ def _scalar_level_fused(g, indptr, eta_fixed, X, order, Z, unit_z, y, prior_w, t
     ld = 2.0 * math.log(M) if m > 0.0 else np.nan
     u_inout[g, 0] = ucur
     L_out[g, 0, 0] = M
-    # the gradient contribution from the sums at ucur (`_level_gradient`'s formulas)
-    S, h, a_t, sd1z, B = G[0], G[1], G[2], G[3], G[4]
-    du_t = -a_t / h
-    L = 1.0 + t * t * S
-    kk = t * t / L
-    out[0] += 2.0 * t * S / L + sd1z * ucur + kk * B * (ucur + t * du_t)
-    kb = kk * B * t / h
-    for j in range(p):
-        out[1 + j] += G[5 + p + j] + kk * G[5 + 2 * p + j] - kb * G[5 + j]
-    if du_out.shape[0] > 0:
-        du_out[g, 0] = du_t
-        for j in range(p):
-            du_out[g, 1 + j] = -G[5 + j] / h
+    # the gradient contribution from the sums at ucur
+    _add_level_gradient(t, ucur, G[0], G[1], G[2], G[3], G[4], G[5:5 + p], G[5 + p:5 + 2 * p],
+                        G[5 + 2 * p:], out, du_out, g)
     return dh, dl, ucur * ucur, ld, conv, it

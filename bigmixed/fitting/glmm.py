@@ -455,25 +455,16 @@ class GeneralizedLinearMixedModel:
         """The gradient of `objective` at params = (theta, gamma) (see has_analytic_gradient);
         NaN where the criterion is undefined."""
         params = np.asarray(params, dtype=np.float64)
-        k = self.structure.n_theta
-        theta, gamma = params[:k], params[k:]
-        beta = self.beta_of(gamma)
-        of = self.one_factor
-        at = of.get("exact_at")
-        if at is None or not (np.array_equal(at[0], theta) and np.array_equal(at[1], beta)):
-            of["exact_at"] = None
-            try:  # the exact modes at (theta, beta), warm-started, and the gradient there
-                self._criterion(theta, beta, True)
-            except PirlsError:
-                return np.full(len(params), np.nan)
-        g = of["exact_at"][2]
+        theta, beta = self._exact_point(params)
+        if theta is None:
+            return np.full(len(params), np.nan)
+        g = self.one_factor["exact_at"][2]
         return np.concatenate((g[:1], self._C.T @ g[1:]))
 
-    def hessian(self, params) -> np.ndarray:
-        """The Hessian of `objective` at params = (theta, gamma), analytic
-        (kernels.glmm_gradient.blockdiag_laplace_hessian; where has_analytic_gradient); NaN
-        where the criterion is undefined."""
-        params = np.asarray(params, dtype=np.float64)
+    def _exact_point(self, params):
+        """(theta, beta) of params = (theta, gamma) with the exact modes there (and the
+        gradient: the last evaluation's, or a new one, warm-started); (None, None) where the
+        criterion is undefined."""
         k = self.structure.n_theta
         theta, gamma = params[:k], params[k:]
         beta = self.beta_of(gamma)
@@ -484,7 +475,18 @@ class GeneralizedLinearMixedModel:
             try:
                 self._criterion(theta, beta, True)
             except PirlsError:
-                return np.full((len(params), len(params)), np.nan)
+                return None, None
+        return theta, beta
+
+    def hessian(self, params) -> np.ndarray:
+        """The Hessian of `objective` at params = (theta, gamma), analytic
+        (kernels.glmm_gradient.blockdiag_laplace_hessian; where has_analytic_gradient); NaN
+        where the criterion is undefined."""
+        params = np.asarray(params, dtype=np.float64)
+        theta, beta = self._exact_point(params)
+        if theta is None:
+            return np.full((len(params), len(params)), np.nan)
+        of = self.one_factor
         H = np.empty((1 + self.n_fixed, 1 + self.n_fixed))
         blockdiag_laplace_hessian(of["indptr"], self.sorted_fixed_eta(beta), self.design.X,
                                   of["order"], of["Z"], of["unit"], of["y"], of["w"],
