@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 
 from . import kernels as K
+from .kernels.columns import count_nonfinite
+from .spec.columns import ColumnMatrix, fixed_gram
 
 
 def warmup(glmm: bool = True) -> None:
@@ -27,6 +29,18 @@ def warmup(glmm: bool = True) -> None:
                 bufs = (np.zeros((chunks, L, P, P)), np.zeros((chunks, L, P, p + 1)),
                         np.zeros((chunks, p + 1, p + 1)))
                 kernel(codes, Z, unit, X, y, True, *bufs, *(np.zeros_like(u) for u in bufs))
+            # an LMM's plain fixed columns, read in place (bigmixed.spec.columns)
+            X_cols = ColumnMatrix([None, np.ascontiguousarray(X[:, 1])], n)
+            for kernel, chunks in ((K.crossprod.factor_crossprod_columns, 2),
+                                   (K.crossprod.factor_crossprod_columns_serial, 1)):
+                bufs = (np.zeros((chunks, L, P, P)), np.zeros((chunks, L, P, p + 1)),
+                        np.zeros((chunks, p + 1, p + 1)))
+                kernel(codes, Z, unit, X_cols.addresses(), y, True, *bufs,
+                       *(np.zeros_like(u) for u in bufs))
+    X_cols.materialize()
+    fixed_gram(X_cols)
+    for dtype in (np.float64, np.float32):  # the design's missing-value scan of data columns
+        count_nonfinite(np.zeros(3, dtype=dtype))
     for P in (1, 2, 3):
         zz = np.tile(np.eye(P), (L, 1, 1))
         zxy = np.ones((L, P, p + 1))

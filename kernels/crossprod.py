@@ -17,6 +17,8 @@ partitioning of the same rows get the same bits, and so the same optimizer path.
 import numpy as np
 from numba import njit, prange
 
+from .columns import column_value
+
 
 def n_row_chunks(n_rows):
     """Number of row chunks for `factor_crossprod`: a function of the row count only.
@@ -96,9 +98,9 @@ def dd_sum(x):
 
 
 @njit(cache=True, inline="always")
-def _crossprod_chunk(codes, Z, unit_z, X, y, with_gram, c, start, stop, zz_out, zxy_out, gram_out,
-                     zz_lo, zxy_lo, gram_lo):
-    p = X.shape[1]
+def _crossprod_chunk(codes, Z, unit_z, X, x_addrs, from_columns, y, with_gram, c, start, stop,
+                     zz_out, zxy_out, gram_out, zz_lo, zxy_lo, gram_lo):
+    p = x_addrs.shape[0] if from_columns else X.shape[1]
     m = p + 1
     P = zz_out.shape[2]
     xy = np.empty(m)
@@ -110,8 +112,12 @@ def _crossprod_chunk(codes, Z, unit_z, X, y, with_gram, c, start, stop, zz_out, 
     square = m >= _SQUARE_GRAM
     for i in range(start, stop):
         g = codes[i]
-        for a in range(p):
-            xy[a] = X[i, a]
+        if from_columns:
+            for a in range(p):
+                xy[a] = column_value(x_addrs, a, i)
+        else:
+            for a in range(p):
+                xy[a] = X[i, a]
         xy[p] = y[i]
         if not unit_z:
             for a in range(P):
@@ -182,9 +188,10 @@ def factor_crossprod(codes, Z, unit_z, X, y, with_gram, zz_out, zxy_out, gram_ou
     n = codes.shape[0]
     n_chunks = zz_out.shape[0]
     chunk = (n + n_chunks - 1) // n_chunks
+    no_addrs = np.zeros(0, dtype=np.int64)
     for c in prange(n_chunks):
-        _crossprod_chunk(codes, Z, unit_z, X, y, with_gram, c, c * chunk, min(n, (c + 1) * chunk),
-                         zz_out, zxy_out, gram_out, zz_lo, zxy_lo, gram_lo)
+        _crossprod_chunk(codes, Z, unit_z, X, no_addrs, False, y, with_gram, c, c * chunk,
+                         min(n, (c + 1) * chunk), zz_out, zxy_out, gram_out, zz_lo, zxy_lo, gram_lo)
 
 
 @njit(cache=True, nogil=True)
@@ -194,9 +201,42 @@ def factor_crossprod_serial(codes, Z, unit_z, X, y, with_gram, zz_out, zxy_out, 
     n = codes.shape[0]
     n_chunks = zz_out.shape[0]
     chunk = (n + n_chunks - 1) // n_chunks
+    no_addrs = np.zeros(0, dtype=np.int64)
     for c in range(n_chunks):
-        _crossprod_chunk(codes, Z, unit_z, X, y, with_gram, c, c * chunk, min(n, (c + 1) * chunk),
-                         zz_out, zxy_out, gram_out, zz_lo, zxy_lo, gram_lo)
+        _crossprod_chunk(codes, Z, unit_z, X, no_addrs, False, y, with_gram, c, c * chunk,
+                         min(n, (c + 1) * chunk), zz_out, zxy_out, gram_out, zz_lo, zxy_lo, gram_lo)
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def factor_crossprod_columns(codes, Z, unit_z, x_addrs, y, with_gram, zz_out, zxy_out, gram_out,
+                             zz_lo, zxy_lo, gram_lo):
+    """`factor_crossprod` with X given by its columns' addresses (kernels/columns.py): the same
+    products in the same order, so the same bits, without an (n, p) copy of the columns.
+
+    x_addrs : (p,) int64, the address of each C-contiguous float64 column of n values (0: the
+        intercept's column of ones); the caller keeps the columns alive during the call.
+    Other parameters as `factor_crossprod`.
+    """
+    n = codes.shape[0]
+    n_chunks = zz_out.shape[0]
+    chunk = (n + n_chunks - 1) // n_chunks
+    no_x = np.zeros((0, 0))
+    for c in prange(n_chunks):
+        _crossprod_chunk(codes, Z, unit_z, no_x, x_addrs, True, y, with_gram, c, c * chunk,
+                         min(n, (c + 1) * chunk), zz_out, zxy_out, gram_out, zz_lo, zxy_lo, gram_lo)
+
+
+@njit(cache=True, nogil=True)
+def factor_crossprod_columns_serial(codes, Z, unit_z, x_addrs, y, with_gram, zz_out, zxy_out,
+                                    gram_out, zz_lo, zxy_lo, gram_lo):
+    """`factor_crossprod_columns` without a parallel region, for one chunk (small data)."""
+    n = codes.shape[0]
+    n_chunks = zz_out.shape[0]
+    chunk = (n + n_chunks - 1) // n_chunks
+    no_x = np.zeros((0, 0))
+    for c in range(n_chunks):
+        _crossprod_chunk(codes, Z, unit_z, no_x, x_addrs, True, y, with_gram, c, c * chunk,
+                         min(n, (c + 1) * chunk), zz_out, zxy_out, gram_out, zz_lo, zxy_lo, gram_lo)
 
 
 @njit(cache=True, nogil=True)

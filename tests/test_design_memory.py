@@ -207,3 +207,87 @@ def test_plain_formula_skips_formulaic_with_the_same_matrix_and_spec(monkeypatch
     fit = bm.lmm(formula, df).fit()
     fit.save(tmp_path / "fast.bmfit")
     np.testing.assert_array_equal(bm.load(tmp_path / "fast.bmfit").predict(new), fit.predict(new))
+
+
+# --------------------------------------------------------------------------------------
+# fixed_in_place: the fixed part's columns read where they lie (bigmixed.spec.columns)
+
+
+def test_fixed_in_place_keeps_the_data_columns_with_the_copys_values():
+    """Plain numeric columns, all rows kept: X is a ColumnMatrix of the frame's own float64
+    arrays (int and float32 columns as float64 copies of their own), equal bit for bit to the
+    copy build_design makes otherwise; nothing is materialized by the design step."""
+    from bigmixed.spec.columns import ColumnMatrix
+
+    df = _frame(500, seed=3)
+    formula = "y ~ x + k + x32 + z + (1 + z | g)"
+    lazy = build_design(formula, df, fixed_in_place=True)
+    eager = build_design(formula, df)
+    assert isinstance(lazy.X, ColumnMatrix) and isinstance(eager.X, np.ndarray)
+    assert not lazy.X.is_materialized
+    assert lazy.X.columns[0] is None  # the intercept is not stored
+    assert np.shares_memory(lazy.X.columns[1], df["x"].to_numpy())
+    assert lazy.fixed_names == eager.fixed_names
+    np.testing.assert_array_equal(_bits(np.asarray(lazy.X)), _bits(eager.X))
+
+
+@pytest.mark.parametrize("formula, missing", [
+    ("y ~ x + (1 | g)", True),            # rows dropped: the kept rows are copied
+    ("y ~ x + f + (1 | g)", False),       # a factor: formulaic's matrix
+    ("y ~ log(z) + x + (1 | g)", False),  # an expression
+])
+def test_fixed_in_place_falls_back_to_the_copy(formula, missing):
+    df = _frame(300, seed=4, missing=missing)
+    d = build_design(formula, df, fixed_in_place=True)
+    assert isinstance(d.X, np.ndarray)
+    np.testing.assert_array_equal(_bits(d.X), _bits(build_design(formula, df).X))
+
+
+def test_fixed_in_place_checks_as_the_copy_does():
+    """A non-finite value and aliased columns: the same typed error and the same dropped column
+    (the rank check then works on the materialized copy)."""
+    df = _frame(200, seed=6)
+    bad = df.assign(x=df["x"].where(df.index != 17, np.inf))
+    with pytest.raises(NonFiniteValueError, match="'x'") as lazy_err:
+        build_design("y ~ x + (1 | g)", bad, fixed_in_place=True)
+    with pytest.raises(NonFiniteValueError) as eager_err:
+        build_design("y ~ x + (1 | g)", bad)
+    assert str(lazy_err.value) == str(eager_err.value)
+    aliased = df.assign(x2=2.0 * df["x"])
+    with pytest.warns(Warning, match="rank deficient"):
+        lazy = build_design("y ~ x + x2 + z + (1 | g)", aliased, fixed_in_place=True)
+    with pytest.warns(Warning, match="rank deficient"):
+        eager = build_design("y ~ x + x2 + z + (1 | g)", aliased)
+    assert lazy.dropped_fixed == eager.dropped_fixed == ["x2"]
+    np.testing.assert_array_equal(_bits(np.asarray(lazy.X)), _bits(eager.X))
+
+
+@pytest.mark.parametrize("formula", ["y ~ x + k + (1 | g)", "y ~ x + z + (1 + z | g)",
+                                     "y ~ 0 + x + (1 | g) + (1 | f)"])
+def test_lmm_reads_the_columns_in_place_with_the_same_fit(formula, monkeypatch):
+    """bm.lmm uses fixed_in_place: the cross-products, the fit and its fitted values are those of
+    the copy, bit for bit, and the fit itself never materializes X."""
+    import bigmixed as bm
+    import bigmixed.fitting.model as M
+    from bigmixed.spec.columns import ColumnMatrix
+
+    df = _frame(3000, seed=8)
+    rng = np.random.default_rng(1)
+    u, v = rng.normal(size=df["g"].max() + 1), rng.normal(size=3)
+    df["y"] += u[df["g"]] + df["z"] * u[df["g"]] / 2 + v[df["f"].cat.codes]  # not singular
+    lazy = bm.lmm(formula, df)
+    assert isinstance(lazy.design.X, ColumnMatrix)
+    lazy_fit = lazy.fit()
+    assert not lazy.design.X.is_materialized
+    monkeypatch.setattr(M, "build_design", lambda *a, **k: build_design(
+        *a, **{**k, "fixed_in_place": False}))
+    eager = bm.lmm(formula, df)
+    assert isinstance(eager.design.X, np.ndarray)
+    eager_fit = eager.fit()
+    np.testing.assert_array_equal(_bits(lazy.crossprods.gram), _bits(eager.crossprods.gram))
+    for a, b in zip(lazy.crossprods.zxy, eager.crossprods.zxy):
+        np.testing.assert_array_equal(_bits(a), _bits(b))
+    assert lazy_fit.objective == eager_fit.objective
+    np.testing.assert_array_equal(_bits(lazy_fit.theta), _bits(eager_fit.theta))
+    np.testing.assert_array_equal(_bits(lazy_fit.beta), _bits(eager_fit.beta))
+    np.testing.assert_array_equal(_bits(lazy_fit.fittedvalues), _bits(eager_fit.fittedvalues))

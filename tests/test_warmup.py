@@ -48,3 +48,27 @@ def test_warmup_compiles_the_parallel_pirls_cross_products():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, timeout=600)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def test_warmup_covers_the_kernels_of_every_lmm_fit_of_hdp_shape():
+    """After warmup(glmm=False) in a fresh process, a small LMM fit (fixed columns read in place)
+    compiles or loads no kernel that warmup did not: the dispatchers' signatures do not grow."""
+    import subprocess
+    import sys
+
+    code = (
+        "import bigmixed as bm, numba\n"
+        "from bigmixed.data_gen import generate_hdp\n"
+        "df = generate_hdp(60, seed=3).data\n"
+        "bm.warmup(glmm=False)\n"
+        "import bigmixed.kernels.columns as C, bigmixed.kernels.crossprod as X\n"
+        "ks = [C.columns_gram, C.columns_to_rows, C.count_nonfinite,\n"
+        "      X.factor_crossprod_columns_serial]\n"
+        "before = [len(k.signatures) for k in ks]\n"
+        "m = bm.lmm('mobility ~ age + wbc + (1 | doctor)', df); m.fit().fittedvalues\n"
+        "print(before, [len(k.signatures) for k in ks])\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=600)
+    before, after = out.stdout.strip().split("] [")
+    assert "0" not in before.strip("[]").split(", "), out.stdout
+    assert before.strip("[") == after.strip("]"), out.stdout + out.stderr

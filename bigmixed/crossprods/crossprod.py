@@ -19,7 +19,9 @@ import numpy as np
 
 from .compensated import add_compensated
 from ..kernels import factor_crossprod, factor_crossprod_serial, n_row_chunks, pair_crossprod
+from ..kernels.crossprod import factor_crossprod_columns, factor_crossprod_columns_serial
 from ..kernels.response import response_crossprod
+from ..spec.columns import ColumnMatrix
 from ..spec.structure import RandomEffectsStructure
 
 _EMPTY_Z = np.ones((0, 1))
@@ -83,6 +85,7 @@ class CrossProducts:
         `compute(X, y, structure)` (every sum is correctly rounded). With prior weights w
         (those these cross-products were computed with): Z'Wy, X'Wy and y'Wy, the same bits
         as `compute(X, y, structure, w)`."""
+        X = np.asarray(X)  # a ColumnMatrix: its array (the response kernel reads rows of X)
         if w is not None:
             return self._with_weighted_response(X, y, structure, w)
         n, p = X.shape
@@ -177,11 +180,16 @@ def factor_sums(f, X: np.ndarray, y: np.ndarray, with_gram: bool, chunks: int,
     # np.zeros, not zeros_like: calloc's pages are zeroed on first touch, by the chunk's own
     # thread in the kernel, instead of by one memset here (0.5 s of 320 MB at 10M rows)
     zz_lo, zxy_lo, gram_lo = np.zeros(zz_out.shape), np.zeros(zxy_out.shape), np.zeros(gram_out.shape)
-    if w is None:
+    if w is None and isinstance(X, ColumnMatrix):  # X's columns read in place: the same bits
+        kernel = factor_crossprod_columns if chunks > 1 else factor_crossprod_columns_serial
+        kernel(f.codes, _EMPTY_Z if f.unit_z else f.Z, f.unit_z, X.addresses(), y, with_gram,
+               zz_out, zxy_out, gram_out, zz_lo, zxy_lo, gram_lo)
+    elif w is None:
         kernel = factor_crossprod if chunks > 1 else factor_crossprod_serial
         kernel(f.codes, _EMPTY_Z if f.unit_z else f.Z, f.unit_z, X, y, with_gram, zz_out, zxy_out,
                gram_out, zz_lo, zxy_lo, gram_lo)
     else:
+        X = np.asarray(X)
         from ..kernels.glm import factor_crossprod_weighted, factor_crossprod_weighted_serial
 
         kernel = factor_crossprod_weighted if chunks > 1 else factor_crossprod_weighted_serial

@@ -71,7 +71,9 @@ class LinearMixedModel:
         extra = residual_columns(residual, variance)
         design = _prior_design(formula, data, weights, offset, extra)
         if design is None:
-            design = build_design(formula, data, extra_columns=extra)
+            # the fixed part's columns read in place by the cross-products (no n x p copy);
+            # residual structures read X's rows themselves
+            design = build_design(formula, data, extra_columns=extra, fixed_in_place=not extra)
         _warn_binary_response(design)
         check_response_values(design.y, design.response)  # constant / overflowing: typed error
         self._setup(design, reml, solver, design_time=time.perf_counter() - t0,

@@ -26,6 +26,8 @@ from .expressions import (evaluate_expressions, evaluate_response, factor_column
 from .materialize import MatrixSpec, build_matrix, plain_columns
 from .checks import check_column_names, check_duplicates, check_finite, check_group_column, check_grouping, check_response, format_values, missing_column_error
 from .rank import drop_aliased
+from .columns import ColumnMatrix, fixed_gram
+from ..kernels.columns import count_nonfinite
 
 @dataclass
 class RandomTerm:
@@ -83,7 +85,8 @@ class Design:
     response : str
         Name of the response column.
     y : np.ndarray, shape (n_obs,), float64
-    X : np.ndarray, shape (n_obs, p), float64, C-contiguous (row-major: one pass reads a row)
+    X : np.ndarray, shape (n_obs, p), float64, C-contiguous (row-major: one pass reads a row);
+        or, with build_design(fixed_in_place=True), a ColumnMatrix of the data's columns
     fixed_names : list[str]
         lme4/R names of the columns of X, e.g. ["(Intercept)", "methodhplc", "age:sexM"].
     terms : list[RandomTerm]
@@ -208,7 +211,7 @@ class TermSpec:
 
 def build_design(formula: str, data: pd.DataFrame, *, lme4_checks: bool = True,
                  extra_columns: tuple = (), transform_state=None,
-                 scale_free: bool = False) -> Design:
+                 scale_free: bool = False, fixed_in_place: bool = False) -> Design:
     """Evaluate an lme4 formula on a DataFrame.
 
     Rows with a missing value in any column the model uses are dropped (lme4's na.omit);
@@ -236,6 +239,10 @@ def build_design(formula: str, data: pd.DataFrame, *, lme4_checks: bool = True,
         `data`, as R's model.frame does.
     scale_free : the model has no residual scale (a binomial or Poisson GLMM): as many levels of
         a grouping factor as observations are allowed, as glmer allows them.
+    fixed_in_place : when the fixed part is the intercept and plain numeric columns and no row
+        is dropped, ``Design.X`` is a `bigmixed.spec.columns.ColumnMatrix` of the data's own
+        columns (nothing copied; for consumers that read X through the column kernels, such as
+        an LMM's cross-products) instead of an array.
     """
     if not isinstance(data, pd.DataFrame):
         raise DataTypeError(f"data must be a pandas DataFrame, got {type(data).__name__}")
@@ -286,7 +293,13 @@ def build_design(formula: str, data: pd.DataFrame, *, lme4_checks: bool = True,
 
     n_all = len(data)
     na = np.zeros(n_all, dtype=bool)
+    nonfinite: dict = {}  # float column -> (n NaN, n +-Inf), from one read without a mask
     for v in used:
+        values = _float_values(data[v])
+        if values is not None:
+            nonfinite[v] = count_nonfinite(values)
+            if nonfinite[v][0] == 0:
+                continue
         na |= np.asarray(data[v].isna().to_numpy(), dtype=bool)
     # R's model.frame: evaluate the variables (log(x), scale(x), poly(x, 2), ...) on all
     # rows, *then* drop rows with a missing value in any of them (na.omit). Data-dependent
@@ -339,7 +352,7 @@ def build_design(formula: str, data: pd.DataFrame, *, lme4_checks: bool = True,
         s = data[v]
         if v in plain and isinstance(s.dtype, np.dtype) and s.dtype.kind in "fiu":
             values = s.to_numpy()
-            if values.dtype.kind == "f":
+            if values.dtype.kind == "f" and nonfinite.get(v, (1, 1)) != (0, 0):
                 bad = ~np.isfinite(values)
                 if rows is not None:
                     bad &= keep
@@ -367,11 +380,11 @@ def build_design(formula: str, data: pd.DataFrame, *, lme4_checks: bool = True,
     with np.errstate(divide="ignore", invalid="ignore"):  # +-Inf is reported just below
         X, fixed_mspec = build_matrix(
             parsed.fixed, fixed_intercept, fixed_terms, frame, "fixed effects", transform_state,
-            columns=plain_values, rows=rows,
+            columns=plain_values, rows=rows, in_place=fixed_in_place,
         )
     # a column holding NaN or +-Inf has a non-finite sum of squares (an overflow too: each
     # such column is then checked exactly); X'X is reused by the rank check below
-    xtx = X.T @ X
+    xtx = fixed_gram(X) if isinstance(X, ColumnMatrix) else X.T @ X
     for j in np.flatnonzero(~np.isfinite(np.diag(xtx))):
         check_finite(X[:, j], f"fixed-effects column {fixed_mspec.names[j]!r}", row_index)
     zs: dict = {}
@@ -448,6 +461,13 @@ def build_design(formula: str, data: pd.DataFrame, *, lme4_checks: bool = True,
         warnings=design_warnings,
         extra={v: col(v).reset_index(drop=True) for v, _ in extra_columns},
     )
+
+
+def _float_values(s: pd.Series):
+    """A float64/float32 column's values as a NumPy array (no copy), or None for other columns."""
+    if isinstance(s.dtype, np.dtype) and s.dtype in (np.float64, np.float32):
+        return s.to_numpy()
+    return None
 
 
 def design_matrices_for_newdata(design: Design, newdata: pd.DataFrame, *,

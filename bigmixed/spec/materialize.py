@@ -391,20 +391,23 @@ def model_spec_column_names(model_spec) -> list:
 
 def build_matrix(
     rhs: str, intercept: bool, terms: list, frame: pd.DataFrame, what: str, transform_state=None,
-    *, columns=None, rows=None,
+    *, columns=None, rows=None, in_place: bool = False,
 ):
     """The model matrix of `terms` (+ intercept) on `frame` -> (C-ordered float64, MatrixSpec).
 
     columns : dict name -> array of all rows, for numeric columns that enter `terms` only as a
         term of their own (see `plain_columns`); `frame` then holds a stand-in for them and
         their column of the matrix is copied from the array's rows `rows` (all when None).
+    in_place : when every term is such a column and all rows are kept, return the matrix as a
+        `ColumnMatrix` of the columns themselves (nothing copied) instead of an array.
     """
     n = len(frame)
     if not terms:
         spec = MatrixSpec(rhs, intercept, 0, None, ["(Intercept)"] if intercept else [])
         return spec.matrix(frame), spec
     if columns and all(_is_plain_term(facs, columns) for facs in terms):
-        return _plain_matrix(rhs, intercept, terms, n, what, transform_state, columns, rows)
+        return _plain_matrix(rhs, intercept, terms, n, what, transform_state, columns, rows,
+                             in_place and rows is None)
     fterms = [Term([Factor("1", eval_method="literal")])] if intercept else []
     fterms += [Term(list(facs)) for facs in terms]
     ms = ModelSpec(
@@ -440,19 +443,27 @@ def _is_plain_term(facs, columns) -> bool:
     return len(facs) == 1 and facs[0].eval_method.value == "lookup" and facs[0].expr in columns
 
 
-def _plain_matrix(rhs, intercept, terms, n, what, transform_state, columns, rows):
+def _plain_matrix(rhs, intercept, terms, n, what, transform_state, columns, rows, in_place):
     """`build_matrix` when every term is a plain numeric data column: the intercept and the
     columns' kept rows written straight into the matrix, in the terms' order, with R's names.
     formulaic would write the same values (a copy of each column, 1.0 for the intercept) after
     a pass of its own over stand-ins; its ModelSpec, which `predict` and saving need, is made
-    on first use (`_DeferredModelSpec`)."""
+    on first use (`_DeferredModelSpec`). `in_place` (all rows kept): a ColumnMatrix of the
+    columns (float64 as they are; other dtypes cast to a float64 copy of their own)."""
     names = (["(Intercept)"] if intercept else []) + [r_var_name(f[0].expr, True) for f in terms]
+    deferred = _DeferredModelSpec(rhs, intercept, terms, what, transform_state)
+    spec = MatrixSpec(rhs, intercept, len(terms), deferred, names)
+    if in_place:
+        from .columns import ColumnMatrix
+
+        cols = [None] if intercept else []
+        cols += [np.ascontiguousarray(columns[facs[0].expr], dtype=np.float64) for facs in terms]
+        return ColumnMatrix(cols, n), spec
     X = np.empty((n, len(names)), dtype=np.float64)
     fills = [(0, np.float64(1.0))] if intercept else []
     fills += [(len(fills) + j, columns[facs[0].expr]) for j, facs in enumerate(terms)]
     _fill_columns(X, fills, rows)
-    deferred = _DeferredModelSpec(rhs, intercept, terms, what, transform_state)
-    return X, MatrixSpec(rhs, intercept, len(terms), deferred, names)
+    return X, spec
 
 
 class _DeferredModelSpec:
