@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import kernels as K
-from .kernels.columns import count_nonfinite
+from .kernels.columns import count_levels, count_nonfinite
 from .spec.columns import ColumnMatrix, fixed_gram
 
 
@@ -41,6 +41,8 @@ def warmup(glmm: bool = True) -> None:
     fixed_gram(X_cols)
     for dtype in (np.float64, np.float32):  # the design's missing-value scan of data columns
         count_nonfinite(np.zeros(3, dtype=dtype))
+    for dtype in (np.int8, np.int16, np.int32, np.int64):  # a categorical's codes
+        count_levels(np.zeros(3, dtype=dtype), np.zeros(1, dtype=np.int64))
     for P in (1, 2, 3):
         zz = np.tile(np.eye(P), (L, 1, 1))
         zxy = np.ones((L, P, p + 1))

@@ -103,3 +103,21 @@ def count_nonfinite(x):
         elif v - v != 0.0:  # +-Inf (v - v is NaN only for them here)
             n_inf += 1
     return n_nan, n_inf
+
+
+@njit(cache=True, nogil=True)
+def count_levels(codes, counts_out):
+    """Occurrences of each level in a column of codes (a categorical's: -1 for missing).
+
+    codes : (n,) int8/int16/int32/int64, values in -1..n_levels-1
+    counts_out : (n_levels,) int64, zeroed by the caller; counts_out[g] += rows with code g
+    Returns the number of missing codes (-1). One read, nothing allocated.
+    """
+    n_missing = 0
+    for i in range(codes.shape[0]):
+        g = codes[i]
+        if g < 0:
+            n_missing += 1
+        else:
+            counts_out[g] += 1
+    return n_missing

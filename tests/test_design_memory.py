@@ -291,3 +291,35 @@ def test_lmm_reads_the_columns_in_place_with_the_same_fit(formula, monkeypatch):
     np.testing.assert_array_equal(_bits(lazy_fit.theta), _bits(eager_fit.theta))
     np.testing.assert_array_equal(_bits(lazy_fit.beta), _bits(eager_fit.beta))
     np.testing.assert_array_equal(_bits(lazy_fit.fittedvalues), _bits(eager_fit.fittedvalues))
+
+
+@pytest.mark.parametrize("case", ["all used", "missing", "unused", "int8"])
+def test_factorize_a_categorical_reads_its_codes_once(case):
+    """A categorical grouping column: its own codes when every category occurs and none is
+    missing (no copy), else intp codes with the unused categories dropped and -1 for missing;
+    the level counts from one read (kernels.columns.count_levels) against np.bincount."""
+    from bigmixed.kernels.columns import count_levels
+    from bigmixed.spec.encoding import factorize
+
+    rng = np.random.default_rng(2)
+    n_cat = 7 if case == "int8" else 400
+    codes = rng.integers(0, n_cat, 5000)
+    codes[:n_cat] = np.arange(n_cat)
+    if case == "missing":
+        codes[rng.choice(5000, 50, replace=False)] = -1
+    if case == "unused":
+        codes[codes == 3] = 4
+    cats = [f"L{i:03d}" for i in range(n_cat)]
+    s = pd.Series(pd.Categorical.from_codes(codes, categories=cats))
+    counts = np.zeros(n_cat, dtype=np.int64)
+    assert count_levels(np.asarray(s.array.codes), counts) == int((codes < 0).sum())
+    np.testing.assert_array_equal(counts, np.bincount(codes[codes >= 0], minlength=n_cat))
+    got, labels, ordered = factorize(s)
+    used = sorted(set(codes[codes >= 0].tolist()))
+    assert list(labels) == [cats[i] for i in used] and not ordered
+    want = np.array([used.index(c) if c >= 0 else -1 for c in codes])
+    np.testing.assert_array_equal(got, want)
+    if case in ("all used", "int8"):
+        assert np.shares_memory(got, s.array.codes)
+    else:
+        assert got.dtype == np.intp

@@ -53,21 +53,29 @@ def numeric_column(s: pd.Series, name: str) -> np.ndarray:
 
 
 def factorize(s: pd.Series):
-    """-> (codes intp with -1 for NA, labels object ndarray in level order, ordered).
+    """-> (integer codes with -1 for NA, labels object ndarray in level order, ordered).
 
     Level order: Categorical categories (unused dropped), else sorted unique values.
-    Vectorised (pandas hashing + a sort of the unique values only).
+    Vectorised (pandas hashing + a sort of the unique values only). The codes are intp, except
+    for a Categorical with every category used and no missing value: then its own codes
+    (int8..int32, not copied; read-only).
     """
     dt = s.dtype
     if isinstance(dt, pd.CategoricalDtype):
-        codes = np.asarray(s.cat.codes.to_numpy(), dtype=np.intp)
+        from ..kernels.columns import count_levels
+
+        raw = np.asarray(s.array.codes)  # the Categorical's own (read-only) codes, not a copy
         cats = dt.categories
-        valid = codes >= 0
-        used = np.bincount(codes[valid], minlength=len(cats)) > 0
-        if not used.all():
-            remap = np.cumsum(used) - 1
-            codes = np.where(valid, remap[codes], -1)
-            cats = cats[used]
+        counts = np.zeros(len(cats), dtype=np.int64)
+        n_missing = count_levels(raw, counts)  # one read: no mask, no intp copy
+        used = counts > 0
+        codes = raw
+        if n_missing or not used.all():
+            codes = np.asarray(raw, dtype=np.intp)
+            if not used.all():
+                remap = np.cumsum(used) - 1
+                codes = np.where(codes >= 0, remap[codes], -1)
+                cats = cats[used]
         labels = r_labels(cats)
         ordered = bool(dt.ordered)
     elif _dense_int_range(s):
@@ -173,7 +181,7 @@ def group_codes(group_vars: tuple, var_factors: dict):
             step_keys=[],
             levels=levels,
         )
-        return np.asarray(codes0).astype(code_dtype(len(levels))), levels, spec
+        return np.asarray(codes0).astype(code_dtype(len(levels)), copy=False), levels, spec
     cur = np.asarray(codes0, dtype=np.int64)
     step_keys = []
     for v in group_vars[1:]:
@@ -201,7 +209,7 @@ def group_codes(group_vars: tuple, var_factors: dict):
         step_keys=step_keys,
         levels=levels,
     )
-    return cur.astype(code_dtype(len(levels))), levels, spec
+    return cur.astype(code_dtype(len(levels)), copy=False), levels, spec
 
 
 # --------------------------------------------------------------------------------------
