@@ -6,6 +6,8 @@ benchmarks call `warmup()` once at start-up.
 """
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
 from . import kernels as K
@@ -22,15 +24,24 @@ def warmup(glmm: bool = True) -> None:
     for code_dtype in (np.int32, np.int64):
         codes = (np.arange(n) % L).astype(code_dtype)
         X = np.ascontiguousarray(rng.normal(size=(n, p)))
-        y = rng.normal(size=n)
+        y_writable = rng.normal(size=n)
+        y = _read_only(y_writable)  # a data frame's column: a read-only view
         for P, unit in ((1, True), (2, False)):
             Z = np.ones((0, 1)) if unit else np.ascontiguousarray(rng.normal(size=(n, P)))
             for kernel, chunks in ((K.factor_crossprod, 2), (K.factor_crossprod_serial, 1)):
-                bufs = (np.zeros((chunks, L, P, P)), np.zeros((chunks, L, P, p + 1)),
-                        np.zeros((chunks, p + 1, p + 1)))
-                kernel(codes, Z, unit, X, y, True, *bufs, *(np.zeros_like(u) for u in bufs))
+                for yv in (y_writable, y):
+                    bufs = (np.zeros((chunks, L, P, P)), np.zeros((chunks, L, P, p + 1)),
+                            np.zeros((chunks, p + 1, p + 1)))
+                    kernel(codes, Z, unit, X, yv, True, *bufs, *(np.zeros_like(u) for u in bufs))
             # an LMM's plain fixed columns, read in place (bigmixed.spec.columns)
             X_cols = ColumnMatrix([None, np.ascontiguousarray(X[:, 1])], n)
+            for (X_arg, addrs, in_place), yv in itertools.product(
+                    ((X, np.zeros(0, dtype=np.int64), False),
+                     (np.zeros((0, 0)), X_cols.addresses(), True)), (y_writable, y)):
+                bufs = (np.zeros((1, L, P, P)), np.zeros((1, L, P, p + 1)),
+                        np.zeros((2, p + 1, p + 1)))
+                K.crossprod.factor_crossprod_by_level(codes, Z, unit, X_arg, addrs, in_place, yv,
+                                                      True, *bufs, *(np.zeros_like(u) for u in bufs))
             for kernel, chunks in ((K.crossprod.factor_crossprod_columns, 2),
                                    (K.crossprod.factor_crossprod_columns_serial, 1)):
                 bufs = (np.zeros((chunks, L, P, P)), np.zeros((chunks, L, P, p + 1)),
@@ -40,9 +51,11 @@ def warmup(glmm: bool = True) -> None:
     X_cols.materialize()
     fixed_gram(X_cols)
     for dtype in (np.float64, np.float32):  # the design's missing-value scan of data columns
-        count_nonfinite(np.zeros(3, dtype=dtype))
+        for values in (np.zeros(3, dtype=dtype), _read_only(np.zeros(3, dtype=dtype))):
+            count_nonfinite(values)
     for dtype in (np.int8, np.int16, np.int32, np.int64):  # a categorical's codes
-        count_levels(np.zeros(3, dtype=dtype), np.zeros(1, dtype=np.int64))
+        for codes in (np.zeros(3, dtype=dtype), _read_only(np.zeros(3, dtype=dtype))):
+            count_levels(codes, np.zeros(1, dtype=np.int64))
     for P in (1, 2, 3):
         zz = np.tile(np.eye(P), (L, 1, 1))
         zxy = np.ones((L, P, p + 1))
@@ -149,3 +162,10 @@ def _warm_models(rng) -> None:
         for kw in (dict(residual=AR1("t", "g")), dict(residual=AR1("u", "g")),
                    dict(residual=CompoundSymmetry("g")), dict(variance=VarIdent("s"))):
             LinearMixedModel("y ~ t + (1 | g)", df, **kw).fit()
+
+
+def _read_only(a: np.ndarray) -> np.ndarray:
+    """A read-only view (Numba compiles read-only arrays as a type of their own)."""
+    v = a.view()
+    v.flags.writeable = False
+    return v

@@ -19,12 +19,15 @@ import numpy as np
 
 from .compensated import add_compensated
 from ..kernels import factor_crossprod, factor_crossprod_serial, n_row_chunks, pair_crossprod
-from ..kernels.crossprod import factor_crossprod_columns, factor_crossprod_columns_serial
+from ..kernels.crossprod import (factor_crossprod_by_level, factor_crossprod_columns,
+                                 factor_crossprod_columns_serial)
 from ..kernels.response import response_crossprod
 from ..spec.columns import ColumnMatrix
 from ..spec.structure import RandomEffectsStructure
 
 _EMPTY_Z = np.ones((0, 1))
+_NO_X = np.zeros((0, 0))
+_NO_ADDRS = np.zeros(0, dtype=np.int64)
 
 
 @dataclass
@@ -174,13 +177,22 @@ def factor_sums(f, X: np.ndarray, y: np.ndarray, with_gram: bool, chunks: int,
     """
     m = X.shape[1] + 1
     P = f.n_columns
-    zz_out = np.zeros((chunks, f.n_levels, P, P))
-    zxy_out = np.zeros((chunks, f.n_levels, P, m))
+    # unweighted, several chunks: the threads split the levels, one copy of the level blocks
+    by_level = w is None and chunks > 1
+    level_chunks = 1 if by_level else chunks
+    zz_out = np.zeros((level_chunks, f.n_levels, P, P))
+    zxy_out = np.zeros((level_chunks, f.n_levels, P, m))
     gram_out = np.zeros((chunks, m, m))
     # np.zeros, not zeros_like: calloc's pages are zeroed on first touch, by the chunk's own
     # thread in the kernel, instead of by one memset here (0.5 s of 320 MB at 10M rows)
     zz_lo, zxy_lo, gram_lo = np.zeros(zz_out.shape), np.zeros(zxy_out.shape), np.zeros(gram_out.shape)
-    if w is None and isinstance(X, ColumnMatrix):  # X's columns read in place: the same bits
+    if by_level:
+        in_place = isinstance(X, ColumnMatrix)  # X's columns read in place: the same bits
+        factor_crossprod_by_level(
+            f.codes, _EMPTY_Z if f.unit_z else f.Z, f.unit_z, _NO_X if in_place else X,
+            X.addresses() if in_place else _NO_ADDRS, in_place, y, with_gram, zz_out, zxy_out,
+            gram_out, zz_lo, zxy_lo, gram_lo)
+    elif w is None and isinstance(X, ColumnMatrix):
         kernel = factor_crossprod_columns if chunks > 1 else factor_crossprod_columns_serial
         kernel(f.codes, _EMPTY_Z if f.unit_z else f.Z, f.unit_z, X.addresses(), y, with_gram,
                zz_out, zxy_out, gram_out, zz_lo, zxy_lo, gram_lo)

@@ -66,12 +66,12 @@ class ColumnMatrix:
         return self._array is not None
 
     def materialize(self) -> np.ndarray:
-        """The (n, p) C-ordered copy, made on the first call (read-only, like the columns)."""
+        """The (n, p) C-ordered copy, made on the first call (writable like the copy the design
+        used to make: the kernels then see the array type they are compiled for)."""
         if self._array is None:
             out = np.empty(self.shape, dtype=np.float64)
             if out.size:
                 columns_to_rows(self.addresses(), out)
-            out.flags.writeable = False
             self._array = out
         return self._array
 

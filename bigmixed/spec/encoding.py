@@ -58,7 +58,7 @@ def factorize(s: pd.Series):
     Level order: Categorical categories (unused dropped), else sorted unique values.
     Vectorised (pandas hashing + a sort of the unique values only). The codes are intp, except
     for a Categorical with every category used and no missing value: then its own codes
-    (int8..int32, not copied; read-only).
+    (int8..int32, not copied; a read-only view).
     """
     dt = s.dtype
     if isinstance(dt, pd.CategoricalDtype):
@@ -181,7 +181,7 @@ def group_codes(group_vars: tuple, var_factors: dict):
             step_keys=[],
             levels=levels,
         )
-        return np.asarray(codes0).astype(code_dtype(len(levels)), copy=False), levels, spec
+        return _kernel_codes(codes0, len(levels)), levels, spec
     cur = np.asarray(codes0, dtype=np.int64)
     step_keys = []
     for v in group_vars[1:]:
@@ -209,7 +209,14 @@ def group_codes(group_vars: tuple, var_factors: dict):
         step_keys=step_keys,
         levels=levels,
     )
-    return cur.astype(code_dtype(len(levels)), copy=False), levels, spec
+    return _kernel_codes(cur, len(levels)), levels, spec
+
+
+def _kernel_codes(codes, n_levels: int) -> np.ndarray:
+    """Group codes as the kernels take them: int32 (int64 from 2**31 levels), writable -- a
+    categorical's own codes are a read-only view, a type Numba would compile kernels anew for."""
+    out = np.asarray(codes).astype(code_dtype(n_levels), copy=False)
+    return out if out.flags.writeable else out.copy()
 
 
 # --------------------------------------------------------------------------------------

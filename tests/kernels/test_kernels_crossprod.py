@@ -140,3 +140,53 @@ def test_serial_and_parallel_crossprod_give_identical_numbers():
         outs.append(bufs)
     for u, v in zip(*outs):
         np.testing.assert_array_equal(u, v)
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(1, 120), n_levels=st.integers(1, 9), P=st.integers(1, 3), p=st.integers(0, 3),
+       parts=st.integers(1, 4), unit=st.booleans(), in_place=st.booleans(),
+       seed=st.integers(0, 2**31 - 1))
+def test_factor_crossprod_by_level_rounds_to_the_row_chunks_sums(n, n_levels, P, p, parts, unit,
+                                                                  in_place, seed):
+    """Levels split between the parts (one accumulator per level) instead of rows between the
+    chunks: after the double-double sums are rounded, the same bits as factor_crossprod's row
+    chunks, and the correctly rounded sums (math.fsum) of the rows' products."""
+    import math
+
+    from bigmixed.crossprods.crossprod import round_sum, sum_chunks
+    from bigmixed.kernels.crossprod import factor_crossprod_by_level
+    from bigmixed.spec.columns import ColumnMatrix
+
+    rng = np.random.default_rng(seed)
+    codes = rng.integers(0, n_levels, n).astype(np.int64)
+    P = 1 if unit else P
+    Z = np.ones((0, 1)) if unit else rng.normal(size=(n, P)) * 10.0 ** rng.integers(-5, 6, (n, 1))
+    X = rng.normal(size=(n, p)) * 10.0 ** rng.integers(-5, 6, (n, p))
+    y = rng.normal(size=n) * 1e3
+    m = p + 1
+    hi = [np.zeros((1, n_levels, P, P)), np.zeros((1, n_levels, P, m)), np.zeros((parts, m, m))]
+    lo = [np.zeros_like(b) for b in hi]
+    cols = ColumnMatrix([np.ascontiguousarray(X[:, j]) for j in range(p)], n)
+    if in_place:
+        factor_crossprod_by_level(codes, Z, unit, np.zeros((0, 0)), cols.addresses(), True, y, True,
+                                  *hi, *lo)
+    else:
+        factor_crossprod_by_level(codes, Z, unit, X, np.zeros(0, dtype=np.int64), False, y, True,
+                                  *hi, *lo)
+    got = [round_sum(*sum_chunks(h, l)) for h, l in zip(hi, lo)]
+    chunks = 2
+    ref_hi = [np.zeros((chunks, n_levels, P, P)), np.zeros((chunks, n_levels, P, m)),
+              np.zeros((chunks, m, m))]
+    ref_lo = [np.zeros_like(b) for b in ref_hi]
+    factor_crossprod(codes, Z, unit, X, y, True, *ref_hi, *ref_lo)
+    want = [round_sum(*sum_chunks(h, l)) for h, l in zip(ref_hi, ref_lo)]
+    for g, w in zip(got, want):
+        assert np.array_equal(g, w)
+    Zd = np.ones((n, 1)) if unit else Z
+    XY = np.column_stack([X, y])
+    exact = np.array([[math.fsum(XY[:, a] * XY[:, b]) for b in range(m)] for a in range(m)])
+    assert np.array_equal(got[2], exact)
+    g0 = int(codes[0])
+    rows = codes == g0
+    assert np.array_equal(got[1][g0], [[math.fsum(Zd[rows, a] * XY[rows, b]) for b in range(m)]
+                                       for a in range(P)])
