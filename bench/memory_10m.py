@@ -19,7 +19,8 @@ VmRSS after ``gc.collect()`` and ``malloc_trim(0)``. Then
 - ``stages`` process: the peak-RSS counter is reset (``echo 5 > /proc/self/clear_refs``) before
   each stage, and the stage's peak growth is VmHWM - baseline (what the earlier stages keep, e.g.
   the design's X and Z during the cross-products, counts in the later stages' peaks):
-  ``design`` = ``build_design`` (formula -> y, X, Z, codes), ``setup`` =
+  ``design`` = ``build_design(fixed_in_place=True)`` as bm.lmm calls it (formula -> y, X, Z,
+  codes; X as the data's own columns when they are plain and no row is dropped), ``setup`` =
   ``LinearMixedModel.from_design`` (structure, cross-products, solver set-up), ``fit`` =
   ``.fit()`` (optimizer, results);
 - ``one call`` process: ``bm.lmm(formula, df).fit()`` timed and measured as a whole.
@@ -125,7 +126,7 @@ def worker(problem: str, scenario: str, mode: str) -> dict:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if mode == "stages":
-            design = stage("design", lambda: build_design(p.formula, df))
+            design = stage("design", lambda: build_design(p.formula, df, fixed_in_place=True))
             model = stage("setup", lambda: LinearMixedModel.from_design(design))
             fit = stage("fit", model.fit)
         else:
@@ -241,7 +242,8 @@ def _write(rows: list, header: list, problem: str, formula: str) -> None:
           "during the stage minus the baseline (what earlier stages keep counts); `ratio`: "
           "`peak_growth_mib` / `input_mib`, the model's columns as stored in the data frame "
           "(`memory_usage(deep=True)`); `after_mib`: RSS growth at the end of the stage. "
-          "`design` = `build_design`, `setup` = `LinearMixedModel.from_design` (structure, "
+          "`design` = `build_design(fixed_in_place=True)` (as `bm.lmm` calls it), `setup` = "
+          "`LinearMixedModel.from_design` (structure, "
           "cross-products, solver), `fit` = `.fit()`; `one call` = `bm.lmm(formula, df).fit()` "
           "in another process. `wall_s` is noisy on this shared 2-core machine (`load` = "
           "1-minute load average after the stage). MiB = 2^20 bytes.", "",
