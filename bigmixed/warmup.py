@@ -35,18 +35,20 @@ def warmup(glmm: bool = True) -> None:
                     kernel(codes, Z, unit, X, yv, True, *bufs, *(np.zeros_like(u) for u in bufs))
             # an LMM's plain fixed columns, read in place (bigmixed.spec.columns)
             X_cols = ColumnMatrix([None, np.ascontiguousarray(X[:, 1])], n)
+            no_ints = np.zeros(0, dtype=np.int64)
             for (X_arg, addrs, in_place), yv in itertools.product(
-                    ((X, np.zeros(0, dtype=np.int64), False),
-                     (np.zeros((0, 0)), X_cols.addresses(), True)), (y_writable, y)):
+                    ((X, no_ints, False), (np.zeros((0, 0)), X_cols.addresses(), True)),
+                    (y_writable, y)):
                 bufs = (np.zeros((1, L, P, P)), np.zeros((1, L, P, p + 1)),
                         np.zeros((2, p + 1, p + 1)))
-                K.crossprod.factor_crossprod_by_level(codes, Z, unit, X_arg, addrs, in_place, yv,
-                                                      True, *bufs, *(np.zeros_like(u) for u in bufs))
+                K.crossprod.factor_crossprod_by_level(codes, Z, unit, X_arg, addrs, no_ints,
+                                                      in_place, yv, True, *bufs,
+                                                      *(np.zeros_like(u) for u in bufs))
             for kernel, chunks in ((K.crossprod.factor_crossprod_columns, 2),
                                    (K.crossprod.factor_crossprod_columns_serial, 1)):
                 bufs = (np.zeros((chunks, L, P, P)), np.zeros((chunks, L, P, p + 1)),
                         np.zeros((chunks, p + 1, p + 1)))
-                kernel(codes, Z, unit, X_cols.addresses(), y, True, *bufs,
+                kernel(codes, Z, unit, X_cols.addresses(), no_ints, y, True, *bufs,
                        *(np.zeros_like(u) for u in bufs))
     X_cols.materialize()
     fixed_gram(X_cols)

@@ -3,8 +3,10 @@
 A design whose fixed part is the intercept and plain numeric data columns need not copy them
 into an (n, p) matrix: the kernels read row i of such a matrix from the columns themselves.
 The matrix is described by ``x_addrs``, (p,) int64: the address of column j's first element
-(a C-contiguous float64 array of n values that the caller keeps alive), or 0 for a column of
-ones (the intercept, which is never stored). `bigmixed.spec.columns.ColumnMatrix` builds it.
+(a C-contiguous float64 array that the caller keeps alive), or 0 for a column of ones (the
+intercept, which is never stored); and ``x_rows``, (n,) int64: the position in the columns of
+the matrix's row i (the rows kept after dropping those with a missing value), or empty when
+row i is position i. `bigmixed.spec.columns.ColumnMatrix` builds both.
 """
 import numpy as np
 from llvmlite import ir
@@ -38,12 +40,13 @@ _BLOCK = 1024  # rows per block of `columns_gram`: a (p, 1024) buffer stays in t
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def columns_gram(x_addrs, n, gram_out):
+def columns_gram(x_addrs, x_rows, n, gram_out):
     """X'X of the (n, p) matrix at `x_addrs`, per row chunk (plain sums; for the rank check).
 
     Parameters
     ----------
     x_addrs : (p,) int64, column addresses (0: a column of ones)
+    x_rows : (n,) int64 positions of the rows in the columns, or (0,) for 0..n-1
     n : number of rows
     gram_out : (n_chunks, p, p) float64, written (not accumulated): chunk c's X_c'X_c, where
         the rows are cut into n_chunks contiguous chunks (the caller adds them in order)
@@ -54,6 +57,7 @@ def columns_gram(x_addrs, n, gram_out):
     p = x_addrs.shape[0]
     n_chunks = gram_out.shape[0]
     chunk = (n + n_chunks - 1) // n_chunks
+    mapped = x_rows.shape[0] > 0
     for c in prange(n_chunks):
         start = c * chunk
         stop = min(n, (c + 1) * chunk)
@@ -68,6 +72,9 @@ def columns_gram(x_addrs, n, gram_out):
                 if addr == 0:
                     for r in range(m):
                         buf[a, r] = 1.0
+                elif mapped:
+                    for r in range(m):
+                        buf[a, r] = _load_float64(addr, x_rows[i0 + r])
                 else:
                     for r in range(m):
                         buf[a, r] = _load_float64(addr, i0 + r)
@@ -76,18 +83,21 @@ def columns_gram(x_addrs, n, gram_out):
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def columns_to_rows(x_addrs, X_out):
-    """X_out[i, a] = element (i, a) of the matrix at `x_addrs`: the (n, p) C-ordered copy.
+def columns_to_rows(x_addrs, x_rows, X_out):
+    """X_out[i, a] = element (i, a) of the matrix at `x_addrs` / `x_rows`: the (n, p) C-ordered
+    copy.
 
     X_out : (n, p) float64, C-contiguous, written. Rows are copied in 64 blocks on the threads
     (each thread maps the pages it writes first; a pure copy, so the same bits)."""
     n, p = X_out.shape
     n_blocks = 64
     per = (n + n_blocks - 1) // n_blocks
+    mapped = x_rows.shape[0] > 0
     for b in prange(n_blocks):
         for i in range(b * per, min(n, (b + 1) * per)):
+            r = x_rows[i] if mapped else i
             for a in range(p):
-                X_out[i, a] = column_value(x_addrs, a, i)
+                X_out[i, a] = column_value(x_addrs, a, r)
 
 
 @njit(cache=True, nogil=True)

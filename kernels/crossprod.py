@@ -98,11 +98,13 @@ def dd_sum(x):
 
 
 @njit(cache=True, inline="always")
-def _crossprod_chunk(codes, Z, unit_z, X, x_addrs, from_columns, y, with_gram, c, cz, g_first,
-                     g_stop, start, stop, zz_out, zxy_out, gram_out, zz_lo, zxy_lo, gram_lo):
+def _crossprod_chunk(codes, Z, unit_z, X, x_addrs, x_rows, from_columns, y, with_gram, c, cz,
+                     g_first, g_stop, start, stop, zz_out, zxy_out, gram_out, zz_lo, zxy_lo,
+                     gram_lo):
     """Rows start..stop-1 whose level is in g_first..g_stop-1: their level blocks added into
     zz_out[cz] / zxy_out[cz], their [X y]'[X y] written to gram_out[c] (with_gram)."""
     p = x_addrs.shape[0] if from_columns else X.shape[1]
+    mapped = x_rows.shape[0] > 0
     m = p + 1
     P = zz_out.shape[2]
     xy = np.empty(m)
@@ -117,8 +119,9 @@ def _crossprod_chunk(codes, Z, unit_z, X, x_addrs, from_columns, y, with_gram, c
         if g < g_first or g >= g_stop:
             continue
         if from_columns:
+            r = x_rows[i] if mapped else i
             for a in range(p):
-                xy[a] = column_value(x_addrs, a, i)
+                xy[a] = column_value(x_addrs, a, r)
         else:
             for a in range(p):
                 xy[a] = X[i, a]
@@ -194,8 +197,9 @@ def factor_crossprod(codes, Z, unit_z, X, y, with_gram, zz_out, zxy_out, gram_ou
     chunk = (n + n_chunks - 1) // n_chunks
     no_addrs = np.zeros(0, dtype=np.int64)
     for c in prange(n_chunks):
-        _crossprod_chunk(codes, Z, unit_z, X, no_addrs, False, y, with_gram, c, c, 0,
-                         zz_out.shape[1], c * chunk, min(n, (c + 1) * chunk), zz_out, zxy_out, gram_out, zz_lo, zxy_lo, gram_lo)
+        _crossprod_chunk(codes, Z, unit_z, X, no_addrs, no_addrs, False, y, with_gram, c, c, 0,
+                         zz_out.shape[1], c * chunk, min(n, (c + 1) * chunk), zz_out, zxy_out,
+                         gram_out, zz_lo, zxy_lo, gram_lo)
 
 
 @njit(cache=True, nogil=True)
@@ -207,18 +211,20 @@ def factor_crossprod_serial(codes, Z, unit_z, X, y, with_gram, zz_out, zxy_out, 
     chunk = (n + n_chunks - 1) // n_chunks
     no_addrs = np.zeros(0, dtype=np.int64)
     for c in range(n_chunks):
-        _crossprod_chunk(codes, Z, unit_z, X, no_addrs, False, y, with_gram, c, c, 0,
-                         zz_out.shape[1], c * chunk, min(n, (c + 1) * chunk), zz_out, zxy_out, gram_out, zz_lo, zxy_lo, gram_lo)
+        _crossprod_chunk(codes, Z, unit_z, X, no_addrs, no_addrs, False, y, with_gram, c, c, 0,
+                         zz_out.shape[1], c * chunk, min(n, (c + 1) * chunk), zz_out, zxy_out,
+                         gram_out, zz_lo, zxy_lo, gram_lo)
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def factor_crossprod_columns(codes, Z, unit_z, x_addrs, y, with_gram, zz_out, zxy_out, gram_out,
-                             zz_lo, zxy_lo, gram_lo):
+def factor_crossprod_columns(codes, Z, unit_z, x_addrs, x_rows, y, with_gram, zz_out, zxy_out,
+                             gram_out, zz_lo, zxy_lo, gram_lo):
     """`factor_crossprod` with X given by its columns' addresses (kernels/columns.py): the same
     products in the same order, so the same bits, without an (n, p) copy of the columns.
 
-    x_addrs : (p,) int64, the address of each C-contiguous float64 column of n values (0: the
-        intercept's column of ones); the caller keeps the columns alive during the call.
+    x_addrs : (p,) int64, the address of each C-contiguous float64 column (0: the intercept's
+        column of ones); the caller keeps the columns alive during the call.
+    x_rows : (n,) int64, the position in the columns of each row, or (0,) for rows 0..n-1.
     Other parameters as `factor_crossprod`.
     """
     n = codes.shape[0]
@@ -226,21 +232,23 @@ def factor_crossprod_columns(codes, Z, unit_z, x_addrs, y, with_gram, zz_out, zx
     chunk = (n + n_chunks - 1) // n_chunks
     no_x = np.zeros((0, 0))
     for c in prange(n_chunks):
-        _crossprod_chunk(codes, Z, unit_z, no_x, x_addrs, True, y, with_gram, c, c, 0,
-                         zz_out.shape[1], c * chunk, min(n, (c + 1) * chunk), zz_out, zxy_out, gram_out, zz_lo, zxy_lo, gram_lo)
+        _crossprod_chunk(codes, Z, unit_z, no_x, x_addrs, x_rows, True, y, with_gram, c, c, 0,
+                         zz_out.shape[1], c * chunk, min(n, (c + 1) * chunk), zz_out, zxy_out,
+                         gram_out, zz_lo, zxy_lo, gram_lo)
 
 
 @njit(cache=True, nogil=True)
-def factor_crossprod_columns_serial(codes, Z, unit_z, x_addrs, y, with_gram, zz_out, zxy_out,
-                                    gram_out, zz_lo, zxy_lo, gram_lo):
+def factor_crossprod_columns_serial(codes, Z, unit_z, x_addrs, x_rows, y, with_gram, zz_out,
+                                    zxy_out, gram_out, zz_lo, zxy_lo, gram_lo):
     """`factor_crossprod_columns` without a parallel region, for one chunk (small data)."""
     n = codes.shape[0]
     n_chunks = zz_out.shape[0]
     chunk = (n + n_chunks - 1) // n_chunks
     no_x = np.zeros((0, 0))
     for c in range(n_chunks):
-        _crossprod_chunk(codes, Z, unit_z, no_x, x_addrs, True, y, with_gram, c, c, 0,
-                         zz_out.shape[1], c * chunk, min(n, (c + 1) * chunk), zz_out, zxy_out, gram_out, zz_lo, zxy_lo, gram_lo)
+        _crossprod_chunk(codes, Z, unit_z, no_x, x_addrs, x_rows, True, y, with_gram, c, c, 0,
+                         zz_out.shape[1], c * chunk, min(n, (c + 1) * chunk), zz_out, zxy_out,
+                         gram_out, zz_lo, zxy_lo, gram_lo)
 
 
 @njit(cache=True, nogil=True)
@@ -281,8 +289,8 @@ def pair_crossprod(pair_ids, Z_row, unit_row, Z_col, unit_col, block_out, block_
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def factor_crossprod_by_level(codes, Z, unit_z, X, x_addrs, from_columns, y, with_gram, zz_out,
-                              zxy_out, gram_out, zz_lo, zxy_lo, gram_lo):
+def factor_crossprod_by_level(codes, Z, unit_z, X, x_addrs, x_rows, from_columns, y, with_gram,
+                              zz_out, zxy_out, gram_out, zz_lo, zxy_lo, gram_lo):
     """`factor_crossprod` with the work split by levels instead of rows: part c of
     n_parts = gram_out.shape[0] reads every row's level and takes the rows of the levels
     c L / n_parts .. (c + 1) L / n_parts - 1, so each level's blocks have one accumulator (no
@@ -290,8 +298,9 @@ def factor_crossprod_by_level(codes, Z, unit_z, X, x_addrs, from_columns, y, wit
     columns). Every sum is compensated and rounded once by the caller, so the blocks and
     [X y]'[X y] are those of the row chunks, bit for bit.
 
-    X / x_addrs, from_columns : the fixed-effects matrix as an (n, p) array (from_columns False;
-        x_addrs empty) or as its columns' addresses (kernels/columns.py; X of shape (0, 0))
+    X / x_addrs, x_rows, from_columns : the fixed-effects matrix as an (n, p) array
+        (from_columns False; x_addrs and x_rows empty) or as its columns' addresses and row
+        positions (kernels/columns.py; X of shape (0, 0))
     zz_out, zz_lo : (1, n_levels, P, P); zxy_out, zxy_lo : (1, n_levels, P, p + 1)
     gram_out, gram_lo : (n_parts, p + 1, p + 1): part c's [X y]'[X y] (with_gram)
     Other parameters as `factor_crossprod`.
@@ -302,5 +311,5 @@ def factor_crossprod_by_level(codes, Z, unit_z, X, x_addrs, from_columns, y, wit
     for c in prange(n_parts):
         g_first = (c * n_levels) // n_parts
         g_stop = ((c + 1) * n_levels) // n_parts
-        _crossprod_chunk(codes, Z, unit_z, X, x_addrs, from_columns, y, with_gram, c, 0, g_first,
-                         g_stop, 0, n, zz_out, zxy_out, gram_out, zz_lo, zxy_lo, gram_lo)
+        _crossprod_chunk(codes, Z, unit_z, X, x_addrs, x_rows, from_columns, y, with_gram, c, 0,
+                         g_first, g_stop, 0, n, zz_out, zxy_out, gram_out, zz_lo, zxy_lo, gram_lo)

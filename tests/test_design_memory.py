@@ -231,13 +231,25 @@ def test_fixed_in_place_keeps_the_data_columns_with_the_copys_values():
     np.testing.assert_array_equal(_bits(np.asarray(lazy.X)), _bits(eager.X))
 
 
-@pytest.mark.parametrize("formula, missing", [
-    ("y ~ x + (1 | g)", True),            # rows dropped: the kept rows are copied
-    ("y ~ x + f + (1 | g)", False),       # a factor: formulaic's matrix
-    ("y ~ log(z) + x + (1 | g)", False),  # an expression
+def test_fixed_in_place_with_dropped_rows_reads_the_kept_rows():
+    """Rows with a missing value dropped: the columns are still read in place, at the kept rows
+    (X.rows), with the values of the copy of those rows."""
+    from bigmixed.spec.columns import ColumnMatrix
+
+    df = _frame(300, seed=4, missing=True)
+    lazy = build_design("y ~ x + k + (1 | g)", df, fixed_in_place=True)
+    eager = build_design("y ~ x + k + (1 | g)", df)
+    assert lazy.n_dropped == eager.n_dropped > 0
+    assert isinstance(lazy.X, ColumnMatrix) and len(lazy.X.rows) == lazy.n_obs
+    np.testing.assert_array_equal(_bits(np.asarray(lazy.X)), _bits(eager.X))
+
+
+@pytest.mark.parametrize("formula", [
+    "y ~ x + f + (1 | g)",       # a factor: formulaic's matrix
+    "y ~ log(z) + x + (1 | g)",  # an expression
 ])
-def test_fixed_in_place_falls_back_to_the_copy(formula, missing):
-    df = _frame(300, seed=4, missing=missing)
+def test_fixed_in_place_falls_back_to_the_copy(formula):
+    df = _frame(300, seed=4)
     d = build_design(formula, df, fixed_in_place=True)
     assert isinstance(d.X, np.ndarray)
     np.testing.assert_array_equal(_bits(d.X), _bits(build_design(formula, df).X))
@@ -262,16 +274,18 @@ def test_fixed_in_place_checks_as_the_copy_does():
     np.testing.assert_array_equal(_bits(np.asarray(lazy.X)), _bits(eager.X))
 
 
-@pytest.mark.parametrize("formula", ["y ~ x + k + (1 | g)", "y ~ x + z + (1 + z | g)",
-                                     "y ~ 0 + x + (1 | g) + (1 | f)"])
-def test_lmm_reads_the_columns_in_place_with_the_same_fit(formula, monkeypatch):
+@pytest.mark.parametrize("formula, missing", [("y ~ x + k + (1 | g)", False),
+                                              ("y ~ x + z + (1 + z | g)", False),
+                                              ("y ~ x + z + (1 + z | g)", True),
+                                              ("y ~ 0 + x + (1 | g) + (1 | f)", True)])
+def test_lmm_reads_the_columns_in_place_with_the_same_fit(formula, missing, monkeypatch):
     """bm.lmm uses fixed_in_place: the cross-products, the fit and its fitted values are those of
     the copy, bit for bit, and the fit itself never materializes X."""
     import bigmixed as bm
     import bigmixed.fitting.model as M
     from bigmixed.spec.columns import ColumnMatrix
 
-    df = _frame(3000, seed=8)
+    df = _frame(3000, seed=8, missing=missing)
     rng = np.random.default_rng(1)
     u, v = rng.normal(size=df["g"].max() + 1), rng.normal(size=3)
     df["y"] += u[df["g"]] + df["z"] * u[df["g"]] / 2 + v[df["f"].cat.codes]  # not singular

@@ -190,12 +190,12 @@ def factor_sums(f, X: np.ndarray, y: np.ndarray, with_gram: bool, chunks: int,
         in_place = isinstance(X, ColumnMatrix)  # X's columns read in place: the same bits
         factor_crossprod_by_level(
             f.codes, _EMPTY_Z if f.unit_z else f.Z, f.unit_z, _NO_X if in_place else X,
-            X.addresses() if in_place else _NO_ADDRS, in_place, y, with_gram, zz_out, zxy_out,
-            gram_out, zz_lo, zxy_lo, gram_lo)
+            X.addresses() if in_place else _NO_ADDRS, X.row_map() if in_place else _NO_ADDRS,
+            in_place, y, with_gram, zz_out, zxy_out, gram_out, zz_lo, zxy_lo, gram_lo)
     elif w is None and isinstance(X, ColumnMatrix):
         kernel = factor_crossprod_columns if chunks > 1 else factor_crossprod_columns_serial
-        kernel(f.codes, _EMPTY_Z if f.unit_z else f.Z, f.unit_z, X.addresses(), y, with_gram,
-               zz_out, zxy_out, gram_out, zz_lo, zxy_lo, gram_lo)
+        kernel(f.codes, _EMPTY_Z if f.unit_z else f.Z, f.unit_z, X.addresses(), X.row_map(), y,
+               with_gram, zz_out, zxy_out, gram_out, zz_lo, zxy_lo, gram_lo)
     elif w is None:
         kernel = factor_crossprod if chunks > 1 else factor_crossprod_serial
         kernel(f.codes, _EMPTY_Z if f.unit_z else f.Z, f.unit_z, X, y, with_gram, zz_out, zxy_out,

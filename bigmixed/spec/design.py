@@ -239,10 +239,10 @@ def build_design(formula: str, data: pd.DataFrame, *, lme4_checks: bool = True,
         `data`, as R's model.frame does.
     scale_free : the model has no residual scale (a binomial or Poisson GLMM): as many levels of
         a grouping factor as observations are allowed, as glmer allows them.
-    fixed_in_place : when the fixed part is the intercept and plain numeric columns and no row
-        is dropped, ``Design.X`` is a `bigmixed.spec.columns.ColumnMatrix` of the data's own
-        columns (nothing copied; for consumers that read X through the column kernels, such as
-        an LMM's cross-products) instead of an array.
+    fixed_in_place : when the fixed part is the intercept and plain numeric columns,
+        ``Design.X`` is a `bigmixed.spec.columns.ColumnMatrix` of the data's own columns at the
+        kept rows (nothing copied; for consumers that read X through the column kernels, such
+        as an LMM's cross-products) instead of an array.
     """
     if not isinstance(data, pd.DataFrame):
         raise DataTypeError(f"data must be a pandas DataFrame, got {type(data).__name__}")

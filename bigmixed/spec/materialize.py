@@ -398,8 +398,8 @@ def build_matrix(
     columns : dict name -> array of all rows, for numeric columns that enter `terms` only as a
         term of their own (see `plain_columns`); `frame` then holds a stand-in for them and
         their column of the matrix is copied from the array's rows `rows` (all when None).
-    in_place : when every term is such a column and all rows are kept, return the matrix as a
-        `ColumnMatrix` of the columns themselves (nothing copied) instead of an array.
+    in_place : when every term is such a column, return the matrix as a `ColumnMatrix` of the
+        columns themselves at the rows `rows` (nothing copied) instead of an array.
     """
     n = len(frame)
     if not terms:
@@ -407,7 +407,7 @@ def build_matrix(
         return spec.matrix(frame), spec
     if columns and all(_is_plain_term(facs, columns) for facs in terms):
         return _plain_matrix(rhs, intercept, terms, n, what, transform_state, columns, rows,
-                             in_place and rows is None)
+                             in_place)
     fterms = [Term([Factor("1", eval_method="literal")])] if intercept else []
     fterms += [Term(list(facs)) for facs in terms]
     ms = ModelSpec(
@@ -448,8 +448,8 @@ def _plain_matrix(rhs, intercept, terms, n, what, transform_state, columns, rows
     columns' kept rows written straight into the matrix, in the terms' order, with R's names.
     formulaic would write the same values (a copy of each column, 1.0 for the intercept) after
     a pass of its own over stand-ins; its ModelSpec, which `predict` and saving need, is made
-    on first use (`_DeferredModelSpec`). `in_place` (all rows kept): a ColumnMatrix of the
-    columns (float64 as they are; other dtypes cast to a float64 copy of their own)."""
+    on first use (`_DeferredModelSpec`). `in_place`: a ColumnMatrix of the columns at the
+    rows `rows` (float64 as they are; other dtypes cast to a float64 copy of their own)."""
     names = (["(Intercept)"] if intercept else []) + [r_var_name(f[0].expr, True) for f in terms]
     deferred = _DeferredModelSpec(rhs, intercept, terms, what, transform_state)
     spec = MatrixSpec(rhs, intercept, len(terms), deferred, names)
@@ -458,7 +458,7 @@ def _plain_matrix(rhs, intercept, terms, n, what, transform_state, columns, rows
 
         cols = [None] if intercept else []
         cols += [np.ascontiguousarray(columns[facs[0].expr], dtype=np.float64) for facs in terms]
-        return ColumnMatrix(cols, n), spec
+        return ColumnMatrix(cols, n, rows=rows), spec
     X = np.empty((n, len(names)), dtype=np.float64)
     fills = [(0, np.float64(1.0))] if intercept else []
     fills += [(len(fills) + j, columns[facs[0].expr]) for j, facs in enumerate(terms)]

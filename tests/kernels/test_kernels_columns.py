@@ -43,12 +43,18 @@ def test_factor_crossprod_from_columns_has_the_bits_of_the_copy(n, n_levels, P, 
     y = rng.normal(size=n)
     X = np.ascontiguousarray(_dense(cols, n))
     addrs = ColumnMatrix(cols, n).addresses()
+    # the same matrix as the kept rows of longer columns (every other position)
+    long_cols = [None if c is None else np.repeat(c, 2) * np.tile([1.0, np.nan], n) for c in cols]
+    kept = ColumnMatrix(long_cols, n, rows=np.arange(0, 2 * n, 2))
     for dense_kernel, column_kernel in ((factor_crossprod, factor_crossprod_columns),
                                         (factor_crossprod_serial, factor_crossprod_columns_serial)):
         want = _crossprods(dense_kernel, codes, Z, unit, X, y, n_levels, P, p, chunks)
-        got = _crossprods(column_kernel, codes, Z, unit, addrs, y, n_levels, P, p, chunks)
-        for g, w in zip(got, want):
-            assert np.array_equal(g, w)
+        for M in (ColumnMatrix(cols, n), kept):
+            got = _crossprods(lambda *a: column_kernel(*a[:3], M.addresses(), M.row_map(), *a[4:]),
+                              codes, Z, unit, None, y, n_levels, P, p, chunks)
+            for g, w in zip(got, want):
+                assert np.array_equal(g, w)
+        assert np.array_equal(np.asarray(kept), X)
 
 
 @settings(max_examples=30, deadline=None)
@@ -59,10 +65,12 @@ def test_columns_gram_is_xtx(n, p, chunks, seed):
     rng = np.random.default_rng(seed)
     cols = _columns(rng, n, p, {int(rng.integers(0, p))})
     X = _dense(cols, n)
-    out = np.full((chunks, p, p), np.nan)
-    columns_gram(ColumnMatrix(cols, n).addresses(), n, out)
     scale = max(1.0, float(np.abs(X).max(initial=0.0)) ** 2 * max(n, 1))
-    np.testing.assert_allclose(out.sum(0), X.T @ X, rtol=0, atol=1e-13 * scale)
+    rows = np.flatnonzero(rng.random(n) < 0.7)  # a subset of the rows, as after na.omit
+    for M, Xm in ((ColumnMatrix(cols, n), X), (ColumnMatrix(cols, len(rows), rows=rows), X[rows])):
+        out = np.full((chunks, p, p), np.nan)
+        columns_gram(M.addresses(), M.row_map(), M.shape[0], out)
+        np.testing.assert_allclose(out.sum(0), Xm.T @ Xm, rtol=0, atol=1e-13 * scale)
 
 
 def test_columns_to_rows_and_the_matrix_interface():
@@ -73,8 +81,11 @@ def test_columns_to_rows_and_the_matrix_interface():
     want = _dense(cols, n)
     assert X.shape == (n, 3) and len(X) == n and not X.is_materialized
     out = np.empty((n, 3))
-    columns_to_rows(X.addresses(), out)
+    columns_to_rows(X.addresses(), X.row_map(), out)
     assert np.array_equal(out, want)
+    rows = np.arange(3, n, 7)
+    sub = ColumnMatrix(cols, len(rows), rows=rows)
+    assert sub.shape == (len(rows), 3) and np.array_equal(np.asarray(sub), want[rows])
     beta = np.array([1.5, -2.0, 0.25])
     assert np.array_equal(X @ beta, want @ beta)  # the copy's gemv: the same bits
     assert X.is_materialized and X.materialize().flags.c_contiguous
@@ -95,6 +106,13 @@ def test_column_matrix_rejects_columns_it_cannot_read_in_place():
             assert "C-contiguous float64" in str(e)
         else:  # pragma: no cover
             raise AssertionError(f"accepted {bad.dtype} {bad.shape} {bad.strides}")
+    for rows in (np.array([0, 5, 10]), np.array([2, 1, 3]), np.array([0, 1])):
+        try:
+            ColumnMatrix([np.ones(n)], 3, rows=rows)
+        except ValueError as e:
+            assert "rows must" in str(e)
+        else:  # pragma: no cover
+            raise AssertionError(f"accepted rows {rows}")
 
 
 @settings(max_examples=40, deadline=None)

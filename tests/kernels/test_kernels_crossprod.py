@@ -168,11 +168,11 @@ def test_factor_crossprod_by_level_rounds_to_the_row_chunks_sums(n, n_levels, P,
     lo = [np.zeros_like(b) for b in hi]
     cols = ColumnMatrix([np.ascontiguousarray(X[:, j]) for j in range(p)], n)
     if in_place:
-        factor_crossprod_by_level(codes, Z, unit, np.zeros((0, 0)), cols.addresses(), True, y, True,
-                                  *hi, *lo)
+        factor_crossprod_by_level(codes, Z, unit, np.zeros((0, 0)), cols.addresses(),
+                                  cols.row_map(), True, y, True, *hi, *lo)
     else:
-        factor_crossprod_by_level(codes, Z, unit, X, np.zeros(0, dtype=np.int64), False, y, True,
-                                  *hi, *lo)
+        no_ints = np.zeros(0, dtype=np.int64)
+        factor_crossprod_by_level(codes, Z, unit, X, no_ints, no_ints, False, y, True, *hi, *lo)
     got = [round_sum(*sum_chunks(h, l)) for h, l in zip(hi, lo)]
     chunks = 2
     ref_hi = [np.zeros((chunks, n_levels, P, P)), np.zeros((chunks, n_levels, P, m)),
