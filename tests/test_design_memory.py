@@ -12,6 +12,7 @@ from formulaic.formula import SimpleFormula
 from formulaic.materializers.pandas import PandasMaterializer
 from formulaic.parser.types import Factor, Term
 
+import bigmixed.spec.fill as F
 import bigmixed.spec.materialize as D
 from bigmixed.crossprods.compensated import add_compensated
 from bigmixed.crossprods.crossprod import CrossProducts
@@ -50,10 +51,10 @@ def _frame(n, seed=0, missing=False):
 @pytest.mark.parametrize("missing", [False, True])
 @pytest.mark.parametrize("fill_rows", [3, 1 << 14])
 def test_plain_columns_are_the_kept_data(missing, fill_rows, threaded, monkeypatch):
-    monkeypatch.setattr(D, "_FILL_ROWS", fill_rows)  # blocks of 3 rows: many block boundaries
+    monkeypatch.setattr(F, "_FILL_ROWS", fill_rows)  # blocks of 3 rows: many block boundaries
     # threaded: row ranges on threads from any size (rows not a multiple of the block or of
     # the thread count)
-    monkeypatch.setattr(D, "_FILL_PARALLEL_MIN", 1 if threaded else 1 << 62)
+    monkeypatch.setattr(F, "_FILL_PARALLEL_MIN", 1 if threaded else 1 << 62)
     df = _frame(200, missing=missing)
     des = build_design("y ~ x + k + x32 + z + (1 + x | g)", df)
     keep = df[["y", "x", "z"]].notna().all(axis=1).to_numpy()

@@ -185,3 +185,44 @@ def test_errors(text, message):
 def test_non_string():
     with pytest.raises(FormulaError, match="must be a string"):
         parse_formula(3)
+
+
+# --------------------------------------------------------------------------------------
+# the light parse of plain right-hand sides (no formulaic import)
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+_PLAIN_PIECES = st.sampled_from(["x", "age", "a.b", "c_d", ".z", "x1", "`my var`", "`if`",
+                                 "1", "0", "True", "if", "x:z", "log(x)", "x*z", "`a+b`"])
+
+
+@settings(max_examples=150, deadline=None)
+@given(pieces=st.lists(_PLAIN_PIECES, min_size=1, max_size=6),
+       spaces=st.sampled_from(["+", " + ", "+ ", "  +"]))
+def test_plain_right_hand_sides_parse_to_formulaics_terms(pieces, spaces):
+    """Names, "1" and "0" joined by "+": the light parse gives formulaic's terms (expr and
+    eval method of each factor, in order), or hands the text to formulaic."""
+    from formulaic import Formula
+
+    from bigmixed.spec.formula import _plain_terms, to_python_expr
+
+    rhs = spaces.join(pieces)
+    light = _plain_terms(rhs)
+    if light is None:
+        return
+    assert not any(p in ("True", "if", "x:z", "log(x)", "x*z", "`a+b`") for p in pieces)
+    want = [[(f.expr, f.eval_method.value) for f in t.factors]
+            for t in Formula(to_python_expr(rhs), _ordering="none")]
+    assert [[(f.expr, f.eval_method.value) for f in t.factors] for t in light] == want
+
+
+def test_plain_factors_compare_and_pickle_like_values():
+    import pickle
+
+    from bigmixed.spec.formula import PlainFactor, r_term_order
+
+    intercept, terms = r_term_order("age + `my var` + age")
+    assert intercept and [[f.expr for f in t] for t in terms] == [["age"], ["my var"]]
+    f = terms[0][0]
+    assert isinstance(f, PlainFactor) and f.eval_method.value == "lookup"
+    assert pickle.loads(pickle.dumps(f)) == f and hash(pickle.loads(pickle.dumps(f))) == hash(f)

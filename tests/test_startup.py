@@ -31,3 +31,19 @@ def test_public_names_load_on_first_use():
         assert "not_a_name" in str(e)
     else:  # pragma: no cover
         raise AssertionError("no AttributeError")
+
+
+def test_a_plain_formula_fits_without_formulaic_or_sparse_modules():
+    """A formula of plain numeric columns and one grouping factor is parsed, designed and fitted
+    without loading formulaic (and the scipy.sparse.linalg it imports) or the sparse solvers;
+    a formula with a factor or an expression loads formulaic when it needs it."""
+    fit = ("import bigmixed as bm\n"
+           "from bigmixed.data_gen import generate_hdp\n"
+           "df = generate_hdp(30, seed=1).data\n"
+           "f = bm.lmm('mobility ~ age + wbc + (1 | doctor)', df).fit()\n"
+           "f.summary(); f.fittedvalues\n")
+    loaded = _modules_after(fit)
+    for heavy in ("formulaic", "scipy.sparse", "scipy.sparse.linalg"):
+        assert heavy not in loaded, heavy
+    loaded = _modules_after(fit.replace("age + wbc", "age + log(wbc)"))
+    assert "formulaic" in loaded

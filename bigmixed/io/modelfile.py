@@ -513,7 +513,8 @@ def _rebuild_matrix(mm: dict, frame: pd.DataFrame, what: str):
     from formulaic.parser.types import Factor, Term
 
     from ..spec.transforms import FORMULA_CONTEXT
-    from ..spec.materialize import MatrixSpec, RMaterializer, model_spec_column_names
+    from ..spec.materialize import (MatrixSpec, RMaterializer, as_formulaic_factor,
+                                    model_spec_column_names)
     from ..spec.formula import r_term_order
 
     intercept, terms = r_term_order(mm["rhs"], what) if mm["n_terms"] else (mm["intercept"], [])
@@ -521,7 +522,7 @@ def _rebuild_matrix(mm: dict, frame: pd.DataFrame, what: str):
         spec = MatrixSpec(mm["rhs"], bool(mm["intercept"]), 0, None, list(mm["names"]))
     else:
         fterms = [Term([Factor("1", eval_method="literal")])] if intercept else []
-        fterms += [Term(list(facs)) for facs in terms]
+        fterms += [Term([as_formulaic_factor(f) for f in facs]) for facs in terms]
         enc = {}
         for expr, e in (mm.get("encoder_state") or {}).items():
             kind = Factor.Kind(e["kind"])

@@ -1,13 +1,33 @@
 """Which system serves a model (solver="auto"), and the systems by name."""
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from ..crossprods.crossprod import CrossProducts
 from ..spec.structure import RandomEffectsStructure
-from .blockdiag import BlockDiagonalSystem
-from .cholmod import SparseSystem
-from .schur import SCHUR_MAX_DENSE, SCHUR_MIN_DENSITY, SchurSystem, schur_block_density
 
-SYSTEMS = {"blockdiag": BlockDiagonalSystem, "cholmod": SparseSystem, "schur": SchurSystem}
+
+class _Systems(Mapping):
+    """name -> System class, each module imported on first use (the sparse systems load
+    scipy.sparse, ~0.13 s at start-up, which a one-factor model never needs)."""
+
+    _where = {"blockdiag": ("blockdiag", "BlockDiagonalSystem"),
+              "cholmod": ("cholmod", "SparseSystem"), "schur": ("schur", "SchurSystem")}
+
+    def __getitem__(self, name):
+        import importlib
+
+        module, cls = self._where[name]
+        return getattr(importlib.import_module(f"{__package__}.{module}"), cls)
+
+    def __iter__(self):
+        return iter(self._where)
+
+    def __len__(self):
+        return len(self._where)
+
+
+SYSTEMS = _Systems()
 
 
 def auto_solver(cp: CrossProducts, structure: RandomEffectsStructure) -> str:
@@ -17,5 +37,7 @@ def auto_solver(cp: CrossProducts, structure: RandomEffectsStructure) -> str:
     structurally nonzero: crossed factors); "cholmod" otherwise (nested factors, many levels)."""
     if len(structure.factors) == 1:
         return "blockdiag"
+    from .schur import SCHUR_MAX_DENSE, SCHUR_MIN_DENSITY, schur_block_density
+
     r, density = schur_block_density(cp, structure, stop_early=True)
     return "schur" if 0 < r <= SCHUR_MAX_DENSE and density >= SCHUR_MIN_DENSITY else "cholmod"

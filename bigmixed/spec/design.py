@@ -26,6 +26,7 @@ from .expressions import (evaluate_expressions, evaluate_response, factor_column
 from .materialize import MatrixSpec, build_matrix, plain_columns
 from .checks import check_column_names, check_duplicates, check_finite, check_group_column, check_grouping, check_response, format_values, missing_column_error
 from .rank import drop_aliased
+from .rlabels import contr_poly  # noqa: F401 - re-exported (R's contr.poly)
 from .columns import ColumnMatrix, fixed_gram
 from ..kernels.columns import count_nonfinite
 

@@ -7,10 +7,6 @@ import copy
 import warnings
 import numpy as np
 import pandas as pd
-from formulaic import ModelSpec  # noqa: E402
-from formulaic.formula import SimpleFormula  # noqa: E402
-from formulaic.parser.types import Factor, Term  # noqa: E402
-from formulaic.transforms import TRANSFORMS  # noqa: E402
 from ..errors import (
     DesignError,
     FormulaError,
@@ -18,8 +14,6 @@ from ..errors import (
 )
 from .deparse import r_deparse
 from .formula import expression_names
-from .transforms import FORMULA_CONTEXT
-from .materialize import RMaterializer
 from .checks import missing_column_error, user_stacklevel
 from .encoding import prepare_covariate
 
@@ -41,7 +35,7 @@ def factor_columns(terms, data_columns, where: str) -> list:
                     names = expression_names(f.expr)
                 except FormulaError as e:
                     raise type(e)(f"{where}: {e}") from e
-                known = [n for n in names if n in TRANSFORMS or n in FORMULA_CONTEXT or hasattr(builtins, n)]
+                known = [n for n in names if n in _formula_functions() or hasattr(builtins, n)]
                 for n in names:
                     if n not in columns and n not in known:
                         raise missing_column_error(n, f"in {f.expr!r}, {where}", data_columns)
@@ -52,6 +46,16 @@ def factor_columns(terms, data_columns, where: str) -> list:
     return out
 
 
+def _formula_functions():
+    """The names an expression may call besides builtins: formulaic's transforms and the
+    evaluation context's (loaded on first use: only a formula with expressions needs them)."""
+    from formulaic.transforms import TRANSFORMS
+
+    from .transforms import FORMULA_CONTEXT
+
+    return set(TRANSFORMS) | set(FORMULA_CONTEXT)
+
+
 def evaluate_expressions(terms, data: pd.DataFrame, covariates: list, na: np.ndarray,
                           transform_state=None):
     """Evaluate the expression factors (log(x), scale(x), ...) on all rows.
@@ -60,6 +64,13 @@ def evaluate_expressions(terms, data: pd.DataFrame, covariates: list, na: np.nda
     beforehand (e.g. over all partitions of a Dask DataFrame); by default they find it here.
     Returns (rows where one evaluates to NaN, formulaic transform state).
     """
+    from formulaic import ModelSpec
+    from formulaic.formula import SimpleFormula
+    from formulaic.parser.types import Term
+
+    from .rmaterializer import RMaterializer
+    from .transforms import FORMULA_CONTEXT
+
     factors = list(
         {f.expr: f for facs in terms for f in facs if f.eval_method.value != "lookup"}.values()
     )
@@ -103,6 +114,8 @@ def response_columns(parsed, data_columns) -> list:
     """The data columns the response reads: itself, or those its expression names."""
     if parsed.response_expr is None:
         return [parsed.response]
+    from formulaic.parser.types import Factor
+
     factor = Factor(parsed.response_expr, eval_method="python")
     columns = factor_columns([[factor]], data_columns, f"response {parsed.response!r}")
     if not columns:
@@ -120,8 +133,14 @@ def evaluate_response(parsed, data: pd.DataFrame, columns: list) -> np.ndarray:
     Raises ResponseTypeError when the expression does not give one number per row (a factor,
     several columns).
     """
+    from formulaic import ModelSpec
+    from formulaic.formula import SimpleFormula
+    from formulaic.parser.types import Factor, Term
+
     from ..errors import ResponseTypeError
     from .encoding import numeric_column
+    from .rmaterializer import RMaterializer
+    from .transforms import FORMULA_CONTEXT
 
     name = parsed.response
     frame = pd.DataFrame({v: numeric_column(data[v], v) for v in columns},

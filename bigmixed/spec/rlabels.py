@@ -4,11 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from formulaic.transforms.contrasts import PolyContrasts  # noqa: E402
-from interface_meta import override  # noqa: E402
-
-import numpy as np
-import pandas as pd
 
 # --------------------------------------------------------------------------------------
 # contr.poly
@@ -96,15 +91,3 @@ def r_labels(uniques) -> np.ndarray:
     if pd.api.types.infer_dtype(vals, skipna=False) == "string":
         return vals
     return np.array([r_label_scalar(x) for x in vals], dtype=object)
-
-
-class RPolyContrasts(PolyContrasts):
-    """formulaic's PolyContrasts with R's exact contr.poly coding matrix."""
-
-    @override
-    def _get_coding_matrix(self, levels, reduced_rank=True, sparse=False):
-        import scipy.sparse as spsparse
-
-        n = len(levels)
-        m = contr_poly(n) if reduced_rank else np.eye(n)
-        return spsparse.csc_matrix(m) if sparse else m

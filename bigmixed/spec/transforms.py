@@ -12,10 +12,25 @@ from .transform_state import complete_state  # noqa: E402
 from ..errors import (
     DesignError,
 )
-from .rlabels import RPolyContrasts
+from formulaic.transforms.contrasts import PolyContrasts  # noqa: E402
+from interface_meta import override  # noqa: E402
+from .rlabels import contr_poly
 from .encoding import as_categorical
 from .encoding import factorize
 from .splines import r_bs, r_ns
+
+
+class RPolyContrasts(PolyContrasts):
+    """formulaic's PolyContrasts with R's exact contr.poly coding matrix."""
+
+    @override
+    def _get_coding_matrix(self, levels, reduced_rank=True, sparse=False):
+        import scipy.sparse as spsparse
+
+        n = len(levels)
+        m = contr_poly(n) if reduced_rank else np.eye(n)
+        return spsparse.csc_matrix(m) if sparse else m
+
 
 def r_factor(x):
     """R's ``factor(x)`` inside a formula: levels sorted, labelled as R prints them."""

@@ -41,6 +41,12 @@ def test_row_third_derivatives_are_the_derivatives_of_row_derivatives(eta, y, wt
             "log": glm.LOG}[combo[1]]
     if family == glm.BINOMIAL:
         y = min(y, 1.0)
+    if link == glm.CLOGLOG:
+        # 1 - mu = exp(-exp(eta)) is taken from mu = 1 - exp(-exp(eta)) in the row derivatives:
+        # above eta ~ 2.5 it keeps ~9 digits, too few for central differences of the second
+        # derivative (at eta = 3 they drift from 40.168 at h = 1e-3 to 49 at h = 1e-6 around
+        # the analytic 40.1706); the analytic third derivative is not the one at fault
+        eta = min(eta, 2.0)
     d1, d2, d3, w, w1, w2 = glm.row_third_derivatives(eta, y, wt, family, link)
     assert (d1, d2, w, w1) == glm.row_derivatives(eta, y, wt, family, link)
     h = 1e-5
