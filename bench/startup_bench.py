@@ -1,5 +1,6 @@
 """Start-up cost end to end, in fresh processes: `bigmixed --version`, a tiny fit from the
-command line (hdp size, cached Numba kernels), and the same fit with `Rscript` + lme4.
+command line (hdp size, cached Numba kernels), the same fit with `Rscript` + lme4, and the floor
+of the stack (importing pandas and Numba; that plus one cached kernel call).
 
     .venv/bin/python bench/startup_bench.py [--repeat 5]
 
@@ -19,6 +20,10 @@ sys.path.insert(0, str(HERE))
 from _common import ensure_dirs, loadavg, machine_header, markdown_table  # noqa: E402
 
 FORMULA = "mobility ~ age + married + sex + wbc + rbc + (1 | doctor)"
+FLOOR_KERNEL = ("import numpy as np, pandas\n"
+                "from bigmixed.kernels.columns import count_nonfinite\n"
+                "count_nonfinite(np.zeros(3))\n"
+                "import os; os._exit(0)\n")
 
 
 def wall(cmd) -> float:
@@ -49,6 +54,12 @@ def main() -> int:
         "bigmixed fit (8,525 rows, 407 doctors)": [str(exe), "fit", "--data", str(data), "--formula",
                                                    FORMULA, "--out", str(out), "-q"],
         "Rscript: library(lme4); lmer(...) (same data)": ["Rscript", str(r_script)],
+        # the floor of the stack: the libraries a fit needs, and the first call of one cached
+        # Numba kernel (Numba then loads its lowering registries); both leave by os._exit as
+        # the CLI does (no module teardown)
+        "floor: python -c 'import pandas, numba'": [sys.executable, "-c",
+                                                    "import os, pandas, numba; os._exit(0)"],
+        "floor + one cached kernel call": [sys.executable, "-c", FLOOR_KERNEL],
     }
     rows = []
     for label, cmd in cases.items():
