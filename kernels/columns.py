@@ -36,7 +36,7 @@ def column_value(x_addrs, a, i):
     return _load_float64(addr, i)
 
 
-_BLOCK = 1024  # rows per block of `columns_gram`: a (p, 1024) buffer stays in the L1/L2 cache
+_BLOCK = 4096  # rows per block of `columns_gram`: a (p, 4096) buffer stays in the L2 cache
 
 
 @njit(parallel=True, cache=True, nogil=True)
@@ -51,8 +51,8 @@ def columns_gram(x_addrs, x_rows, n, gram_out):
     gram_out : (n_chunks, p, p) float64, written (not accumulated): chunk c's X_c'X_c, where
         the rows are cut into n_chunks contiguous chunks (the caller adds them in order)
 
-    Each chunk copies blocks of rows into a (p, block) buffer and adds buffer @ buffer.T, so
-    the products are taken by BLAS on cached data rather than one row at a time.
+    Each chunk copies blocks of 4096 rows into a (p, 4096) buffer and adds buffer @ buffer.T,
+    so the products are taken by BLAS on cached data rather than one row at a time.
     """
     p = x_addrs.shape[0]
     n_chunks = gram_out.shape[0]

@@ -56,6 +56,8 @@ def check_column_names(data: pd.DataFrame) -> None:
 
 
 def check_duplicates(data: pd.DataFrame, used: list) -> None:
+    if data.columns.is_unique:
+        return
     counts = data.columns.value_counts()
     dup = [v for v in used if counts.get(v, 0) > 1]
     if dup:

@@ -400,6 +400,8 @@ def build_design(formula: str, data: pd.DataFrame, *, lme4_checks: bool = True,
                 columns=plain_values, rows=rows,
             )
         Z, zspec = zs[expr]
+        if all(len(facs) == 1 and facs[0].expr in plain_values for facs in trms):
+            continue  # the intercept and data columns checked finite above: Z is finite
         for j in np.flatnonzero(~np.isfinite(np.diag(Z.T @ Z))):
             check_finite(Z[:, j], f"column {zspec.names[j]!r} of random-effects term "
                           f"({expr} | ...)", row_index)

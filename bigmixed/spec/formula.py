@@ -623,6 +623,7 @@ def _parse_bar(inner: str, whole: str) -> BarTerm:
     return BarTerm(expr=lhs, group=rhs, correlated=correlated)
 
 
+@functools.lru_cache(maxsize=256)
 def parse_formula(text: str) -> ParsedFormula:
     """Parse an lme4 formula such as ``"y ~ age + (1 + age | doctor) + (1 | hospital)"``.
 

@@ -58,10 +58,10 @@ def test_factor_crossprod_from_columns_has_the_bits_of_the_copy(n, n_levels, P, 
 
 
 @settings(max_examples=30, deadline=None)
-@given(n=st.integers(0, 3000), p=st.integers(1, 6), chunks=st.integers(1, 3),
+@given(n=st.integers(0, 13000), p=st.integers(1, 6), chunks=st.integers(1, 3),
        seed=st.integers(0, 2**31 - 1))
 def test_columns_gram_is_xtx(n, p, chunks, seed):
-    """Blocks of 1024 rows (a short last block included) summed per chunk: X'X of the copy."""
+    """Blocks of 4096 rows (a short last block included) summed per chunk: X'X of the copy."""
     rng = np.random.default_rng(seed)
     cols = _columns(rng, n, p, {int(rng.integers(0, p))})
     X = _dense(cols, n)
