@@ -28,11 +28,11 @@ def warmup(glmm: bool = True) -> None:
         y = _read_only(y_writable)  # a data frame's column: a read-only view
         for P, unit in ((1, True), (2, False)):
             Z = np.ones((0, 1)) if unit else np.ascontiguousarray(rng.normal(size=(n, P)))
-            for kernel, chunks in ((K.factor_crossprod, 2), (K.factor_crossprod_serial, 1)):
-                for yv in (y_writable, y):
-                    bufs = (np.zeros((chunks, L, P, P)), np.zeros((chunks, L, P, p + 1)),
-                            np.zeros((chunks, p + 1, p + 1)))
-                    kernel(codes, Z, unit, X, yv, True, *bufs, *(np.zeros_like(u) for u in bufs))
+            for yv in (y_writable, y):  # one chunk; several take factor_crossprod_by_level
+                bufs = (np.zeros((1, L, P, P)), np.zeros((1, L, P, p + 1)),
+                        np.zeros((1, p + 1, p + 1)))
+                K.factor_crossprod_serial(codes, Z, unit, X, yv, True, *bufs,
+                                          *(np.zeros_like(u) for u in bufs))
             # an LMM's plain fixed columns, read in place (bigmixed.spec.columns)
             X_cols = ColumnMatrix([None, np.ascontiguousarray(X[:, 1])], n)
             no_ints = np.zeros(0, dtype=np.int64)
@@ -44,12 +44,10 @@ def warmup(glmm: bool = True) -> None:
                 K.crossprod.factor_crossprod_by_level(codes, Z, unit, X_arg, addrs, no_ints,
                                                       in_place, yv, True, *bufs,
                                                       *(np.zeros_like(u) for u in bufs))
-            for kernel, chunks in ((K.crossprod.factor_crossprod_columns, 2),
-                                   (K.crossprod.factor_crossprod_columns_serial, 1)):
-                bufs = (np.zeros((chunks, L, P, P)), np.zeros((chunks, L, P, p + 1)),
-                        np.zeros((chunks, p + 1, p + 1)))
-                kernel(codes, Z, unit, X_cols.addresses(), no_ints, y, True, *bufs,
-                       *(np.zeros_like(u) for u in bufs))
+            bufs = (np.zeros((1, L, P, P)), np.zeros((1, L, P, p + 1)), np.zeros((1, p + 1, p + 1)))
+            K.crossprod.factor_crossprod_columns_serial(codes, Z, unit, X_cols.addresses(), no_ints,
+                                                        y, True, *bufs,
+                                                        *(np.zeros_like(u) for u in bufs))
     X_cols.materialize()
     fixed_gram(X_cols)
     for dtype in (np.float64, np.float32):  # the design's missing-value scan of data columns

@@ -216,31 +216,18 @@ def factor_crossprod_serial(codes, Z, unit_z, X, y, with_gram, zz_out, zxy_out, 
                          gram_out, zz_lo, zxy_lo, gram_lo)
 
 
-@njit(parallel=True, cache=True, nogil=True)
-def factor_crossprod_columns(codes, Z, unit_z, x_addrs, x_rows, y, with_gram, zz_out, zxy_out,
-                             gram_out, zz_lo, zxy_lo, gram_lo):
-    """`factor_crossprod` with X given by its columns' addresses (kernels/columns.py): the same
-    products in the same order, so the same bits, without an (n, p) copy of the columns.
+@njit(cache=True, nogil=True)
+def factor_crossprod_columns_serial(codes, Z, unit_z, x_addrs, x_rows, y, with_gram, zz_out,
+                                    zxy_out, gram_out, zz_lo, zxy_lo, gram_lo):
+    """`factor_crossprod_serial` with X given by its columns' addresses (kernels/columns.py): the
+    same products in the same order, so the same bits, without an (n, p) copy of the columns.
+    (Several chunks take `factor_crossprod_by_level`, which reads X either way.)
 
     x_addrs : (p,) int64, the address of each C-contiguous float64 column (0: the intercept's
         column of ones); the caller keeps the columns alive during the call.
     x_rows : (n,) int64, the position in the columns of each row, or (0,) for rows 0..n-1.
     Other parameters as `factor_crossprod`.
     """
-    n = codes.shape[0]
-    n_chunks = zz_out.shape[0]
-    chunk = (n + n_chunks - 1) // n_chunks
-    no_x = np.zeros((0, 0))
-    for c in prange(n_chunks):
-        _crossprod_chunk(codes, Z, unit_z, no_x, x_addrs, x_rows, True, y, with_gram, c, c, 0,
-                         zz_out.shape[1], c * chunk, min(n, (c + 1) * chunk), zz_out, zxy_out,
-                         gram_out, zz_lo, zxy_lo, gram_lo)
-
-
-@njit(cache=True, nogil=True)
-def factor_crossprod_columns_serial(codes, Z, unit_z, x_addrs, x_rows, y, with_gram, zz_out,
-                                    zxy_out, gram_out, zz_lo, zxy_lo, gram_lo):
-    """`factor_crossprod_columns` without a parallel region, for one chunk (small data)."""
     n = codes.shape[0]
     n_chunks = zz_out.shape[0]
     chunk = (n + n_chunks - 1) // n_chunks

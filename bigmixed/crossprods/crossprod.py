@@ -18,9 +18,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from .compensated import add_compensated
-from ..kernels import factor_crossprod, factor_crossprod_serial, n_row_chunks, pair_crossprod
-from ..kernels.crossprod import (factor_crossprod_by_level, factor_crossprod_columns,
-                                 factor_crossprod_columns_serial)
+from ..kernels import factor_crossprod_serial, n_row_chunks, pair_crossprod
+from ..kernels.crossprod import factor_crossprod_by_level, factor_crossprod_columns_serial
 from ..kernels.response import response_crossprod
 from ..spec.columns import ColumnMatrix
 from ..spec.structure import RandomEffectsStructure
@@ -192,14 +191,13 @@ def factor_sums(f, X: np.ndarray, y: np.ndarray, with_gram: bool, chunks: int,
             f.codes, _EMPTY_Z if f.unit_z else f.Z, f.unit_z, _NO_X if in_place else X,
             X.addresses() if in_place else _NO_ADDRS, X.row_map() if in_place else _NO_ADDRS,
             in_place, y, with_gram, zz_out, zxy_out, gram_out, zz_lo, zxy_lo, gram_lo)
-    elif w is None and isinstance(X, ColumnMatrix):
-        kernel = factor_crossprod_columns if chunks > 1 else factor_crossprod_columns_serial
-        kernel(f.codes, _EMPTY_Z if f.unit_z else f.Z, f.unit_z, X.addresses(), X.row_map(), y,
-               with_gram, zz_out, zxy_out, gram_out, zz_lo, zxy_lo, gram_lo)
-    elif w is None:
-        kernel = factor_crossprod if chunks > 1 else factor_crossprod_serial
-        kernel(f.codes, _EMPTY_Z if f.unit_z else f.Z, f.unit_z, X, y, with_gram, zz_out, zxy_out,
-               gram_out, zz_lo, zxy_lo, gram_lo)
+    elif w is None and isinstance(X, ColumnMatrix):  # one chunk
+        factor_crossprod_columns_serial(
+            f.codes, _EMPTY_Z if f.unit_z else f.Z, f.unit_z, X.addresses(), X.row_map(), y,
+            with_gram, zz_out, zxy_out, gram_out, zz_lo, zxy_lo, gram_lo)
+    elif w is None:  # one chunk
+        factor_crossprod_serial(f.codes, _EMPTY_Z if f.unit_z else f.Z, f.unit_z, X, y, with_gram,
+                                zz_out, zxy_out, gram_out, zz_lo, zxy_lo, gram_lo)
     else:
         X = np.asarray(X)
         from ..kernels.glm import factor_crossprod_weighted, factor_crossprod_weighted_serial
