@@ -74,6 +74,9 @@ def warmup(glmm: bool = True) -> None:
                                   gram, n, p, reml, 0.0, np.empty((1, p + 1, p + 1)))
             K.profiled_criterion(0.0, gram, np.zeros((2, p + 1, p + 1)), n, p, reml, 0.0)
     ids = np.arange(n, dtype=np.int64) % 3
+    for code_dtype in (np.int32, np.int64):  # crossed and nested factors' level pairs
+        codes = ids.astype(code_dtype)
+        K.crossprod.pair_keys(codes, codes, 3, 3, np.empty(n, dtype=np.int64))
     K.crossprod.add_double_double(np.ones(3), np.zeros(3), np.ones(3), np.zeros(3))
     K.crossprod.add_double_double_parallel(np.ones(3), np.zeros(3), np.ones(3), np.zeros(3))
     K.crossprod.dd_sum(np.ones(5))

@@ -239,6 +239,52 @@ def factor_crossprod_columns_serial(codes, Z, unit_z, x_addrs, x_rows, y, with_g
 
 
 @njit(cache=True, nogil=True)
+def pair_keys(codes_b, codes_a, n_levels_b, n_levels_a, ids_out):
+    """The level pairs (b, a) that occur, by two counting sorts (O(n + levels), no comparison
+    sort): what ``np.unique(codes_b * n_levels_a + codes_a, return_inverse=True)`` gives.
+
+    codes_b, codes_a : (n,) int32/int64 level codes of two grouping factors
+    ids_out : (n,) int64, written: each row's index into the returned keys
+    Returns (n_pairs,) int64, the sorted keys level_b * n_levels_a + level_a of the pairs.
+    """
+    n = codes_b.shape[0]
+    # stable counting sort by a, then by b: the rows in (b, a) order
+    start_a = np.zeros(n_levels_a + 1, dtype=np.int64)
+    for i in range(n):
+        start_a[codes_a[i] + 1] += 1
+    for g in range(n_levels_a):
+        start_a[g + 1] += start_a[g]
+    by_a = np.empty(n, dtype=np.int64)
+    for i in range(n):
+        g = codes_a[i]
+        by_a[start_a[g]] = i
+        start_a[g] += 1
+    start_b = np.zeros(n_levels_b + 1, dtype=np.int64)
+    for i in range(n):
+        start_b[codes_b[i] + 1] += 1
+    for g in range(n_levels_b):
+        start_b[g + 1] += start_b[g]
+    order = np.empty(n, dtype=np.int64)
+    for k in range(n):
+        i = by_a[k]
+        g = codes_b[i]
+        order[start_b[g]] = i
+        start_b[g] += 1
+    keys = np.empty(n, dtype=np.int64)
+    n_pairs = 0
+    prev = -1
+    for k in range(n):
+        i = order[k]
+        key = np.int64(codes_b[i]) * n_levels_a + np.int64(codes_a[i])
+        if key != prev:
+            keys[n_pairs] = key
+            n_pairs += 1
+            prev = key
+        ids_out[i] = n_pairs - 1
+    return keys[:n_pairs].copy()
+
+
+@njit(cache=True, nogil=True)
 def pair_crossprod(pair_ids, Z_row, unit_row, Z_col, unit_col, block_out, block_lo):
     """Co-occurrence blocks Z_row' Z_col between two grouping factors.
 

@@ -64,11 +64,13 @@ def test_warmup_covers_the_kernels_of_every_lmm_fit_of_hdp_shape():
         "import bigmixed.kernels.columns as C, bigmixed.kernels.crossprod as X\n"
         "ks = [C.columns_gram, C.columns_to_rows, C.count_nonfinite,\n"
         "      X.factor_crossprod_columns_serial, X.factor_crossprod_by_level,\n"
-        "      X.factor_crossprod_serial]\n"
+        "      X.factor_crossprod_serial, X.pair_keys]\n"
         "before = [len(k.signatures) for k in ks]\n"
         "m = bm.lmm('mobility ~ age + wbc + (1 | doctor)', df); m.fit().fittedvalues\n"
         "big = df.sample(250_000, replace=True, random_state=1).reset_index(drop=True)\n"
         "bm.lmm('mobility ~ age + wbc + (1 | doctor)', big).fit()  # two chunks: by level\n"
+        "big['dept'] = (big.index % 7).astype(str)\n"
+        "bm.lmm('mobility ~ age + (1 | doctor) + (1 | dept)', big).fit()  # crossed: pairs\n"
         "print(before, [len(k.signatures) for k in ks])\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, timeout=600)

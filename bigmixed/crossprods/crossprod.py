@@ -19,6 +19,7 @@ import numpy as np
 
 from .compensated import add_compensated
 from ..kernels import factor_crossprod_serial, n_row_chunks, pair_crossprod
+from ..kernels.crossprod import pair_keys
 from ..kernels.crossprod import factor_crossprod_by_level, factor_crossprod_columns_serial
 from ..kernels.response import response_crossprod
 from ..spec.columns import ColumnMatrix
@@ -214,8 +215,7 @@ def pair_sums(structure: RandomEffectsStructure, b: int, a: int, w: np.ndarray |
     keys level_b * n_levels_a + level_a of the pairs that occur, blocks_hi, blocks_lo); with
     row weights w the blocks Z_b'WZ_a."""
     fb, fa = structure.factors[b], structure.factors[a]
-    key = fb.codes.astype(np.int64) * np.int64(fa.n_levels) + fa.codes.astype(np.int64)
-    uniq, ids = np.unique(key, return_inverse=True)
+    uniq, ids = level_pairs(fb, fa)
     blocks = np.zeros((len(uniq), fb.n_columns, fa.n_columns))
     lo = np.zeros(blocks.shape)
     if w is not None:
@@ -234,6 +234,15 @@ def pair_sums(structure: RandomEffectsStructure, b: int, a: int, w: np.ndarray |
         lo,
     )
     return uniq, blocks, lo
+
+
+def level_pairs(fb, fa):
+    """The level pairs of two grouping factors that occur: (sorted keys level_b * n_levels_a +
+    level_a, each row's index into them as int64), as np.unique(keys, return_inverse=True)
+    gives them, by two counting sorts."""
+    ids = np.empty(len(fb.codes), dtype=np.int64)
+    uniq = pair_keys(fb.codes, fa.codes, fb.n_levels, fa.n_levels, ids)
+    return uniq, ids
 
 
 def _pair_blocks(structure: RandomEffectsStructure, b: int, a: int, w=None) -> PairBlocks:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..kernels.glm import factor_crossprod_weighted, factor_crossprod_weighted_serial, pair_crossprod_weighted
-from .crossprod import CrossProducts, PairBlocks, round_sum, sum_chunks
+from .crossprod import CrossProducts, PairBlocks, level_pairs, round_sum, sum_chunks
 
 _EMPTY_Z = np.ones((0, 1))
 # a PIRLS iteration's pass is on the critical path of every evaluation: two row chunks (the two
@@ -46,10 +46,8 @@ def pair_plans(structure) -> list:
     for b in range(len(structure.factors)):
         for a in range(b):
             fb, fa = structure.factors[b], structure.factors[a]
-            key = fb.codes.astype(np.int64) * np.int64(fa.n_levels) + fa.codes.astype(np.int64)
-            uniq, ids = np.unique(key, return_inverse=True)
-            plans.append(PairPlan(b, a, ids.astype(np.int64, copy=False),
-                                  uniq // fa.n_levels, uniq % fa.n_levels))
+            uniq, ids = level_pairs(fb, fa)
+            plans.append(PairPlan(b, a, ids, uniq // fa.n_levels, uniq % fa.n_levels))
     return plans
 
 

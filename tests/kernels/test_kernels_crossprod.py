@@ -190,3 +190,21 @@ def test_factor_crossprod_by_level_rounds_to_the_row_chunks_sums(n, n_levels, P,
     rows = codes == g0
     assert np.array_equal(got[1][g0], [[math.fsum(Zd[rows, a] * XY[rows, b]) for b in range(m)]
                                        for a in range(P)])
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(0, 300), n_b=st.integers(1, 40), n_a=st.integers(1, 40),
+       wide=st.booleans(), seed=st.integers(0, 2**31 - 1))
+def test_pair_keys_are_numpys_unique_of_the_keys(n, n_b, n_a, wide, seed):
+    """Two counting sorts give np.unique's sorted keys and inverse, for int32 and int64 codes."""
+    from bigmixed.kernels.crossprod import pair_keys
+
+    rng = np.random.default_rng(seed)
+    dtype = np.int64 if wide else np.int32
+    cb = rng.integers(0, n_b, n).astype(dtype)
+    ca = rng.integers(0, n_a, n).astype(dtype)
+    ids = np.full(n, -7, dtype=np.int64)
+    keys = pair_keys(cb, ca, n_b, n_a, ids)
+    want_keys, want_ids = np.unique(cb.astype(np.int64) * n_a + ca, return_inverse=True)
+    assert keys.dtype == np.int64 and np.array_equal(keys, want_keys)
+    assert np.array_equal(ids, want_ids.reshape(-1))
