@@ -239,6 +239,22 @@ def factor_crossprod_columns_serial(codes, Z, unit_z, x_addrs, x_rows, y, with_g
 
 
 @njit(cache=True, nogil=True)
+def _counting_sort(codes, n_levels, rows):
+    """`rows` (int64 row indices) reordered stably by their level codes[rows[k]] (0..n_levels-1)."""
+    start = np.zeros(n_levels + 1, dtype=np.int64)
+    for k in range(rows.shape[0]):
+        start[codes[rows[k]] + 1] += 1
+    for g in range(n_levels):
+        start[g + 1] += start[g]
+    out = np.empty(rows.shape[0], dtype=np.int64)
+    for k in range(rows.shape[0]):
+        g = codes[rows[k]]
+        out[start[g]] = rows[k]
+        start[g] += 1
+    return out
+
+
+@njit(cache=True, nogil=True)
 def pair_keys(codes_b, codes_a, n_levels_b, n_levels_a, ids_out):
     """The level pairs (b, a) that occur, by two counting sorts (O(n + levels), no comparison
     sort): what ``np.unique(codes_b * n_levels_a + codes_a, return_inverse=True)`` gives.
@@ -249,27 +265,8 @@ def pair_keys(codes_b, codes_a, n_levels_b, n_levels_a, ids_out):
     """
     n = codes_b.shape[0]
     # stable counting sort by a, then by b: the rows in (b, a) order
-    start_a = np.zeros(n_levels_a + 1, dtype=np.int64)
-    for i in range(n):
-        start_a[codes_a[i] + 1] += 1
-    for g in range(n_levels_a):
-        start_a[g + 1] += start_a[g]
-    by_a = np.empty(n, dtype=np.int64)
-    for i in range(n):
-        g = codes_a[i]
-        by_a[start_a[g]] = i
-        start_a[g] += 1
-    start_b = np.zeros(n_levels_b + 1, dtype=np.int64)
-    for i in range(n):
-        start_b[codes_b[i] + 1] += 1
-    for g in range(n_levels_b):
-        start_b[g + 1] += start_b[g]
-    order = np.empty(n, dtype=np.int64)
-    for k in range(n):
-        i = by_a[k]
-        g = codes_b[i]
-        order[start_b[g]] = i
-        start_b[g] += 1
+    order = _counting_sort(codes_b, n_levels_b, _counting_sort(codes_a, n_levels_a,
+                                                                np.arange(n)))
     keys = np.empty(n, dtype=np.int64)
     n_pairs = 0
     prev = -1
