@@ -41,6 +41,7 @@ from ..kernels.ghrule import MAX_AGQ, gauss_hermite_rule
 from ..kernels.glm import glm_aic_constant, glm_deviance
 from ..kernels.glmm import blockdiag_agq, blockdiag_pirls, sorted_fixed_eta
 from ..kernels.glmm_gradient import blockdiag_laplace_fused, blockdiag_laplace_hessian
+from ..kernels.glmm_pirls_gradient import blockdiag_pirls_gradient
 from ..results.rows import InMemoryRows
 from ..spec import glm_inputs
 from ..spec.design import build_design
@@ -49,7 +50,7 @@ from ..spec.structure import RandomEffectsStructure
 from ..warnings import ConvergenceWarning, SingularFitWarning
 from .control import FitControl
 from ..solvers.blas import BlasThreads
-from .optimize import minimize_theta, newton_polish
+from .optimize import minimize_theta, newton_polish, quasi_newton
 from .pirls import (PIRLS_TOL, PirlsError, PirlsResult, WorkingSystem, linear_predictor,
                     pirls)
 from .record import OptimizerRecord, StageRecord
@@ -233,6 +234,7 @@ class GeneralizedLinearMixedModel:
             new._one_factor.pop("lp0", None)
             new._one_factor.pop("exact_at", None)
             new._one_factor.pop("du", None)
+            new._one_factor.pop("lme4_at", None)
         new.timings = {"design": 0.0}
         return new
 
@@ -381,11 +383,24 @@ class GeneralizedLinearMixedModel:
             eta_fixed = self.sorted_fixed_eta(beta)
             if not exact:
                 of["u"][...] = 0.0
-                dev_hi, dev_lo, u2, logdet, status, _ = blockdiag_pirls(
-                    of["indptr"], eta_fixed, of["Z"], of["unit"], of["y"], of["w"], T,
-                    self.family_id, self.link_id, of["lp0"], of["u"], of["L"], LME4_TOL, 100)
+                of["lme4_at"] = None
+                if self.nAGQ == 1 and self.has_analytic_gradient:
+                    # (the same values, bit for bit, and the gradient of glmer's criterion)
+                    grad = np.zeros(1 + self.n_fixed)
+                    dev_hi, dev_lo, u2, logdet, status, _ = blockdiag_pirls_gradient(
+                        of["indptr"], eta_fixed, self.design.X, of["order"], of["Z"],
+                        of["unit"], of["y"], of["w"], T, self.family_id, self.link_id,
+                        of["lp0"], of["u"], of["L"], LME4_TOL, 100, grad)
+                else:
+                    grad = None
+                    dev_hi, dev_lo, u2, logdet, status, _ = blockdiag_pirls(
+                        of["indptr"], eta_fixed, of["Z"], of["unit"], of["y"], of["w"], T,
+                        self.family_id, self.link_id, of["lp0"], of["u"], of["L"], LME4_TOL,
+                        100)
                 if status != 0:
                     raise PirlsError(f"PIRLS failed (status {status})")
+                if grad is not None:
+                    of["lme4_at"] = (theta.copy(), beta.copy(), grad)
             else:
                 at = of.get("exact_at")
                 if (self.nAGQ == 1 and at is not None and np.array_equal(at[0], theta)
@@ -459,6 +474,25 @@ class GeneralizedLinearMixedModel:
         if theta is None:
             return np.full(len(params), np.nan)
         g = self.one_factor["exact_at"][2]
+        return np.concatenate((g[:1], self._C.T @ g[1:]))
+
+    def lme4_gradient(self, params) -> np.ndarray:
+        """The gradient of glmer's criterion (`objective` with pirls="lme4") at params =
+        (theta, gamma): exact where the number of PIRLS iterations glmer takes does not change
+        nearby (kernels/glmm_pirls_gradient.py; one grouping factor, one random-effect column,
+        nAGQ = 1: `has_analytic_gradient`); NaN where the criterion is undefined."""
+        params = np.asarray(params, dtype=np.float64)
+        k = self.structure.n_theta
+        theta, beta = params[:k], self.beta_of(params[k:])
+        of = self.one_factor
+        at = of.get("lme4_at")
+        if at is None or not (np.array_equal(at[0], theta) and np.array_equal(at[1], beta)):
+            try:
+                self._criterion(theta, beta, False)
+            except PirlsError:
+                return np.full(len(params), np.nan)
+            at = of["lme4_at"]
+        g = at[2]
         return np.concatenate((g[:1], self._C.T @ g[1:]))
 
     def _exact_point(self, params):
@@ -553,6 +587,7 @@ class GeneralizedLinearMixedModel:
             self.one_factor["u"][...] = 0.0
             self.one_factor["u_exact"][...] = 0.0
             self.one_factor["exact_at"] = None
+            self.one_factor["lme4_at"] = None
         self._u_warm = self._eta0 = self._best0 = None
         # stage 1: theta with beta from PIRLS
         obj0 = counted(self.objective0)
@@ -632,14 +667,15 @@ class GeneralizedLinearMixedModel:
                                         approximate_start=True)
             if rec_exact is not None:
                 H0 = self.hessian(rec_exact.params)
-                rec2 = _quasi_newton_stage(obj, rec_exact.params, lower, H0=H0)
+                rec2 = quasi_newton(obj, self.lme4_gradient, rec_exact.params, H0, lower,
+                                    xtol=1e-7, final_step=1e-5, max_iter=40,
+                                    method="quasi-Newton (exact Laplace's analytic gradient, "
+                                           "then glmer's criterion's)")
                 if rec2 is not None:
                     from dataclasses import replace
 
                     rec2 = replace(rec2, n_evaluations=rec2.n_evaluations + rec_exact.n_evaluations,
-                                   n_gradients=rec_exact.n_gradients + 1,
-                                   method="quasi-Newton (exact Laplace's analytic gradient, then "
-                                          "difference gradients of glmer's criterion)")
+                                   n_gradients=rec2.n_gradients + rec_exact.n_gradients + 1)
         if rec2 is None and not (self.has_analytic_gradient and self.pirls_mode == "exact"):
             rec2 = _quasi_newton_stage(obj, start, lower)
         if rec2 is not None:

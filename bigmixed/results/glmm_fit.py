@@ -296,18 +296,21 @@ class GLMMResults(LMMResults):
 def _vcov(model, params, k, p):
     """Var(beta): 2 H^{-1} restricted to beta, H the Hessian of the criterion in (theta, gamma)
     by differences (lme4's vcov with use.hessian = TRUE: central on the diagonal, one-sided
-    corners off it; with the exact mode's analytic gradient, the analytic Hessian), mapped
-    by beta = beta_ref +
+    corners off it; with the exact mode's analytic gradient, the analytic Hessian; for glmer's
+    criterion with its analytic gradient, differences of that), mapped by beta = beta_ref +
     C gamma; for nAGQ = 0 (no beta in the criterion) C C' = W (R_X'R_X)^{-1} W'."""
     C = model._C
     if model.nAGQ == 0 or p == 0:
         return C @ C.T, "R_X (nAGQ = 0)"
     lower = np.concatenate((model.structure.lower_bounds, np.full(p, -np.inf)))
     free = ~((lower == 0) & (params == 0))
-    from ..fitting.optimize import corner_difference_hessian
+    from ..fitting.optimize import corner_difference_hessian, gradient_difference_hessian
 
     if model.has_analytic_gradient and model.pirls_mode == "exact" and free.all():
         H = model.hessian(params)  # (analytic: kernels.glmm_gradient.blockdiag_laplace_hessian)
+    elif model.has_analytic_gradient and free.all():
+        # glmer's criterion: differences of its analytic gradient (kernels/glmm_pirls_gradient)
+        H = gradient_difference_hessian(model.lme4_gradient, params, rel_step=1e-3)
     else:
         H = corner_difference_hessian(model.objective, params, free, rel_step=1e-3)
     try:
