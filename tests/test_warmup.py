@@ -43,9 +43,10 @@ def test_warmup_compiles_the_parallel_pirls_cross_products():
         "from bigmixed.kernels.glmm_gradient import blockdiag_laplace_fused as c, "
         "blockdiag_laplace_hessian as d\n"
         "from bigmixed.kernels.glmm_pirls_gradient import blockdiag_pirls_gradient as e\n"
+        "from bigmixed.kernels.glmm_joint import joint_pass as f, joint_solve as g\n"
         "assert not a.signatures\n"
         "bm.warmup()\n"
-        "print([k.__name__ for k in (a, b, c, d, e) if not k.signatures])\n")
+        "print([k.__name__ for k in (a, b, c, d, e, f, g) if not k.signatures])\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, timeout=600)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr

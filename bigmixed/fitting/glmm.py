@@ -51,8 +51,8 @@ from ..warnings import ConvergenceWarning, SingularFitWarning
 from .control import FitControl
 from ..solvers.blas import BlasThreads
 from .optimize import minimize_theta, newton_polish, quasi_newton
-from .pirls import (PIRLS_TOL, PirlsError, PirlsResult, WorkingSystem, linear_predictor,
-                    pirls)
+from .pirls import (PIRLS_TOL, PirlsError, PirlsResult, WorkingSystem, level_joint_pirls,
+                    linear_predictor, pirls)
 from .record import OptimizerRecord, StageRecord
 
 SOLVERS = ("auto", "blockdiag", "cholmod", "schur")
@@ -262,6 +262,8 @@ class GeneralizedLinearMixedModel:
     @property
     def solver(self) -> str:
         name = getattr(self, "_solver_name", None)
+        if self._joint is None and name is None and self.level_joint:
+            name = "blockdiag"  # (auto_solver's choice for one factor; no joint system built)
         return name if (self._joint is None and name is not None) else self.joint_system.solver
 
     @property
@@ -285,6 +287,7 @@ class GeneralizedLinearMixedModel:
             Z = _EMPTY_Z if f.unit_z else by_level(f.Z)
             self._one_factor = dict(order=order, indptr=indptr, Z=Z, unit=f.unit_z,
                                     y=by_level(self.y), w=by_level(self.prior_weights),
+                                    offset=by_level(self.offset),
                                     u=np.zeros((f.n_levels, f.n_columns)),
                                     u_exact=np.zeros((f.n_levels, f.n_columns)),
                                     L=np.empty((f.n_levels, f.n_columns, f.n_columns)))
@@ -308,7 +311,7 @@ class GeneralizedLinearMixedModel:
         if tol is not None:
             options["tol"] = tol
         try:
-            r = pirls(self, self.joint_system, theta, eta0, u0, **options)
+            r = self._joint_pirls(theta, eta0, u0, options)
         except PirlsError:
             return np.inf
         self._eta0 = r.eta
@@ -328,10 +331,23 @@ class GeneralizedLinearMixedModel:
         at stage 1's optimum (set by `fit`)."""
         if getattr(self, "_lp0", None) is None:
             u0 = [np.zeros((f.n_levels, f.n_columns)) for f in self.structure.factors]
-            r = pirls(self, self.joint_system, self.structure.initial_theta(), self.eta_start,
-                      u0, **self._pirls_options())
+            r = self._joint_pirls(self.structure.initial_theta(), self.eta_start, u0,
+                                  self._pirls_options())
             self._lp0 = r.eta
         return self._lp0
+
+    @property
+    def level_joint(self) -> bool:
+        """Whether the joint PIRLS runs level by level (`level_joint_pirls`: one grouping
+        factor, one random-effect column, the block-diagonal solver) instead of on a solver."""
+        return (self.one_factor is not None and self.structure.factors[0].n_columns == 1
+                and self.solver_option in ("auto", "blockdiag"))
+
+    def _joint_pirls(self, theta, eta0, u0, options) -> PirlsResult:
+        """The joint PIRLS (stage 1) from eta0 with modes u0 (zeros)."""
+        if self.level_joint:
+            return level_joint_pirls(self, theta, eta0, **options)
+        return pirls(self, self.joint_system, theta, eta0, u0, **options)
 
     # ---- the linear predictor on the rows (in memory: arrays; bigmixed.fitting.pirls) ---
     def fixed_eta(self, beta) -> np.ndarray:
@@ -731,7 +747,7 @@ class GeneralizedLinearMixedModel:
         self._lp0 = r1.eta  # stage 2 restarts from stage 1's linear predictor (glmer's lp0)
         if self.one_factor is not None and self.pirls_mode == "lme4":
             self.one_factor["lp0"] = np.ascontiguousarray(r1.eta[self.one_factor["order"]])
-        if self.one_factor is not None and self.nAGQ != 0:
+        if self.one_factor is not None and self.nAGQ != 0 and self._joint is not None:
             # stage 2 and the results use the level kernels (and, for glmer's modes at the
             # end, the modes system): the joint system's arrays can go (refit rebuilds it)
             self._solver_name = self._joint.solver

@@ -27,7 +27,7 @@ import numpy as np
 from ..crossprods.weighted import assign_crossprods, weighted_crossprods
 from ..kernels.glm import add_ranef, glm_working_response
 from ..solvers.choose import SYSTEMS, auto_solver
-from .objective import NotPositiveDefinite, profiled_state
+from .objective import NotPositiveDefinite, ProfiledState, profiled_state
 
 PIRLS_TOL = 1e-12  # relative change of the penalized deviance (lme4's tolPwrss: 1e-7)
 PIRLS_MAXIT = 100
@@ -183,4 +183,80 @@ def pirls(model, ws, theta, eta0, u0: list, fixed_eta=None,
         base = model.fixed_eta(model.basis.W @ beta_new) if ws.joint else fixed_eta
         eta = model.linear_predictor(base, theta, u_new)
         u, beta = u_new, beta_new
+    raise PirlsError(f"PIRLS did not converge in {maxit} iterations")
+
+
+def level_joint_pirls(model, theta, eta0: np.ndarray, tol: float = PIRLS_TOL,
+                      maxit: int = PIRLS_MAXIT, lme4: bool = False) -> PirlsResult:
+    """`pirls` in its joint flavour from eta0 with u = 0 (stage 1's evaluations), step for step
+    the same iteration, for one grouping factor and one random-effect column: each iteration is
+    one pass over the rows sorted by level (kernels.glmm_joint.joint_pass) and a small solve
+    (joint_solve) instead of the weighted cross-products and a solver. The iterates are (beta,
+    u) (working basis, spherical); a step halving moves them toward the last accepted ones (eta
+    is linear in them), never toward eta0, whose penalized deviance counts as infinite there
+    as in `pirls`."""
+    from ..kernels.glmm_joint import joint_pass, joint_solve
+
+    of = model.one_factor
+    order = of["order"]
+    n_levels = len(of["indptr"]) - 1
+    p = model.n_fixed
+    t = float(np.asarray(theta, dtype=np.float64)[0])
+    X = np.ascontiguousarray(model.design.X, dtype=np.float64)
+    W = model.basis.W
+    M = model.basis.matrix()
+    offset = of["offset"]
+    A = np.empty(n_levels)
+    b = np.empty((n_levels, p + 1))
+    G = np.empty((p + 1, p + 1))
+    eta_sorted = np.empty(model.n_obs)
+    no_eta = eta_sorted[:0]
+
+    def load(beta_work, u, eta_lin=no_eta):
+        hi, lo = joint_pass(of["indptr"], order, X, offset, of["Z"], of["unit"], of["y"],
+                            of["w"], t, model.family_id, model.link_id, eta_lin,
+                            np.ascontiguousarray(W @ beta_work), u, A, b, G, eta_sorted)
+        return float(hi + lo)
+
+    def result(dev, u, beta_work, logdet, chol, it):
+        eta = np.empty(model.n_obs)
+        eta[order] = eta_sorted
+        state = ProfiledState(float(logdet), chol, model.n_obs, p)
+        return PirlsResult(dev, float(u @ u), float(logdet), eta, [u[:, None].copy()],
+                           beta_work, state, it)
+
+    u = np.zeros(n_levels)
+    beta = np.zeros(p)
+    prev = None  # (u, beta, pdev) of the last accepted point
+    last = None  # (logdet, chol) of the last solve
+    dev = load(beta, u, np.ascontiguousarray(eta0[order]))
+    for it in range(1, maxit + 1):
+        if it > 1:
+            dev = load(beta, u)
+        pdev = dev + float(u @ u)
+        if prev is not None and not (pdev <= prev[2]):
+            for _ in range(MAX_HALVINGS):
+                u = 0.5 * (prev[0] + u)
+                beta = 0.5 * (prev[1] + beta)
+                dev = load(beta, u)
+                pdev = dev + float(u @ u)
+                if pdev <= prev[2]:
+                    break
+            else:
+                if not np.isfinite(pdev):
+                    raise PirlsError("PIRLS gave NaN")
+                if pdev - prev[2] > tol * abs(prev[2]):
+                    raise PirlsError("step halving failed to reduce the penalized deviance")
+        if lme4 and last is not None and abs(prev[2] - pdev) < tol * abs(pdev):
+            return result(dev, u, beta, last[0], last[1], it)
+        chol = np.empty((p + 1, p + 1))
+        u_new = np.empty(n_levels)
+        logdet, ok = joint_solve(A, b, G, M, t, chol, u_new)
+        if not ok or not np.isfinite(logdet):
+            raise PirlsError("the penalized least-squares system is not positive definite")
+        last = (logdet, chol)
+        if not lme4 and prev is not None and abs(prev[2] - pdev) <= tol * abs(pdev):
+            return result(dev, u, beta, logdet, chol, it)
+        prev = (u, beta, pdev if prev is not None else np.inf)
+        u, beta = u_new, ProfiledState(logdet, chol, model.n_obs, p).beta_work()
     raise PirlsError(f"PIRLS did not converge in {maxit} iterations")
