@@ -23,6 +23,13 @@ not apply from there), stage 2 is quasi-Newton on the gradient, computed with th
 kernel call per point (blockdiag_laplace_fused), from the analytic Hessian at its start
 (blockdiag_laplace_hessian), which also gives Var(beta).
 
+With glmer's criterion (pirls="lme4") and the same one-factor, one-column models, stage 2
+goes from stage 1's end to the exact Laplace optimum by those analytic steps, then to glmer's
+optimum by quasi-Newton on the analytic gradient of glmer's criterion itself (forward-mode
+tangents through its PIRLS iterations: kernels/glmm_pirls_gradient.py), whose differences also
+give the Hessian for Var(beta); stage 1's joint PIRLS runs level by level too
+(kernels/glmm_joint.py, `level_joint_pirls`).
+
 With one grouping factor the modes of different levels do not interact and stage 2 runs level
 by level in one compiled kernel over rows sorted by level (kernels/glmm.py): one pass over the
 rows per evaluation.
@@ -848,7 +855,7 @@ QN_HESSIAN_STEP = 1e-3
 QN_CENTRAL_BELOW = 1e-3
 
 
-def _quasi_newton_stage(fun, x0, lower, H0=None):
+def _quasi_newton_stage(fun, x0, lower):
     """Stage 2 by quasi-Newton steps (bigmixed.fitting.optimize.quasi_newton) on difference
     gradients, from a difference Hessian at the start: the start (stage 1's theta and beta) is
     close, and gamma is in units of standard errors, so a few steps converge. None when it does
@@ -879,11 +886,8 @@ def _quasi_newton_stage(fun, x0, lower, H0=None):
     f0 = value(x0)
     if not np.isfinite(f0):
         return None
-    if H0 is None:
-        H0 = forward_hessian(fun, x0, idx, f0, rel_step=QN_HESSIAN_STEP)
-        n_start = 1 + len(x0) * (len(x0) + 3) // 2
-    else:
-        n_start = 1
+    H0 = forward_hessian(fun, x0, idx, f0, rel_step=QN_HESSIAN_STEP)
+    n_start = 1 + len(x0) * (len(x0) + 3) // 2
     if not np.all(np.isfinite(H0)):
         return None
     diag = np.diag(H0).copy()
