@@ -233,6 +233,7 @@ class GeneralizedLinearMixedModel:
         new.eta_start = start_eta(self.family, y, self.prior_weights)
         new._joint = new._modes = None
         new._lp0 = new._eta0 = new._u_warm = new._last0 = new._best0 = None
+        new._joint_first_pass = None
         if self._one_factor is not None:
             of = self._one_factor
             new._one_factor = dict(of, y=np.ascontiguousarray(y[of["order"]]),
@@ -611,7 +612,7 @@ class GeneralizedLinearMixedModel:
             self.one_factor["u_exact"][...] = 0.0
             self.one_factor["exact_at"] = None
             self.one_factor["lme4_at"] = None
-        self._u_warm = self._eta0 = self._best0 = None
+        self._u_warm = self._eta0 = self._best0 = self._joint_first_pass = None
         # stage 1: theta with beta from PIRLS
         obj0 = counted(self.objective0)
         self._lp0 = None

@@ -229,7 +229,17 @@ def level_joint_pirls(model, theta, eta0: np.ndarray, tol: float = PIRLS_TOL,
     beta = np.zeros(p)
     prev = None  # (u, beta, pdev) of the last accepted point
     last = None  # (logdet, chol) of the last solve
-    dev = load(beta, u, np.ascontiguousarray(eta0[order]))
+    # the first pass, at eta0, does not depend on theta: every evaluation of stage 1 starts
+    # from the same lp0 (glmer's), so its sums are kept for the next ones (the same bits)
+    cached = getattr(model, "_joint_first_pass", None)
+    if cached is not None and cached[0] is eta0:
+        _, dev, A0, b0, G0 = cached
+        A[...] = A0
+        b[...] = b0
+        G[...] = G0
+    else:
+        dev = load(beta, u, np.ascontiguousarray(eta0[order]))
+        model._joint_first_pass = (eta0, dev, A.copy(), b.copy(), G.copy())
     for it in range(1, maxit + 1):
         if it > 1:
             dev = load(beta, u)
