@@ -29,7 +29,10 @@ not change nearby (the criterion jumps where it does); it steers stage 2 to glme
 gives the Hessian of glmer's criterion (lme4's vcov) by differences of gradients.
 
 The values (deviance, ||u||^2, log det, the modes, the factors and the status) are computed by
-the same arithmetic in the same order as `blockdiag_pirls`: the same bits. Rows are sorted by
+the arithmetic of `blockdiag_pirls`, except for the first step's right-hand side: the working
+weights at lp0 do not depend on the parameters, so its sums are made once (`start_level_sums`)
+and r_g = c_g - B_g' beta replaces a pass over the rows: the same iterations, the values equal
+to rounding. Rows are sorted by
 level (indptr); X is given as is, sorted row i being X[order[i]]. Per-chunk sums are added in
 chunk order (`glmm_level_chunks`): the result does not depend on the number of threads.
 """
@@ -60,13 +63,12 @@ def _mu_eta_derivative(eta, mu, me, link):
 
 @njit(cache=True, nogil=True)
 def _tangent_level(s, e, eta_fixed, X, order, Z, unit_z, y, prior_w, family, link, t, u, du,
-                   eta_lin, use_lin, with_dev, dA_out, dr_out, grad_out, sx1, sx2, sx3):
-    """Rows s..e-1 of one level at eta = eta_fixed + z t u (or eta_lin when use_lin, where the
-    linearization point does not move with the parameters).
+                   dA_out, dr_out, grad_out, sx1, sx2, sx3):
+    """Rows s..e-1 of one level at eta = eta_fixed + z t u.
 
     Returns (dev_hi, dev_lo, A, r) with the arithmetic of `kernels.glmm._eval_level` (P = 1),
-    and writes the tangents dA_out, dr_out (1 + p); with_dev, adds sum dev'_i deta_i to
-    grad_out (1 + p). du: (1 + p) the mode's tangent; sx1..sx3: (p,) scratch."""
+    and writes the tangents dA_out, dr_out (1 + p) and adds sum dev'_i deta_i to grad_out
+    (1 + p). du: (1 + p) the mode's tangent; sx1..sx3: (p,) scratch."""
     p = X.shape[1]
     hi = 0.0
     lo = 0.0
@@ -80,16 +82,15 @@ def _tangent_level(s, e, eta_fixed, X, order, Z, unit_z, y, prior_w, family, lin
     for j in range(p):
         sx1[j] = 0.0  # sum dev' x
         sx2[j] = 0.0  # sum w' z^2 x
-        sx3[j] = 0.0  # sum z (w' zr + w c) x  (use_lin: sum z w x)
+        sx3[j] = 0.0  # sum z (w' zr + w c - w) x
     for i in range(s, e):
         ef = eta_fixed[i]
         if not unit_z:
             z = Z[i, 0]
-        eta = eta_lin[i] if use_lin else ef + z * v0
+        eta = ef + z * v0
         mu, me = _link(eta, link)
         pw = prior_w[i]
-        if with_dev:
-            hi, lo = _dd_add(hi, lo, _dev_resid(y[i], mu, pw, family))
+        hi, lo = _dd_add(hi, lo, _dev_resid(y[i], mu, pw, family))
         sw = me * math.sqrt(pw / _variance(mu, family))
         w = sw * sw
         res = y[i] - mu
@@ -98,10 +99,6 @@ def _tangent_level(s, e, eta_fixed, X, order, Z, unit_z, y, prior_w, family, lin
         a00 += wz * z
         r0 += wz * zr
         r = order[i]
-        if use_lin:
-            for j in range(p):
-                sx3[j] += wz * X[r, j]
-            continue
         d1, _d2, _w, w1 = derivatives_at(eta, mu, me, y[i], pw, family, link)
         c = -res * _mu_eta_derivative(eta, mu, me, link) / (me * me)
         k_r = z * (w1 * zr + w * c)
@@ -115,50 +112,86 @@ def _tangent_level(s, e, eta_fixed, X, order, Z, unit_z, y, prior_w, family, lin
             sx1[j] += d1 * x
             sx2[j] += k_a * x
             sx3[j] += kx * x
-    if use_lin:  # (deta = 0; only the working response moves with beta)
-        for j in range(1 + p):
-            dA_out[j] = 0.0
-        dr_out[0] = 0.0
-        for j in range(p):
-            dr_out[1 + j] = -sx3[j]
-        return hi, lo, a00, r0
     dv0 = u + t * du[0]
     dA_out[0] = s_wz3 * dv0
     dr_out[0] = s_rz2 * dv0
-    if with_dev:
-        grad_out[0] += s_d1z * dv0
+    grad_out[0] += s_d1z * dv0
     for j in range(p):
         dvj = t * du[1 + j]
         dA_out[1 + j] = s_wz3 * dvj + sx2[j]
         dr_out[1 + j] = s_rz2 * dvj + sx3[j]
-        if with_dev:
-            grad_out[1 + j] += s_d1z * dvj + sx1[j]
+        grad_out[1 + j] += s_d1z * dvj + sx1[j]
     return hi, lo, a00, r0
 
 
 @njit(cache=True, nogil=True)
-def _tangent_cross_chunk(lo_g, hi_g, indptr, eta_fixed, X, order, Z, unit_z, y, prior_w, t,
-                         family, link, eta_start, use_start, u_old, du_old, A_buf, r_buf, dA_buf,
-                         dr_buf):
-    """The first linearization (eta_start, or u_old) of levels lo_g..hi_g-1: A, r and their
-    tangents into the buffers."""
+def _start_sums_chunk(lo_g, hi_g, indptr, order, X, offset, Z, unit_z, y, prior_w, family, link,
+                      eta_start, A_out, c_out, B_out):
     p = X.shape[1]
-    sx1 = np.empty(p)
-    sx2 = np.empty(p)
-    sx3 = np.empty(p)
-    grad = np.zeros(1 + p)
+    z = 1.0
     for g in range(lo_g, hi_g):
-        _h, _l, a, r = _tangent_level(indptr[g], indptr[g + 1], eta_fixed, X, order, Z, unit_z,
-                                      y, prior_w, family, link, t, u_old[g, 0], du_old[g],
-                                      eta_start, use_start, False, dA_buf[g], dr_buf[g], grad,
-                                      sx1, sx2, sx3)
-        A_buf[g, 0, 0] = a
+        a = 0.0
+        c = 0.0
+        for j in range(p):
+            B_out[g, j] = 0.0
+        for i in range(indptr[g], indptr[g + 1]):
+            if not unit_z:
+                z = Z[i, 0]
+            eta = eta_start[i]
+            mu, me = _link(eta, link)
+            sw = me * math.sqrt(prior_w[i] / _variance(mu, family))
+            wz = z * (sw * sw)
+            a += wz * z
+            c += wz * ((eta - offset[i]) + (y[i] - mu) / me)
+            r = order[i]
+            for j in range(p):
+                B_out[g, j] += wz * X[r, j]
+        A_out[g] = a
+        c_out[g] = c
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def start_level_sums(indptr, order, X, offset, Z, unit_z, y, prior_w, family, link, eta_start,
+                     A_out, c_out, B_out):
+    """The sums of the first PIRLS step at a fixed linearization point eta_start (glmer's lp0):
+    A_g = sum w z^2, c_g = sum w z ((eta_start - offset) + (y - mu) / mu') and B_g = sum w z x,
+    so that the step's right-hand side at any beta is r_g = c_g - B_g' beta (the working
+    response is relative to offset + X beta) and needs no pass over the rows.
+
+    Parameters
+    ----------
+    indptr, order, X, Z, unit_z, y, prior_w, family, link : as `blockdiag_pirls_gradient`
+    offset, eta_start : (n,) float64, sorted rows
+    A_out, c_out : (n_levels,) float64; B_out : (n_levels, p) float64, receive the sums
+    """
+    bounds = glmm_level_chunks(indptr)
+    for c in prange(bounds.shape[0] - 1):
+        _start_sums_chunk(bounds[c], bounds[c + 1], indptr, order, X, offset, Z, unit_z, y,
+                          prior_w, family, link, eta_start, A_out, c_out, B_out)
+
+
+@njit(cache=True, nogil=True)
+def _tangent_start_chunk(lo_g, hi_g, start_A, start_c, start_B, beta, A_buf, r_buf, dA_buf,
+                         dr_buf):
+    """The first linearization of levels lo_g..hi_g-1 from `start_level_sums`: A, r = c -
+    B'beta, and their tangents (dA = 0, dr = (0, -B))."""
+    p = start_B.shape[1]
+    for g in range(lo_g, hi_g):
+        A_buf[g, 0, 0] = start_A[g]
+        r = start_c[g]
+        for j in range(p):
+            r -= start_B[g, j] * beta[j]
         r_buf[g, 0] = r
+        dA_buf[g, 0] = 0.0
+        dr_buf[g, 0] = 0.0
+        for j in range(p):
+            dA_buf[g, 1 + j] = 0.0
+            dr_buf[g, 1 + j] = -start_B[g, j]
 
 
 @njit(cache=True, nogil=True)
 def _tangent_step_chunk(lo_g, hi_g, indptr, eta_fixed, X, order, Z, unit_z, y, prior_w, t,
-                        family, link, eta_start, A_buf, r_buf, dA_buf, dr_buf, L_out, u_prop,
+                        family, link, A_buf, r_buf, dA_buf, dr_buf, L_out, u_prop,
                         du_prop, halve, u_old, du_old, sums, grads, c):
     """`kernels.glmm._pirls_step_chunk` (P = 1) with the tangents: unless halve, the step from
     the buffers (its log det's gradient into grads[c, 1 + p:]); if halve, the midpoint with
@@ -211,8 +244,7 @@ def _tangent_step_chunk(lo_g, hi_g, indptr, eta_fixed, X, order, Z, unit_z, y, p
         for j in range(q):
             du_prop[g, j] = du[j]
         h, l_, a, r = _tangent_level(indptr[g], indptr[g + 1], eta_fixed, X, order, Z, unit_z,
-                                     y, prior_w, family, link, t, u, du, eta_start, False, True,
-                                     dA_buf[g], dr_buf[g], grads[c], sx1, sx2, sx3)
+                                     y, prior_w, family, link, t, u, du, dA_buf[g], dr_buf[g], grads[c], sx1, sx2, sx3)
         A_buf[g, 0, 0] = a
         r_buf[g, 0] = r
         for j in range(q):
@@ -230,21 +262,27 @@ def _tangent_step_chunk(lo_g, hi_g, indptr, eta_fixed, X, order, Z, unit_z, y, p
 
 @njit(parallel=True, cache=True, nogil=True)
 def blockdiag_pirls_gradient(indptr, eta_fixed, X, order, Z, unit_z, y, prior_w, T, family, link,
-                             eta_start, u_inout, L_out, tol, max_iter, grad_out):
-    """`kernels.glmm.blockdiag_pirls` for one random-effect column (T is 1 x 1), with the
-    gradient of its criterion (deviance + ||u||^2 + log det) in (t, beta) (module docstring).
+                             start_A, start_c, start_B, beta, u_inout, L_out, tol, max_iter,
+                             grad_out):
+    """`kernels.glmm.blockdiag_pirls` from eta_start = glmer's lp0 for one random-effect
+    column (T is 1 x 1), with the gradient of its criterion (deviance + ||u||^2 + log det) in
+    (t, beta) (module docstring). The first step comes from `start_level_sums` at lp0 (made
+    once: the working weights there do not depend on the parameters) instead of a pass.
 
     Parameters
     ----------
-    indptr, eta_fixed, Z, unit_z, y, prior_w, T, family, link, eta_start, u_inout, L_out, tol,
-    max_iter : as `blockdiag_pirls` (u_inout: a start that does not move with the parameters)
+    indptr, eta_fixed, Z, unit_z, y, prior_w, T, family, link, u_inout, L_out, tol, max_iter :
+        as `blockdiag_pirls` (u_inout: the start of a step halving at the first iteration)
     X : (n, p) float64, the fixed-effects columns (rows as given, not sorted)
     order : (n,) int64, sorted row i is row order[i] of X
+    start_A, start_c, start_B : `start_level_sums` at lp0
+    beta : (p,) float64, the beta of eta_fixed = offset + X beta
     grad_out : (1 + p,) float64, receives d(dev + u2 + logdet) / d(t, beta)
 
     Returns
     -------
-    as `blockdiag_pirls`, the same bits (its values, u_inout and L_out too)
+    as `blockdiag_pirls` with eta_start = lp0: the same iterations, values equal to rounding
+    (the first step's right-hand side is c - B'beta instead of a sum over the rows)
     """
     n_levels = indptr.shape[0] - 1
     p = X.shape[1]
@@ -254,7 +292,6 @@ def blockdiag_pirls_gradient(indptr, eta_fixed, X, order, Z, unit_z, y, prior_w,
     n_chunks = bounds.shape[0] - 1
     sums = np.zeros((n_chunks, 6))
     grads = np.zeros((n_chunks, 2 * q))
-    use_start = eta_start.shape[0] > 0
     u_old = u_inout.copy()
     du_old = np.zeros((n_levels, q))
     u_prop = np.zeros((n_levels, 1))
@@ -264,9 +301,8 @@ def blockdiag_pirls_gradient(indptr, eta_fixed, X, order, Z, unit_z, y, prior_w,
     dA_buf = np.zeros((n_levels, q))
     dr_buf = np.zeros((n_levels, q))
     for c in prange(n_chunks):
-        _tangent_cross_chunk(bounds[c], bounds[c + 1], indptr, eta_fixed, X, order, Z, unit_z, y,
-                             prior_w, t, family, link, eta_start, use_start, u_old, du_old,
-                             A_buf, r_buf, dA_buf, dr_buf)
+        _tangent_start_chunk(bounds[c], bounds[c + 1], start_A, start_c, start_B, beta, A_buf,
+                             r_buf, dA_buf, dr_buf)
     oldpdev = _DBL_MAX
     status = PIRLS_MAXIT
     it = 0
@@ -274,7 +310,7 @@ def blockdiag_pirls_gradient(indptr, eta_fixed, X, order, Z, unit_z, y, prior_w,
         it += 1
         for c in prange(n_chunks):
             _tangent_step_chunk(bounds[c], bounds[c + 1], indptr, eta_fixed, X, order, Z, unit_z,
-                                y, prior_w, t, family, link, eta_start, A_buf, r_buf, dA_buf,
+                                y, prior_w, t, family, link, A_buf, r_buf, dA_buf,
                                 dr_buf, L_out, u_prop, du_prop, False, u_old, du_old, sums,
                                 grads, c)
         pdev = _pdev(sums, n_chunks)
@@ -286,7 +322,7 @@ def blockdiag_pirls_gradient(indptr, eta_fixed, X, order, Z, unit_z, y, prior_w,
             while k < MAX_HALVINGS and (pdev != pdev or pdev > oldpdev):
                 for c in prange(n_chunks):
                     _tangent_step_chunk(bounds[c], bounds[c + 1], indptr, eta_fixed, X, order, Z,
-                                        unit_z, y, prior_w, t, family, link, eta_start, A_buf,
+                                        unit_z, y, prior_w, t, family, link, A_buf,
                                         r_buf, dA_buf, dr_buf, L_out, u_prop, du_prop, True,
                                         u_old, du_old, sums, grads, c)
                 pdev = _pdev(sums, n_chunks)

@@ -48,7 +48,7 @@ from ..kernels.ghrule import MAX_AGQ, gauss_hermite_rule
 from ..kernels.glm import glm_aic_constant, glm_deviance
 from ..kernels.glmm import blockdiag_agq, blockdiag_pirls, sorted_fixed_eta
 from ..kernels.glmm_gradient import blockdiag_laplace_fused, blockdiag_laplace_hessian
-from ..kernels.glmm_pirls_gradient import blockdiag_pirls_gradient
+from ..kernels.glmm_pirls_gradient import blockdiag_pirls_gradient, start_level_sums
 from ..results.rows import InMemoryRows
 from ..spec import glm_inputs
 from ..spec.design import build_design
@@ -243,6 +243,7 @@ class GeneralizedLinearMixedModel:
             new._one_factor.pop("exact_at", None)
             new._one_factor.pop("du", None)
             new._one_factor.pop("lme4_at", None)
+            new._one_factor.pop("lp0_sums", None)
         new.timings = {"design": 0.0}
         return new
 
@@ -411,10 +412,12 @@ class GeneralizedLinearMixedModel:
                 if self.nAGQ == 1 and self.has_analytic_gradient:
                     # (the same values, bit for bit, and the gradient of glmer's criterion)
                     grad = np.zeros(1 + self.n_fixed)
+                    A0, c0, B0 = self._lp0_level_sums()
                     dev_hi, dev_lo, u2, logdet, status, _ = blockdiag_pirls_gradient(
                         of["indptr"], eta_fixed, self.design.X, of["order"], of["Z"],
                         of["unit"], of["y"], of["w"], T, self.family_id, self.link_id,
-                        of["lp0"], of["u"], of["L"], LME4_TOL, 100, grad)
+                        A0, c0, B0, np.ascontiguousarray(beta, dtype=np.float64), of["u"],
+                        of["L"], LME4_TOL, 100, grad)
                 else:
                     grad = None
                     dev_hi, dev_lo, u2, logdet, status, _ = blockdiag_pirls(
@@ -477,6 +480,20 @@ class GeneralizedLinearMixedModel:
         r = pirls(self, ws, theta, eta0, u0, fixed_eta=fixed, consistent_start=True)
         self._u_warm = r.u
         return r.laplace + self.aic_constant
+
+    def _lp0_level_sums(self):
+        """`start_level_sums` at stage 2's lp0 (one factor, one column), made once per lp0."""
+        of = self.one_factor
+        got = of.get("lp0_sums")
+        if got is None or got[0] is not of["lp0"]:
+            n_levels = len(of["indptr"]) - 1
+            A0, c0 = np.empty(n_levels), np.empty(n_levels)
+            B0 = np.empty((n_levels, self.n_fixed))
+            start_level_sums(of["indptr"], of["order"], self.design.X, of["offset"], of["Z"],
+                             of["unit"], of["y"], of["w"], self.family_id, self.link_id,
+                             of["lp0"], A0, c0, B0)
+            got = of["lp0_sums"] = (of["lp0"], A0, c0, B0)
+        return got[1:]
 
     # ---- the analytic gradient (one factor, one scalar random effect, exact Laplace) -----
     @property
