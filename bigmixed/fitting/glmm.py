@@ -23,12 +23,12 @@ not apply from there), stage 2 is quasi-Newton on the gradient, computed with th
 kernel call per point (blockdiag_laplace_fused), from the analytic Hessian at its start
 (blockdiag_laplace_hessian), which also gives Var(beta).
 
-With glmer's criterion (pirls="lme4") and the same one-factor, one-column models, stage 2
-goes from stage 1's end to the exact Laplace optimum by those analytic steps, then to glmer's
-optimum by quasi-Newton on the analytic gradient of glmer's criterion itself (forward-mode
-tangents through its PIRLS iterations: kernels/glmm_pirls_gradient.py), whose differences also
-give the Hessian for Var(beta); stage 1's joint PIRLS runs level by level too
-(kernels/glmm_joint.py, `level_joint_pirls`).
+With glmer's criterion (pirls="lme4") and the same one-factor, one-column models, stage 2 is
+quasi-Newton from stage 1's end on the analytic gradient of glmer's criterion itself
+(forward-mode tangents through its PIRLS iterations: kernels/glmm_pirls_gradient.py), from the
+exact Laplace criterion's analytic Hessian there (should that not apply: the exact optimum by
+its analytic steps first); the differences of that gradient give the Hessian for Var(beta).
+Stage 1's joint PIRLS runs level by level too (kernels/glmm_joint.py, `level_joint_pirls`).
 
 With one grouping factor the modes of different levels do not interact and stage 2 runs level
 by level in one compiled kernel over rows sorted by level (kernels/glmm.py): one pass over the
@@ -700,9 +700,21 @@ class GeneralizedLinearMixedModel:
         if rec2 is None and exact_analytic:
             rec2 = _analytic_stage(obj, self.gradient, self.hessian, start, lower)
         elif rec2 is None and self.has_analytic_gradient:
-            # glmer's criterion has no analytic gradient, but the exact Laplace value, which
-            # it approximates, has: its optimum (a few analytic steps) and its Hessian start
-            # the difference-gradient steps on glmer's criterion next to glmer's optimum
+            # glmer's criterion by its analytic gradient (kernels/glmm_pirls_gradient.py) from
+            # stage 1's end, started from the exact Laplace criterion's analytic Hessian there
+            H0 = _start_hessian(self.hessian, start, k, False)
+            if H0 is not None:
+                rec2 = quasi_newton(obj, self.lme4_gradient, start, H0, lower,
+                                    xtol=1e-7, final_step=1e-5, max_iter=40,
+                                    method="quasi-Newton (glmer's criterion's analytic gradient)")
+                if rec2 is not None:
+                    from dataclasses import replace
+
+                    rec2 = replace(rec2, n_gradients=rec2.n_gradients + 1)
+        if rec2 is None and self.has_analytic_gradient and self.pirls_mode != "exact":
+            # (that did not apply) the exact Laplace value, which glmer's criterion
+            # approximates: its optimum (a few analytic steps) and its Hessian start the steps
+            # on glmer's criterion next to glmer's optimum
             exact = counted(lambda x: self.objective(x, exact=True))
             rec_exact = _analytic_stage(exact, self.gradient, self.hessian, start, lower,
                                         approximate_start=True)
