@@ -97,3 +97,30 @@ def test_estimates_match_a_converged_glmer(fits, group):
     assert np.all(np.abs(fit.beta - beta) <= 1e-4 * np.maximum(np.abs(beta), se))
     np.testing.assert_allclose(fit.bse.to_numpy(), se, rtol=1e-3)
     np.testing.assert_allclose(fit.theta, theta, atol=1e-3)
+
+
+@pytest.mark.parametrize("group", GROUPS)
+def test_conditional_modes_and_variances_match_a_converged_glmer(fits, group):
+    """ranef(condVar = TRUE) as glmer's: the modes to 1e-5 of the largest |mode| (5e-4 for
+    probit and cloglog, whose Fisher scoring glmer stops ~sqrt(tolPwrss) from the modes), the
+    conditional variances to 2e-3 relative (where glmer's best fit converged; at a zero
+    variance both are zero, to rounding)."""
+    refs, fit = _fit(fits, group)
+    ref = min((r for r in refs if list(r["beta"]) == fit.fixed_names),
+              key=lambda r: r["minus2logLik"])
+    failed = [m for m in ref.get("conv_lme4_messages") or [] if "failed to converge" in m]
+    if failed:
+        pytest.skip(f"glmer's best fit of {group} did not converge: {failed[0]}")
+    frames = fit.ranef(condvar=True)
+    condvars = fit.conditional_variances()
+    for name, r in ref["ranef"].items():
+        modes = np.array(r["modes"])
+        got = frames[name]
+        assert list(got.index.astype(str)) == [str(v) for v in r["levels"]]
+        est = got[r["columns"]].to_numpy()
+        rel = 5e-4 if ref["link"] in ("probit", "cloglog") else 1e-5
+        tol = max(rel * float(np.max(np.abs(modes))), 1e-12)
+        assert np.max(np.abs(est - modes)) <= tol, group
+        cv = np.array(r["condvar"])
+        got_cv = np.asarray(condvars[name]).reshape(cv.shape)
+        np.testing.assert_allclose(got_cv, cv, rtol=2e-3, atol=1e-14)
