@@ -427,7 +427,7 @@ class GeneralizedLinearMixedModel:
                 if status != 0:
                     raise PirlsError(f"PIRLS failed (status {status})")
                 if grad is not None:
-                    of["lme4_at"] = (theta.copy(), beta.copy(), grad)
+                    of["lme4_at"] = (theta.copy(), beta.copy(), grad, float(dev_hi + dev_lo))
             else:
                 at = of.get("exact_at")
                 if (self.nAGQ == 1 and at is not None and np.array_equal(at[0], theta)
@@ -843,10 +843,23 @@ class GeneralizedLinearMixedModel:
             logdet = 2.0 * float(np.sum(np.log(np.diagonal(L, axis1=1, axis2=2))))
             self._modes_factors = (theta.copy(), np.array(L, copy=True))
             return PirlsResult(deviance, u2, logdet, eta, u, np.zeros(0), None, 0), fixed
-        self._modes_factors = None
+        if of is not None and self.has_analytic_gradient:
+            # glmer's evaluation at (theta, beta) by the level kernel: its modes, and its
+            # factors (the weights of the iterate before the last, lme4's L) for condVar
+            theta = np.asarray(theta, dtype=np.float64)
+            beta = np.asarray(beta, dtype=np.float64)
+            self._criterion(theta, beta, exact=False)
+            fixed = self.fixed_eta(beta)
+            u = [np.array(of["u"], copy=True)]
+            eta = self.linear_predictor(fixed, theta, u)
+            L = of["L"]
+            logdet = 2.0 * float(np.sum(np.log(np.diagonal(L, axis1=1, axis2=2))))
+            self._modes_factors = (theta.copy(), np.array(L, copy=True))
+            return PirlsResult(of["lme4_at"][3], float(np.sum(u[0] * u[0])), logdet, eta, u,
+                               np.zeros(0), None, 0), fixed
+        self._modes_factors = self._modes_solved = None
         fixed = self.fixed_eta(beta)
         ws = self.modes_system
-        of = self.one_factor
         if self.pirls_mode != "lme4" and of is not None and of.get("exact_at") is not None:
             # the exact modes of the level kernel (at the optimum, or next to it) start it: it
             # converges in one step instead of five from zero
@@ -858,19 +871,26 @@ class GeneralizedLinearMixedModel:
         u0 = [np.zeros((f.n_levels, f.n_columns)) for f in self.structure.factors]
         start = self.lp0 if self.pirls_mode == "lme4" else fixed.copy()
         r = pirls(self, ws, theta, start, u0, fixed_eta=fixed, **self._pirls_options())
+        if r.eta_solved is not None:
+            self._modes_solved = (np.array(theta, copy=True), r.eta_solved, fixed)
         return r, fixed
 
 
     def conditional_variances(self, theta) -> list:
         """Per factor (n_levels, P, P): Var(b_g | y) = T (T'Z_g'W Z_g T + I)^{-1} T' with the
-        weights at the modes of the last `modes_at` (from the level kernel's factors L_g, or
-        the modes system's)."""
+        weights of the last `modes_at` (from the level kernel's factors L_g, or the modes
+        system's): with glmer's criterion those of its L, at the linearization point of
+        PIRLS's last solve (the iterate before the modes), as lme4's condVar."""
         st = self.structure
         got = getattr(self, "_modes_factors", None)
         if got is not None and np.array_equal(got[0], theta):
             L_inv = np.linalg.inv(got[1])
             cinvs = [np.einsum("lji,ljk->lik", L_inv, L_inv)]  # (L L')^{-1} = L^-T L^-1
         else:
+            solved = getattr(self, "_modes_solved", None)
+            if solved is not None and np.array_equal(solved[0], theta):
+                # lme4's L: the weights where glmer's last PIRLS solve linearized
+                self.modes_system.load(solved[1], solved[2])
             _, cinvs = self.modes_system.system.modes(theta, np.zeros(0), condvar=True)
         return [np.einsum("ij,ljk,mk->lim", st.T_of(theta, fi), cinvs[fi], st.T_of(theta, fi))
                 for fi in range(len(st.factors))]

@@ -50,6 +50,9 @@ class PirlsResult:
     beta_work: np.ndarray  # joint flavour: beta in the working basis (modes: empty)
     state: object  # ProfiledState of the last solve (joint flavour: R_X)
     iterations: int
+    # lme4's flavour: the linearization point of the last solve (its weights are those of
+    # lme4's L, which condVar uses), or None
+    eta_solved: object = None
 
     @property
     def penalized_deviance(self) -> float:
@@ -173,7 +176,7 @@ def pirls(model, ws, theta, eta0, u0: list, fixed_eta=None,
             pdev = dev + sum(float(np.sum(x * x)) for x in u)
         if lme4 and last is not None and abs(prev[3] - pdev) < tol * abs(pdev):
             return PirlsResult(dev, pdev - dev, last[0], eta, u,
-                               beta if ws.joint else np.zeros(0), last[1], it)
+                               beta if ws.joint else np.zeros(0), last[1], it, prev[0])
         logdet, beta_new, u_new, state = ws.solve(theta)
         last = (logdet, state)
         if not lme4 and prev is not None and abs(prev[3] - pdev) <= tol * abs(pdev):
