@@ -353,9 +353,11 @@ class GeneralizedLinearMixedModel:
                 and self.solver_option in ("auto", "blockdiag"))
 
     def _joint_pirls(self, theta, eta0, u0, options) -> PirlsResult:
-        """The joint PIRLS (stage 1) from eta0 with modes u0 (zeros)."""
+        """The joint PIRLS (stage 1) from eta0 with modes u0 (zeros); options of `pirls`
+        (keep_solved: `level_joint_pirls`'s, the solver's PIRLS always keeps it)."""
         if self.level_joint:
             return level_joint_pirls(self, theta, eta0, **options)
+        options = {k: v for k, v in options.items() if k != "keep_solved"}
         return pirls(self, self.joint_system, theta, eta0, u0, **options)
 
     # ---- the linear predictor on the rows (in memory: arrays; bigmixed.fitting.pirls) ---
@@ -781,6 +783,7 @@ class GeneralizedLinearMixedModel:
         RX = r1.state.chol_S[:p, :p].T  # R_X (working basis): Var(beta_work) ~ (R_X'R_X)^{-1}
         C = W @ np.linalg.solve(RX, np.eye(p)) if p else np.zeros((0, 0))
         self.set_beta_basis(beta1, C)
+        self._lp0_stage1 = self._lp0  # (nAGQ = 0: the fit's modes are stage 1's, see modes_at)
         self._lp0 = r1.eta  # stage 2 restarts from stage 1's linear predictor (glmer's lp0)
         if self.one_factor is not None and self.pirls_mode == "lme4":
             self.one_factor["lp0"] = np.ascontiguousarray(r1.eta[self.one_factor["order"]])
@@ -830,6 +833,17 @@ class GeneralizedLinearMixedModel:
         `conditional_variances`). The exact modes of one grouping factor come from the level
         kernel instead (the criterion's own evaluation there, no solver)."""
         of = self.one_factor
+        lp0_1 = getattr(self, "_lp0_stage1", None)
+        if self.nAGQ == 0 and self.pirls_mode == "lme4" and lp0_1 is not None:
+            # glmer's nAGQ = 0 fit ends with stage 1's joint PIRLS at theta: its modes, and
+            # lme4's L with the weights where its last solve linearized (condVar)
+            u0 = [np.zeros((f.n_levels, f.n_columns)) for f in self.structure.factors]
+            r = self._joint_pirls(np.asarray(theta, dtype=np.float64), lp0_1, u0,
+                                  dict(self._pirls_options(), keep_solved=True))
+            fixed = self.fixed_eta(beta)
+            self._modes_factors = None
+            self._modes_solved = (np.array(theta, copy=True), r.eta_solved, fixed)
+            return r, fixed
         if self.pirls_mode != "lme4" and of is not None:
             theta = np.asarray(theta, dtype=np.float64)
             beta = np.asarray(beta, dtype=np.float64)

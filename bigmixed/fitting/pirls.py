@@ -190,14 +190,16 @@ def pirls(model, ws, theta, eta0, u0: list, fixed_eta=None,
 
 
 def level_joint_pirls(model, theta, eta0: np.ndarray, tol: float = PIRLS_TOL,
-                      maxit: int = PIRLS_MAXIT, lme4: bool = False) -> PirlsResult:
+                      maxit: int = PIRLS_MAXIT, lme4: bool = False,
+                      keep_solved: bool = False) -> PirlsResult:
     """`pirls` in its joint flavour from eta0 with u = 0 (stage 1's evaluations), step for step
     the same iteration, for one grouping factor and one random-effect column: each iteration is
     one pass over the rows sorted by level (kernels.glmm_joint.joint_pass) and a small solve
     (joint_solve) instead of the weighted cross-products and a solver. The iterates are (beta,
     u) (working basis, spherical); a step halving moves them toward the last accepted ones (eta
     is linear in them), never toward eta0, whose penalized deviance counts as infinite there
-    as in `pirls`."""
+    as in `pirls`. keep_solved: the result's eta_solved (lme4's flavour), as `pirls` gives it
+    (a copy of eta at every accepted point)."""
     from ..kernels.glmm_joint import joint_pass, joint_solve
 
     of = model.one_factor
@@ -221,12 +223,16 @@ def level_joint_pirls(model, theta, eta0: np.ndarray, tol: float = PIRLS_TOL,
                             np.ascontiguousarray(W @ beta_work), u, A, b, G, eta_sorted)
         return float(hi + lo)
 
-    def result(dev, u, beta_work, logdet, chol, it):
-        eta = np.empty(model.n_obs)
-        eta[order] = eta_sorted
+    def unsorted(a):
+        out = np.empty(model.n_obs)
+        out[order] = a
+        return out
+
+    def result(dev, u, beta_work, logdet, chol, it, solved=None):
         state = ProfiledState(float(logdet), chol, model.n_obs, p)
-        return PirlsResult(dev, float(u @ u), float(logdet), eta, [u[:, None].copy()],
-                           beta_work, state, it)
+        return PirlsResult(dev, float(u @ u), float(logdet), unsorted(eta_sorted),
+                           [u[:, None].copy()], beta_work, state, it,
+                           None if solved is None else unsorted(solved))
 
     u = np.zeros(n_levels)
     beta = np.zeros(p)
@@ -243,6 +249,7 @@ def level_joint_pirls(model, theta, eta0: np.ndarray, tol: float = PIRLS_TOL,
     else:
         dev = load(beta, u, np.ascontiguousarray(eta0[order]))
         model._joint_first_pass = (eta0, dev, A.copy(), b.copy(), G.copy())
+    eta_prev = None  # keep_solved: eta (sorted) at the last accepted point
     for it in range(1, maxit + 1):
         if it > 1:
             dev = load(beta, u)
@@ -261,7 +268,7 @@ def level_joint_pirls(model, theta, eta0: np.ndarray, tol: float = PIRLS_TOL,
                 if pdev - prev[2] > tol * abs(prev[2]):
                     raise PirlsError("step halving failed to reduce the penalized deviance")
         if lme4 and last is not None and abs(prev[2] - pdev) < tol * abs(pdev):
-            return result(dev, u, beta, last[0], last[1], it)
+            return result(dev, u, beta, last[0], last[1], it, eta_prev)
         chol = np.empty((p + 1, p + 1))
         u_new = np.empty(n_levels)
         logdet, ok = joint_solve(A, b, G, M, t, chol, u_new)
@@ -271,5 +278,8 @@ def level_joint_pirls(model, theta, eta0: np.ndarray, tol: float = PIRLS_TOL,
         if not lme4 and prev is not None and abs(prev[2] - pdev) <= tol * abs(pdev):
             return result(dev, u, beta, logdet, chol, it)
         prev = (u, beta, pdev if prev is not None else np.inf)
+        if keep_solved:
+            eta_prev = (np.ascontiguousarray(eta0[order]) if it == 1 and cached is not None
+                        and cached[0] is eta0 else eta_sorted.copy())
         u, beta = u_new, ProfiledState(logdet, chol, model.n_obs, p).beta_work()
     raise PirlsError(f"PIRLS did not converge in {maxit} iterations")
