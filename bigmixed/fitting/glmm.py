@@ -787,6 +787,10 @@ class GeneralizedLinearMixedModel:
         self._lp0 = r1.eta  # stage 2 restarts from stage 1's linear predictor (glmer's lp0)
         if self.one_factor is not None and self.pirls_mode == "lme4":
             self.one_factor["lp0"] = np.ascontiguousarray(r1.eta[self.one_factor["order"]])
+            # the exact modes (stage 2's start Hessian) start from stage 1's: a step or two
+            # per level instead of Newton from zero
+            self.one_factor["u_exact"][...] = r1.u[0]
+            self.one_factor["exact_at"] = None
         if self.one_factor is not None and self.nAGQ != 0 and self._joint is not None:
             # stage 2 and the results use the level kernels (and, for glmer's modes at the
             # end, the modes system): the joint system's arrays can go (refit rebuilds it)
