@@ -32,7 +32,7 @@ from .glmm import glmm_level_chunks
 
 @njit(cache=True, nogil=True)
 def _joint_chunk(lo_g, hi_g, indptr, order, X, offset, Z, unit_z, y, prior_w, t, family, link,
-                 eta_lin, use_lin, beta, u, A_out, b_out, G_part, dev_part, eta_out):
+                 eta_lin, use_lin, beta, u, with_sums, A_out, b_out, G_part, dev_part, eta_out):
     p = X.shape[1]
     q = p + 1
     xz = np.empty(q)
@@ -65,6 +65,8 @@ def _joint_chunk(lo_g, hi_g, indptr, order, X, offset, Z, unit_z, y, prior_w, t,
             mu, me = _link(eta, link)
             pw = prior_w[i]
             dh, dl = _dd_add(dh, dl, _dev_resid(y[i], mu, pw, family))
+            if not with_sums:
+                continue
             sw = me * math.sqrt(pw / _variance(mu, family))
             w = sw * sw
             for j in range(p):
@@ -77,17 +79,20 @@ def _joint_chunk(lo_g, hi_g, indptr, order, X, offset, Z, unit_z, y, prior_w, t,
                 wa = w * xz[a]
                 for b in range(a + 1):
                     G_part[a, b] += wa * xz[b]
-        A_out[g] = a_g
-        for a in range(q):
-            b_out[g, a] = bg[a]
+        if with_sums:
+            A_out[g] = a_g
+            for a in range(q):
+                b_out[g, a] = bg[a]
     dev_part[0] = dh
     dev_part[1] = dl
 
 
 @njit(parallel=True, cache=True, nogil=True)
 def joint_pass(indptr, order, X, offset, Z, unit_z, y, prior_w, t, family, link, eta_lin, beta,
-               u, A_out, b_out, G_out, eta_out):
-    """One pass over the rows at eta = offset + X beta + t z u_g (or eta_lin, if not empty).
+               u, with_sums, A_out, b_out, G_out, eta_out):
+    """One pass over the rows at eta = offset + X beta + t z u_g (or eta_lin, if not empty):
+    the deviance there and, with_sums, the sums of the next step (else A_out, b_out, G_out are
+    left as they were: a pass for a convergence test, cheaper by the weighted sums).
 
     Parameters
     ----------
@@ -99,6 +104,7 @@ def joint_pass(indptr, order, X, offset, Z, unit_z, y, prior_w, t, family, link,
     t : float, theta; family, link : int ids (kernels.glm)
     eta_lin : (n,) float64 sorted, or (0,): the linearization point instead of beta, u
     beta : (p,) float64 (original coordinates); u : (n_levels,) float64 spherical modes
+    with_sums : bool, also A_out, b_out, G_out
     A_out : (n_levels,) receives A_g = sum w z^2
     b_out : (n_levels, p + 1) receives sum w z [x; zw] (original coordinates)
     G_out : (p + 1, p + 1) receives the lower triangle of sum w [x; zw][x; zw]'
@@ -117,8 +123,15 @@ def joint_pass(indptr, order, X, offset, Z, unit_z, y, prior_w, t, family, link,
     use_lin = eta_lin.shape[0] > 0
     for c in prange(n_chunks):
         _joint_chunk(bounds[c], bounds[c + 1], indptr, order, X, offset, Z, unit_z, y, prior_w,
-                     t, family, link, eta_lin, use_lin, beta, u, A_out, b_out, G_parts[c],
-                     devs[c], eta_out)
+                     t, family, link, eta_lin, use_lin, beta, u, with_sums, A_out, b_out,
+                     G_parts[c], devs[c], eta_out)
+    if not with_sums:
+        dh = 0.0
+        dl = 0.0
+        for c in range(n_chunks):
+            dh, dl = _dd_add(dh, dl, devs[c, 0])
+            dh, dl = _dd_add(dh, dl, devs[c, 1])
+        return dh, dl
     for a in range(q):
         for b in range(q):
             G_out[a, b] = 0.0

@@ -217,10 +217,11 @@ def level_joint_pirls(model, theta, eta0: np.ndarray, tol: float = PIRLS_TOL,
     eta_sorted = np.empty(model.n_obs)
     no_eta = eta_sorted[:0]
 
-    def load(beta_work, u, eta_lin=no_eta):
+    def load(beta_work, u, eta_lin=no_eta, with_sums=True):
         hi, lo = joint_pass(of["indptr"], order, X, offset, of["Z"], of["unit"], of["y"],
                             of["w"], t, model.family_id, model.link_id, eta_lin,
-                            np.ascontiguousarray(W @ beta_work), u, A, b, G, eta_sorted)
+                            np.ascontiguousarray(W @ beta_work), u, with_sums, A, b, G,
+                            eta_sorted)
         return float(hi + lo)
 
     def unsorted(a):
@@ -252,7 +253,13 @@ def level_joint_pirls(model, theta, eta0: np.ndarray, tol: float = PIRLS_TOL,
     eta_prev = None  # keep_solved: eta (sorted) at the last accepted point
     for it in range(1, maxit + 1):
         if it > 1:
-            dev = load(beta, u)
+            # where lme4's convergence test may end the iteration, the deviance alone first:
+            # the weighted sums only if it goes on (the same values either way)
+            may_end = lme4 and last is not None and np.isfinite(prev[2])
+            dev = load(beta, u, with_sums=not may_end)
+            pdev = dev + float(u @ u)
+            if may_end and not (pdev <= prev[2] and abs(prev[2] - pdev) < tol * abs(pdev)):
+                dev = load(beta, u)
         pdev = dev + float(u @ u)
         if prev is not None and not (pdev <= prev[2]):
             for _ in range(MAX_HALVINGS):
