@@ -233,7 +233,8 @@ class GeneralizedLinearMixedModel:
         new.eta_start = start_eta(self.family, y, self.prior_weights)
         new._joint = new._modes = None
         new._lp0 = new._eta0 = new._u_warm = new._last0 = new._best0 = None
-        new._joint_first_pass = None
+        new._joint_first_pass = new._lp0_stage1 = None
+        new._modes_factors = new._modes_solved = None
         if self._one_factor is not None:
             of = self._one_factor
             new._one_factor = dict(of, y=np.ascontiguousarray(y[of["order"]]),
@@ -412,7 +413,8 @@ class GeneralizedLinearMixedModel:
                 of["u"][...] = 0.0
                 of["lme4_at"] = None
                 if self.nAGQ == 1 and self.has_analytic_gradient:
-                    # (the same values, bit for bit, and the gradient of glmer's criterion)
+                    # (glmer's iterations, the values equal to rounding, and the gradient of
+                    # glmer's criterion)
                     grad = np.zeros(1 + self.n_fixed)
                     A0, c0, B0 = self._lp0_level_sums()
                     dev_hi, dev_lo, u2, logdet, status, _ = blockdiag_pirls_gradient(
@@ -834,8 +836,9 @@ class GeneralizedLinearMixedModel:
     def modes_at(self, theta, beta):
         """PIRLS at (theta, beta) on the solver: (PirlsResult, fixed part eta) with the
         modes system holding the weights at the modes (for conditional variances, see
-        `conditional_variances`). The exact modes of one grouping factor come from the level
-        kernel instead (the criterion's own evaluation there, no solver)."""
+        `conditional_variances`). The modes of one grouping factor with one column come from
+        the level kernel instead (the criterion's own evaluation there, no solver); those of an
+        nAGQ = 0 fit with glmer's criterion from stage 1's joint PIRLS at theta, as glmer's."""
         of = self.one_factor
         lp0_1 = getattr(self, "_lp0_stage1", None)
         if self.nAGQ == 0 and self.pirls_mode == "lme4" and lp0_1 is not None:
