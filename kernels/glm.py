@@ -224,10 +224,11 @@ def _pnorm(x):
 def _link(eta, link):
     """(mu, mu.eta) at eta for a link id (see the module docstring)."""
     if link == LOGIT:
-        mu = _cmax(_EPS, _cmin(_ONE_M_EPS, 1.0 / (1.0 + math.exp(-eta))))
+        # one exp for both: e = exp(-|eta|), mu = 1 / (1 + e) or e / (1 + e)
         e = math.exp(-abs(eta))
         f = 1.0 + e
-        return mu, _cmax(_EPS, e / (f * f))
+        mu = 1.0 / f if eta >= 0.0 else e / f
+        return _cmax(_EPS, _cmin(_ONE_M_EPS, mu)), _cmax(_EPS, e / (f * f))
     if link == PROBIT:
         return _cmin(_ONE_M_EPS, _pnorm(eta)), _dnorm(eta)
     if link == CLOGLOG:
