@@ -1748,6 +1748,25 @@ def _signal_exit(signum: int) -> int:
     return _EXIT_FOR_SIGNAL.get(signum, 128 + signum)
 
 
+def _signal_behind(error: BaseException) -> int | None:
+    """The signal whose exception `error` replaced, if any. A signal's exception raised while
+    an extension module runs (numba's C modules during their import, a C callback) can be
+    turned into that module's own error (ImportError "numba._devicearray failed to import"):
+    the run was stopped by the signal, and its exit code must say so, not an internal error."""
+    seen = set()
+    e: BaseException | None = error
+    while e is not None and id(e) not in seen:
+        if isinstance(e, KeyboardInterrupt):
+            return signal.SIGINT
+        if isinstance(e, SignalExit):
+            return e.signum
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    if _SIGNALS.received is not None and not _SIGNALS.finished:
+        return _SIGNALS.received  # received (and raised or pending) before the run completed
+    return None
+
+
 def _run_fit(args, display, interval) -> int:
     command = cmd_predict if args.command == "predict" else cmd_fit
     try:
@@ -1756,6 +1775,9 @@ def _run_fit(args, display, interval) -> int:
         log.error("%s", e)
         return e.code
     except Exception as e:  # noqa: BLE001
+        signum = _signal_behind(e)
+        if signum is not None:
+            return _signal_exit(signum)
         code, msg = _exit_for(e)
         tb = traceback.format_exc()
         log.error("%s", msg, extra={"bigmixed_traceback": tb if code == EXIT_INTERNAL else None})

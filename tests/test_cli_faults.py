@@ -244,3 +244,34 @@ def test_sigkill_leftover_removed_by_next_run_but_not_a_live_ones(data, tmp_path
     assert temps(tmp_path) == live  # SIGKILL: nothing can clean up
     run_to_end(data, other, "one")
     assert temps(tmp_path) == [] and not out.exists()
+
+
+SIGNAL_IN_EXTENSION = """
+import os, signal, sys
+import bigmixed as bm
+from bigmixed import cli
+def fit_in_extension(self, *a, **k):
+    # what numba's C modules do when a signal's exception reaches them during their import:
+    # the pending exception is replaced by the module's own ImportError
+    try:
+        os.kill(os.getpid(), signal.SIGTERM)  # the handler raises at the next bytecode
+        for _ in range(10**7):
+            pass
+    except BaseException:
+        raise ImportError("numba._devicearray failed to import")
+bm.LinearMixedModel.fit = fit_in_extension
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def test_signal_turned_into_an_extensions_error_still_exits_as_the_signal(data, tmp_path):
+    out = tmp_path / "fit.json"
+    out.write_text("previous")
+    p = subprocess.run([sys.executable, "-c", SIGNAL_IN_EXTENSION, "fit", "--data", str(data),
+                        "--formula", FORMULA, "--out", str(out)], capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode == 143, p.stderr
+    assert "received SIGTERM; no output written" in p.stderr
+    assert "Traceback" not in p.stderr
+    assert out.read_text() == "previous"
+    assert temps(tmp_path) == []
