@@ -1,7 +1,9 @@
 """The optimizer wrapper: bounds, boundary snapping, restarts, never NaN."""
 import numpy as np
 
-from bigmixed.fitting.optimize import minimize_theta
+import pytest
+
+from bigmixed.fitting.optimize import minimize_scalar, minimize_theta
 
 
 def test_finds_interior_minimum():
@@ -88,3 +90,68 @@ def test_quasi_newton_interior_converges_and_reports_a_zero_variance():
     assert not rec.converged and rec.message == "a variance near zero"
     assert 0 < rec.params[0] < 1e-3
     assert quasi_newton_interior(fun, grad, np.array([0.0, 0.0]), diagonal) is None
+
+
+# minimize_scalar: successive parabolic interpolation over one theta >= lower (GLMM stage 1)
+
+def _counted(f):
+    calls = []
+
+    def g(t):
+        calls.append(float(t[0]))
+        return f(float(t[0]))
+    return g, calls
+
+
+def _bin_1m_shape(t):
+    # bin_1m's nAGQ = 0 criterion about its minimum (fitted to its values at 0.95 and 1.05)
+    d = t - 0.9887
+    return 4.6e4 * d ** 2 - 4.8e4 * d ** 3 + 2e5 * d ** 4
+
+
+def _grid_minimum(f, lo, hi, n=200_001):
+    x = np.linspace(lo, hi, n)
+    v = np.array([f(t) for t in x])
+    return x[np.argmin(v)]
+
+
+@pytest.mark.parametrize("f, x0", [
+    (lambda t: _bin_1m_shape(t) + 1.1e6, 1.0),
+    (lambda t: np.cosh(3 * (t - 2.4)) + 0.1 * t, 1.0),  # the minimum outside the first bracket
+    (lambda t: (t - 0.3) ** 4 + (t - 0.3) ** 2, 1.0),
+    (lambda t: np.exp(t) + np.exp(-4 * t), 0.05),  # near the bound
+])
+def test_scalar_minimum_matches_a_dense_grid(f, x0):
+    fun, calls = _counted(f)
+    rec = minimize_scalar(fun, x0, 0.0, xtol_abs=1e-5)
+    truth = _grid_minimum(f, 0.0, 5.0)
+    assert rec is not None and rec.converged
+    assert abs(rec.params[0] - truth) < 1e-4
+    assert rec.objective == f(rec.params[0]) and rec.objective == min(f(t) for t in calls)
+    assert rec.n_evaluations == len(set(calls)) == len(calls)  # (no point evaluated twice)
+
+
+def test_scalar_minimum_near_the_start_takes_few_evaluations():
+    fun, calls = _counted(_bin_1m_shape)
+    rec = minimize_scalar(fun, 1.0, 0.0, xtol_abs=1e-5)
+    assert abs(rec.params[0] - 0.9887) < 1e-5 and len(calls) <= 7
+
+
+def test_scalar_minimum_beyond_the_bound_ends_on_it():
+    fun, calls = _counted(lambda t: (t + 0.5) ** 2)
+    rec = minimize_scalar(fun, 1.0, 0.0, xtol_abs=1e-5)
+    assert rec.params[0] == 0.0 and rec.objective == 0.25
+    assert rec.message == "minimum at the bound" and min(calls) == 0.0
+
+
+def test_scalar_minimum_steps_back_from_non_finite_values():
+    def f(t):
+        return np.inf if t > 1.02 else (t - 0.7) ** 2
+    rec = minimize_scalar(lambda t: f(t[0]), 1.0, 0.0, xtol_abs=1e-6)
+    assert abs(rec.params[0] - 0.7) < 1e-5
+
+
+def test_scalar_gives_up_without_a_finite_value_or_within_maxeval():
+    assert minimize_scalar(lambda t: np.nan, 1.0, 0.0, xtol_abs=1e-5) is None
+    # a minimum it cannot reach in 5 evaluations: None (the caller falls back to BOBYQA)
+    assert minimize_scalar(lambda t: (t[0] - 40.0) ** 2, 1.0, 0.0, xtol_abs=1e-5, maxeval=5) is None
