@@ -86,8 +86,9 @@ def blockdiag_laplace_gradient(indptr, eta_fixed, X, order, Z, unit_z, y, prior_
     ----------
     indptr : (n_levels + 1,) int64, row ranges of the levels (rows sorted by level)
     eta_fixed : (n,) float64, offset + X beta (sorted rows)
-    X : (n, p) float64, fixed-effects columns (the rows as given, not sorted)
-    order : (n,) int64, sorted row i is row order[i] of X (no sorted copy of X is made)
+    X : (n, p) float64, fixed-effects columns
+    order : (n,) int64, sorted row i is row order[i] of X (bigmixed passes X in level order
+        with the identity: a gather through a permutation costs ~3x the pass)
     Z : (n, 1) float64, the random-effect column (ignored when unit_z; may be (0, 1))
     unit_z : bool, the random effect is an intercept
     y, prior_w : (n,) float64, response (binomial: proportion) and prior weights

@@ -573,8 +573,19 @@ def test_rows_in_level_order_are_not_copied_and_the_joint_system_is_released():
         fit2 = other.fit()
     assert np.shares_memory(model.one_factor["y"], model.y)
     assert not np.shares_memory(other.one_factor["y"], other.y)
+    # X too: the model's own in level order; shuffled, a copy in level order read in sequence
+    assert np.shares_memory(model.one_factor["X"], model.design.X)
+    of = other.one_factor
+    np.testing.assert_array_equal(of["X"], other.design.X[of["order"]])
+    np.testing.assert_array_equal(of["x_order"], np.arange(len(other.y)))
     assert model._joint is None and fit.solver == "blockdiag"
     assert fit2.objective == pytest.approx(fit.objective, rel=1e-12)
     np.testing.assert_allclose(fit2.beta, fit.beta, rtol=1e-7, atol=1e-9)
     again = model.refit()  # (rebuilds the joint system)
     np.testing.assert_array_equal(again.beta, fit.beta)
+    with warnings.catch_warnings():  # glmer's criterion (the default) alike
+        warnings.simplefilter("ignore", bm.BigmixedWarning)
+        lme4_fits = [bm.glmm(formula, d, family="binomial").fit() for d in (df, shuffled)]
+    assert lme4_fits[1].objective == pytest.approx(lme4_fits[0].objective, rel=1e-12)
+    np.testing.assert_allclose(lme4_fits[1].beta, lme4_fits[0].beta, rtol=1e-7, atol=1e-9)
+    np.testing.assert_allclose(lme4_fits[1].bse, lme4_fits[0].bse, rtol=1e-6)

@@ -207,7 +207,7 @@ def level_joint_pirls(model, theta, eta0: np.ndarray, tol: float = PIRLS_TOL,
     n_levels = len(of["indptr"]) - 1
     p = model.n_fixed
     t = float(np.asarray(theta, dtype=np.float64)[0])
-    X = np.ascontiguousarray(model.design.X, dtype=np.float64)
+    X, x_order = of["X"], of["x_order"]  # (X in level order, see GeneralizedLinearMixedModel.one_factor)
     W = model.basis.W
     M = model.basis.matrix()
     offset = of["offset"]
@@ -218,7 +218,7 @@ def level_joint_pirls(model, theta, eta0: np.ndarray, tol: float = PIRLS_TOL,
     no_eta = eta_sorted[:0]
 
     def load(beta_work, u, eta_lin=no_eta, with_sums=True):
-        hi, lo = joint_pass(of["indptr"], order, X, offset, of["Z"], of["unit"], of["y"],
+        hi, lo = joint_pass(of["indptr"], x_order, X, offset, of["Z"], of["unit"], of["y"],
                             of["w"], t, model.family_id, model.link_id, eta_lin,
                             np.ascontiguousarray(W @ beta_work), u, with_sums, A, b, G,
                             eta_sorted)
