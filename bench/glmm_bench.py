@@ -7,7 +7,8 @@
 
 Problems (hdp-style data from bigmixed.data_gen with binary/count outcomes, random intercept per
 doctor unless crossed): bin_8k (8.5k rows, 407 doctors), bin_105k, pois_105k (offset
-log(exposure)), crossed_105k (5k doctors x 100 hospitals), bin_1m (1.05M rows, 50k doctors).
+log(exposure)), crossed_105k (5k doctors x 100 hospitals), bin_1m (1.05M rows, 50k doctors);
+not by default: bin_1m_shuffled (bin_1m's rows in random order).
 
 - bigmixed: a fresh process reads the Parquet file, runs bm.warmup() and a tiny fit, then times
   ``bm.glmm(formula, df, family=...).fit()`` (design included).
@@ -47,6 +48,10 @@ PROBLEMS = {
                          formula=f"remission ~ {FIXED} + (1 | doctor) + (1 | hospital)"),
     "bin_1m": dict(gen=dict(n_doctors=50000, seed=5), family="binomial",
                    formula=f"remission ~ {FIXED} + (1 | doctor)"),
+    # bin_1m's rows in random order (generate_hdp writes them doctor by doctor; registries
+    # need not): the level kernels' reads of X are then through a sorted copy
+    "bin_1m_shuffled": dict(gen=dict(n_doctors=50000, seed=5), family="binomial", shuffle=True,
+                            formula=f"remission ~ {FIXED} + (1 | doctor)"),
 }
 DEFAULT = ["bin_8k", "bin_105k", "pois_105k", "crossed_105k", "bin_1m"]
 
@@ -58,6 +63,8 @@ def data_files(name: str):
         from bigmixed.data_gen import generate_hdp
 
         df = generate_hdp(**PROBLEMS[name]["gen"], binary=True, counts=True).data
+        if PROBLEMS[name].get("shuffle"):
+            df = df.sample(frac=1.0, random_state=0).reset_index(drop=True)
         df.to_parquet(pq)
         df.to_csv(csv, index=False)
     return pq, csv
