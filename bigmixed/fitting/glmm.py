@@ -46,7 +46,7 @@ from ..crossprods.weighted import pair_plans
 from ..errors import BigmixedError
 from ..kernels.ghrule import MAX_AGQ, gauss_hermite_rule
 from ..kernels.glm import glm_aic_constant, glm_deviance
-from ..kernels.glmm import blockdiag_agq, blockdiag_pirls, sorted_fixed_eta
+from ..kernels.glmm import blockdiag_agq, blockdiag_pirls, level_order, sorted_fixed_eta
 from ..kernels.glmm_gradient import blockdiag_laplace_fused, blockdiag_laplace_hessian
 from ..kernels.glmm_pirls_gradient import blockdiag_pirls_gradient, start_level_sums
 from ..results.rows import InMemoryRows
@@ -284,12 +284,10 @@ class GeneralizedLinearMixedModel:
             return None
         if self._one_factor is None:
             f = self.structure.factors[0]
-            order = np.argsort(f.codes, kind="stable")
-            counts = np.bincount(f.codes, minlength=f.n_levels)
-            indptr = np.zeros(f.n_levels + 1, dtype=np.int64)
-            np.cumsum(counts, out=indptr[1:])
+            indptr = np.empty(f.n_levels + 1, dtype=np.int64)
+            order = np.empty(len(f.codes), dtype=np.int64)
             # rows already in level order (registries often are): the model's own arrays
-            in_order = bool(np.all(order[1:] > order[:-1]))
+            in_order = bool(level_order(np.ascontiguousarray(f.codes), indptr, order))
 
             def by_level(a):
                 return np.ascontiguousarray(a if in_order else a[order])

@@ -55,3 +55,20 @@ def test_row_third_derivatives_are_the_derivatives_of_row_derivatives(eta, y, wt
     assert abs(d3 - (up[1] - down[1]) / (2 * h)) <= 1e-6 * (1 + abs(d3))
     assert abs(w2 - (up[3] - down[3]) / (2 * h)) <= 1e-6 * (1 + abs(w2))
     assert abs(w1 - (up[2] - down[2]) / (2 * h)) <= 1e-6 * (1 + abs(w1))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(0, 6), min_size=1, max_size=80), st.integers(0, 3), st.booleans())
+def test_level_order_is_the_stable_argsort(codes, extra_levels, presort):
+    from bigmixed.kernels.glmm import level_order
+
+    codes = np.array(sorted(codes) if presort else codes, dtype=np.int32)
+    n_levels = int(codes.max()) + 1 + extra_levels  # (levels without rows too)
+    indptr = np.full(n_levels + 1, -7, dtype=np.int64)
+    order = np.full(len(codes), -7, dtype=np.int64)
+    in_order = level_order(codes, indptr, order)
+    np.testing.assert_array_equal(order, np.argsort(codes, kind="stable"))
+    expected = np.zeros(n_levels + 1, dtype=np.int64)
+    np.cumsum(np.bincount(codes, minlength=n_levels), out=expected[1:])
+    np.testing.assert_array_equal(indptr, expected)
+    assert in_order == bool(np.all(np.diff(codes) >= 0))
